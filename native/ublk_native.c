@@ -1,0 +1,390 @@
+/*
+ * ublk_native: the few syscalls and memory primitives Node lacks, nothing more.
+ * It knows io_uring only as three syscall numbers and ublk not at all; every
+ * struct is built and parsed in TypeScript (src/uring/layout.ts).
+ *
+ * Hot-path entry points (enter, register) return -errno instead of throwing.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <uv.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#define ARGS(n)                                                   \
+  size_t argc = (n);                                              \
+  napi_value argv[(n)];                                           \
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);           \
+  for (size_t i_ = argc; i_ < (n); i_++) napi_get_undefined(env, &argv[i_])
+
+static napi_value num(napi_env env, double v) {
+  napi_value r;
+  napi_create_double(env, v, &r);
+  return r;
+}
+
+static uint32_t u32(napi_env env, napi_value v) {
+  uint32_t r = 0;
+  napi_get_value_uint32(env, v, &r);
+  return r;
+}
+
+static int32_t i32(napi_env env, napi_value v) {
+  int32_t r = 0;
+  napi_get_value_int32(env, v, &r);
+  return r;
+}
+
+static int64_t i64(napi_env env, napi_value v) {
+  int64_t r = 0;
+  napi_get_value_int64(env, v, &r);
+  return r;
+}
+
+/* Throws Error{code: 'EINVAL', errno: -22}, the shape src/native.ts expects. */
+static napi_value throw_errno(napi_env env, int err, const char *what) {
+  const char *name = strerrorname_np(err);
+  char msg[256];
+  napi_value code, text, e;
+  snprintf(msg, sizeof msg, "%s: %s (%s)", what, strerror(err), name ? name : "?");
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &e);
+  napi_set_named_property(env, e, "errno", num(env, -err));
+  napi_throw(env, e);
+  return NULL;
+}
+
+/* First byte of an ArrayBuffer or view (napi already adds a view's byteOffset). */
+static void *bytes_of(napi_env env, napi_value v, size_t *len) {
+  static const uint8_t esize[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};
+  bool is = false;
+  void *data = NULL;
+  size_t n = 0;
+  napi_typedarray_type t;
+  if (napi_is_arraybuffer(env, v, &is) == napi_ok && is) {
+    napi_get_arraybuffer_info(env, v, &data, &n);
+  } else if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_get_typedarray_info(env, v, &t, &n, &data, NULL, NULL);
+    n *= (size_t)t < sizeof esize ? esize[t] : 1;
+  } else if (napi_is_dataview(env, v, &is) == napi_ok && is) {
+    napi_get_dataview_info(env, v, &n, &data, NULL, NULL);
+  }
+  if (len) *len = n;
+  return data;
+}
+
+static napi_value js_setup(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  size_t len = 0;
+  void *params = bytes_of(env, argv[1], &len);
+  if (!params || len < 120) return throw_errno(env, EINVAL, "io_uring_setup params");
+  long fd = syscall(__NR_io_uring_setup, u32(env, argv[0]), params);
+  if (fd < 0) return throw_errno(env, errno, "io_uring_setup");
+  return num(env, (double)fd);
+}
+
+static napi_value js_enter(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  long r = syscall(__NR_io_uring_enter, i32(env, argv[0]), u32(env, argv[1]),
+                   u32(env, argv[2]), u32(env, argv[3]), NULL, 0);
+  return num(env, r < 0 ? -errno : (double)r);
+}
+
+static napi_value js_register(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  napi_valuetype t;
+  void *arg = NULL;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_null && t != napi_undefined && !(arg = bytes_of(env, argv[2], NULL)))
+    return num(env, -EINVAL);
+  long r = syscall(__NR_io_uring_register, i32(env, argv[0]), u32(env, argv[1]), arg,
+                   u32(env, argv[3]));
+  return num(env, r < 0 ? -errno : (double)r);
+}
+
+/*
+ * A mapping is handed to JS as an external ArrayBuffer. The struct is both the
+ * finalizer hint and a napi_wrap on the buffer, so munmap() can find it; addr
+ * is cleared once unmapped so the finalizer never unmaps twice.
+ */
+struct mapping {
+  void *addr;
+  size_t len;
+};
+
+static void mapping_finalize(napi_env env, void *data, void *hint) {
+  struct mapping *m = hint;
+  (void)env, (void)data;
+  if (m->addr) munmap(m->addr, m->len);
+  free(m);
+}
+
+static napi_value wrap_mapping(napi_env env, void *addr, size_t len) {
+  struct mapping *m = malloc(sizeof *m);
+  napi_value ab;
+  if (!m) {
+    munmap(addr, len);
+    return throw_errno(env, ENOMEM, "mmap");
+  }
+  m->addr = addr;
+  m->len = len;
+  if (napi_create_external_arraybuffer(env, addr, len, mapping_finalize, m, &ab) != napi_ok) {
+    munmap(addr, len);
+    free(m);
+    return NULL; /* napi left an exception pending */
+  }
+  napi_wrap(env, ab, m, NULL, NULL, NULL);
+  return ab;
+}
+
+static napi_value js_mmap(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  size_t len = (size_t)i64(env, argv[0]);
+  void *p = mmap(NULL, len, i32(env, argv[1]), i32(env, argv[2]), i32(env, argv[3]),
+                 (off_t)i64(env, argv[4]));
+  return p == MAP_FAILED ? throw_errno(env, errno, "mmap") : wrap_mapping(env, p, len);
+}
+
+/* Anonymous private mmap: page-aligned and zero-filled by the kernel. */
+static napi_value js_alloc(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  size_t len = (size_t)i64(env, argv[0]);
+  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? throw_errno(env, errno, "alloc") : wrap_mapping(env, p, len);
+}
+
+static napi_value js_munmap(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  struct mapping *m = NULL;
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, argv[0], &detached);
+  if (detached) return NULL; /* already unmapped: munmap is idempotent */
+  /* Remove the wrap first: after detach the finalizer may free m at any time. */
+  if (napi_remove_wrap(env, argv[0], (void **)&m) != napi_ok || !m) {
+    napi_throw_type_error(env, NULL, "munmap: not an ArrayBuffer from mmap()/alloc()");
+    return NULL;
+  }
+  if (munmap(m->addr, m->len) < 0) return throw_errno(env, errno, "munmap");
+  m->addr = NULL;
+  napi_detach_arraybuffer(env, argv[0]);
+  return NULL;
+}
+
+static napi_value js_address_of(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  void *p = bytes_of(env, argv[0], NULL);
+  if (!p) napi_throw_type_error(env, NULL, "addressOf: expected an ArrayBuffer or view");
+  return p ? num(env, (double)(uintptr_t)p) : NULL;
+}
+
+static napi_value js_eventfd(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int fd = eventfd(u32(env, argv[0]), i32(env, argv[1]));
+  return fd < 0 ? throw_errno(env, errno, "eventfd") : num(env, fd);
+}
+
+/* close(2) for fds made here (rings, eventfds, memfds): Node's fs.closeSync
+ * warns in worker threads about fds it did not open itself. */
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  return num(env, close(i32(env, argv[0])) < 0 ? -errno : 0);
+}
+
+static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  char name[250] = "";
+  napi_get_value_string_utf8(env, argv[0], name, sizeof name, NULL);
+  int fd = memfd_create(name, u32(env, argv[1]));
+  return fd < 0 ? throw_errno(env, errno, "memfd_create") : num(env, fd);
+}
+
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  int r = fallocate(i32(env, argv[0]), i32(env, argv[1]), i64(env, argv[2]), i64(env, argv[3]));
+  return num(env, r < 0 ? -errno : 0);
+}
+
+/*
+ * Poller: a uv_poll_t on the calling thread's loop (each worker has its own).
+ * Lifetime: the struct is shared by the JS object (wrap finalizer) and the uv
+ * handle (close callback); whichever lets go last frees it. While started, the
+ * JS object is held strongly so a running poll is never collected; the JS
+ * callback lives as a property of that object, so no root keeps it alive.
+ * An async cleanup hook closes the handle at env teardown: a worker whose
+ * loop still has an open handle aborts in uv_loop_close.
+ */
+struct poller {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref self, cb;
+  napi_async_context actx;
+  napi_async_cleanup_hook_handle hook;
+  int fd, drain, started, closing, owners;
+};
+
+static void poller_release(struct poller *p) {
+  if (--p->owners == 0) free(p);
+}
+
+static void on_closed(uv_handle_t *h) {
+  struct poller *p = h->data;
+  napi_remove_async_cleanup_hook(p->hook); /* tells a teardown we are done */
+  poller_release(p);
+}
+
+/* Called only while the napi env is alive (JS call, finalizer, cleanup hook). */
+static void poller_close(struct poller *p) {
+  if (p->closing) return;
+  p->closing = 1;
+  p->started = 0;
+  napi_delete_reference(p->env, p->self);
+  napi_delete_reference(p->env, p->cb);
+  napi_async_destroy(p->env, p->actx);
+  uv_close((uv_handle_t *)&p->poll, on_closed);
+}
+
+static void on_teardown(napi_async_cleanup_hook_handle h, void *arg) {
+  (void)h;
+  poller_close(arg);
+}
+
+static void poller_finalize(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  poller_close(data);
+  poller_release(data);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  struct poller *p = h->data;
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  napi_value self, cb, arg, err;
+  uint64_t count;
+  (void)events;
+  /* Level-triggered: the eventfd must be emptied or the loop spins. */
+  if (p->drain && status == 0) while (read(p->fd, &count, 8) < 0 && errno == EINTR) {}
+  napi_open_handle_scope(env, &scope);
+  napi_get_reference_value(env, p->self, &self);
+  napi_get_reference_value(env, p->cb, &cb);
+  napi_create_int32(env, status, &arg);
+  /* make_callback, not call_function: it drains microtasks/nextTicks after. */
+  if (napi_make_callback(env, p->actx, self, cb, 1, &arg, NULL) == napi_pending_exception) {
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static struct poller *this_poller(napi_env env, napi_callback_info info) {
+  napi_value self;
+  struct poller *p = NULL;
+  napi_get_cb_info(env, info, NULL, NULL, &self, NULL);
+  if (napi_unwrap(env, self, (void **)&p) != napi_ok || !p)
+    napi_throw_type_error(env, NULL, "not a Poller");
+  return p;
+}
+
+static napi_value poller_start(napi_env env, napi_callback_info info) {
+  struct poller *p = this_poller(env, info);
+  if (!p || p->started) return NULL;
+  if (p->closing) return throw_errno(env, EBADF, "Poller.start after close");
+  int r = uv_poll_start(&p->poll, UV_READABLE, on_poll);
+  if (r < 0) return throw_errno(env, -r, "uv_poll_start");
+  p->started = 1;
+  napi_reference_ref(env, p->self, NULL);
+  return NULL;
+}
+
+static napi_value poller_stop(napi_env env, napi_callback_info info) {
+  struct poller *p = this_poller(env, info);
+  if (!p || !p->started || p->closing) return NULL;
+  uv_poll_stop(&p->poll);
+  p->started = 0;
+  napi_reference_unref(env, p->self, NULL);
+  return NULL;
+}
+
+static napi_value poller_close_js(napi_env env, napi_callback_info info) {
+  struct poller *p = this_poller(env, info);
+  if (p) poller_close(p);
+  return NULL;
+}
+
+/* ref()/unref(): the descriptor's data says which. */
+static napi_value poller_set_ref(napi_env env, napi_callback_info info) {
+  struct poller *p = this_poller(env, info);
+  void *want_ref = NULL;
+  napi_get_cb_info(env, info, NULL, NULL, NULL, &want_ref);
+  if (p && !p->closing) (want_ref ? uv_ref : uv_unref)((uv_handle_t *)&p->poll);
+  return NULL;
+}
+
+static napi_value js_create_poller(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  struct uv_loop_s *loop;
+  napi_valuetype t;
+  napi_value obj, name;
+  bool drain = false;
+  napi_typeof(env, argv[2], &t);
+  if (t != napi_function) {
+    napi_throw_type_error(env, NULL, "createPoller: callback must be a function");
+    return NULL;
+  }
+  napi_get_value_bool(env, argv[1], &drain);
+  napi_get_uv_event_loop(env, &loop);
+  struct poller *p = calloc(1, sizeof *p);
+  if (!p) return throw_errno(env, ENOMEM, "createPoller");
+  p->env = env;
+  p->fd = i32(env, argv[0]);
+  p->drain = drain;
+  int r = uv_poll_init(loop, &p->poll, p->fd);
+  if (r < 0) {
+    free(p);
+    return throw_errno(env, -r, "uv_poll_init");
+  }
+  p->poll.data = p;
+  p->owners = 2; /* the JS object and the uv handle */
+  napi_property_descriptor props[] = {
+      {"start", NULL, poller_start, NULL, NULL, NULL, napi_default, NULL},
+      {"stop", NULL, poller_stop, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, poller_close_js, NULL, NULL, NULL, napi_default, NULL},
+      {"ref", NULL, poller_set_ref, NULL, NULL, NULL, napi_default, (void *)1},
+      {"unref", NULL, poller_set_ref, NULL, NULL, NULL, napi_default, NULL},
+      {"callback", NULL, NULL, NULL, NULL, argv[2], napi_default, NULL},
+  };
+  napi_create_object(env, &obj);
+  napi_define_properties(env, obj, sizeof props / sizeof props[0], props);
+  napi_wrap(env, obj, p, poller_finalize, NULL, NULL);
+  napi_create_reference(env, obj, 0, &p->self);
+  napi_create_reference(env, argv[2], 0, &p->cb);
+  napi_create_string_utf8(env, "ublk.Poller", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, obj, name, &p->actx);
+  napi_add_async_cleanup_hook(env, on_teardown, p, &p->hook);
+  return obj;
+}
+
+NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
+  static const struct { const char *name; napi_callback fn; } fns[] = {
+      {"setup", js_setup},         {"enter", js_enter},
+      {"register", js_register},   {"mmap", js_mmap},
+      {"munmap", js_munmap},       {"alloc", js_alloc},
+      {"addressOf", js_address_of}, {"eventfd", js_eventfd},
+      {"memfdCreate", js_memfd_create}, {"fallocate", js_fallocate},
+      {"createPoller", js_create_poller}, {"close", js_close},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, fns[i].name, f);
+  }
+  return exports;
+}

@@ -1,0 +1,104 @@
+// Typed access to build/Release/ublk_native.node (native/ublk_native.c) and
+// the errno conventions shared by everything that calls it: hot-path calls
+// return -errno, the rest throw an Error with `.code` and `.errno`.
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * A uv_poll_t watching one fd for readability on the creating thread's event
+ * loop (level-triggered). libuv sets O_NONBLOCK on the fd. Worker teardown
+ * closes a poller left open, but close() it before closing its fd.
+ */
+export interface Poller {
+  /** Begins watching (no-op if started); throws after close(). */
+  start(): void;
+  /** Stops watching; a stopped poller does not keep the event loop alive. */
+  stop(): void;
+  /** Releases the handle; idempotent. Close it before closing the fd. */
+  close(): void;
+  /** While started, keep the event loop alive (the default). */
+  ref(): void;
+  /** While started, let the event loop exit if nothing else is pending. */
+  unref(): void;
+}
+
+/** Called on readability with 0, or with a negative libuv/errno status on a poll error. */
+export type PollerCallback = (status: number) => void;
+
+export interface Native {
+  /** io_uring_setup(2); `params` is a 120-byte struct io_uring_params, updated in place. Throws. */
+  setup(entries: number, params: Uint8Array): number;
+  /** io_uring_enter(2) without a sigmask/ext arg; returns the result or -errno. */
+  enter(fd: number, toSubmit: number, minComplete: number, flags: number): number;
+  /** io_uring_register(2); `arg` is passed by address; returns the result or -errno. */
+  register(fd: number, opcode: number, arg: ArrayBufferView | ArrayBuffer | null, nrArgs: number): number;
+  /** mmap(2) as an ArrayBuffer that unmaps when collected. Throws. */
+  mmap(length: number, prot: number, flags: number, fd: number, offset: number): ArrayBuffer;
+  /** Unmaps now and detaches the buffer (all views become empty); idempotent. */
+  munmap(buffer: ArrayBuffer): void;
+  /** Page-aligned zeroed anonymous memory, freed when collected or by munmap(). Throws. */
+  alloc(length: number): ArrayBuffer;
+  /** Address of the first byte of a buffer or view (view: buffer + byteOffset). */
+  addressOf(buffer: ArrayBufferView | ArrayBuffer): number;
+  /** eventfd(2). Throws. */
+  eventfd(initval: number, flags: number): number;
+  /** memfd_create(2). Throws. */
+  memfdCreate(name: string, flags: number): number;
+  /** close(2) for fds created by this addon; returns 0 or -errno. */
+  close(fd: number): number;
+  /** fallocate(2); returns 0 or -errno. */
+  fallocate(fd: number, mode: number, offset: number, length: number): number;
+  /** Watches `fd` on this thread's loop; with `drainEventfd` reads the eventfd counter before each call. */
+  createPoller(fd: number, drainEventfd: boolean, callback: PollerCallback): Poller;
+}
+
+// Compiled code runs from dist/src/, sources from src/: find the package root
+// by its package.json rather than by a fixed number of `..`.
+function packageRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const pj = join(dir, 'package.json');
+    if (existsSync(pj) && (JSON.parse(readFileSync(pj, 'utf8')) as { name?: string }).name === 'ublk-ts') return dir;
+    if (dirname(dir) === dir) throw new Error(`ublk-ts package root not found above ${from}`);
+  }
+}
+
+const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
+export const native = createRequire(import.meta.url)(join(root, 'build', 'Release', 'ublk_native.node')) as Native;
+
+// Several names share a number (EAGAIN/EWOULDBLOCK, EOPNOTSUPP/ENOTSUP): the
+// first listed wins unless glibc's own spelling (strerrorname_np) says otherwise.
+const NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(constants.errno)) if (!NAMES.has(n)) NAMES.set(n, name);
+for (const name of ['EAGAIN', 'EOPNOTSUPP', 'EDEADLK'] as const) {
+  const n = (constants.errno as Record<string, number>)[name];
+  if (n !== undefined) NAMES.set(n, name);
+}
+
+/** 'EINVAL' for -22 (or 22); 'E<n>' for numbers the platform does not name. */
+export function errnoName(negErrno: number): string {
+  const n = Math.abs(negErrno);
+  return NAMES.get(n) ?? `E${n}`;
+}
+
+export class ErrnoError extends Error {
+  /** Negative, as io_uring reports it. */
+  readonly errno: number;
+  readonly code: string;
+  constructor(res: number, what: string) {
+    const errno = -Math.abs(res);
+    const code = errnoName(errno);
+    super(`${what}: ${code} (${errno})`);
+    this.name = 'ErrnoError';
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+/** Returns `res` unless it is negative, in which case throws ErrnoError. */
+export function check(res: number, what: string): number {
+  if (res < 0) throw new ErrnoError(res, what);
+  return res;
+}

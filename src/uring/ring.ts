@@ -1,0 +1,272 @@
+// One io_uring instance: submission and completion (cf. liburing queue.c)
+// and resource registration (register.c); setup.ts creates and maps it. Hot
+// paths — getSqe, submit, reap — allocate nothing and never throw for
+// ordinary results.
+import { constants } from 'node:os';
+import { native, check, ErrnoError } from '../native.js';
+import { IOVEC, LAYOUTS } from './layout.js';
+import { setupRing, type RingOptions, type RingSetup } from './setup.js';
+import {
+  IORING_ENTER_GETEVENTS, IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_EVENTFD,
+  IORING_REGISTER_FILES, IORING_RSRC_REGISTER_SPARSE, IORING_SETUP_DEFER_TASKRUN, IORING_SQ_CQ_OVERFLOW,
+  IORING_SQ_TASKRUN, IORING_UNREGISTER_BUFFERS, IORING_UNREGISTER_EVENTFD, IORING_UNREGISTER_FILES,
+} from './constants.js';
+
+export type { RingOptions } from './setup.js';
+
+const { EINTR, EAGAIN, EBUSY } = constants.errno;
+
+const CQE = LAYOUTS.io_uring_cqe.fields;
+const CQE_WORDS = LAYOUTS.io_uring_cqe.size >> 2;
+const CQE_UD = CQE.user_data[0] >> 2, CQE_RES = CQE.res[0] >> 2, CQE_FLAGS = CQE.flags[0] >> 2;
+const RR = LAYOUTS.io_uring_rsrc_register;
+const IOV_WORDS = IOVEC.size >> 2, IOV_BASE = IOVEC.fields.iov_base[0] >> 2, IOV_LEN = IOVEC.fields.iov_len[0] >> 2;
+
+/** One CQE: user_data as two u32 halves, the signed result, the IORING_CQE_F_* flags. */
+export type CqeHandler = (userDataLo: number, userDataHi: number, res: number, flags: number) => void;
+
+/**
+ * Not thread-safe, and with SINGLE_ISSUER the kernel refuses submits (and,
+ * with DEFER_TASKRUN, GETEVENTS enters) from any thread but the creator with
+ * -EEXIST: create a ring in the worker that uses it.
+ */
+export class Ring {
+  readonly fd: number;
+  readonly sqEntries: number;
+  readonly cqEntries: number;
+  /** 64, or 128 with IORING_SETUP_SQE128. */
+  readonly sqeSize: number;
+  /** IORING_FEAT_* reported by the kernel. */
+  readonly features: number;
+  /** IORING_SETUP_* the ring was created with. */
+  readonly flags: number;
+  /** The SQE array; getSqe() returns byte offsets into it. */
+  readonly sqeU8: Uint8Array;
+  readonly sqeU16: Uint16Array;
+  readonly sqeU32: Uint32Array;
+  readonly sqeI32: Int32Array;
+
+  private readonly maps: ArrayBuffer[];
+  private readonly sq: Uint32Array;
+  private readonly cq: Uint32Array;
+  private readonly cqI32: Int32Array;
+  private readonly sqHead: number;
+  private readonly sqTail: number;
+  private readonly sqFlags: number;
+  private readonly sqMask: number;
+  private readonly cqHead: number;
+  private readonly cqTail: number;
+  private readonly cqMask: number;
+  private readonly cqes: number;
+  private readonly sqeShift: number;
+  /** GETEVENTS on every enter for DEFER_TASKRUN: deferred task work runs nowhere else. */
+  private readonly baseEnterFlags: number;
+  /** Next SQE to hand out; published to the kernel's tail by submit(). */
+  private sqeTail = 0;
+  /** Last SQ head read from the kernel; only re-read when the SQ looks full. */
+  private sqHeadSeen = 0;
+  /** Registered buffers, kept reachable (and mapped) while the kernel may use them. */
+  private buffers: ArrayBufferView[] = [];
+  private isClosed = false;
+
+  static create(opts: RingOptions): Ring {
+    const r = setupRing(opts);
+    try {
+      return new Ring(r);
+    } catch (e) {
+      for (const m of r.maps) native.munmap(m);
+      native.close(r.fd);
+      throw e;
+    }
+  }
+
+  private constructor(r: RingSetup) {
+    this.fd = r.fd;
+    this.flags = r.flags;
+    this.features = r.features;
+    this.sqEntries = r.sqEntries;
+    this.cqEntries = r.cqEntries;
+    this.sqeSize = r.sqeSize;
+    this.sqeShift = Math.log2(r.sqeSize);
+    this.baseEnterFlags = r.flags & IORING_SETUP_DEFER_TASKRUN ? IORING_ENTER_GETEVENTS : 0;
+    this.maps = r.maps;
+    this.sq = r.sq;
+    this.cq = r.cq;
+    this.cqI32 = new Int32Array(r.cq.buffer);
+    this.sqHead = r.sqHead;
+    this.sqTail = r.sqTail;
+    this.sqFlags = r.sqFlags;
+    this.sqMask = r.sqMask;
+    this.cqHead = r.cqHead;
+    this.cqTail = r.cqTail;
+    this.cqMask = r.cqMask;
+    this.cqes = r.cqes;
+    this.sqeU8 = new Uint8Array(r.sqes);
+    this.sqeU16 = new Uint16Array(r.sqes);
+    this.sqeU32 = new Uint32Array(r.sqes);
+    this.sqeI32 = new Int32Array(r.sqes);
+    // SQE slot i is always described by SQ array entry i: the indirection is
+    // set up once and never touched again.
+    for (let i = 0; i < this.sqEntries; i++) this.sq[r.sqArray + i] = i;
+    this.sqeTail = this.sqHeadSeen = Atomics.load(this.sq, this.sqTail);
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Byte offset of the next free SQE, zeroed; -1 when the SQ is full (submit() and retry). */
+  getSqe(): number {
+    if (((this.sqeTail - this.sqHeadSeen) >>> 0) >= this.sqEntries) {
+      this.sqHeadSeen = Atomics.load(this.sq, this.sqHead);
+      if (((this.sqeTail - this.sqHeadSeen) >>> 0) >= this.sqEntries) return -1;
+    }
+    const s = (this.sqeTail & this.sqMask) << this.sqeShift;
+    this.sqeTail = (this.sqeTail + 1) >>> 0;
+    this.sqeU32.fill(0, s >> 2, (s + this.sqeSize) >> 2);
+    return s;
+  }
+
+  /** SQEs that getSqe() can still hand out before a submit is needed. */
+  sqSpace(): number {
+    return this.sqEntries - this.pending();
+  }
+
+  /** SQEs prepared but not yet consumed by the kernel. */
+  pending(): number {
+    return (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
+  }
+
+  /** The kernel's IORING_SQ_* flags (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN). */
+  sqRingFlags(): number {
+    return Atomics.load(this.sq, this.sqFlags);
+  }
+
+  /** Submits all pending SQEs; returns how many the kernel took, or -EINTR/-EAGAIN/-EBUSY. */
+  submit(): number {
+    return this.enter(0);
+  }
+
+  /** Submits all pending SQEs and waits until at least `waitNr` CQEs are ready. */
+  submitAndWait(waitNr: number): number {
+    return this.enter(waitNr);
+  }
+
+  private enter(waitNr: number): number {
+    // The tail store publishes the SQE contents written before it.
+    Atomics.store(this.sq, this.sqTail, this.sqeTail);
+    const toSubmit = (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
+    let flags = this.baseEnterFlags;
+    // Overflowed CQEs and (TASKRUN_FLAG) pending task work are only flushed
+    // into the CQ by a GETEVENTS enter.
+    if (waitNr > 0 || Atomics.load(this.sq, this.sqFlags) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) {
+      flags |= IORING_ENTER_GETEVENTS;
+    }
+    if (toSubmit === 0 && flags === 0) return 0;
+    const res = native.enter(this.fd, toSubmit, waitNr, flags);
+    if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
+    return res;
+  }
+
+  /** CQEs ready to reap (not counting overflowed ones not yet flushed). */
+  cqReady(): number {
+    return (Atomics.load(this.cq, this.cqTail) - Atomics.load(this.cq, this.cqHead)) >>> 0;
+  }
+
+  /**
+   * Calls `handler` for every ready CQE and returns how many. The handler may
+   * prepare SQEs; it must not call reap() itself. If it throws, CQEs up to
+   * and including that one are consumed. On DEFER_TASKRUN rings completions
+   * only become CQEs in a GETEVENTS enter: submit() first.
+   */
+  reap(handler: CqeHandler): number {
+    const cq = this.cq, cqI32 = this.cqI32, mask = this.cqMask, cqes = this.cqes;
+    let head = Atomics.load(cq, this.cqHead);
+    let count = 0;
+    for (;;) {
+      const tail = Atomics.load(cq, this.cqTail);
+      if (head === tail) {
+        // With IORING_FEAT_NODROP the kernel parks CQEs that did not fit on an
+        // overflow list and says so in the SQ flags; only an enter moves them
+        // into the CQ, now that it has room.
+        if (!(Atomics.load(this.sq, this.sqFlags) & IORING_SQ_CQ_OVERFLOW)) break;
+        const res = native.enter(this.fd, 0, 0, IORING_ENTER_GETEVENTS);
+        if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
+        if (Atomics.load(cq, this.cqTail) === head) break;
+        continue;
+      }
+      try {
+        while (head !== tail) {
+          const c = cqes + (head & mask) * CQE_WORDS;
+          head = (head + 1) >>> 0;
+          count++;
+          handler(cq[c + CQE_UD]!, cq[c + CQE_UD + 1]!, cqI32[c + CQE_RES]!, cq[c + CQE_FLAGS]!);
+        }
+      } finally {
+        // Frees the slots only after they were read: the kernel may refill them at once.
+        Atomics.store(cq, this.cqHead, head);
+      }
+    }
+    return count;
+  }
+
+  /** IORING_REGISTER_FILES: fixed-file index i refers to fds[i] (-1 leaves a slot empty). */
+  registerFiles(fds: readonly number[]): void {
+    this.register(IORING_REGISTER_FILES, Int32Array.from(fds), fds.length, 'IORING_REGISTER_FILES');
+  }
+
+  unregisterFiles(): void {
+    this.register(IORING_UNREGISTER_FILES, null, 0, 'IORING_UNREGISTER_FILES');
+  }
+
+  /** IORING_REGISTER_BUFFERS: buffer index i is bufs[i]; the views are kept until unregistered. */
+  registerBuffers(bufs: readonly ArrayBufferView[]): void {
+    const iov = new Uint32Array(bufs.length * IOV_WORDS);
+    bufs.forEach((b, i) => {
+      const addr = native.addressOf(b), o = i * IOV_WORDS;
+      iov[o + IOV_BASE] = addr >>> 0;
+      iov[o + IOV_BASE + 1] = Math.floor(addr / 0x100000000);
+      iov[o + IOV_LEN] = b.byteLength;
+    });
+    this.register(IORING_REGISTER_BUFFERS, iov, bufs.length, 'IORING_REGISTER_BUFFERS');
+    this.buffers = bufs.slice();
+  }
+
+  /** An empty fixed-buffer table of `nr` slots (IORING_REGISTER_BUFFERS2 + IORING_RSRC_REGISTER_SPARSE). */
+  registerBuffersSparse(nr: number): void {
+    const rr = new DataView(new ArrayBuffer(RR.size));
+    rr.setUint32(RR.fields.nr[0], nr, true);
+    rr.setUint32(RR.fields.flags[0], IORING_RSRC_REGISTER_SPARSE, true);
+    // For the *2 opcodes nr_args is the size of the struct, not a count.
+    this.register(IORING_REGISTER_BUFFERS2, rr, RR.size, 'IORING_REGISTER_BUFFERS2');
+    this.buffers = [];
+  }
+
+  unregisterBuffers(): void {
+    this.register(IORING_UNREGISTER_BUFFERS, null, 0, 'IORING_UNREGISTER_BUFFERS');
+    this.buffers = [];
+  }
+
+  /** IORING_REGISTER_EVENTFD: the kernel signals `fd` when it posts CQEs (or queues deferred task work). */
+  registerEventfd(fd: number): void {
+    this.register(IORING_REGISTER_EVENTFD, Int32Array.of(fd), 1, 'IORING_REGISTER_EVENTFD');
+  }
+
+  unregisterEventfd(): void {
+    this.register(IORING_UNREGISTER_EVENTFD, null, 0, 'IORING_UNREGISTER_EVENTFD');
+  }
+
+  private register(op: number, arg: ArrayBufferView | null, nr: number, what: string): void {
+    if (this.isClosed) throw new ErrnoError(-constants.errno.EBADF, what);
+    check(native.register(this.fd, op, arg, nr), what);
+  }
+
+  /** Unmaps the rings and closes the fd; the kernel cancels whatever is in flight. Idempotent. */
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    for (const m of this.maps) native.munmap(m);
+    this.buffers = [];
+    native.close(this.fd);
+  }
+}

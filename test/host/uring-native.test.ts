@@ -1,0 +1,200 @@
+// The native addon on its own: memory, errno conventions, eventfd/memfd, Poller.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { native, errnoName, ErrnoError, check } from '../../src/native.js';
+
+const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
+const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
+const nativeUrl = new URL('../../src/native.js', import.meta.url).href;
+
+function u64le(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+}
+
+test('alloc returns page-aligned zeroed memory; munmap detaches and is idempotent', () => {
+  const ab = native.alloc(8192 + 3);
+  assert.equal(ab.byteLength, 8195);
+  assert.equal(native.addressOf(ab) % 4096, 0);
+  const view = new Uint8Array(ab);
+  assert.ok(view.every((b) => b === 0));
+  view.fill(0xa5);
+  assert.equal(view[8194], 0xa5);
+  native.munmap(ab);
+  assert.equal(ab.byteLength, 0);
+  assert.equal(view.length, 0, 'existing views see the detached buffer');
+  native.munmap(ab);
+});
+
+test('addressOf adds a view\'s byteOffset', () => {
+  const ab = native.alloc(4096);
+  const base = native.addressOf(ab);
+  assert.equal(native.addressOf(new Uint8Array(ab, 100, 8)), base + 100);
+  assert.equal(native.addressOf(new Uint32Array(ab, 64)), base + 64);
+  assert.equal(native.addressOf(new DataView(ab, 7)), base + 7);
+  assert.throws(() => native.addressOf(42 as unknown as ArrayBuffer), TypeError);
+  native.munmap(ab);
+});
+
+test('munmap refuses buffers it did not map', () => {
+  assert.throws(() => native.munmap(new ArrayBuffer(16)), TypeError);
+});
+
+test('mmap of a memfd shares data with writes through the fd', () => {
+  const fd = native.memfdCreate('uring-test', 0);
+  try {
+    fs.ftruncateSync(fd, 8192);
+    const ab = native.mmap(8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    fs.writeSync(fd, Buffer.from('mapped!'), 0, 7, 4096);
+    assert.equal(Buffer.from(ab, 4096, 7).toString(), 'mapped!');
+    new Uint8Array(ab)[0] = 0x42;
+    const back = Buffer.alloc(1);
+    fs.readSync(fd, back, 0, 1, 0);
+    assert.equal(back[0], 0x42);
+    native.munmap(ab);
+  } finally {
+    fs.closeSync(fd);
+  }
+});
+
+test('failures throw Error with .code and negative .errno', () => {
+  assert.throws(() => native.mmap(4096, PROT_READ, MAP_SHARED, -1, 0), { code: 'EBADF', errno: -9 });
+  assert.throws(() => native.setup(0, new Uint8Array(120)), { code: 'EINVAL', errno: -22 });
+  assert.throws(() => native.setup(4, new Uint8Array(16)), { code: 'EINVAL' });
+  assert.throws(() => native.eventfd(0, -1), { code: 'EINVAL' });
+});
+
+test('hot-path calls return -errno instead of throwing', () => {
+  assert.equal(native.enter(-1, 0, 0, 0), -9);
+  // fd -1 is the kernel's "blind" register path (no ring), so use an unused fd.
+  assert.equal(native.register(99_999, 4, Int32Array.of(0), 1), -9);
+  assert.equal(native.register(99_999, 4, 'x' as unknown as null, 1), -22, 'a non-buffer arg is -EINVAL');
+  assert.equal(native.fallocate(-1, 0, 0, 4096), -9);
+});
+
+test('errnoName, ErrnoError and check', () => {
+  assert.equal(errnoName(-22), 'EINVAL');
+  assert.equal(errnoName(11), 'EAGAIN');
+  assert.equal(errnoName(-95), 'EOPNOTSUPP');
+  assert.equal(errnoName(-4095), 'E4095');
+  const e = new ErrnoError(-2, 'open');
+  assert.ok(e instanceof Error);
+  assert.equal(e.code, 'ENOENT');
+  assert.equal(e.errno, -2);
+  assert.match(e.message, /open/);
+  assert.equal(check(7, 'x'), 7);
+  assert.throws(() => check(-16, 'busy'), { code: 'EBUSY', errno: -16 });
+});
+
+test('memfd + fallocate extend the file and report errors', () => {
+  const fd = native.memfdCreate('falloc', 0);
+  try {
+    assert.equal(native.fallocate(fd, 0, 0, 1 << 20), 0);
+    assert.equal(fs.fstatSync(fd).size, 1 << 20);
+    assert.equal(native.fallocate(fd, 0xff, 0, 4096), -95);
+  } finally {
+    fs.closeSync(fd);
+  }
+});
+
+test('Poller drains an eventfd, runs microtasks right after the callback, and closes twice', { timeout: 10_000 }, async () => {
+  const efd = native.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  const order: string[] = [];
+  let calls = 0;
+  let woke!: () => void;
+  const wokeP = new Promise<void>((r) => (woke = r));
+  const poller = native.createPoller(efd, true, (status) => {
+    assert.equal(status, 0);
+    calls++;
+    void Promise.resolve().then(() => order.push('microtask'));
+    setImmediate(() => {
+      order.push('immediate');
+      woke();
+    });
+  });
+  poller.start();
+  fs.writeSync(efd, u64le(3));
+  await wokeP;
+  assert.deepEqual(order, ['microtask', 'immediate']);
+  assert.equal(calls, 1, 'the counter was drained, so the level-triggered poll fired once');
+  assert.throws(() => fs.readSync(efd, Buffer.alloc(8)), { code: 'EAGAIN' });
+  poller.stop();
+  fs.writeSync(efd, u64le(1));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(calls, 1, 'a stopped poller does not call back');
+  poller.start();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(calls, 2, 'restarting sees the pending count');
+  poller.close();
+  poller.close();
+  assert.throws(() => poller.start());
+  poller.stop();
+  poller.ref();
+  poller.unref();
+  fs.closeSync(efd);
+});
+
+test('Poller without drain leaves the fd to the callback', { timeout: 10_000 }, async () => {
+  const efd = native.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  let calls = 0;
+  const poller = native.createPoller(efd, false, () => {
+    calls++;
+    if (calls === 3) fs.readSync(efd, Buffer.alloc(8));
+  });
+  poller.start();
+  fs.writeSync(efd, u64le(1));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(calls, 3, 'level-triggered until the callback reads');
+  poller.close();
+  fs.closeSync(efd);
+});
+
+test('createPoller validates its arguments', () => {
+  assert.throws(() => native.createPoller(0, true, 5 as unknown as () => void), TypeError);
+  assert.throws(() => native.createPoller(-1, true, () => {}), { code: 'EBADF' });
+});
+
+function runChild(code: string, args: string[] = []): ReturnType<typeof spawnSync> {
+  return spawnSync(process.execPath, [...args, '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 20_000 });
+}
+
+test('an unref\'d poller does not keep the process alive; a throwing callback is an uncaught exception', () => {
+  const r = runChild(`
+    import { native } from ${JSON.stringify(nativeUrl)};
+    import * as fs from 'node:fs';
+    const a = native.eventfd(0, ${EFD_NONBLOCK | EFD_CLOEXEC});
+    const idle = native.createPoller(a, true, () => {});
+    idle.start();
+    idle.unref();
+    const b = native.eventfd(1, ${EFD_NONBLOCK | EFD_CLOEXEC});
+    const p = native.createPoller(b, true, () => { throw new Error('boom'); });
+    process.on('uncaughtException', (e) => { console.log('caught', e.message); p.close(); });
+    p.start();
+  `);
+  assert.equal(r.error, undefined);
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.match(String(r.stdout), /caught boom/);
+});
+
+test('pollers dropped without close() are collected without crashing', () => {
+  const r = runChild(`
+    import { native } from ${JSON.stringify(nativeUrl)};
+    const fds = [];
+    for (let i = 0; i < 200; i++) {
+      const fd = native.eventfd(0, ${EFD_NONBLOCK | EFD_CLOEXEC});
+      fds.push(fd);
+      const p = native.createPoller(fd, true, () => {});
+      if (i % 2) { p.start(); p.stop(); }
+    }
+    for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
+    for (let i = 0; i < 3; i++) { const x = native.alloc(1 << 20); }
+    globalThis.gc();
+    await new Promise((r) => setTimeout(r, 20));
+    console.log('ok');
+  `, ['--expose-gc']);
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.match(String(r.stdout), /ok/);
+});
