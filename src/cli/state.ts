@@ -1,0 +1,34 @@
+// What `list` cannot learn from the kernel (the target's name, its options) is
+// kept in a small JSON file per device under /run, written by the server.
+import fs from 'node:fs';
+import path from 'node:path';
+
+export const STATE_DIR = process.env.UBLK_TS_RUN_DIR ?? '/run/ublk-ts';
+
+export interface DeviceState {
+  id: number;
+  pid: number;
+  target: string;
+  options: Record<string, unknown>;
+}
+
+const file = (id: number): string => path.join(STATE_DIR, `${id}.json`);
+
+export function writeState(s: DeviceState): void {
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  const tmp = `${file(s.id)}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(s) + '\n');
+  fs.renameSync(tmp, file(s.id));
+}
+
+export function readState(id: number): DeviceState | null {
+  try {
+    return JSON.parse(fs.readFileSync(file(id), 'utf8')) as DeviceState;
+  } catch {
+    return null;
+  }
+}
+
+export function removeState(id: number): void {
+  fs.rmSync(file(id), { force: true });
+}

@@ -1,0 +1,20 @@
+// The null target: reads return whatever the buffer holds, writes are dropped.
+// It measures the cost of ublk-ts itself.
+import { defineTarget, TargetOptionError } from '../ublk/target.js';
+
+export default defineTarget({
+  name: 'null',
+  setup(options) {
+    if (options.size === undefined) throw new TargetOptionError('the null target needs --size');
+    return { size: options.size, caps: { flush: true, discard: true, writeZeroes: true } };
+  },
+  open() {
+    return {
+      read: (req) => req.length,
+      write: (req) => req.length,
+      flush: () => 0,
+      discard: () => 0,
+      writeZeroes: () => 0,
+    };
+  },
+});

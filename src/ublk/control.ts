@@ -1,0 +1,121 @@
+// The ublk control plane: commands on /dev/ublk-control, sent as URING_CMDs on
+// an SQE128 ring (struct ublksrv_ctrl_cmd is 32 bytes; a 64-byte SQE only has 16).
+import fs from 'node:fs';
+import { AsyncRing } from '../uring/async-ring.js';
+import { prepUringCmd } from '../uring/prep.js';
+import { LAYOUTS as URING } from '../uring/layout.js';
+import type { Ring } from '../uring/ring.js';
+import { native, errnoName } from '../native.js';
+import { build, dataView, decode, encode, sizeOf, type Struct } from './codec.js';
+import { decodeParams, encodeParams, paramsRequestBuffer, type DecodedParams, type UblkParams } from './params.js';
+import * as U from './uapi.js';
+
+export const CONTROL_PATH = '/dev/ublk-control';
+const SQE_CMD = URING.io_uring_sqe.fields.cmd[0];
+const ANY_QUEUE = 0xffff;
+/** ADD_DEV with this id asks the kernel to pick one. */
+export const AUTO_ID = 0xffffffff;
+
+export type DevInfo = Struct<'ublksrv_ctrl_dev_info'>;
+
+const COMMAND_NAMES: Record<number, string> = {
+  [U.UBLK_U_CMD_GET_FEATURES]: 'GET_FEATURES', [U.UBLK_U_CMD_ADD_DEV]: 'ADD_DEV', [U.UBLK_U_CMD_DEL_DEV]: 'DEL_DEV',
+  [U.UBLK_U_CMD_START_DEV]: 'START_DEV', [U.UBLK_U_CMD_STOP_DEV]: 'STOP_DEV', [U.UBLK_U_CMD_SET_PARAMS]: 'SET_PARAMS',
+  [U.UBLK_U_CMD_GET_PARAMS]: 'GET_PARAMS', [U.UBLK_U_CMD_GET_DEV_INFO]: 'GET_DEV_INFO',
+  [U.UBLK_U_CMD_GET_DEV_INFO2]: 'GET_DEV_INFO2', [U.UBLK_U_CMD_START_USER_RECOVERY]: 'START_USER_RECOVERY',
+  [U.UBLK_U_CMD_END_USER_RECOVERY]: 'END_USER_RECOVERY', [U.UBLK_U_CMD_DEL_DEV_ASYNC]: 'DEL_DEV_ASYNC',
+};
+
+/** A control command the kernel refused; `errno` is negative. */
+export class UblkControlError extends Error {
+  constructor(readonly command: string, readonly devId: number, readonly errno: number) {
+    super(`${command} on device ${devId === AUTO_ID ? '(new)' : devId} failed: ${errnoName(errno)}`);
+    this.name = 'UblkControlError';
+  }
+  get code(): string { return errnoName(this.errno); }
+}
+
+interface CmdArgs { devId: number; queueId?: number; buf?: Uint8Array; data?: number; devPathLen?: number }
+
+export class UblkControl {
+  private constructor(private readonly fd: number, private readonly ring: AsyncRing) {}
+
+  /** Opens the control device; fails with ENOENT when ublk_drv is not loaded. */
+  static open(path = CONTROL_PATH): UblkControl {
+    const fd = fs.openSync(path, fs.constants.O_RDWR);
+    try {
+      return new UblkControl(fd, AsyncRing.create({ entries: 16, sqe128: true }));
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+  }
+
+  close(): void {
+    this.ring.close();
+    fs.closeSync(this.fd);
+  }
+
+  private async cmd(op: number, a: CmdArgs): Promise<number> {
+    const buf = a.buf;
+    const { res } = await this.ring.submit((ring: Ring, s: number) => {
+      prepUringCmd(ring, s, this.fd, op);
+      const dv = new DataView(ring.sqeU8.buffer, ring.sqeU8.byteOffset);
+      encode('ublksrv_ctrl_cmd', dv, s + SQE_CMD, {
+        dev_id: a.devId,
+        queue_id: a.queueId ?? ANY_QUEUE,
+        len: buf ? buf.byteLength : 0,
+        addr: buf ? native.addressOf(buf) : 0,
+        data: a.data ?? 0,
+        dev_path_len: a.devPathLen ?? 0,
+      });
+    });
+    // `buf` is referenced until here, so the kernel's pointer stays valid for the whole command.
+    void buf;
+    if (res < 0) throw new UblkControlError(COMMAND_NAMES[op] ?? `0x${op.toString(16)}`, a.devId, res);
+    return res;
+  }
+
+  /** UBLK_F_* bits the running driver supports. */
+  async getFeatures(): Promise<number> {
+    const buf = new Uint8Array(U.UBLK_FEATURES_LEN);
+    await this.cmd(U.UBLK_U_CMD_GET_FEATURES, { devId: AUTO_ID, buf });
+    const dv = dataView(buf);
+    return dv.getUint32(0, true) + dv.getUint32(4, true) * 2 ** 32;
+  }
+
+  /** ADD_DEV; returns the kernel's view: final id, clamped queue count, negotiated flags. */
+  async addDev(info: Partial<DevInfo>): Promise<DevInfo> {
+    const devId = info.dev_id ?? AUTO_ID;
+    const buf = build('ublksrv_ctrl_dev_info', { ...info, dev_id: devId });
+    await this.cmd(U.UBLK_U_CMD_ADD_DEV, { devId, buf });
+    return decode('ublksrv_ctrl_dev_info', dataView(buf));
+  }
+
+  async delDev(devId: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_DEL_DEV, { devId }); }
+  async stopDev(devId: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_STOP_DEV, { devId }); }
+  /** START_DEV: `pid` must be the process that opened /dev/ublkcN. Blocks until every tag is fetched. */
+  async startDev(devId: number, pid: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_START_DEV, { devId, data: pid }); }
+
+  async setParams(devId: number, params: UblkParams): Promise<void> {
+    await this.cmd(U.UBLK_U_CMD_SET_PARAMS, { devId, buf: encodeParams(params) });
+  }
+
+  async getParams(devId: number): Promise<DecodedParams> {
+    const buf = paramsRequestBuffer();
+    await this.cmd(U.UBLK_U_CMD_GET_PARAMS, { devId, buf });
+    return decodeParams(buf);
+  }
+
+  /** GET_DEV_INFO2: the buffer starts with the char device's path (checked by the kernel). */
+  async getDevInfo(devId: number): Promise<DevInfo> {
+    const path = Buffer.from(`${charDevicePath(devId)}\0`);
+    const buf = new Uint8Array(path.length + sizeOf('ublksrv_ctrl_dev_info'));
+    buf.set(path);
+    await this.cmd(U.UBLK_U_CMD_GET_DEV_INFO2, { devId, buf, devPathLen: path.length });
+    return decode('ublksrv_ctrl_dev_info', new DataView(buf.buffer, path.length));
+  }
+}
+
+export const charDevicePath = (id: number): string => `/dev/ublkc${id}`;
+export const blockDevicePath = (id: number): string => `/dev/ublkb${id}`;

@@ -1,0 +1,60 @@
+// struct ublk_params: the device parameters sent with SET_PARAMS.
+import { decode, encode, offsetOf, sizeOf, type Struct } from './codec.js';
+import {
+  UBLK_PARAM_TYPE_BASIC, UBLK_PARAM_TYPE_DISCARD, UBLK_PARAM_TYPE_DMA_ALIGN, UBLK_PARAM_TYPE_SEGMENT,
+} from './uapi.js';
+
+export interface UblkParams {
+  basic: Partial<Struct<'ublk_param_basic'>>;
+  discard?: Partial<Struct<'ublk_param_discard'>>;
+  dma?: Partial<Struct<'ublk_param_dma_align'>>;
+  seg?: Partial<Struct<'ublk_param_segment'>>;
+}
+
+export interface DecodedParams {
+  types: number;
+  basic: Struct<'ublk_param_basic'>;
+  discard: Struct<'ublk_param_discard'>;
+  devt: Struct<'ublk_param_devt'>;
+}
+
+export const PARAMS_SIZE = sizeOf('ublk_params');
+
+export function encodeParams(p: UblkParams): Uint8Array {
+  const buf = new Uint8Array(PARAMS_SIZE);
+  const dv = new DataView(buf.buffer);
+  let types = UBLK_PARAM_TYPE_BASIC;
+  encode('ublk_param_basic', dv, offsetOf('ublk_params', 'basic'), p.basic);
+  if (p.discard) {
+    types |= UBLK_PARAM_TYPE_DISCARD;
+    encode('ublk_param_discard', dv, offsetOf('ublk_params', 'discard'), p.discard);
+  }
+  if (p.dma) {
+    types |= UBLK_PARAM_TYPE_DMA_ALIGN;
+    encode('ublk_param_dma_align', dv, offsetOf('ublk_params', 'dma'), p.dma);
+  }
+  if (p.seg) {
+    types |= UBLK_PARAM_TYPE_SEGMENT;
+    encode('ublk_param_segment', dv, offsetOf('ublk_params', 'seg'), p.seg);
+  }
+  dv.setUint32(offsetOf('ublk_params', 'len'), PARAMS_SIZE, true);
+  dv.setUint32(offsetOf('ublk_params', 'types'), types, true);
+  return buf;
+}
+
+/** A GET_PARAMS buffer: `len` must be preset to our struct size. */
+export function paramsRequestBuffer(): Uint8Array {
+  const buf = new Uint8Array(PARAMS_SIZE);
+  new DataView(buf.buffer).setUint32(offsetOf('ublk_params', 'len'), PARAMS_SIZE, true);
+  return buf;
+}
+
+export function decodeParams(buf: Uint8Array): DecodedParams {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  return {
+    types: dv.getUint32(offsetOf('ublk_params', 'types'), true),
+    basic: decode('ublk_param_basic', dv, offsetOf('ublk_params', 'basic')),
+    discard: decode('ublk_param_discard', dv, offsetOf('ublk_params', 'discard')),
+    devt: decode('ublk_param_devt', dv, offsetOf('ublk_params', 'devt')),
+  };
+}

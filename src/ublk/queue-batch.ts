@@ -1,0 +1,305 @@
+// UBLK_F_BATCH_IO data plane for the queues one thread serves.
+//
+//   PREP_IO_CMDS   once per queue (by one thread): every tag with its buffer;
+//   FETCH_IO_CMDS  multishot, per served queue: each completion carries up to
+//                  128 ready tags as a u16 array in a provided buffer;
+//   COMMIT_IO_CMDS per queue and loop turn: every completion gathered in that
+//                  turn, in one command.
+//
+// One CQE from the kernel thus brings many requests into JavaScript, and one
+// SQE answers many: the crossings per IO shrink with the batch size.
+//
+// Fetch buffers: a plain (whole-buffer) provided-buffer ring per fetch command,
+// with a few 256-byte buffers (256 bytes = the 128 tags the kernel delivers at
+// most per completion). Each completion uses one buffer, which goes back into
+// the ring as soon as its tags are read, in the same loop turn; the multishot
+// command therefore rarely runs dry, and there is no partial-consumption offset
+// to track as with IOU_PBUF_RING_INC. When several threads share a queue only
+// one fetch command is active at a time: those rings get a single buffer, so
+// the active role moves between threads after every completion.
+import type { Ring } from '../uring/ring.js';
+import { PbufRing } from '../uring/pbuf-ring.js';
+import { prepUringCmd, setAddr, setBufGroup, setSqeFlags, setUringCmdFlags, setUserData } from '../uring/prep.js';
+import {
+  IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER, IORING_CQE_F_MORE, IORING_URING_CMD_MULTISHOT, IOSQE_BUFFER_SELECT,
+  IOSQE_FIXED_FILE,
+} from '../uring/constants.js';
+import { LAYOUTS as URING } from '../uring/layout.js';
+import { native } from '../native.js';
+import { ENOBUFS } from '../sys.js';
+import { Dispatcher } from './dispatch.js';
+import { LAYOUTS } from './layout.js';
+import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS, type TagBuffers } from './queue-memory.js';
+import { CHAR_DEV_FIXED } from './queue-classic.js';
+import { UblkRequest } from './request.js';
+import type { Target } from './target.js';
+import { KIND_BATCH, KIND_UBLK, udKind, udQueue, udTag, userDataLo } from './user-data.js';
+import {
+  UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS,
+  UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS,
+} from './uapi.js';
+
+// struct ublk_batch_io in the SQE's command area, as typed-array indices.
+const CMD = URING.io_uring_sqe.fields.cmd[0];
+const BIO = LAYOUTS.ublk_batch_io.fields;
+const B_QID = (CMD + BIO.q_id[0]) >> 1;
+const B_FLAGS = (CMD + BIO.flags[0]) >> 1;
+const B_NR_ELEM = (CMD + BIO.nr_elem[0]) >> 1;
+const B_ELEM_BYTES = CMD + BIO.elem_bytes[0];
+
+// Elements: struct ublk_elem_header (tag, buf_index, result) + u64 buf_addr (copy mode).
+const HDR = LAYOUTS.ublk_elem_header;
+const ELEM_BYTES = HDR.size + 8;
+const ELEM_WORDS = ELEM_BYTES / 4;
+const E_TAG_INDEX = HDR.fields.tag[0] / 4; // tag and buf_index share this word
+const E_RESULT = HDR.fields.result[0] / 4;
+const E_ADDR = HDR.size / 4;
+
+const FETCH_BUF_BYTES = 256;
+const FETCH_BUF_TAGS = FETCH_BUF_BYTES / 2;
+const OP_PREP = 0, OP_COMMIT = 1;
+const TWO_32 = 2 ** 32;
+
+/** An element array for PREP/COMMIT; the kernel reads it while the command is in flight. */
+class Elements {
+  readonly u32: Uint32Array;
+  readonly i32: Int32Array;
+  readonly addr: number;
+  count = 0;
+  constructor(capacity: number) {
+    const mem = native.alloc(capacity * ELEM_BYTES);
+    this.u32 = new Uint32Array(mem);
+    this.i32 = new Int32Array(mem);
+    this.addr = native.addressOf(mem);
+  }
+}
+
+/** A multishot FETCH_IO_CMDS and its provided-buffer ring. */
+class Fetcher {
+  readonly tags: Uint16Array;
+  readonly addr: number;
+  live = true;
+  constructor(readonly pbuf: PbufRing, readonly nbufs: number) {
+    const mem = native.alloc(nbufs * FETCH_BUF_BYTES);
+    this.tags = new Uint16Array(mem);
+    this.addr = native.addressOf(mem);
+    for (let b = 0; b < nbufs; b++) pbuf.add(this.addr + b * FETCH_BUF_BYTES, FETCH_BUF_BYTES, b, b);
+    pbuf.advance(nbufs);
+  }
+}
+
+class ServedQueue {
+  readonly reqs: UblkRequest[] = [];
+  readonly addrLo: number[] = [];
+  readonly addrHi: number[] = [];
+  readonly fetchers: Fetcher[] = [];
+  commit: Elements;
+  constructor(readonly q: number, readonly desc: Uint32Array, bufs: TagBuffers, readonly depth: number) {
+    for (let t = 0; t < depth; t++) {
+      this.reqs.push(new UblkRequest(q, t, bufs.views[t]!));
+      this.addrLo.push(bufs.addrs[t]! % TWO_32);
+      this.addrHi.push(Math.floor(bufs.addrs[t]! / TWO_32));
+    }
+    this.commit = new Elements(depth);
+  }
+}
+
+export interface BatchQueueSpec {
+  q: number;
+  desc: Uint32Array;
+  bufs: TagBuffers;
+  /** Whether this thread PREPs the queue's tags (exactly one thread per queue does). */
+  prep: boolean;
+  /** Provided buffers for this thread's fetch command on the queue. */
+  fetchBuffers: number;
+}
+
+export interface BatchStats { fetchCqes: number; tags: number; commits: number }
+
+export class BatchQueues {
+  readonly dispatcher: Dispatcher;
+  readonly stats: BatchStats = { fetchCqes: 0, tags: 0, commits: 0 };
+  private readonly queues: ServedQueue[] = [];
+  private readonly byId: ServedQueue[] = [];
+  private readonly pool: Elements[][] = [];
+  /** Commands in flight, by slot (the tag field of their user_data). */
+  private readonly inflight: Array<Elements | null> = [];
+  private readonly freeSlots: number[] = [];
+  private liveFetchers = 0;
+  private pendingPreps = 0;
+  private failure: string | null = null;
+
+  constructor(private readonly ring: Ring, private readonly depth: number, private readonly specs: BatchQueueSpec[], target: Target) {
+    for (const s of specs) {
+      const sq = new ServedQueue(s.q, s.desc, s.bufs, depth);
+      this.queues.push(sq);
+      this.byId[s.q] = sq;
+      this.pool[s.q] = [];
+    }
+    this.dispatcher = new Dispatcher(target, this.complete);
+  }
+
+  get active(): boolean {
+    return this.liveFetchers > 0 || this.dispatcher.asyncInFlight > 0 || this.inflight.some((e) => e !== null) ||
+      this.queues.some((sq) => sq.commit.count > 0);
+  }
+  get error(): string | null { return this.failure; }
+  get preparing(): boolean { return this.pendingPreps > 0; }
+
+  /** Queues PREP_IO_CMDS for the queues this thread prepares; the caller submits and reaps until !preparing. */
+  prepAll(): void {
+    for (const spec of this.specs) {
+      if (!spec.prep) continue;
+      const sq = this.byId[spec.q]!;
+      const e = new Elements(this.depth);
+      for (let t = 0; t < this.depth; t++) this.putElement(sq, e, t, 0);
+      this.submitElements(sq, e, UBLK_U_IO_PREP_IO_CMDS, OP_PREP);
+      this.pendingPreps++;
+    }
+  }
+
+  /** Registers the provided-buffer rings and arms one multishot fetch per served queue. */
+  fetchAll(): void {
+    let bgid = 0;
+    for (const spec of this.specs) {
+      const sq = this.byId[spec.q]!;
+      const pbuf = PbufRing.register(this.ring, bgid++, spec.fetchBuffers);
+      sq.fetchers.push(new Fetcher(pbuf, spec.fetchBuffers));
+      this.armFetch(sq, sq.fetchers.length - 1);
+      this.liveFetchers++;
+    }
+  }
+
+  /** Called before every enter: one COMMIT_IO_CMDS per queue with completions. */
+  flush(): void {
+    for (const sq of this.queues) {
+      const e = sq.commit;
+      if (e.count === 0) continue;
+      sq.commit = this.pool[sq.q]!.pop() ?? new Elements(this.depth);
+      this.submitElements(sq, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
+      this.stats.commits++;
+    }
+  }
+
+  private sqe(): number {
+    let s = this.ring.getSqe();
+    if (s < 0) {
+      this.ring.submit();
+      s = this.ring.getSqe();
+    }
+    return s;
+  }
+
+  private batchCmd(s: number, op: number, q: number, flags: number, nrElem: number, elemBytes: number): void {
+    const ring = this.ring;
+    prepUringCmd(ring, s, CHAR_DEV_FIXED, op);
+    const u16 = ring.sqeU16, h = s >> 1;
+    u16[h + B_QID] = q;
+    u16[h + B_FLAGS] = flags;
+    u16[h + B_NR_ELEM] = nrElem;
+    ring.sqeU8[s + B_ELEM_BYTES] = elemBytes;
+  }
+
+  private armFetch(sq: ServedQueue, index: number): void {
+    const ring = this.ring, s = this.sqe(), f = sq.fetchers[index]!;
+    this.batchCmd(s, UBLK_U_IO_FETCH_IO_CMDS, sq.q, 0, FETCH_BUF_TAGS, 2);
+    setSqeFlags(ring, s, IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT);
+    setUringCmdFlags(ring, s, IORING_URING_CMD_MULTISHOT);
+    setBufGroup(ring, s, f.pbuf.bgid);
+    setUserData(ring, s, userDataLo(KIND_UBLK, sq.q, index), 0);
+  }
+
+  private submitElements(sq: ServedQueue, e: Elements, op: number, kind: number): void {
+    const slot = this.freeSlots.pop() ?? this.inflight.length;
+    this.inflight[slot] = e;
+    const ring = this.ring, s = this.sqe();
+    this.batchCmd(s, op, sq.q, UBLK_BATCH_F_HAS_BUF_ADDR, e.count, ELEM_BYTES);
+    setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+    setAddr(ring, s, e.addr);
+    setUserData(ring, s, userDataLo(KIND_BATCH, sq.q, slot), kind);
+  }
+
+  /** Appends {tag, result, the tag's buffer for its next request}. */
+  private putElement(sq: ServedQueue, e: Elements, tag: number, result: number): void {
+    const w = e.count++ * ELEM_WORDS;
+    e.u32[w + E_TAG_INDEX] = tag; // buf_index (upper half) is unused in copy mode
+    e.i32[w + E_RESULT] = result;
+    e.u32[w + E_ADDR] = sq.addrLo[tag]!;
+    e.u32[w + E_ADDR + 1] = sq.addrHi[tag]!;
+  }
+
+  private readonly complete = (req: UblkRequest, result: number): void => {
+    const sq = this.byId[req.queue]!;
+    this.putElement(sq, sq.commit, req.tag, result);
+  };
+
+  readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
+    const kind = udKind(lo);
+    if (kind === KIND_UBLK) this.onFetch(this.byId[udQueue(lo)]!, udTag(lo), res, flags);
+    else if (kind === KIND_BATCH) this.onElements(this.byId[udQueue(lo)]!, udTag(lo), hi, res);
+  };
+
+  private onFetch(sq: ServedQueue, index: number, res: number, flags: number): void {
+    const f = sq.fetchers[index]!;
+    if (flags & IORING_CQE_F_BUFFER) {
+      const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
+      if (res > 0) {
+        this.stats.fetchCqes++;
+        this.stats.tags += res >> 1;
+        const tags = f.tags, base = bid * FETCH_BUF_TAGS, end = base + (res >> 1);
+        for (let i = base; i < end; i++) this.deliver(sq, tags[i]!);
+      }
+      // Back into the ring at once, so the multishot fetch keeps going.
+      f.pbuf.recycle(f.addr + bid * FETCH_BUF_BYTES, FETCH_BUF_BYTES, bid);
+    }
+    if (flags & IORING_CQE_F_MORE) return;
+    // The multishot command ended. Out of buffers (or nothing to report): the
+    // ring is stocked again by now, so re-arm — ready tags wait until we do.
+    if (res >= 0 || res === -ENOBUFS) {
+      this.armFetch(sq, index);
+      return;
+    }
+    f.live = false;
+    this.liveFetchers--;
+    if (res !== UBLK_IO_RES_ABORT && !this.failure) this.failure = `queue ${sq.q}: FETCH_IO_CMDS failed with ${res}`;
+  }
+
+  private deliver(sq: ServedQueue, tag: number): void {
+    const d = sq.desc, b = tag * DESC_WORDS;
+    const opFlags = d[b + DESC_OP_FLAGS]!;
+    const op = opFlags & 0xff;
+    const req = sq.reqs[tag]!;
+    req.load(opFlags, d[b + DESC_NR_SECTORS]!, d[b + DESC_START_SECTOR]! + d[b + DESC_START_SECTOR + 1]! * TWO_32,
+      op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE);
+    this.dispatcher.dispatch(req);
+  }
+
+  private onElements(sq: ServedQueue, slot: number, op: number, res: number): void {
+    const e = this.inflight[slot]!;
+    this.inflight[slot] = null;
+    this.freeSlots.push(slot);
+    if (op === OP_PREP) {
+      this.pendingPreps--;
+      if (res !== 0 && !this.failure) this.failure = `queue ${sq.q}: PREP_IO_CMDS failed with ${res}`;
+      return;
+    }
+    const total = e.count * ELEM_BYTES;
+    if (res !== total) this.partialCommit(sq, e, res);
+    e.count = 0;
+    this.pool[sq.q]!.push(e);
+  }
+
+  // COMMIT_IO_CMDS stops at the first element it cannot commit: `res` bytes
+  // (whole elements) went through, or res < 0 when the first one failed. The
+  // failed element's tag is not ours to complete (a bug, reported); everything
+  // after it is committed again in the next turn, never dropped.
+  private partialCommit(sq: ServedQueue, e: Elements, res: number): void {
+    const done = res > 0 ? Math.floor(res / ELEM_BYTES) : 0;
+    const bad = e.u32[done * ELEM_WORDS + E_TAG_INDEX]! & 0xffff;
+    console.error(`ublk-ts: queue ${sq.q}: COMMIT_IO_CMDS refused tag ${bad} (${res < 0 ? res : 'partial'}); retrying the ${e.count - done - 1} after it`);
+    for (let i = done + 1; i < e.count; i++) {
+      const w = i * ELEM_WORDS;
+      this.putElement(sq, sq.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!);
+    }
+  }
+}

@@ -1,0 +1,50 @@
+// Memory a queue worker shares with the kernel: the read-only descriptor array
+// mmapped from /dev/ublkcN, and (in kernel-copy mode) one data buffer per tag.
+import { native } from '../native.js';
+import { MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../sys.js';
+import { LAYOUTS } from './layout.js';
+import { UBLKSRV_CMD_BUF_OFFSET, UBLK_MAX_QUEUE_DEPTH } from './uapi.js';
+
+const DESC_SIZE = LAYOUTS.ublksrv_io_desc.size;
+/** u32 words per descriptor, and each field's word index within one. */
+export const DESC_WORDS = DESC_SIZE / 4;
+export const DESC_OP_FLAGS = LAYOUTS.ublksrv_io_desc.fields.op_flags[0] / 4;
+export const DESC_NR_SECTORS = LAYOUTS.ublksrv_io_desc.fields.nr_sectors[0] / 4;
+export const DESC_START_SECTOR = LAYOUTS.ublksrv_io_desc.fields.start_sector[0] / 4;
+
+/**
+ * Maps queue `q`'s descriptors. The kernel places queues at a fixed stride sized
+ * for the maximum depth, whatever the real depth; the length must be exactly the
+ * real depth's array rounded to a page (else -EINVAL).
+ */
+export function mapDescriptors(charFd: number, q: number, depth: number): Uint32Array {
+  const stride = roundUp(UBLK_MAX_QUEUE_DEPTH * DESC_SIZE, PAGE_SIZE);
+  const len = roundUp(depth * DESC_SIZE, PAGE_SIZE);
+  const ab = native.mmap(len, PROT_READ, MAP_SHARED | MAP_POPULATE, charFd, UBLKSRV_CMD_BUF_OFFSET + q * stride);
+  return new Uint32Array(ab);
+}
+
+/**
+ * Page-aligned per-tag buffers of `size` bytes each, in one mapping: private
+ * memory for a queue served by one thread, or a shared memfd that every thread
+ * serving the queue maps (batch mode hands any tag to any thread; each thread
+ * sees the same pages at its own address, and the kernel accepts any of them).
+ */
+export class TagBuffers {
+  readonly views: Uint8Array[] = [];
+  readonly addrs: number[] = [];
+  private readonly mem: ArrayBuffer;
+
+  constructor(count: number, readonly size: number, sharedFd?: number) {
+    this.mem = sharedFd === undefined
+      ? native.alloc(count * size)
+      : native.mmap(count * size, PROT_READ | PROT_WRITE, MAP_SHARED, sharedFd, 0);
+    const base = native.addressOf(this.mem);
+    for (let t = 0; t < count; t++) {
+      this.views.push(new Uint8Array(this.mem, t * size, size));
+      this.addrs.push(base + t * size);
+    }
+  }
+
+  free(): void { native.munmap(this.mem); }
+}
