@@ -33,7 +33,7 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void)
     await dev.stopped;
     await dev.stop();
     const st = dev.batchStats;
-    if (st) {
+    if (st.fetchCqes) {
       console.error(`ublk-ts[${process.pid}]: ${dev.path} batch stats: ${st.fetchCqes} fetch completions, ${st.tags} tags ` +
         `(${(st.tags / Math.max(1, st.fetchCqes)).toFixed(2)} per completion), ${st.commits} commits`);
     }

@@ -9,7 +9,7 @@ import type { UblkParams } from './params.js';
 import { loadTarget, resolveTarget } from './target-loader.js';
 import { TargetOptionError, type TargetOptions, type TargetSetup } from './target.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from './worker.js';
-import type { BatchStats } from './queue-batch.js';
+import { STAT_COMMITS, STAT_COUNT, STAT_FETCH_CQES, STAT_TAGS, type BatchStats } from './queue-batch.js';
 import { UBLK_ATTR_VOLATILE_CACHE, UBLK_F_BATCH_IO, UBLK_F_CMD_IOCTL_ENCODE, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from './uapi.js';
 
 export interface DeviceOptions {
@@ -109,8 +109,8 @@ interface QueueWorker {
   done: Promise<string | undefined>;
   /** Makes the worker stop serving and close its ring, whatever the kernel does. */
   quit(): void;
-  /** Batch mode: what the worker counted, once done. */
-  stats?: BatchStats;
+  /** Batch mode: the worker's live counters. */
+  stats: Float64Array;
 }
 
 const ONE = new BigUint64Array([1n]);
@@ -143,9 +143,10 @@ function plan(queues: number, o: { batch: boolean; threads?: number }, memfds: n
   return assignQueues(queues, threads).map((qs) => qs.map(({ q, prep }) => ({ q, prep, bufFd: memfds[q], fetchBuffers })));
 }
 
-function startWorker(cfg: Omit<WorkerConfig, 'quitFd'>): QueueWorker {
+function startWorker(cfg: Omit<WorkerConfig, 'quitFd' | 'stats'>): QueueWorker {
   const quitFd = native.eventfd(0, EFD_CLOEXEC);
-  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { ...cfg, quitFd } });
+  const stats = new SharedArrayBuffer(STAT_COUNT * Float64Array.BYTES_PER_ELEMENT);
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { ...cfg, quitFd, stats } });
   let onReady!: () => void, onFail!: (e: Error) => void, onDone!: (err?: string) => void;
   const ready = new Promise<void>((res, rej) => { onReady = res; onFail = rej; });
   const done = new Promise<string | undefined>((res) => { onDone = res; });
@@ -157,12 +158,8 @@ function startWorker(cfg: Omit<WorkerConfig, 'quitFd'>): QueueWorker {
     onFail(new Error(`worker for queue(s) ${cfg.queues.map((q) => q.q).join(',')}: ${err ?? 'exited before it was ready'}`));
     onDone(err);
   };
-  const qw: QueueWorker = { ready, done, quit: () => { if (!finished) fs.writeSync(quitFd, ONE); } };
-  worker.on('message', (m: WorkerMessage) => {
-    if (m.type === 'ready') return onReady();
-    qw.stats = m.stats;
-    finish(m.error);
-  });
+  const qw: QueueWorker = { ready, done, quit: () => { if (!finished) fs.writeSync(quitFd, ONE); }, stats: new Float64Array(stats) };
+  worker.on('message', (m: WorkerMessage) => (m.type === 'ready' ? onReady() : finish(m.error)));
   worker.on('error', (e) => finish(e.message));
   worker.on('exit', (code) => finish(code ? `exit code ${code}` : undefined));
   ready.catch(() => {}); // observed by whoever awaits it
@@ -192,11 +189,10 @@ export class UblkDevice {
   get depth(): number { return this.info.queue_depth; }
   get flags(): number { return this.info.flags; }
 
-  /** Batch mode, once stopped: fetch completions, tags they delivered and commits, over all workers. */
-  get batchStats(): BatchStats | undefined {
-    const all = this.workers.map((w) => w.stats).filter((s): s is BatchStats => s !== undefined);
-    if (!all.length) return undefined;
-    return all.reduce((a, b) => ({ fetchCqes: a.fetchCqes + b.fetchCqes, tags: a.tags + b.tags, commits: a.commits + b.commits }));
+  /** Batch mode: fetch completions, the tags they delivered and commits so far, over all workers. */
+  get batchStats(): BatchStats {
+    const sum = (i: number) => this.workers.reduce((n, w) => n + w.stats[i]!, 0);
+    return { fetchCqes: sum(STAT_FETCH_CQES), tags: sum(STAT_TAGS), commits: sum(STAT_COMMITS) };
   }
 
   /** Creates and starts a device; on any failure nothing is left behind. */

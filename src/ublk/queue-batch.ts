@@ -116,9 +116,12 @@ export interface BatchQueueSpec {
 
 export interface BatchStats { fetchCqes: number; tags: number; commits: number }
 
+/** Live counters in memory the main thread can read while the worker runs. */
+export const STAT_FETCH_CQES = 0, STAT_TAGS = 1, STAT_COMMITS = 2, STAT_COUNT = 3;
+
 export class BatchQueues {
   readonly dispatcher: Dispatcher;
-  readonly stats: BatchStats = { fetchCqes: 0, tags: 0, commits: 0 };
+  private readonly stats: Float64Array;
   private readonly queues: ServedQueue[] = [];
   private readonly byId: ServedQueue[] = [];
   private readonly pool: Elements[][] = [];
@@ -129,7 +132,9 @@ export class BatchQueues {
   private pendingPreps = 0;
   private failure: string | null = null;
 
-  constructor(private readonly ring: Ring, private readonly depth: number, private readonly specs: BatchQueueSpec[], target: Target) {
+  constructor(private readonly ring: Ring, private readonly depth: number, private readonly specs: BatchQueueSpec[], target: Target,
+    stats: SharedArrayBuffer) {
+    this.stats = new Float64Array(stats);
     for (const s of specs) {
       const sq = new ServedQueue(s.q, s.desc, s.bufs, depth);
       this.queues.push(sq);
@@ -177,7 +182,7 @@ export class BatchQueues {
       if (e.count === 0) continue;
       sq.commit = this.pool[sq.q]!.pop() ?? new Elements(this.depth);
       this.submitElements(sq, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
-      this.stats.commits++;
+      this.stats[STAT_COMMITS]!++;
     }
   }
 
@@ -244,8 +249,8 @@ export class BatchQueues {
     if (flags & IORING_CQE_F_BUFFER) {
       const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
       if (res > 0) {
-        this.stats.fetchCqes++;
-        this.stats.tags += res >> 1;
+        this.stats[STAT_FETCH_CQES]!++;
+        this.stats[STAT_TAGS]! += res >> 1;
         const tags = f.tags, base = bid * FETCH_BUF_TAGS, end = base + (res >> 1);
         for (let i = base; i < end; i++) this.deliver(sq, tags[i]!);
       }

@@ -8,7 +8,7 @@ import { native } from '../native.js';
 import { loadTarget } from './target-loader.js';
 import { mapDescriptors, TagBuffers } from './queue-memory.js';
 import { ClassicQueue } from './queue-classic.js';
-import { BatchQueues, type BatchStats } from './queue-batch.js';
+import { BatchQueues } from './queue-batch.js';
 import { QuitReader, serveLoop, type LoopClient } from './serve-loop.js';
 import type { Target, TargetOptions } from './target.js';
 
@@ -34,11 +34,13 @@ export interface WorkerConfig {
   targetUrl: string;
   options: TargetOptions;
   shared: unknown;
+  /** Batch: live counters (Float64Array, see STAT_* in queue-batch). */
+  stats: SharedArrayBuffer;
 }
 
 export type WorkerMessage =
   | { type: 'ready' }
-  | { type: 'done'; error?: string; stats?: BatchStats };
+  | { type: 'done'; error?: string };
 
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 
@@ -46,7 +48,6 @@ interface Engine extends LoopClient {
   readonly error: string | null;
   /** Arms the queues (FETCH_REQ, or PREP + FETCH_IO_CMDS) and checks the kernel took it. */
   arm(): void;
-  readonly stats?: BatchStats;
 }
 
 function classicEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: TagBuffers[], target: Target): Engine {
@@ -64,7 +65,7 @@ function classicEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs:
 
 function batchEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: TagBuffers[], target: Target): Engine {
   const specs = cfg.queues.map((wq, i) => ({ q: wq.q, prep: wq.prep, fetchBuffers: wq.fetchBuffers, desc: desc[i]!, bufs: bufs[i]! }));
-  const batch = new BatchQueues(ring, cfg.depth, specs, target);
+  const batch = new BatchQueues(ring, cfg.depth, specs, target, cfg.stats);
   return Object.assign(batch, {
     arm(): void {
       // PREP completes at once; START_DEV waits until every tag of every queue is prepared.
@@ -81,7 +82,7 @@ function batchEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: T
   });
 }
 
-async function main(cfg: WorkerConfig): Promise<BatchStats | undefined> {
+async function main(cfg: WorkerConfig): Promise<void> {
   const mod = await loadTarget(cfg.targetUrl);
   const target = await mod.open({
     devId: cfg.devId, queueId: cfg.queues[0]!.q, depth: cfg.depth, maxIoBytes: cfg.maxIoBytes,
@@ -112,7 +113,6 @@ async function main(cfg: WorkerConfig): Promise<BatchStats | undefined> {
     await serveLoop(ring, wakeup, engine, quit);
     await target.close?.();
     if (engine.error) throw new Error(engine.error);
-    return engine.stats;
   } finally {
     wakeup?.close();
     ring.close(); // drops the registered /dev/ublkcN reference that DEL_DEV waits for
@@ -122,6 +122,6 @@ async function main(cfg: WorkerConfig): Promise<BatchStats | undefined> {
 }
 
 main(workerData as WorkerConfig).then(
-  (stats) => post({ type: 'done', stats }),
+  () => post({ type: 'done' }),
   (e: unknown) => post({ type: 'done', error: (e as Error)?.message ?? String(e) }),
 );

@@ -1,0 +1,30 @@
+// Running fio and reading what it measured.
+import { spawnSync } from 'node:child_process';
+
+export interface FioJob {
+  filename: string;
+  rw: 'randread' | 'randwrite' | 'read' | 'write';
+  bs: string;
+  iodepth: number;
+  runtime: number;
+  numjobs?: number;
+  /** Region each job works in; jobs get disjoint regions. */
+  size?: string;
+}
+
+export interface FioResult { iops: number; mbps: number }
+
+export function fio(job: FioJob): FioResult {
+  const args = [
+    '--name=bench', `--filename=${job.filename}`, '--ioengine=io_uring', '--direct=1', `--rw=${job.rw}`, `--bs=${job.bs}`,
+    `--iodepth=${job.iodepth}`, `--numjobs=${job.numjobs ?? 1}`, '--group_reporting', '--time_based', `--runtime=${job.runtime}`,
+    '--ramp_time=1', `--size=${job.size ?? '512m'}`, `--offset_increment=${job.size ?? '512m'}`, '--randrepeat=0',
+    '--norandommap', '--output-format=json',
+  ];
+  const r = spawnSync('fio', args, { encoding: 'utf8', timeout: (job.runtime + 60) * 1000 });
+  if (r.status !== 0) throw new Error(`fio ${args.join(' ')} failed: ${r.stderr || r.error}`);
+  const out = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: Array<Record<'read' | 'write', { iops: number; bw_bytes: number }>> };
+  const j = out.jobs[0]!;
+  const side = job.rw.includes('read') ? j.read : j.write;
+  return { iops: side.iops, mbps: side.bw_bytes / 1e6 };
+}

@@ -1,0 +1,37 @@
+// Medians over interleaved rounds, and the table printed at the end.
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** Measurements keyed by case, then by subject ("ublk-ts null", "null_blk", ...). */
+export class Results {
+  private readonly data = new Map<string, Map<string, number[]>>();
+
+  add(caseName: string, subject: string, value: number): void {
+    let c = this.data.get(caseName);
+    if (!c) this.data.set(caseName, (c = new Map()));
+    let v = c.get(subject);
+    if (!v) c.set(subject, (v = []));
+    v.push(value);
+  }
+
+  get(caseName: string, subject: string): number {
+    return median(this.data.get(caseName)?.get(subject) ?? [NaN]);
+  }
+
+  /** One row per case: each subject's median, then subject/baseline ratios. */
+  table(title: string, unit: string, subjects: string[], ratios: Array<[string, string]>): string {
+    const head = ['case', ...subjects.map((s) => `${s} (${unit})`), ...ratios.map(([a, b]) => `${a} / ${b}`)];
+    const rows = [...this.data.keys()].map((c) => [
+      c,
+      ...subjects.map((s) => Math.round(this.get(c, s)).toString()),
+      ...ratios.map(([a, b]) => (this.get(c, a) / this.get(c, b)).toFixed(2) + 'x'),
+    ]);
+    const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (r: string[]) => r.map((x, i) => (i === 0 ? x.padEnd(w[i]!) : x.padStart(w[i]!))).join('  ');
+    return [`## ${title}`, line(head), ...rows.map(line)].join('\n');
+  }
+}
