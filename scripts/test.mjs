@@ -1,0 +1,217 @@
+#!/usr/bin/env node
+// What `npm test` runs after `tsc`: the host tests, then the VM tests, each VM
+// booted by scripts/vmrun (Debian unstable's kernel with ublk_drv).
+//
+//   node scripts/test.mjs [--host] [--vm] [FILTER...]
+//
+// --host / --vm run only that half (both: both, as without either). A FILTER keeps the test files whose path
+// (relative to dist/test/) contains it, e.g. `uapi` or `vm/lifecycle`.
+// Host tests: dist/test/host/**/*.test.js, run here.
+// VM tests:   dist/test/vm/**/*.test.js, one at a time in a 2-CPU VM, except
+//             *.c4.test.js, which get a VM of their own with 4 CPUs.
+//
+// Every run writes a spec report to stdout (live) and a TAP report to a file in
+// the checkout (shared read-write with the VM); the TAP summaries are added up
+// into one closing line, `tests: N passed, N failed[, N skipped]`. The exit
+// status is non-zero if a test failed, a VM did not boot or timed out, a run
+// ended without its summary, or no test ran at all; a run that broke down
+// (VM crash or timeout) counts as one failed test on top of what it reported.
+// Environment: UBLK_TS_TEST_DEADLINE=<unix seconds> caps the VM timeouts.
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const DIST_TEST = join(ROOT, 'dist/test');
+const VMRUN = join(ROOT, 'scripts/vmrun');
+const VM_TIMEOUT_S = 40 * 60; // per VM (scripts/vmrun -t)
+const TEST_TIMEOUT_MS = 15 * 60 * 1000; // per test, so one hung test does not take the rest with it
+// Optional overall deadline (Unix seconds, set by .ci/run): VM timeouts shrink
+// to fit, so a slow run fails with a report instead of being killed silently.
+const DEADLINE = Number(process.env.UBLK_TS_TEST_DEADLINE) || Infinity;
+
+function usage(msg) {
+  if (msg) console.error(`test.mjs: ${msg}`);
+  console.error('usage: node scripts/test.mjs [--host] [--vm] [FILTER...]');
+  process.exit(2);
+}
+
+let wantHost = false;
+let wantVm = false;
+const filters = [];
+for (const arg of process.argv.slice(2)) {
+  if (arg === '--host') wantHost = true;
+  else if (arg === '--vm') wantVm = true;
+  else if (arg === '-h' || arg === '--help') usage();
+  else if (arg.startsWith('-')) usage(`unknown option ${arg}`);
+  else filters.push(arg);
+}
+if (!wantHost && !wantVm) wantHost = wantVm = true;
+
+const isSmoke = (f) => /(^|\/)smoke\.[^/]*$/.test(f);
+
+/** Test files under dist/test/<sub>, recursively, matching the filters. */
+function testFiles(sub) {
+  const dir = join(DIST_TEST, sub);
+  if (!existsSync(dir)) return [];
+  const out = [];
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.test.js')) out.push(p);
+    }
+  };
+  walk(dir);
+  return out
+    .filter((f) => filters.length === 0 || filters.some((flt) => relative(DIST_TEST, f).includes(flt)))
+    // smoke tests first: when they fail, the other failures say little.
+    .sort((a, b) => Number(isSmoke(b)) - Number(isSmoke(a)) || a.localeCompare(b));
+}
+
+// TAP reports live in the checkout so a VM can write them too.
+const runDir = join(ROOT, '.cache/test-runs', `${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`);
+mkdirSync(runDir, { recursive: true });
+
+const totals = { passed: 0, failed: 0, skipped: 0, ran: 0 };
+const problems = [];
+
+function nodeTestArgs(tapFile, files, extra = []) {
+  return [
+    '--test',
+    `--test-timeout=${TEST_TIMEOUT_MS}`,
+    ...extra,
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tapFile}`,
+    ...files,
+  ];
+}
+
+let interrupted = false;
+
+function run(cmd, args) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    const forward = (sig) => {
+      interrupted = true;
+      child.kill(sig);
+    };
+    process.on('SIGINT', forward).on('SIGTERM', forward);
+    child.on('error', (e) => {
+      console.error(`test.mjs: cannot run ${cmd}: ${e.message}`);
+      resolve(127);
+    });
+    child.on('close', (code, signal) => {
+      process.off('SIGINT', forward).off('SIGTERM', forward);
+      resolve(code ?? 128 + (signal === 'SIGKILL' ? 9 : 15));
+    });
+  });
+}
+
+/**
+ * The closing `# pass N` etc. of a TAP report. A run cut short (VM crash or
+ * timeout) has no summary: then its test points are counted, as `partial`.
+ */
+function tapSummary(file) {
+  let text;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const last = (key) => {
+    const all = [...text.matchAll(new RegExp(`^# ${key} (\\d+)$`, 'gm'))];
+    return all.length ? Number(all[all.length - 1][1]) : undefined;
+  };
+  const pass = last('pass');
+  const fail = last('fail');
+  if (pass !== undefined && fail !== undefined) {
+    return { pass, fail, cancelled: last('cancelled') ?? 0, skipped: (last('skipped') ?? 0) + (last('todo') ?? 0) };
+  }
+  const points = [...text.matchAll(/^\s*(not )?ok \d+\b.*$/gm)];
+  if (points.length === 0) return undefined;
+  const s = { pass: 0, fail: 0, cancelled: 0, skipped: 0, partial: true };
+  for (const [line, not] of points) {
+    if (/# (SKIP|TODO)\b/i.test(line)) s.skipped++;
+    else if (not) s.fail++;
+    else s.pass++;
+  }
+  return s;
+}
+
+async function runSuite(name, files, command) {
+  if (files.length === 0 || interrupted) return;
+  const tap = join(runDir, `${name}.tap`);
+  console.log(`\n=== ${name}: ${files.length} file(s) ===`);
+  const started = Date.now();
+  const [cmd, args] = command(tap);
+  const code = await run(cmd, args);
+  const secs = Math.round((Date.now() - started) / 1000);
+  const s = tapSummary(tap);
+  if (s) {
+    totals.passed += s.pass;
+    totals.failed += s.fail + s.cancelled;
+    totals.skipped += s.skipped;
+    totals.ran += s.pass + s.fail + s.cancelled;
+  }
+  const what = s
+    ? `${s.pass} passed, ${s.fail + s.cancelled} failed, ${s.skipped} skipped${s.partial ? ' (cut short: counted from the partial report)' : ''}`
+    : 'no test report';
+  console.log(`=== ${name}: ${what}, exit ${code}, ${secs}s ===`);
+  // A run that broke down counts as one more failed test, so that the closing
+  // line never says "0 failed" for a failing run.
+  const broke = (why) => {
+    problems.push(`${name}: ${why} (counted as 1 failed)`);
+    totals.failed++;
+  };
+  if (code === 124) broke('the VM timed out (vmrun exit 124)');
+  else if (code === 125) broke('the VM did not run the tests to the end (vmrun exit 125: boot failure or crash)');
+  else if (!s || s.partial) broke(`ended (exit ${code}) without a test summary`);
+  else if (code !== 0 && s.fail + s.cancelled === 0) broke(`exit ${code} although no test failed`);
+}
+
+const node = process.execPath;
+
+if (wantHost) {
+  const files = testFiles('host');
+  if (files.length === 0 && filters.length === 0) problems.push('no host test files in dist/test/host (did tsc run?)');
+  await runSuite('host', files, (tap) => [node, nodeTestArgs(tap, files)]);
+}
+
+if (wantVm) {
+  const all = testFiles('vm');
+  if (all.length === 0 && filters.length === 0) problems.push('no VM test files in dist/test/vm (did tsc run?)');
+  const c4 = all.filter((f) => f.endsWith('.c4.test.js'));
+  const c2 = all.filter((f) => !f.endsWith('.c4.test.js'));
+  // Inside the VM the checkout is at the same path and the host's node is
+  // visible, so the same command line works there.
+  const inVm = (name, cpus, files) => {
+    const left = Math.floor(DEADLINE - Date.now() / 1000) - 60;
+    if (left < 120) {
+      if (files.length) problems.push(`${name}: not run, the overall deadline (UBLK_TS_TEST_DEADLINE) is too close`);
+      return runSuite(name, [], () => []);
+    }
+    const tmo = Math.min(VM_TIMEOUT_S, left);
+    return runSuite(name, files, (tap) => [
+      VMRUN,
+      ['-c', String(cpus), '-t', String(tmo), '--', node, ...nodeTestArgs(tap, files, ['--test-concurrency=1'])],
+    ]);
+  };
+  await inVm('vm', 2, c2);
+  await inVm('vm-c4', 4, c4);
+}
+
+if (interrupted) problems.push('interrupted');
+if (totals.ran === 0) problems.push('no test ran');
+for (const p of problems) console.error(`test.mjs: ${p}`);
+if (problems.length || totals.failed) console.error(`test.mjs: TAP reports kept in ${relative(ROOT, runDir)}`);
+else rmSync(runDir, { recursive: true, force: true });
+
+console.log(
+  `tests: ${totals.passed} passed, ${totals.failed} failed` + (totals.skipped ? `, ${totals.skipped} skipped` : ''),
+);
+process.exit(problems.length || totals.failed ? 1 : 0);
