@@ -1,0 +1,102 @@
+// Shared helpers for the VM tests: they drive ublk-ts the way a user does, with
+// the CLI and real tools (fio, mkfs, mount, fsck, dd, blkdiscard).
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const CLI = path.join(ROOT, 'bin', 'ublk-ts.js');
+
+export function inVm(): void {
+  assert.equal(process.env.UBLK_TS_IN_VM, '1', 'VM tests run inside the test VM (scripts/vmrun)');
+}
+
+export interface Run { code: number | null; stdout: string; stderr: string }
+
+export function run(cmd: string, args: string[], opts: { timeout?: number; input?: string } = {}): Run {
+  const r: SpawnSyncReturns<string> = spawnSync(cmd, args, { encoding: 'utf8', timeout: opts.timeout ?? 600_000, input: opts.input });
+  if (r.error) throw r.error;
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs a command that must succeed; returns stdout. */
+export function sh(cmd: string, ...args: string[]): string {
+  const r = run(cmd, args);
+  assert.equal(r.code, 0, `${cmd} ${args.join(' ')} failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+export const cli = (...args: string[]): Run => run(process.execPath, [CLI, ...args]);
+
+/** `ublk-ts add ...` that must succeed; returns the device path it printed last. */
+export function addDevice(...args: string[]): string {
+  const r = cli('add', ...args);
+  assert.equal(r.code, 0, `ublk-ts add ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  const dev = lines[lines.length - 1]!;
+  assert.match(dev, /^\/dev\/ublkb\d+$/);
+  assert.ok(fs.existsSync(dev), `${dev} exists once add returned`);
+  return dev;
+}
+
+export const idOf = (dev: string): number => Number(/(\d+)$/.exec(dev)![1]);
+
+export function delDevice(dev: string): void {
+  const r = cli('del', String(idOf(dev)));
+  assert.equal(r.code, 0, `ublk-ts del failed: ${r.stderr}`);
+}
+
+export interface Listed {
+  id: number; path: string; state: string; target: string; size: number; queues: number; depth: number;
+  flags: string[]; pid: number | null;
+}
+
+export function listDevices(): Listed[] {
+  const r = cli('list', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Listed[];
+}
+
+export const ublkNodes = (): string[] => fs.readdirSync('/dev').filter((n) => /^ublk[bc]\d+$/.test(n));
+
+/** Pids of ublk-ts server processes (the detached `__serve` children). */
+export function serverPids(): number[] {
+  const pids: number[] = [];
+  for (const p of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      const args = cmd.split('\0');
+      // The detached server runs `node .../cli/main.js __serve ...`; a foreground one `ublk-ts.js add ... --foreground`.
+      if (args.includes('__serve') || (args.some((a) => a.endsWith('ublk-ts.js')) && args.includes('--foreground'))) pids.push(Number(p));
+    } catch { /* exited meanwhile */ }
+  }
+  return pids;
+}
+
+/** Nothing ublk-ts made is left: no device nodes, no server process. */
+export function assertClean(): void {
+  assert.deepEqual(ublkNodes(), [], 'no /dev/ublkb* or /dev/ublkc* left');
+  assert.deepEqual(serverPids(), [], 'no ublk-ts server process left');
+}
+
+/** Best-effort removal of everything, so one failing test does not poison the next. */
+export function cleanup(): void {
+  cli('del', '--all');
+}
+
+export function fioVerify(dev: string, o: { iodepth: number; size?: string; bs?: string; rw?: string; extra?: string[] }): void {
+  const args = [
+    '--name=verify', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', `--iodepth=${o.iodepth}`,
+    `--rw=${o.rw ?? 'randwrite'}`, `--bsrange=${o.bs ?? '512-1m'}`, `--size=${o.size ?? '48m'}`,
+    '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--verify_state_save=0', '--randrepeat=0', '--norandommap=0',
+    '--output-format=terse', ...(o.extra ?? []),
+  ];
+  const r = run('fio', args, { timeout: 900_000 });
+  assert.equal(r.code, 0, `fio verify failed on ${dev}:\n${r.stdout}\n${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /verify.*(bad|fail)/i);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

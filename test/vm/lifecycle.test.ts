@@ -1,0 +1,130 @@
+// The device lifecycle as a user drives it: add, list, del, signals, bad input.
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import {
+  addDevice, assertClean, cleanup, cli, CLI, delDevice, idOf, inVm, listDevices, serverPids, sleep, ublkNodes,
+} from './helpers.js';
+
+before(() => {
+  inVm();
+  cleanup();
+  assertClean();
+});
+after(cleanup);
+// A failed test must not leave devices behind for the next one.
+afterEach(cleanup);
+
+describe('lifecycle', () => {
+  test('add, list and del a memory device', () => {
+    const dev = addDevice('memory', '--size', '64M', '--queues', '2', '--depth', '64');
+    const [d, ...others] = listDevices();
+    assert.equal(others.length, 0);
+    assert.equal(d!.path, dev);
+    assert.equal(d!.id, idOf(dev));
+    assert.equal(d!.state, 'live');
+    assert.equal(d!.target, 'memory');
+    assert.equal(d!.size, 64 * 2 ** 20);
+    assert.equal(d!.queues, 2);
+    assert.equal(d!.depth, 64);
+    assert.ok(d!.flags.includes('CMD_IOCTL_ENCODE'), `flags: ${d!.flags}`);
+    assert.ok(d!.pid && serverPids().includes(d!.pid), 'pid is the running server');
+    // The block device really has that size.
+    const sectors = Number(fs.readFileSync(`/sys/block/ublkb${d!.id}/size`, 'utf8'));
+    assert.equal(sectors * 512, 64 * 2 ** 20);
+    delDevice(dev);
+    assert.deepEqual(listDevices(), []);
+    assertClean();
+  });
+
+  test('--id picks the device id, and an id in use is refused', () => {
+    const dev = addDevice('null', '--size', '1G', '--id', '7');
+    assert.equal(dev, '/dev/ublkb7');
+    const r = cli('add', 'null', '--size', '1G', '--id', '7');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr.trim(), /^ublk-ts: .*EEXIST/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.deepEqual(listDevices().map((d) => d.id), [7]);
+    delDevice(dev);
+    assertClean();
+  });
+
+  test('the kernel clamps queues to the CPU count and we serve exactly those', () => {
+    const cpus = Number(fs.readFileSync('/sys/devices/system/cpu/online', 'utf8').trim().split('-').pop()) + 1;
+    const dev = addDevice('null', '--size', '16M', '--queues', String(cpus + 2));
+    assert.equal(listDevices()[0]!.queues, cpus);
+    delDevice(dev); // hangs if a worker served a queue that does not exist
+    assertClean();
+  });
+
+  test('del --all removes every device', () => {
+    addDevice('null', '--size', '16M');
+    addDevice('memory', '--size', '16M');
+    assert.equal(listDevices().length, 2);
+    const r = cli('del', '--all');
+    assert.equal(r.code, 0, r.stderr);
+    assertClean();
+  });
+
+  test('SIGTERM to the server stops it and removes the device', async () => {
+    const dev = addDevice('memory', '--size', '32M');
+    const pid = listDevices()[0]!.pid!;
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 200 && (serverPids().length || ublkNodes().length); i++) await sleep(50);
+    assert.ok(!fs.existsSync(dev));
+    assertClean();
+  });
+
+  test('--foreground serves until SIGINT, then cleans up and exits 0', async () => {
+    const child = spawn(process.execPath, [CLI, 'add', 'null', '--size', '8M', '--foreground'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b));
+    for (let i = 0; i < 400 && !out.includes('\n'); i++) await sleep(50);
+    const dev = out.trim();
+    assert.match(dev, /^\/dev\/ublkb\d+$/);
+    assert.ok(fs.existsSync(dev));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+    assertClean();
+  });
+
+  test('features lists the running kernel\'s UBLK_F_* names', () => {
+    const r = cli('features', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const names = JSON.parse(r.stdout) as string[];
+    for (const f of ['CMD_IOCTL_ENCODE', 'USER_COPY', 'BATCH_IO', 'AUTO_BUF_REG']) assert.ok(names.includes(f), `${f} in ${names}`);
+    const plain = cli('features');
+    assert.deepEqual(plain.stdout.trim().split('\n'), names);
+  });
+});
+
+describe('bad input: one-line error, non-zero exit, nothing created', () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ['size 0', ['add', 'memory', '--size', '0'], /size must be greater than 0/],
+    ['size not a multiple of 512', ['add', 'memory', '--size', '1000'], /not a multiple of 512/],
+    ['size that is not a size', ['add', 'memory', '--size', '12X'], /invalid size/],
+    ['missing size', ['add', 'null'], /--size is required/],
+    ['depth 0', ['add', 'null', '--size', '1M', '--depth', '0'], /--depth must be from 1 to 4096/],
+    ['depth above 4096', ['add', 'null', '--size', '1M', '--depth', '4097'], /--depth must be from 1 to 4096/],
+    ['queues 0', ['add', 'null', '--size', '1M', '--queues', '0'], /--queues must be from 1/],
+    ['unknown target', ['add', 'floppy', '--size', '1M'], /unknown target 'floppy'/],
+    ['unknown option', ['add', 'null', '--size', '1M', '--colour', 'blue'], /Unknown option '--colour'/],
+    ['unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
+    ['del of a device that does not exist', ['del', '4242'], /no ublk device with id 4242/],
+    ['del without an id', ['del'], /usage: ublk-ts del/],
+  ];
+  for (const [name, args, message] of cases) {
+    test(name, () => {
+      const r = cli(...args);
+      assert.notEqual(r.code, 0, `exit code for ${args.join(' ')}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+      assert.match(lines[0]!, /^ublk-ts: /);
+      assert.match(lines[0]!, message);
+      assert.equal(r.stdout, '');
+      assertClean();
+    });
+  }
+});
