@@ -99,6 +99,17 @@ static napi_value js_enter(napi_env env, napi_callback_info info) {
   return num(env, r < 0 ? -errno : (double)r);
 }
 
+/* io_uring_enter(2) with an extended argument (IORING_ENTER_EXT_ARG: the
+ * bytes of a struct io_uring_getevents_arg); returns the result or -errno. */
+static napi_value js_enter_arg(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  size_t len = 0;
+  void *arg = bytes_of(env, argv[4], &len);
+  long r = syscall(__NR_io_uring_enter, i32(env, argv[0]), u32(env, argv[1]),
+                   u32(env, argv[2]), u32(env, argv[3]), arg, len);
+  return num(env, r < 0 ? -errno : (double)r);
+}
+
 static napi_value js_register(napi_env env, napi_callback_info info) {
   ARGS(4);
   napi_valuetype t;
@@ -374,7 +385,7 @@ static napi_value js_create_poller(napi_env env, napi_callback_info info) {
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   static const struct { const char *name; napi_callback fn; } fns[] = {
-      {"setup", js_setup},         {"enter", js_enter},
+      {"setup", js_setup},         {"enter", js_enter}, {"enterArg", js_enter_arg},
       {"register", js_register},   {"mmap", js_mmap},
       {"munmap", js_munmap},       {"alloc", js_alloc},
       {"addressOf", js_address_of}, {"eventfd", js_eventfd},

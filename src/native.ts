@@ -33,6 +33,8 @@ export interface Native {
   setup(entries: number, params: Uint8Array): number;
   /** io_uring_enter(2) without a sigmask/ext arg; returns the result or -errno. */
   enter(fd: number, toSubmit: number, minComplete: number, flags: number): number;
+  /** io_uring_enter(2) with IORING_ENTER_EXT_ARG's argument (its bytes and length); result or -errno. */
+  enterArg(fd: number, toSubmit: number, minComplete: number, flags: number, arg: ArrayBufferView): number;
   /** io_uring_register(2); `arg` is passed by address; returns the result or -errno. */
   register(fd: number, opcode: number, arg: ArrayBufferView | ArrayBuffer | null, nrArgs: number): number;
   /** mmap(2) as an ArrayBuffer that unmaps when collected. Throws. */

@@ -31,6 +31,7 @@ export function parseAdd(argv: string[]): { cfg: ServeConfig; foreground: boolea
       foreground: { type: 'boolean' },
       batch: { type: 'boolean' },
       threads: { type: 'string' },
+      'coalesce-us': { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('add needs exactly one target: ublk-ts add null|memory --size SIZE');
@@ -49,6 +50,7 @@ export function parseAdd(argv: string[]): { cfg: ServeConfig; foreground: boolea
     id: values.id === undefined ? undefined : parseIntOption('id', values.id, 0, MAX_DEV_ID),
     batch: values.batch ?? false,
     threads: values.threads === undefined ? undefined : parseIntOption('threads', values.threads, 1, 1024),
+    coalesceUsec: values['coalesce-us'] === undefined ? 0 : parseIntOption('coalesce-us', values['coalesce-us'], 0, 1_000_000),
   };
   if (cfg.threads !== undefined && !cfg.batch) throw new UsageError('--threads needs --batch (classic mode serves each queue from its own thread)');
   return { cfg, foreground: values.foreground ?? false };

@@ -5,11 +5,14 @@ import { TargetOptionError } from '../ublk/target.js';
 
 const USAGE = `usage: ublk-ts <command> [options]
 
-  add TARGET --size SIZE [--queues N] [--depth N] [--id N] [--batch [--threads N]] [--foreground]
+  add TARGET --size SIZE [--queues N] [--depth N] [--id N] [--batch [--threads N]]
+             [--coalesce-us N] [--foreground]
         create a device served by TARGET (null, memory, or a target module path);
         SIZE takes K, M, G, T suffixes (powers of 1024). Prints the block device
         path once the device is live; the server keeps running in the background.
         --batch uses UBLK_F_BATCH_IO; --threads N serving threads for any queues.
+        --coalesce-us N: once requests come in bursts, wait up to N µs for more
+        before serving them (default 0: off).
   list [--json]            the ublk devices and their servers
   del ID | --all           stop and remove devices (waits until they are gone)
   features [--json]        the running kernel's UBLK_F_* features

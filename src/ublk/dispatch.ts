@@ -10,6 +10,8 @@ export type Completer = (req: UblkRequest, result: number) => void;
 export class Dispatcher {
   /** Requests whose promise has not settled yet. */
   asyncInFlight = 0;
+  /** Requests dispatched so far. */
+  dispatched = 0;
   /** Called after an async completion, so an idle serving loop wakes up. */
   onAsyncSettled: () => void = () => {};
   private warned = false;
@@ -18,6 +20,7 @@ export class Dispatcher {
 
   dispatch(req: UblkRequest): void {
     const t = this.target;
+    this.dispatched++;
     let r: IoResult;
     try {
       switch (req.op) {

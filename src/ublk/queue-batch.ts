@@ -29,13 +29,13 @@ import { native } from '../native.js';
 import { ENOBUFS } from '../sys.js';
 import { Dispatcher } from './dispatch.js';
 import { LAYOUTS } from './layout.js';
-import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS, type TagBuffers } from './queue-memory.js';
+import type { TagBuffers } from './queue-memory.js';
 import { CHAR_DEV_FIXED } from './queue-classic.js';
 import { UblkRequest } from './request.js';
 import type { Target } from './target.js';
 import { KIND_BATCH, KIND_UBLK, udKind, udQueue, udTag, userDataLo } from './user-data.js';
 import {
-  UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS,
+  UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS,
   UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS,
 } from './uapi.js';
 
@@ -270,12 +270,8 @@ export class BatchQueues {
   }
 
   private deliver(sq: ServedQueue, tag: number): void {
-    const d = sq.desc, b = tag * DESC_WORDS;
-    const opFlags = d[b + DESC_OP_FLAGS]!;
-    const op = opFlags & 0xff;
     const req = sq.reqs[tag]!;
-    req.load(opFlags, d[b + DESC_NR_SECTORS]!, d[b + DESC_START_SECTOR]! + d[b + DESC_START_SECTOR + 1]! * TWO_32,
-      op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE);
+    req.load(sq.desc);
     this.dispatcher.dispatch(req);
   }
 

@@ -8,13 +8,11 @@ import { IOSQE_FIXED_FILE } from '../uring/constants.js';
 import { LAYOUTS as URING } from '../uring/layout.js';
 import { LAYOUTS } from './layout.js';
 import { Dispatcher } from './dispatch.js';
-import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS, type TagBuffers } from './queue-memory.js';
+import type { TagBuffers } from './queue-memory.js';
 import { UblkRequest } from './request.js';
 import type { Target } from './target.js';
 import { KIND_UBLK, udKind, udTag, userDataLo } from './user-data.js';
-import {
-  UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_RES_ABORT, UBLK_IO_RES_OK, UBLK_U_IO_COMMIT_AND_FETCH_REQ, UBLK_U_IO_FETCH_REQ,
-} from './uapi.js';
+import { UBLK_IO_RES_ABORT, UBLK_IO_RES_OK, UBLK_U_IO_COMMIT_AND_FETCH_REQ, UBLK_U_IO_FETCH_REQ } from './uapi.js';
 
 /** Fixed-file index of /dev/ublkcN in every worker ring. */
 export const CHAR_DEV_FIXED = 0;
@@ -88,12 +86,8 @@ export class ClassicQueue {
     if (udKind(lo) !== KIND_UBLK) return;
     const tag = udTag(lo);
     if (res === UBLK_IO_RES_OK) {
-      const d = this.desc, b = tag * DESC_WORDS;
-      const opFlags = d[b + DESC_OP_FLAGS]!;
-      const op = opFlags & 0xff;
       const req = this.reqs[tag]!;
-      req.load(opFlags, d[b + DESC_NR_SECTORS]!, d[b + DESC_START_SECTOR]! + d[b + DESC_START_SECTOR + 1]! * TWO_32,
-        op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE);
+      req.load(this.desc);
       this.dispatcher.dispatch(req);
       return;
     }

@@ -1,9 +1,11 @@
 // One block request as a target sees it. Queue engines keep one object per tag
 // and refill it for every request, so serving an IO allocates nothing but the
 // data view.
-import { UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP } from './uapi.js';
+import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from './queue-memory.js';
+import { UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from './uapi.js';
 
 const SECTOR = 512;
+const TWO_32 = 2 ** 32;
 const EMPTY = new Uint8Array(0);
 
 export class UblkRequest {
@@ -30,12 +32,15 @@ export class UblkRequest {
   /** WRITE_ZEROES must not deallocate. */
   get noUnmap(): boolean { return (this.flags & UBLK_IO_F_NOUNMAP) !== 0; }
 
-  /** @internal refilled by the queue engine from the tag's descriptor */
-  load(opFlags: number, sectors: number, sector: number, hasData: boolean): void {
-    this.op = opFlags & 0xff;
+  /** @internal refilled by the queue engine from this tag's ublksrv_io_desc in the queue's descriptor array */
+  load(desc: Uint32Array): void {
+    const b = this.tag * DESC_WORDS;
+    const opFlags = desc[b + DESC_OP_FLAGS]!;
+    const op = opFlags & 0xff;
+    this.op = op;
     this.flags = opFlags & ~0xff;
-    this.sectors = sectors;
-    this.sector = sector;
-    this.buffer = hasData ? this.tagBuffer.subarray(0, sectors * SECTOR) : EMPTY;
+    this.sectors = desc[b + DESC_NR_SECTORS]!;
+    this.sector = desc[b + DESC_START_SECTOR]! + desc[b + DESC_START_SECTOR + 1]! * TWO_32;
+    this.buffer = op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE ? this.tagBuffer.subarray(0, this.sectors * SECTOR) : EMPTY;
   }
 }

@@ -10,6 +10,12 @@
 //   for either a settled promise or the ring's eventfd (signalled when task work
 //   is queued), then enters without blocking to run that task work.
 //
+// Coalescing: every loop turn has a fixed cost (waking the thread, entering
+// JavaScript), so when requests come in bursts — the last turn brought more
+// than one — the wait asks for many CQEs but settles for any after
+// `coalesceUsec` (IORING_ENTER_EXT_ARG min_wait_usec): requests arriving close
+// together are then served in one turn. A lone request (QD 1) never waits.
+//
 // A worker blocked in io_uring_enter cannot be interrupted from JavaScript, so
 // the loop keeps a READ armed on a "quit" eventfd: the main thread writes to it
 // to end a worker whose queue the kernel will not abort (e.g. a device that
@@ -17,14 +23,13 @@
 import type { CqeHandler, Ring } from '../uring/ring.js';
 import { prepRead, setUserData } from '../uring/prep.js';
 import type { RingWakeup } from '../uring/wakeup.js';
-import { ErrnoError, native } from '../native.js';
-import { EAGAIN, EBUSY, EINTR } from '../sys.js';
+import { native } from '../native.js';
 import { KIND_QUIT, udKind, userDataLo } from './user-data.js';
 
 export interface LoopClient {
   /** False once every tag has been aborted and nothing is in flight. */
   readonly active: boolean;
-  readonly dispatcher: { asyncInFlight: number; onAsyncSettled: () => void };
+  readonly dispatcher: { asyncInFlight: number; dispatched: number; onAsyncSettled: () => void };
   readonly onCqe: CqeHandler;
   /** Turns completions gathered during reaping into SQEs (batch COMMITs). */
   flush(): void;
@@ -41,13 +46,14 @@ export class QuitReader {
   }
 }
 
-function entered(res: number): void {
-  // EINTR: a signal for the process landed on this thread; EAGAIN/EBUSY: the
-  // kernel is short of resources or the CQ is full — reaping makes room.
-  if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
+export interface LoopOptions {
+  /** Coalescing window in µs (0: off). */
+  coalesceUsec: number;
+  /** CQEs a coalescing wait asks for before its window ends. */
+  coalesceMax: number;
 }
 
-export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClient, quit: QuitReader): Promise<void> {
+export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClient, quit: QuitReader, opts: LoopOptions): Promise<void> {
   const onCqe: CqeHandler = (lo, hi, res, flags) => {
     if (udKind(lo) === KIND_QUIT) quit.fired = true;
     else client.onCqe(lo, hi, res, flags);
@@ -64,17 +70,25 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClie
   wakeup.onReadable(onWake);
   client.dispatcher.onAsyncSettled = onWake;
 
+  const d = client.dispatcher;
+  let seen = 0;
   while (client.active && !quit.fired) {
     client.flush();
-    if (client.dispatcher.asyncInFlight === 0) {
-      entered(ring.submitAndWait(1));
+    if (d.asyncInFlight === 0) {
+      const burst = d.dispatched - seen > 1;
+      seen = d.dispatched;
+      // Ring.submit*() throw on real errors; -EINTR (a process signal landed on
+      // this thread) and -EAGAIN/-EBUSY (short of resources, CQ full) just mean
+      // reap what is there and go round again.
+      if (burst && opts.coalesceUsec > 0) ring.submitAndWaitMin(opts.coalesceMax, opts.coalesceUsec);
+      else ring.submitAndWait(1);
     } else {
-      entered(ring.submit());
+      ring.submit();
       if (ring.cqReady() === 0) {
         wakeup.start();
         await new Promise<void>(waitWake);
         wakeup.stop();
-        entered(ring.submit()); // runs the deferred task work that woke us
+        ring.submit(); // runs the deferred task work that woke us
       }
     }
     ring.reap(onCqe);

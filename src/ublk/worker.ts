@@ -36,6 +36,8 @@ export interface WorkerConfig {
   shared: unknown;
   /** Batch: live counters (Float64Array, see STAT_* in queue-batch). */
   stats: SharedArrayBuffer;
+  /** Coalescing window of the serving loop in µs (0: off). */
+  coalesceUsec: number;
 }
 
 export type WorkerMessage =
@@ -110,7 +112,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
     engine.arm();
     if (engine.error) throw new Error(engine.error);
     post({ type: 'ready' });
-    await serveLoop(ring, wakeup, engine, quit);
+    await serveLoop(ring, wakeup, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: cfg.depth * nq });
     await target.close?.();
     if (engine.error) throw new Error(engine.error);
   } finally {

@@ -71,6 +71,10 @@ export const LAYOUTS = {
     size: 16,
     fields: { tv_sec: [0, 8], tv_nsec: [8, 8] },
   },
+  io_uring_getevents_arg: {
+    size: 24,
+    fields: { sigmask: [0, 8], sigmask_sz: [8, 4], min_wait_usec: [12, 4], ts: [16, 8] },
+  },
 } as const satisfies Record<string, Layout>;
 
 /** struct iovec (<sys/uio.h>, not io_uring.h), as IORING_REGISTER_BUFFERS reads it. */

@@ -7,7 +7,7 @@ import { native, check, ErrnoError } from '../native.js';
 import { IOVEC, LAYOUTS } from './layout.js';
 import { setupRing, type RingOptions, type RingSetup } from './setup.js';
 import {
-  IORING_ENTER_GETEVENTS, IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_EVENTFD,
+  IORING_ENTER_EXT_ARG, IORING_ENTER_GETEVENTS, IORING_FEAT_MIN_TIMEOUT, IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_EVENTFD,
   IORING_REGISTER_FILES, IORING_RSRC_REGISTER_SPARSE, IORING_SETUP_DEFER_TASKRUN, IORING_SQ_CQ_OVERFLOW,
   IORING_SQ_TASKRUN, IORING_UNREGISTER_BUFFERS, IORING_UNREGISTER_EVENTFD, IORING_UNREGISTER_FILES,
 } from './constants.js';
@@ -20,6 +20,8 @@ const CQE = LAYOUTS.io_uring_cqe.fields;
 const CQE_WORDS = LAYOUTS.io_uring_cqe.size >> 2;
 const CQE_UD = CQE.user_data[0] >> 2, CQE_RES = CQE.res[0] >> 2, CQE_FLAGS = CQE.flags[0] >> 2;
 const RR = LAYOUTS.io_uring_rsrc_register;
+const GETEVENTS_ARG = LAYOUTS.io_uring_getevents_arg;
+const MIN_WAIT_USEC = GETEVENTS_ARG.fields.min_wait_usec[0] >> 2;
 const IOV_WORDS = IOVEC.size >> 2, IOV_BASE = IOVEC.fields.iov_base[0] >> 2, IOV_LEN = IOVEC.fields.iov_len[0] >> 2;
 
 /** One CQE: user_data as two u32 halves, the signed result, the IORING_CQE_F_* flags. */
@@ -68,6 +70,9 @@ export class Ring {
   /** Registered buffers, kept reachable (and mapped) while the kernel may use them. */
   private buffers: ArrayBufferView[] = [];
   private isClosed = false;
+  /** struct io_uring_getevents_arg for submitAndWaitMin (no sigmask, no timeout). */
+  private readonly extArg = new Uint8Array(GETEVENTS_ARG.size);
+  private readonly extArgU32 = new Uint32Array(this.extArg.buffer);
 
   static create(opts: RingOptions): Ring {
     const r = setupRing(opts);
@@ -152,7 +157,19 @@ export class Ring {
     return this.enter(waitNr);
   }
 
-  private enter(waitNr: number): number {
+  /**
+   * Submits and waits for `waitNr` CQEs, but after `minWaitUsec` returns as soon
+   * as at least one is ready (IORING_ENTER_EXT_ARG min_wait_usec, Linux 6.12+;
+   * plain submitAndWait(1) where the kernel lacks IORING_FEAT_MIN_TIMEOUT).
+   * Lets completions that arrive close together be reaped in one turn.
+   */
+  submitAndWaitMin(waitNr: number, minWaitUsec: number): number {
+    if (!(this.features & IORING_FEAT_MIN_TIMEOUT) || minWaitUsec <= 0) return this.enter(1);
+    this.extArgU32[MIN_WAIT_USEC] = minWaitUsec;
+    return this.enter(waitNr, IORING_ENTER_EXT_ARG);
+  }
+
+  private enter(waitNr: number, extraFlags = 0): number {
     // The tail store publishes the SQE contents written before it.
     Atomics.store(this.sq, this.sqTail, this.sqeTail);
     const toSubmit = (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
@@ -163,7 +180,9 @@ export class Ring {
       flags |= IORING_ENTER_GETEVENTS;
     }
     if (toSubmit === 0 && flags === 0) return 0;
-    const res = native.enter(this.fd, toSubmit, waitNr, flags);
+    const res = extraFlags
+      ? native.enterArg(this.fd, toSubmit, waitNr, flags | extraFlags, this.extArg)
+      : native.enter(this.fd, toSubmit, waitNr, flags);
     if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
     return res;
   }

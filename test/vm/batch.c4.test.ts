@@ -2,14 +2,9 @@
 // for any number of queues. Runs in a 4-vCPU VM so 4-queue layouts exist.
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import os from 'node:os';
-import { addDevice, assertClean, cleanup, cli, delDevice, fioVerify, inVm, listDevices } from './helpers.js';
+import { addDevice, assertClean, cleanup, cli, delDevice, fioVerify, inVm4, listDevices } from './helpers.js';
 
-before(() => {
-  inVm();
-  assert.equal(os.cpus().length, 4, 'this VM has 4 vCPUs');
-  cleanup();
-});
+before(inVm4);
 after(cleanup);
 afterEach(cleanup);
 

@@ -34,6 +34,18 @@ for (const [mode, modeArgs] of MODES) describe(`${mode}: fio crc32c verify, rand
   }
 });
 
+test('coalescing (--coalesce-us 200) in both modes: fio verify at QD 128', () => {
+  for (const modeArgs of [[], ['--batch']]) {
+    const dev = addDevice('memory', '--size', '128M', '--coalesce-us', '200', ...modeArgs);
+    try {
+      fioVerify(dev, { iodepth: 128, size: '32m' });
+    } finally {
+      delDevice(dev);
+    }
+  }
+  assertClean();
+});
+
 for (const [mode, modeArgs] of MODES) test(`${mode}: mkfs.ext4, mount, write, compare, umount, fsck -f`, () => {
   const dev = addDevice('memory', '--size', '128M', '--queues', '2', ...modeArgs);
   const mnt = fs.mkdtempSync('/tmp/ublk-mnt-');
@@ -84,11 +96,11 @@ test('the memory target uses memory only for data written, and DISCARD frees it'
     const afterDiscard = memfdBytes(pid);
     assert.ok(afterDiscard <= 33 * MiB, `after discarding half: ${afterDiscard}`);
     // Discarded space reads back as zeros; the rest is intact.
-    const head = sh('sh', '-c', `dd if=${dev} bs=1M count=32 iflag=direct status=none | od -An -tx1 | sort -u`);
+    const head = sh('sh', '-c', `dd if=${dev} bs=1M count=32 iflag=direct status=none | od -An -v -tx1 | sort -u`);
     assert.equal(head.trim(), '00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00');
     // BLKZEROOUT: WRITE_ZEROES with NOUNMAP zeroes but keeps the space allocated.
     sh('blkdiscard', '-z', '-o', String(32 * MiB), '-l', String(16 * MiB), dev);
-    const zeroed = sh('sh', '-c', `dd if=${dev} bs=1M skip=32 count=16 iflag=direct status=none | od -An -tx1 | sort -u`);
+    const zeroed = sh('sh', '-c', `dd if=${dev} bs=1M skip=32 count=16 iflag=direct status=none | od -An -v -tx1 | sort -u`);
     assert.equal(zeroed.trim(), '00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00');
     assert.ok(memfdBytes(pid) >= 32 * MiB, `NOUNMAP keeps memory: ${memfdBytes(pid)}`);
     // Punching a hole in the block device is WRITE_ZEROES without NOUNMAP: frees.

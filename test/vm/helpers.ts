@@ -3,6 +3,7 @@
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -11,6 +12,13 @@ export const CLI = path.join(ROOT, 'bin', 'ublk-ts.js');
 
 export function inVm(): void {
   assert.equal(process.env.UBLK_TS_IN_VM, '1', 'VM tests run inside the test VM (scripts/vmrun)');
+}
+
+/** For *.c4.test files: inside a 4-vCPU VM, with no device left over. */
+export function inVm4(): void {
+  inVm();
+  assert.equal(os.cpus().length, 4, 'this VM has 4 vCPUs');
+  cleanup();
 }
 
 export interface Run { code: number | null; stdout: string; stderr: string }

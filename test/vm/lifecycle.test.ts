@@ -109,6 +109,7 @@ describe('bad input: one-line error, non-zero exit, nothing created', () => {
     ['depth 0', ['add', 'null', '--size', '1M', '--depth', '0'], /--depth must be from 1 to 4096/],
     ['depth above 4096', ['add', 'null', '--size', '1M', '--depth', '4097'], /--depth must be from 1 to 4096/],
     ['queues 0', ['add', 'null', '--size', '1M', '--queues', '0'], /--queues must be from 1/],
+    ['coalescing window that is not a number', ['add', 'null', '--size', '1M', '--coalesce-us', 'soon'], /--coalesce-us must be a whole number/],
     ['unknown target', ['add', 'floppy', '--size', '1M'], /unknown target 'floppy'/],
     ['unknown option', ['add', 'null', '--size', '1M', '--colour', 'blue'], /Unknown option '--colour'/],
     ['unknown command', ['frobnicate'], /unknown command 'frobnicate'/],

@@ -1,14 +1,9 @@
 // Four queues on four vCPUs (this file runs in a VM started with -c 4).
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import os from 'node:os';
-import { addDevice, assertClean, cleanup, delDevice, fioVerify, inVm, listDevices } from './helpers.js';
+import { addDevice, assertClean, cleanup, delDevice, fioVerify, inVm4, listDevices } from './helpers.js';
 
-before(() => {
-  inVm();
-  assert.equal(os.cpus().length, 4, 'this VM has 4 vCPUs');
-  cleanup();
-});
+before(inVm4);
 after(cleanup);
 afterEach(cleanup);
 
