@@ -27,6 +27,5 @@ export const EINVAL = E.EINVAL;
 export const ENOBUFS = E.ENOBUFS;
 export const EOPNOTSUPP = E.EOPNOTSUPP;
 export const ENOSPC = E.ENOSPC;
-export const ESRCH = E.ESRCH;
 
 export const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;

@@ -7,7 +7,8 @@ import { parseArgs } from 'node:util';
 import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control.js';
 import { resolveTarget } from '../ublk/target-loader.js';
 import { featureNames, STATE_NAMES, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
-import { ENODEV, ESRCH } from '../sys.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ENODEV, ENOENT } from '../sys.js';
 import { parseDeviceSize, parseIntOption, UsageError } from './args.js';
 import { serve, type ServeConfig } from './server.js';
 import { readState, removeState, STATE_DIR } from './state.js';
@@ -176,14 +177,12 @@ export async function list(argv: string[]): Promise<void> {
 
 // ---- del -------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).errno !== -ESRCH && (e as NodeJS.ErrnoException).code !== 'ESRCH';
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH'; // EPERM: alive, not ours
   }
 }
 
@@ -192,9 +191,10 @@ async function gone(ctrl: UblkControl, id: number): Promise<boolean> {
     await ctrl.getDevInfo(id);
     return false;
   } catch (e) {
-    if (e instanceof UblkControlError && e.errno === -ENODEV) return true;
+    if (!(e instanceof UblkControlError)) throw e;
+    if (e.errno === -ENODEV) return true;
     // The char device node can vanish before the id is released (GET_DEV_INFO2 checks it).
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e instanceof UblkControlError && e.code === 'ENOENT')) return !deviceIds().includes(id);
+    if (e.errno === -ENOENT) return !deviceIds().includes(id);
     throw e;
   }
 }

@@ -1,6 +1,7 @@
 // A ublk device served by this process: ADD_DEV, parameters, one worker per
 // queue, START_DEV; and the reverse on stop. This is the library's main entry.
 import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { native } from '../native.js';
 import { EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../sys.js';
@@ -105,7 +106,7 @@ async function openCharDevice(id: number): Promise<number> {
       return fs.openSync(path, fs.constants.O_RDWR);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).errno !== -ENOENT || i >= 50) throw e;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   }
 }

@@ -145,7 +145,8 @@ export class BatchQueues {
   }
 
   get active(): boolean {
-    return this.liveFetchers > 0 || this.dispatcher.asyncInFlight > 0 || this.inflight.some((e) => e !== null) ||
+    // Every slot not on the free list holds a PREP/COMMIT still in flight.
+    return this.liveFetchers > 0 || this.dispatcher.asyncInFlight > 0 || this.inflight.length > this.freeSlots.length ||
       this.queues.some((sq) => sq.commit.count > 0);
   }
   get error(): string | null { return this.failure; }
