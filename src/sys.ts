@@ -12,6 +12,9 @@ export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
+/** preadv2/pwritev2 (and io_uring rw_flags): this write is durable when it completes. */
+export const RWF_DSYNC = 0x2;
+
 export const MFD_CLOEXEC = 0x0001;
 export const EFD_CLOEXEC = 0x80000;
 export const EFD_NONBLOCK = 0x800;
@@ -27,5 +30,6 @@ export const EINVAL = E.EINVAL;
 export const ENOBUFS = E.ENOBUFS;
 export const EOPNOTSUPP = E.EOPNOTSUPP;
 export const ENOSPC = E.ENOSPC;
+export const ECANCELED = E.ECANCELED;
 
 export const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;

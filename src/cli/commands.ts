@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control.js';
 import { resolveTarget } from '../ublk/target-loader.js';
+import { COPY_MODES, type CopyMode, type TargetOptions } from '../ublk/target.js';
 import { featureNames, STATE_NAMES, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ENODEV, ENOENT } from '../sys.js';
@@ -33,19 +34,37 @@ export function parseAdd(argv: string[]): { cfg: ServeConfig; foreground: boolea
       batch: { type: 'boolean' },
       threads: { type: 'string' },
       'coalesce-us': { type: 'string' },
+      copy: { type: 'string' },
+      'no-auto-buf-reg': { type: 'boolean' },
+      file: { type: 'string' },
+      buffered: { type: 'boolean' },
     },
   });
-  if (positionals.length !== 1) throw new UsageError('add needs exactly one target: ublk-ts add null|memory --size SIZE');
+  if (positionals.length !== 1) throw new UsageError('add needs exactly one target: ublk-ts add null|memory|loop ...');
   const target = positionals[0]!;
   try {
     resolveTarget(target);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  if (values.size === undefined) throw new UsageError('--size is required');
+  const options: TargetOptions = {};
+  if (values.size !== undefined) options.size = parseDeviceSize(values.size);
+  else if (target === 'null' || target === 'memory') throw new UsageError('--size is required');
+  // The loop target's own options; a target module gets whatever was given.
+  if (target === 'null' || target === 'memory') {
+    if (values.file !== undefined || values.buffered) throw new UsageError('--file and --buffered are options of the loop target');
+  } else {
+    if (values.file !== undefined) options.file = values.file;
+    if (values.buffered) options.buffered = true;
+  }
+  const copy = values.copy ?? 'kernel';
+  if (!(COPY_MODES as readonly string[]).includes(copy)) throw new UsageError(`--copy must be one of ${COPY_MODES.join(', ')}, got '${copy}'`);
+  if (values['no-auto-buf-reg'] && copy !== 'zero') throw new UsageError('--no-auto-buf-reg only applies to --copy zero');
   const cfg: ServeConfig = {
     target,
-    options: { size: parseDeviceSize(values.size) },
+    options,
+    copy: copy as CopyMode,
+    autoBufReg: values['no-auto-buf-reg'] ? false : undefined,
     queues: values.queues === undefined ? 1 : parseIntOption('queues', values.queues, 1, UBLK_MAX_NR_QUEUES),
     depth: values.depth === undefined ? 128 : parseIntOption('depth', values.depth, 1, UBLK_MAX_QUEUE_DEPTH),
     id: values.id === undefined ? undefined : parseIntOption('id', values.id, 0, MAX_DEV_ID),

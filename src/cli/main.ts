@@ -5,12 +5,23 @@ import { TargetOptionError } from '../ublk/target.js';
 
 const USAGE = `usage: ublk-ts <command> [options]
 
-  add TARGET --size SIZE [--queues N] [--depth N] [--id N] [--batch [--threads N]]
-             [--coalesce-us N] [--foreground]
-        create a device served by TARGET (null, memory, or a target module path);
-        SIZE takes K, M, G, T suffixes (powers of 1024). Prints the block device
-        path once the device is live; the server keeps running in the background.
+  add TARGET [--size SIZE] [--queues N] [--depth N] [--id N] [--batch [--threads N]]
+             [--copy kernel|user|zero [--no-auto-buf-reg]] [--coalesce-us N] [--foreground]
+  add loop --file PATH [--buffered] [options above]
+        create a device served by TARGET (null, memory, loop, or a target module
+        path); SIZE takes K, M, G, T suffixes (powers of 1024) and is required
+        for null and memory (loop: defaults to the file's size). Prints the block
+        device path once the device is live; the server keeps running in the
+        background.
         --batch uses UBLK_F_BATCH_IO; --threads N serving threads for any queues.
+        --copy: how data moves between the kernel and the server: kernel (the
+        driver copies into server buffers, default), user (the server reads and
+        writes it on /dev/ublkcN, UBLK_F_USER_COPY) or zero (the request's pages
+        are used in place, UBLK_F_AUTO_BUF_REG; --no-auto-buf-reg registers them
+        with REGISTER_IO_BUF per request instead). zero needs a target that does
+        its IO with io_uring (null, loop).
+        loop: --file is a regular file or block device, opened with O_DIRECT
+        unless --buffered.
         --coalesce-us N: once requests come in bursts, wait up to N µs for more
         before serving them (default 0: off).
   list [--json]            the ublk devices and their servers

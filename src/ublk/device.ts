@@ -8,10 +8,15 @@ import { EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../sys.js';
 import { UblkControl, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
 import type { UblkParams } from './params.js';
 import { loadTarget, resolveTarget } from './target-loader.js';
-import { TargetOptionError, type TargetOptions, type TargetSetup } from './target.js';
+import { COPY_MODES, TargetOptionError, type CopyMode, type TargetOptions, type TargetSetup } from './target.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from './worker.js';
+import { MAX_BUFFER_SLOTS } from './queue-memory.js';
+import type { DataPath } from './dispatch.js';
 import { STAT_COMMITS, STAT_COUNT, STAT_FETCH_CQES, STAT_TAGS, type BatchStats } from './queue-batch.js';
-import { UBLK_ATTR_VOLATILE_CACHE, UBLK_F_BATCH_IO, UBLK_F_CMD_IOCTL_ENCODE, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from './uapi.js';
+import {
+  featureNames, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_CMD_IOCTL_ENCODE,
+  UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH,
+} from './uapi.js';
 
 export interface DeviceOptions {
   /** Built-in target name ('null', 'memory') or the path/URL of a target module. */
@@ -36,6 +41,13 @@ export interface DeviceOptions {
    * gain in the emulated test VM, where wake-ups dominate).
    */
   coalesceUsec?: number;
+  /** How request data travels (see CopyMode). Default 'kernel'. */
+  copy?: CopyMode;
+  /**
+   * Zero copy: let the driver register each request's pages (AUTO_BUF_REG,
+   * the default) or register them explicitly with REGISTER_IO_BUF per request.
+   */
+  autoBufReg?: boolean;
 }
 
 const DEFAULT_DEPTH = 128;
@@ -56,7 +68,12 @@ export function validateDeviceOptions(o: DeviceOptions): Required<Omit<DeviceOpt
   if (o.threads !== undefined && !o.batch) {
     throw new DeviceOptionError('threads can only be chosen in batch mode (classic mode serves each queue from its own thread)');
   }
+  const copy = o.copy ?? 'kernel';
+  if (!COPY_MODES.includes(copy)) throw new DeviceOptionError(`copy must be one of ${COPY_MODES.join(', ')}, got ${String(copy)}`);
+  if (o.autoBufReg !== undefined && copy !== 'zero') throw new DeviceOptionError('autoBufReg only applies to zero copy');
   return {
+    copy,
+    autoBufReg: o.autoBufReg ?? true,
     coalesceUsec: checkInt('coalesceUsec', o.coalesceUsec ?? 0, 0, 1_000_000),
     batch: o.batch ?? false,
     threads: o.threads === undefined ? undefined : checkInt('threads', o.threads, 1, 1024),
@@ -78,8 +95,8 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number): UblkParams {
   const caps = setup.caps ?? {};
   const p: UblkParams = {
     basic: {
-      attrs: caps.flush ? UBLK_ATTR_VOLATILE_CACHE : 0,
-      logical_bs_shift: 9,
+      attrs: (caps.flush ? UBLK_ATTR_VOLATILE_CACHE : 0) | (caps.fua ? UBLK_ATTR_FUA : 0),
+      logical_bs_shift: setup.logicalBlockSize === 4096 ? 12 : 9,
       physical_bs_shift: 12,
       io_opt_shift: 12,
       io_min_shift: 9,
@@ -96,6 +113,21 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number): UblkParams {
     };
   }
   return p;
+}
+
+/** How data moves, from the copy mode asked for and what the target can do with it. */
+function dataPath(o: { copy: CopyMode; autoBufReg: boolean }, setup: TargetSetup, name: string): DataPath {
+  const data = setup.data ?? 'buffer';
+  if (o.copy === 'zero' && data === 'buffer') {
+    throw new DeviceOptionError(`the ${name} target moves data in JavaScript, which zero copy cannot reach (use --copy kernel or user)`);
+  }
+  return { copy: o.copy, data, explicitRegistration: o.copy === 'zero' && !o.autoBufReg };
+}
+
+function copyFlags(path: DataPath): number {
+  if (path.copy === 'user') return UBLK_F_USER_COPY;
+  if (path.copy === 'zero') return UBLK_F_SUPPORT_ZERO_COPY | (path.explicitRegistration ? 0 : UBLK_F_AUTO_BUF_REG);
+  return 0;
 }
 
 /** Opens /dev/ublkcN, which appears asynchronously where udev is in charge of /dev. */
@@ -136,11 +168,12 @@ export function assignQueues(queues: number, threads: number): Array<Array<{ q: 
 }
 
 /** The queues each worker serves: one worker per queue (classic), or `threads` workers (batch). */
-function plan(queues: number, o: { batch: boolean; threads?: number }, memfds: number[], bufBytes: number): WorkerQueue[][] {
+function plan(queues: number, o: { batch: boolean; threads?: number; copy: CopyMode }, memfds: number[], bufBytes: number): WorkerQueue[][] {
   if (!o.batch) return Array.from({ length: queues }, (_, q) => [{ q, prep: true, fetchBuffers: 0 }]);
   const threads = o.threads ?? queues;
-  // Tag buffers shared by the threads of a queue (any thread may get any tag).
-  for (let q = 0; q < queues; q++) {
+  // Tag buffers shared by the threads of a queue (any thread may get any tag);
+  // zero copy has none.
+  for (let q = 0; q < queues && o.copy !== 'zero'; q++) {
     const fd = native.memfdCreate('ublk-ts-tag-buffers', MFD_CLOEXEC);
     memfds.push(fd);
     fs.ftruncateSync(fd, bufBytes);
@@ -220,20 +253,33 @@ export class UblkDevice {
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE');
       if (o.batch && !(features & UBLK_F_BATCH_IO)) throw new DeviceOptionError('this kernel\'s ublk driver does not support UBLK_F_BATCH_IO (batch mode needs Linux 7.0 or later)');
-      const flags = o.batch ? UBLK_F_BATCH_IO : 0;
+      const path = dataPath(o, setup, mod.name);
+      const flags = (o.batch ? UBLK_F_BATCH_IO : 0) | copyFlags(path);
+      const missing = flags & ~features;
+      if (missing) throw new DeviceOptionError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for --copy ${o.copy})`);
+
       info = await ctrl.addDev({
         nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: o.maxIoBytes, dev_id: o.id, flags,
       });
-      if ((info.flags & flags) !== flags) throw new Error('the kernel did not grant UBLK_F_BATCH_IO');
+      if ((info.flags & flags) !== flags) throw new Error(`the kernel did not grant ${featureNames(flags & ~info.flags).join(', ')}`);
       charFd = await openCharDevice(info.dev_id);
       await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes));
       // The kernel may have clamped the queue count to the CPU count: serve
       // exactly the queues that exist (a worker for a missing queue would hang deletion).
       const base = {
         mode: o.batch ? 'batch' : 'classic', devId: info.dev_id, charFd, depth: info.queue_depth,
-        maxIoBytes: info.max_io_buf_bytes, targetUrl, options: o.options, shared: setup.shared, coalesceUsec: o.coalesceUsec,
+        maxIoBytes: info.max_io_buf_bytes, targetUrl, options: o.options, shared: setup.shared, coalesceUsec: o.coalesceUsec, path,
       } as const;
-      for (const queues of plan(info.nr_hw_queues, o, memfds, info.queue_depth * info.max_io_buf_bytes)) {
+      const planned = plan(info.nr_hw_queues, o, memfds, info.queue_depth * info.max_io_buf_bytes);
+      if (path.copy === 'zero' && !path.explicitRegistration && (o.threads ?? 0) > info.nr_hw_queues) {
+        // AUTO_BUF_REG registers into the ring of whichever fetch delivered the request: rings sharing a queue would collide.
+        throw new DeviceOptionError(`zero copy with automatic buffer registration needs at most one thread per queue ` +
+          `(${o.threads} threads for ${info.nr_hw_queues} queue(s))`);
+      }
+      if (path.copy === 'zero' && Math.max(...planned.map((qs) => qs.length)) * info.queue_depth > MAX_BUFFER_SLOTS) {
+        throw new DeviceOptionError(`zero copy: a thread can serve at most ${MAX_BUFFER_SLOTS} tags (queues per thread × depth)`);
+      }
+      for (const queues of planned) {
         workers.push(startWorker({ ...base, queues }));
       }
       await Promise.all(workers.map((w) => w.ready));

@@ -1,26 +1,135 @@
-// Routes a request to its target's method and its result back to the engine,
-// whether the target answers synchronously or with a promise.
+// A request's life inside a worker, between the engine's fetch and its commit:
+//
+//   [copy in]  user copy, `buffer` target, WRITE: READ /dev/ublkcN → tag buffer
+//   [register] zero copy, `ring` target, when the pages are not in the buffer
+//              table yet (no AUTO_BUF_REG, or it failed): REGISTER_IO_BUF
+//   target     its method's result: a number, a promise, or PENDING and later
+//              `complete()` (after the target's own io_uring operations)
+//   [copy out] user copy, `buffer` target, READ: WRITE tag buffer → /dev/ublkcN
+//   [unregister] after an explicit registration: UNREGISTER_IO_BUF
+//   commit     handed to the engine (COMMIT_AND_FETCH_REQ or a COMMIT_IO_CMDS element)
+//
+// The bracketed steps are io_uring operations on the worker ring, so they cost
+// no extra thread and no JavaScript copy; their CQEs come back as KIND_STAGE.
+// The dispatcher is also the target's `ctx.io`.
 import { EIO, EOPNOTSUPP } from '../sys.js';
-import type { IoResult, Target } from './target.js';
+import type { Ring } from '../uring/ring.js';
+import { prepRead, prepWrite, setSqeFlags, setUserData } from '../uring/prep.js';
+import { IOSQE_FIXED_FILE } from '../uring/constants.js';
+import { PENDING, type CopyMode, type IoResult, type Target, type TargetData, type TargetIo } from './target.js';
 import type { UblkRequest } from './request.js';
-import { UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES } from './uapi.js';
+import {
+  UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES,
+  UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
+} from './uapi.js';
+import { CHAR_DEV_FIXED, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
 
 export type Completer = (req: UblkRequest, result: number) => void;
 
-export class Dispatcher {
+export interface DataPath {
+  copy: CopyMode;
+  data: TargetData;
+  /** Zero copy without AUTO_BUF_REG: every READ/WRITE is registered explicitly. */
+  explicitRegistration: boolean;
+}
+
+const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_REGISTER = 2, STEP_UNREGISTER = 3;
+
+export class Dispatcher implements TargetIo {
   /** Requests whose promise has not settled yet. */
   asyncInFlight = 0;
   /** Requests dispatched so far. */
   dispatched = 0;
   /** Called after an async completion, so an idle serving loop wakes up. */
   onAsyncSettled: () => void = () => {};
+  /** The engine's commit; set by the engine. */
+  commit: Completer = () => {};
+  readonly copy: CopyMode;
+  readonly charDevFixed = CHAR_DEV_FIXED;
+  private target: Target | null = null;
+  private readonly stageUserCopy: boolean;
+  private readonly mayRegister: boolean;
+  private readonly registerAll: boolean;
   private warned = false;
 
-  constructor(private readonly target: Target, private readonly complete: Completer) {}
+  constructor(readonly ring: Ring, path: DataPath) {
+    this.copy = path.copy;
+    this.stageUserCopy = path.copy === 'user' && path.data === 'buffer';
+    this.mayRegister = path.copy === 'zero' && path.data === 'ring';
+    this.registerAll = path.explicitRegistration;
+  }
+
+  /** The target this dispatcher serves (opened with this dispatcher as its `io`). */
+  bind(target: Target): void {
+    this.target = target;
+  }
+
+  // ---- TargetIo ----
+
+  sqe(req: UblkRequest, sub: number): number {
+    const s = nextSqe(this.ring);
+    setUserData(this.ring, s, userDataLo(KIND_TARGET, req.queue, req.tag), sub);
+    return s;
+  }
+
+  reserve(n: number): void {
+    reserveSqes(this.ring, n);
+  }
+
+  complete(req: UblkRequest, result: number): void {
+    this.finish(req, this.check(result));
+  }
+
+  // ---- engine side ----
 
   dispatch(req: UblkRequest): void {
-    const t = this.target;
     this.dispatched++;
+    req.owned = true;
+    const op = req.op;
+    if (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE) {
+      if (this.stageUserCopy && op === UBLK_IO_OP_WRITE) return this.step(req, STEP_COPY_IN);
+      if (this.mayRegister && (this.registerAll || req.needsRegistration)) return this.step(req, STEP_REGISTER);
+    }
+    this.run(req);
+  }
+
+  /** A CQE of kind KIND_TARGET or KIND_STAGE for `req`; `hi` is the upper user_data half. */
+  onCqe(req: UblkRequest, kind: number, hi: number, res: number, flags: number): void {
+    if (kind === KIND_TARGET) {
+      try {
+        this.target!.onCqe!(req, res, flags, hi);
+      } catch (e) {
+        if (req.owned) this.finish(req, this.failed(e));
+      }
+      return;
+    }
+    const fail = res < 0 ? res : -EIO;
+    switch (hi) {
+      case STEP_COPY_IN:
+        if (res === req.length) this.run(req);
+        else this.done(req, fail);
+        break;
+      case STEP_COPY_OUT:
+        this.done(req, res === req.result ? res : fail);
+        break;
+      case STEP_REGISTER:
+        if (res === 0) {
+          req.registered = true;
+          this.run(req);
+        } else {
+          this.done(req, fail);
+        }
+        break;
+      case STEP_UNREGISTER:
+        req.registered = false;
+        if (res < 0) this.failed(new Error(`UNREGISTER_IO_BUF of queue ${req.queue} tag ${req.tag} failed with ${res}`));
+        this.done(req, res < 0 ? -EIO : req.result);
+        break;
+    }
+  }
+
+  private run(req: UblkRequest): void {
+    const t = this.target!;
     let r: IoResult;
     try {
       switch (req.op) {
@@ -35,9 +144,10 @@ export class Dispatcher {
       r = this.failed(e);
     }
     if (typeof r === 'number') {
-      this.complete(req, this.check(r));
+      this.finish(req, this.check(r));
       return;
     }
+    if (r === PENDING) return;
     this.asyncInFlight++;
     r.then(
       (v) => this.settle(req, this.check(v)),
@@ -47,8 +157,46 @@ export class Dispatcher {
 
   private settle(req: UblkRequest, result: number): void {
     this.asyncInFlight--;
-    this.complete(req, result);
+    this.finish(req, result);
     this.onAsyncSettled();
+  }
+
+  /** The target's result: copy out or unregister first where needed, then commit. */
+  private finish(req: UblkRequest, result: number): void {
+    if (!req.owned) {
+      this.failed(new Error(`queue ${req.queue} tag ${req.tag} completed twice`));
+      return;
+    }
+    req.result = result;
+    if (this.stageUserCopy && req.op === UBLK_IO_OP_READ && result > 0) this.step(req, STEP_COPY_OUT);
+    else if (req.registered) this.step(req, STEP_UNREGISTER);
+    else this.done(req, result);
+  }
+
+  private done(req: UblkRequest, result: number): void {
+    req.owned = false;
+    this.commit(req, result);
+  }
+
+  private step(req: UblkRequest, step: number): void {
+    const ring = this.ring, s = nextSqe(ring);
+    switch (step) {
+      case STEP_COPY_IN:
+        prepRead(ring, s, CHAR_DEV_FIXED, req.bufferAddress, req.length, req.userCopyPos);
+        setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+        break;
+      case STEP_COPY_OUT:
+        prepWrite(ring, s, CHAR_DEV_FIXED, req.bufferAddress, req.result, req.userCopyPos);
+        setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+        break;
+      case STEP_REGISTER:
+        prepIoCmd(ring, s, UBLK_U_IO_REGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);
+        break;
+      case STEP_UNREGISTER:
+        prepIoCmd(ring, s, UBLK_U_IO_UNREGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);
+        break;
+    }
+    setUserData(ring, s, userDataLo(KIND_STAGE, req.queue, req.tag), step);
   }
 
   // A result must be an integer that fits the kernel's s32; anything else is the target's bug.

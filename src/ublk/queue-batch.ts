@@ -9,6 +9,10 @@
 // One CQE from the kernel thus brings many requests into JavaScript, and one
 // SQE answers many: the crossings per IO shrink with the batch size.
 //
+// Elements are 16 bytes {tag, buf_index, result, buffer address} in kernel
+// copy mode and 8 bytes (no address) under user copy and zero copy, where
+// buf_index is the AUTO_BUF_REG slot for the tag's next request.
+//
 // Fetch buffers: a plain (whole-buffer) provided-buffer ring per fetch command,
 // with a few 256-byte buffers (256 bytes = the 128 tags the kernel delivers at
 // most per completion). Each completion uses one buffer, which goes back into
@@ -27,15 +31,15 @@ import {
 import { LAYOUTS as URING } from '../uring/layout.js';
 import { native } from '../native.js';
 import { ENOBUFS } from '../sys.js';
-import { Dispatcher } from './dispatch.js';
+import type { DataPath, Dispatcher } from './dispatch.js';
 import { LAYOUTS } from './layout.js';
 import type { TagBuffers } from './queue-memory.js';
-import { CHAR_DEV_FIXED } from './queue-classic.js';
 import { UblkRequest } from './request.js';
-import type { Target } from './target.js';
-import { KIND_BATCH, KIND_UBLK, udKind, udQueue, udTag, userDataLo } from './user-data.js';
 import {
-  UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS,
+  CHAR_DEV_FIXED, KIND_BATCH, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, udKind, udQueue, udTag, userDataLo,
+} from './worker-ring.js';
+import {
+  UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS,
   UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS,
 } from './uapi.js';
 
@@ -47,10 +51,8 @@ const B_FLAGS = (CMD + BIO.flags[0]) >> 1;
 const B_NR_ELEM = (CMD + BIO.nr_elem[0]) >> 1;
 const B_ELEM_BYTES = CMD + BIO.elem_bytes[0];
 
-// Elements: struct ublk_elem_header (tag, buf_index, result) + u64 buf_addr (copy mode).
+// Elements: struct ublk_elem_header (tag, buf_index, result) [+ u64 buf_addr in kernel copy mode].
 const HDR = LAYOUTS.ublk_elem_header;
-const ELEM_BYTES = HDR.size + 8;
-const ELEM_WORDS = ELEM_BYTES / 4;
 const E_TAG_INDEX = HDR.fields.tag[0] / 4; // tag and buf_index share this word
 const E_RESULT = HDR.fields.result[0] / 4;
 const E_ADDR = HDR.size / 4;
@@ -66,8 +68,8 @@ class Elements {
   readonly i32: Int32Array;
   readonly addr: number;
   count = 0;
-  constructor(capacity: number) {
-    const mem = native.alloc(capacity * ELEM_BYTES);
+  constructor(capacity: number, elemBytes: number) {
+    const mem = native.alloc(capacity * elemBytes);
     this.u32 = new Uint32Array(mem);
     this.i32 = new Int32Array(mem);
     this.addr = native.addressOf(mem);
@@ -92,22 +94,27 @@ class ServedQueue {
   readonly reqs: UblkRequest[] = [];
   readonly addrLo: number[] = [];
   readonly addrHi: number[] = [];
+  /** Per tag: the buf_index its elements carry (the AUTO_BUF_REG slot, else 0). */
+  readonly bufIndex: number[] = [];
   readonly fetchers: Fetcher[] = [];
   commit: Elements;
-  constructor(readonly q: number, readonly desc: Uint32Array, bufs: TagBuffers, readonly depth: number) {
+  constructor(readonly q: number, readonly desc: Uint32Array, bufs: TagBuffers | null, readonly depth: number, slotBase: number,
+    autoReg: boolean, elemBytes: number) {
     for (let t = 0; t < depth; t++) {
-      this.reqs.push(new UblkRequest(q, t, bufs.views[t]!));
-      this.addrLo.push(bufs.addrs[t]! % TWO_32);
-      this.addrHi.push(Math.floor(bufs.addrs[t]! / TWO_32));
+      const addr = bufs?.addrs[t] ?? 0;
+      this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, slotBase + t, addr));
+      this.addrLo.push(addr % TWO_32);
+      this.addrHi.push(Math.floor(addr / TWO_32));
+      this.bufIndex.push(autoReg ? slotBase + t : 0);
     }
-    this.commit = new Elements(depth);
+    this.commit = new Elements(depth, elemBytes);
   }
 }
 
 export interface BatchQueueSpec {
   q: number;
   desc: Uint32Array;
-  bufs: TagBuffers;
+  bufs: TagBuffers | null;
   /** Whether this thread PREPs the queue's tags (exactly one thread per queue does). */
   prep: boolean;
   /** Provided buffers for this thread's fetch command on the queue. */
@@ -120,7 +127,9 @@ export interface BatchStats { fetchCqes: number; tags: number; commits: number }
 export const STAT_FETCH_CQES = 0, STAT_TAGS = 1, STAT_COMMITS = 2, STAT_COUNT = 3;
 
 export class BatchQueues {
-  readonly dispatcher: Dispatcher;
+  private readonly elemBytes: number;
+  private readonly elemWords: number;
+  private readonly cmdFlags: number;
   private readonly stats: Float64Array;
   private readonly queues: ServedQueue[] = [];
   private readonly byId: ServedQueue[] = [];
@@ -132,16 +141,22 @@ export class BatchQueues {
   private pendingPreps = 0;
   private failure: string | null = null;
 
-  constructor(private readonly ring: Ring, private readonly depth: number, private readonly specs: BatchQueueSpec[], target: Target,
-    stats: SharedArrayBuffer) {
+  constructor(private readonly ring: Ring, private readonly depth: number, private readonly specs: BatchQueueSpec[],
+    readonly dispatcher: Dispatcher, path: DataPath, stats: SharedArrayBuffer) {
     this.stats = new Float64Array(stats);
-    for (const s of specs) {
-      const sq = new ServedQueue(s.q, s.desc, s.bufs, depth);
+    const autoReg = path.copy === 'zero' && !path.explicitRegistration;
+    const withAddr = path.copy === 'kernel';
+    this.elemBytes = HDR.size + (withAddr ? 8 : 0);
+    this.elemWords = this.elemBytes / 4;
+    this.cmdFlags = withAddr ? UBLK_BATCH_F_HAS_BUF_ADDR : autoReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0;
+    specs.forEach((s, i) => {
+      // Buffer-table slots: this ring's i-th queue owns [i*depth, (i+1)*depth).
+      const sq = new ServedQueue(s.q, s.desc, s.bufs, depth, i * depth, autoReg, this.elemBytes);
       this.queues.push(sq);
       this.byId[s.q] = sq;
       this.pool[s.q] = [];
-    }
-    this.dispatcher = new Dispatcher(target, this.complete);
+    });
+    dispatcher.commit = this.complete;
   }
 
   get active(): boolean {
@@ -157,7 +172,7 @@ export class BatchQueues {
     for (const spec of this.specs) {
       if (!spec.prep) continue;
       const sq = this.byId[spec.q]!;
-      const e = new Elements(this.depth);
+      const e = new Elements(this.depth, this.elemBytes);
       for (let t = 0; t < this.depth; t++) this.putElement(sq, e, t, 0);
       this.submitElements(sq, e, UBLK_U_IO_PREP_IO_CMDS, OP_PREP);
       this.pendingPreps++;
@@ -181,19 +196,10 @@ export class BatchQueues {
     for (const sq of this.queues) {
       const e = sq.commit;
       if (e.count === 0) continue;
-      sq.commit = this.pool[sq.q]!.pop() ?? new Elements(this.depth);
+      sq.commit = this.pool[sq.q]!.pop() ?? new Elements(this.depth, this.elemBytes);
       this.submitElements(sq, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
       this.stats[STAT_COMMITS]!++;
     }
-  }
-
-  private sqe(): number {
-    let s = this.ring.getSqe();
-    if (s < 0) {
-      this.ring.submit();
-      s = this.ring.getSqe();
-    }
-    return s;
   }
 
   private batchCmd(s: number, op: number, q: number, flags: number, nrElem: number, elemBytes: number): void {
@@ -207,7 +213,7 @@ export class BatchQueues {
   }
 
   private armFetch(sq: ServedQueue, index: number): void {
-    const ring = this.ring, s = this.sqe(), f = sq.fetchers[index]!;
+    const ring = this.ring, s = nextSqe(ring), f = sq.fetchers[index]!;
     this.batchCmd(s, UBLK_U_IO_FETCH_IO_CMDS, sq.q, 0, FETCH_BUF_TAGS, 2);
     setSqeFlags(ring, s, IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT);
     setUringCmdFlags(ring, s, IORING_URING_CMD_MULTISHOT);
@@ -218,20 +224,22 @@ export class BatchQueues {
   private submitElements(sq: ServedQueue, e: Elements, op: number, kind: number): void {
     const slot = this.freeSlots.pop() ?? this.inflight.length;
     this.inflight[slot] = e;
-    const ring = this.ring, s = this.sqe();
-    this.batchCmd(s, op, sq.q, UBLK_BATCH_F_HAS_BUF_ADDR, e.count, ELEM_BYTES);
+    const ring = this.ring, s = nextSqe(ring);
+    this.batchCmd(s, op, sq.q, this.cmdFlags, e.count, this.elemBytes);
     setSqeFlags(ring, s, IOSQE_FIXED_FILE);
     setAddr(ring, s, e.addr);
     setUserData(ring, s, userDataLo(KIND_BATCH, sq.q, slot), kind);
   }
 
-  /** Appends {tag, result, the tag's buffer for its next request}. */
+  /** Appends {tag, result, and where the tag's next request's data goes: buffer address or AUTO_BUF_REG slot}. */
   private putElement(sq: ServedQueue, e: Elements, tag: number, result: number): void {
-    const w = e.count++ * ELEM_WORDS;
-    e.u32[w + E_TAG_INDEX] = tag; // buf_index (upper half) is unused in copy mode
+    const w = e.count++ * this.elemWords;
+    e.u32[w + E_TAG_INDEX] = (tag | (sq.bufIndex[tag]! << 16)) >>> 0;
     e.i32[w + E_RESULT] = result;
-    e.u32[w + E_ADDR] = sq.addrLo[tag]!;
-    e.u32[w + E_ADDR + 1] = sq.addrHi[tag]!;
+    if (this.elemWords > E_ADDR) {
+      e.u32[w + E_ADDR] = sq.addrLo[tag]!;
+      e.u32[w + E_ADDR + 1] = sq.addrHi[tag]!;
+    }
   }
 
   private readonly complete = (req: UblkRequest, result: number): void => {
@@ -242,6 +250,7 @@ export class BatchQueues {
   readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
     const kind = udKind(lo);
     if (kind === KIND_UBLK) this.onFetch(this.byId[udQueue(lo)]!, udTag(lo), res, flags);
+    else if (kind === KIND_TARGET || kind === KIND_STAGE) this.dispatcher.onCqe(this.byId[udQueue(lo)]!.reqs[udTag(lo)]!, kind, hi, res, flags);
     else if (kind === KIND_BATCH) this.onElements(this.byId[udQueue(lo)]!, udTag(lo), hi, res);
   };
 
@@ -285,7 +294,7 @@ export class BatchQueues {
       if (res !== 0 && !this.failure) this.failure = `queue ${sq.q}: PREP_IO_CMDS failed with ${res}`;
       return;
     }
-    const total = e.count * ELEM_BYTES;
+    const total = e.count * this.elemBytes;
     if (res !== total) this.partialCommit(sq, e, res);
     e.count = 0;
     this.pool[sq.q]!.push(e);
@@ -296,11 +305,11 @@ export class BatchQueues {
   // failed element's tag is not ours to complete (a bug, reported); everything
   // after it is committed again in the next turn, never dropped.
   private partialCommit(sq: ServedQueue, e: Elements, res: number): void {
-    const done = res > 0 ? Math.floor(res / ELEM_BYTES) : 0;
-    const bad = e.u32[done * ELEM_WORDS + E_TAG_INDEX]! & 0xffff;
+    const done = res > 0 ? Math.floor(res / this.elemBytes) : 0;
+    const bad = e.u32[done * this.elemWords + E_TAG_INDEX]! & 0xffff;
     console.error(`ublk-ts: queue ${sq.q}: COMMIT_IO_CMDS refused tag ${bad} (${res < 0 ? res : 'partial'}); retrying the ${e.count - done - 1} after it`);
     for (let i = done + 1; i < e.count; i++) {
-      const w = i * ELEM_WORDS;
+      const w = i * this.elemWords;
       this.putElement(sq, sq.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!);
     }
   }

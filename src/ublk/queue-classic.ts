@@ -3,32 +3,24 @@
 // All commands of a tag must come from the thread that fetched it (the tag's
 // "daemon"), which is why one worker thread owns one queue here.
 import type { Ring } from '../uring/ring.js';
-import { prepUringCmd, setSqeFlags, setUserData } from '../uring/prep.js';
-import { IOSQE_FIXED_FILE } from '../uring/constants.js';
-import { LAYOUTS as URING } from '../uring/layout.js';
-import { LAYOUTS } from './layout.js';
-import { Dispatcher } from './dispatch.js';
+import { setAddr } from '../uring/prep.js';
+import type { DataPath, Dispatcher } from './dispatch.js';
 import type { TagBuffers } from './queue-memory.js';
 import { UblkRequest } from './request.js';
-import type { Target } from './target.js';
-import { KIND_UBLK, udKind, udTag, userDataLo } from './user-data.js';
-import { UBLK_IO_RES_ABORT, UBLK_IO_RES_OK, UBLK_U_IO_COMMIT_AND_FETCH_REQ, UBLK_U_IO_FETCH_REQ } from './uapi.js';
-
-/** Fixed-file index of /dev/ublkcN in every worker ring. */
-export const CHAR_DEV_FIXED = 0;
-
-// struct ublksrv_io_cmd inside the SQE's command area, as typed-array indices.
-const CMD = URING.io_uring_sqe.fields.cmd[0];
-const F = LAYOUTS.ublksrv_io_cmd.fields;
-const Q_ID = (CMD + F.q_id[0]) >> 1;
-const TAG = (CMD + F.tag[0]) >> 1;
-const RESULT = (CMD + F.result[0]) >> 2;
-const ADDR_LO = (CMD + F.addr[0]) >> 2;
-const TWO_32 = 2 ** 32;
+import { KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, prepIoCmd, setUserDataLo, udKind, udTag } from './worker-ring.js';
+import {
+  UBLK_AUTO_BUF_REG_FALLBACK, UBLK_IO_RES_ABORT, UBLK_IO_RES_OK, UBLK_U_IO_COMMIT_AND_FETCH_REQ, UBLK_U_IO_FETCH_REQ,
+} from './uapi.js';
 
 export class ClassicQueue {
-  readonly dispatcher: Dispatcher;
   private readonly reqs: UblkRequest[] = [];
+  /** Per tag, for FETCH/COMMIT_AND_FETCH: the buffer (kernel copy) in the command's addr, else 0. */
+  private readonly addrs: number[] = [];
+  /**
+   * Zero copy with AUTO_BUF_REG: the descriptor that goes in the SQE's own addr
+   * field, {index = the tag's buffer-table slot, flags = FALLBACK}.
+   */
+  private readonly autoBufReg: number[] | null;
   private armed = 0; // tags the kernel may still hand us a request on
   private failure: string | null = null;
 
@@ -37,11 +29,19 @@ export class ClassicQueue {
     private readonly q: number,
     private readonly depth: number,
     private readonly desc: Uint32Array,
-    private readonly bufs: TagBuffers,
-    target: Target,
+    bufs: TagBuffers | null,
+    readonly dispatcher: Dispatcher,
+    path: DataPath,
   ) {
-    for (let t = 0; t < depth; t++) this.reqs.push(new UblkRequest(q, t, bufs.views[t]!));
-    this.dispatcher = new Dispatcher(target, this.commit);
+    const auto = path.copy === 'zero' && !path.explicitRegistration;
+    this.autoBufReg = auto ? [] : null;
+    for (let t = 0; t < depth; t++) {
+      // A ring serves one queue: buffer-table slot = tag.
+      this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, t, bufs?.addrs[t] ?? 0));
+      this.addrs.push(path.copy === 'kernel' ? bufs!.addrs[t]! : 0);
+      this.autoBufReg?.push(t | (UBLK_AUTO_BUF_REG_FALLBACK << 16));
+    }
+    dispatcher.commit = this.commit;
   }
 
   get active(): boolean { return this.armed > 0 || this.dispatcher.asyncInFlight > 0; }
@@ -57,34 +57,23 @@ export class ClassicQueue {
   flush(): void {}
 
   private queueCmd(op: number, tag: number, result: number): void {
-    const ring = this.ring;
-    let s = ring.getSqe();
-    // At most one command per tag is outstanding and the SQ holds `depth`, but a
-    // target may have used SQEs of its own: flush then.
-    if (s < 0) {
-      ring.submit();
-      s = ring.getSqe();
-    }
-    prepUringCmd(ring, s, CHAR_DEV_FIXED, op);
-    setSqeFlags(ring, s, IOSQE_FIXED_FILE);
-    setUserData(ring, s, userDataLo(KIND_UBLK, this.q, tag), 0);
-    const u16 = ring.sqeU16, u32 = ring.sqeU32;
-    u16[(s >> 1) + Q_ID] = this.q;
-    u16[(s >> 1) + TAG] = tag;
-    ring.sqeI32[(s >> 2) + RESULT] = result;
-    // The buffer the kernel copies this tag's next request's data to/from.
-    const addr = this.bufs.addrs[tag]!;
-    u32[(s >> 2) + ADDR_LO] = addr % TWO_32;
-    u32[(s >> 2) + ADDR_LO + 1] = Math.floor(addr / TWO_32);
+    const ring = this.ring, s = nextSqe(ring);
+    prepIoCmd(ring, s, op, this.q, tag, result, this.addrs[tag]!);
+    if (this.autoBufReg) setAddr(ring, s, this.autoBufReg[tag]!);
+    setUserDataLo(ring, s, KIND_UBLK, this.q, tag);
   }
 
   private readonly commit = (req: UblkRequest, result: number): void => {
     this.queueCmd(UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result);
   };
 
-  readonly onCqe = (lo: number, _hi: number, res: number, _flags: number): void => {
-    if (udKind(lo) !== KIND_UBLK) return;
-    const tag = udTag(lo);
+  readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
+    const kind = udKind(lo), tag = udTag(lo);
+    if (kind === KIND_TARGET || kind === KIND_STAGE) {
+      this.dispatcher.onCqe(this.reqs[tag]!, kind, hi, res, flags);
+      return;
+    }
+    if (kind !== KIND_UBLK) return;
     if (res === UBLK_IO_RES_OK) {
       const req = this.reqs[tag]!;
       req.load(this.desc);

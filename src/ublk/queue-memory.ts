@@ -24,6 +24,9 @@ export function mapDescriptors(charFd: number, q: number, depth: number): Uint32
   return new Uint32Array(ab);
 }
 
+/** Most fixed buffers one io_uring table holds (zero copy: one slot per tag a ring serves). */
+export const MAX_BUFFER_SLOTS = 16384;
+
 /**
  * Page-aligned per-tag buffers of `size` bytes each, in one mapping: private
  * memory for a queue served by one thread, or a shared memfd that every thread

@@ -2,7 +2,10 @@
 // and refill it for every request, so serving an IO allocates nothing but the
 // data view.
 import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from './queue-memory.js';
-import { UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from './uapi.js';
+import {
+  UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_QID_OFF, UBLK_TAG_OFF,
+  UBLKSRV_IO_BUF_OFFSET,
+} from './uapi.js';
 
 const SECTOR = 512;
 const TWO_32 = 2 ** 32;
@@ -19,9 +22,28 @@ export class UblkRequest {
   sectors = 0;
   /** The request's data: WRITE data to consume, or where READ data goes (empty for other ops). */
   buffer: Uint8Array;
+  /** Kernel and user copy: address of this tag's buffer (`buffer` starts there), for the target's own io_uring IO. */
+  readonly bufferAddress: number;
+  /**
+   * User copy: position of the request's data on /dev/ublkcN (below 2^53:
+   * 0x80000000 + queue << 41 + tag << 25).
+   */
+  readonly userCopyPos: number;
+  /** Zero copy: the worker ring's fixed-buffer index holding the request's pages (READ_FIXED/WRITE_FIXED at address 0). */
+  readonly bufIndex: number;
 
-  constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array) {
+  /** @internal result kept while the engine finishes a request (copy-out, unregister) */
+  result = 0;
+  /** @internal the request's pages were registered by an explicit REGISTER_IO_BUF */
+  registered = false;
+  /** @internal between dispatch and completion */
+  owned = false;
+
+  constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number, bufferAddress: number) {
     this.buffer = EMPTY;
+    this.bufIndex = bufIndex;
+    this.bufferAddress = bufferAddress;
+    this.userCopyPos = UBLKSRV_IO_BUF_OFFSET + queue * 2 ** UBLK_QID_OFF + tag * 2 ** UBLK_TAG_OFF;
   }
 
   /** Byte offset on the device. */
@@ -31,6 +53,8 @@ export class UblkRequest {
   get fua(): boolean { return (this.flags & UBLK_IO_F_FUA) !== 0; }
   /** WRITE_ZEROES must not deallocate. */
   get noUnmap(): boolean { return (this.flags & UBLK_IO_F_NOUNMAP) !== 0; }
+  /** Zero copy: automatic registration failed (UBLK_IO_F_NEED_REG_BUF); the engine registers explicitly. */
+  get needsRegistration(): boolean { return (this.flags & UBLK_IO_F_NEED_REG_BUF) !== 0; }
 
   /** @internal refilled by the queue engine from this tag's ublksrv_io_desc in the queue's descriptor array */
   load(desc: Uint32Array): void {
@@ -41,6 +65,7 @@ export class UblkRequest {
     this.flags = opFlags & ~0xff;
     this.sectors = desc[b + DESC_NR_SECTORS]!;
     this.sector = desc[b + DESC_START_SECTOR]! + desc[b + DESC_START_SECTOR + 1]! * TWO_32;
-    this.buffer = op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE ? this.tagBuffer.subarray(0, this.sectors * SECTOR) : EMPTY;
+    this.buffer = this.tagBuffer !== null && (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE)
+      ? this.tagBuffer.subarray(0, this.sectors * SECTOR) : EMPTY;
   }
 }

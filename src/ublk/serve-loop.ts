@@ -24,7 +24,7 @@ import type { CqeHandler, Ring } from '../uring/ring.js';
 import { prepRead, setUserData } from '../uring/prep.js';
 import type { RingWakeup } from '../uring/wakeup.js';
 import { native } from '../native.js';
-import { KIND_QUIT, udKind, userDataLo } from './user-data.js';
+import { KIND_QUIT, udKind, userDataLo } from './worker-ring.js';
 
 export interface LoopClient {
   /** False once every tag has been aborted and nothing is in flight. */

@@ -5,10 +5,39 @@
 // device before it exists, and inside every queue worker, where `open` returns the
 // per-worker object that serves requests. Anything `setup` puts into `shared` must be
 // structured-cloneable (numbers, strings, SharedArrayBuffers, file descriptors).
+import type { Ring } from '../uring/ring.js';
 import type { UblkRequest } from './request.js';
 
-/** Bytes moved (READ/WRITE), 0 (other ops), or a negative errno. */
-export type IoResult = number | Promise<number>;
+/**
+ * Returned by a target that completes the request later with
+ * `ctx.io.complete(req, result)`, typically from `onCqe` once its own io_uring
+ * operations have finished. Cheaper than a promise: nothing is allocated.
+ */
+export const PENDING: unique symbol = Symbol('ublk-ts pending');
+
+/** Bytes moved (READ/WRITE), 0 (other ops), a negative errno, a promise of one, or PENDING. */
+export type IoResult = number | Promise<number> | typeof PENDING;
+
+/**
+ * How request data travels between the kernel and the server:
+ * - `kernel`: the driver copies it into a per-tag buffer of the server;
+ * - `user` (UBLK_F_USER_COPY): the server reads/writes it on /dev/ublkcN;
+ * - `zero` (UBLK_F_AUTO_BUF_REG / SUPPORT_ZERO_COPY): the request's own pages
+ *   sit in the worker ring's buffer table; only fixed-buffer io_uring
+ *   operations can reach them.
+ */
+export type CopyMode = 'kernel' | 'user' | 'zero';
+export const COPY_MODES: readonly CopyMode[] = ['kernel', 'user', 'zero'];
+
+/**
+ * How a target touches request data, which decides the copy modes it can serve:
+ * - `buffer`: in JavaScript, through `req.buffer` (kernel and user copy; in
+ *   user mode the engine moves the data between /dev/ublkcN and the buffer);
+ * - `ring`: with io_uring operations of its own, using `req.bufferAddress`
+ *   (kernel), `req.userCopyPos` (user) or `req.bufIndex` (zero): every mode;
+ * - `none`: never (the null target): every mode.
+ */
+export type TargetData = 'buffer' | 'ring' | 'none';
 
 export interface Target {
   read(req: UblkRequest): IoResult;
@@ -19,8 +48,31 @@ export interface Target {
   discard?(req: UblkRequest): IoResult;
   /** Present iff the target supports WRITE_ZEROES. */
   writeZeroes?(req: UblkRequest): IoResult;
+  /**
+   * Completion of an io_uring operation the target submitted with
+   * `ctx.io.sqe(req, sub)`: the request it belongs to, the CQE's res and
+   * flags, and the target's own `sub` value.
+   */
+  onCqe?(req: UblkRequest, res: number, flags: number, sub: number): void;
   /** Called in the worker after the queue stopped. */
   close?(): void | Promise<void>;
+}
+
+/** The worker's io_uring, for targets that do their IO through it (`data: 'ring'`). */
+export interface TargetIo {
+  readonly ring: Ring;
+  readonly copy: CopyMode;
+  /** Fixed-file index of /dev/ublkcN (for user copy: READ/WRITE with IOSQE_FIXED_FILE). */
+  readonly charDevFixed: number;
+  /**
+   * A zeroed SQE whose CQE goes to `target.onCqe(req, res, flags, sub)`, `sub`
+   * being any u32. The serving loop submits it. After `reserve(n)`, the next
+   * n calls hand out SQEs of one submission (needed for IOSQE_IO_LINK chains).
+   */
+  sqe(req: UblkRequest, sub: number): number;
+  reserve(n: number): void;
+  /** Completes a request for which the target returned PENDING. */
+  complete(req: UblkRequest, result: number): void;
 }
 
 /** Options given to a target, as parsed by the CLI or passed by a library user. */
@@ -34,7 +86,11 @@ export interface TargetSetup {
   /** Device size in bytes: a positive multiple of 512. */
   size: number;
   /** Whether workers' targets implement flush/discard/writeZeroes (announced to the kernel). */
-  caps?: { flush?: boolean; discard?: boolean; writeZeroes?: boolean };
+  caps?: { flush?: boolean; fua?: boolean; discard?: boolean; writeZeroes?: boolean };
+  /** How the target touches request data (default `buffer`). */
+  data?: TargetData;
+  /** Logical block size in bytes: 512 (default) or 4096 (e.g. O_DIRECT on a 4K-sector disk). */
+  logicalBlockSize?: number;
   /** Handed to every worker's `open` (structured-cloneable). */
   shared?: unknown;
   /** Main thread, after the device is gone: release what setup acquired. */
@@ -49,6 +105,7 @@ export interface QueueContext {
   maxIoBytes: number;
   options: TargetOptions;
   shared: unknown;
+  io: TargetIo;
 }
 
 export interface TargetModule {

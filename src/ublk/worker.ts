@@ -10,7 +10,8 @@ import { mapDescriptors, TagBuffers } from './queue-memory.js';
 import { ClassicQueue } from './queue-classic.js';
 import { BatchQueues } from './queue-batch.js';
 import { QuitReader, serveLoop, type LoopClient } from './serve-loop.js';
-import type { Target, TargetOptions } from './target.js';
+import { Dispatcher, type DataPath } from './dispatch.js';
+import type { TargetOptions } from './target.js';
 
 export interface WorkerQueue {
   q: number;
@@ -38,7 +39,10 @@ export interface WorkerConfig {
   stats: SharedArrayBuffer;
   /** Coalescing window of the serving loop in µs (0: off). */
   coalesceUsec: number;
+  /** Copy mode and how the target touches data. */
+  path: DataPath;
 }
+
 
 export type WorkerMessage =
   | { type: 'ready' }
@@ -52,8 +56,10 @@ interface Engine extends LoopClient {
   arm(): void;
 }
 
-function classicEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: TagBuffers[], target: Target): Engine {
-  const queue = new ClassicQueue(ring, cfg.queues[0]!.q, cfg.depth, desc[0]!, bufs[0]!, target);
+type Bufs = Array<TagBuffers | null>;
+
+function classicEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: Bufs, d: Dispatcher): Engine {
+  const queue = new ClassicQueue(ring, cfg.queues[0]!.q, cfg.depth, desc[0]!, bufs[0]!, d, cfg.path);
   return Object.assign(queue, {
     arm(): void {
       queue.fetchAll();
@@ -65,9 +71,9 @@ function classicEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs:
   });
 }
 
-function batchEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: TagBuffers[], target: Target): Engine {
+function batchEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: Bufs, d: Dispatcher): Engine {
   const specs = cfg.queues.map((wq, i) => ({ q: wq.q, prep: wq.prep, fetchBuffers: wq.fetchBuffers, desc: desc[i]!, bufs: bufs[i]! }));
-  const batch = new BatchQueues(ring, cfg.depth, specs, target, cfg.stats);
+  const batch = new BatchQueues(ring, cfg.depth, specs, d, cfg.path, cfg.stats);
   return Object.assign(batch, {
     arm(): void {
       // PREP completes at once; START_DEV waits until every tag of every queue is prepared.
@@ -86,28 +92,38 @@ function batchEngine(ring: Ring, cfg: WorkerConfig, desc: Uint32Array[], bufs: T
 
 async function main(cfg: WorkerConfig): Promise<void> {
   const mod = await loadTarget(cfg.targetUrl);
-  const target = await mod.open({
-    devId: cfg.devId, queueId: cfg.queues[0]!.q, depth: cfg.depth, maxIoBytes: cfg.maxIoBytes,
-    options: cfg.options, shared: cfg.shared,
-  });
   const nq = cfg.queues.length;
   // SINGLE_ISSUER|DEFER_TASKRUN: only this thread submits, and ublk's request
   // delivery runs when this thread asks for completions — no IPIs, no
-  // task-work interruptions of JavaScript. Multishot fetches post extra CQEs.
+  // task-work interruptions of JavaScript. Per tag in flight there is one ublk
+  // command plus the engine's and the target's own operations (a linked pair
+  // at most); multishot fetches post extra CQEs.
+  const perRing = cfg.depth * nq;
   const ring = Ring.create({
-    entries: Math.max(cfg.depth, 32), cqEntries: Math.max(cfg.depth * 2 * nq, 64), singleIssuer: true, deferTaskrun: true,
+    entries: Math.min(4096, Math.max(2 * perRing, 32)), cqEntries: Math.min(65536, Math.max(4 * perRing, 64)),
+    singleIssuer: true, deferTaskrun: true,
   });
   const desc: Uint32Array[] = [];
-  const bufs: TagBuffers[] = [];
+  const bufs: Bufs = [];
   let wakeup: RingWakeup | null = null;
   try {
     ring.registerFiles([cfg.charFd]);
+    // Zero copy: an empty buffer table with a slot per tag this ring serves,
+    // where the driver (AUTO_BUF_REG) or the engine registers request pages.
+    if (cfg.path.copy === 'zero') ring.registerBuffersSparse(perRing);
     for (const wq of cfg.queues) {
       desc.push(mapDescriptors(cfg.charFd, wq.q, cfg.depth));
-      bufs.push(new TagBuffers(cfg.depth, cfg.maxIoBytes, wq.bufFd));
+      // Zero copy moves no data through server memory: no tag buffers.
+      bufs.push(cfg.path.copy === 'zero' ? null : new TagBuffers(cfg.depth, cfg.maxIoBytes, wq.bufFd));
     }
+    const dispatcher = new Dispatcher(ring, cfg.path);
+    const target = await mod.open({
+      devId: cfg.devId, queueId: cfg.queues[0]!.q, depth: cfg.depth, maxIoBytes: cfg.maxIoBytes,
+      options: cfg.options, shared: cfg.shared, io: dispatcher,
+    });
+    dispatcher.bind(target);
     wakeup = new RingWakeup(ring);
-    const engine = (cfg.mode === 'batch' ? batchEngine : classicEngine)(ring, cfg, desc, bufs, target);
+    const engine = (cfg.mode === 'batch' ? batchEngine : classicEngine)(ring, cfg, desc, bufs, dispatcher);
     const quit = new QuitReader(ring, cfg.quitFd);
     engine.arm();
     if (engine.error) throw new Error(engine.error);
@@ -119,7 +135,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
     wakeup?.close();
     ring.close(); // drops the registered /dev/ublkcN reference that DEL_DEV waits for
     for (const d of desc) native.munmap(d.buffer as ArrayBuffer);
-    for (const b of bufs) b.free();
+    for (const b of bufs) b?.free();
   }
 }
 

@@ -1,0 +1,240 @@
+// The loop target: a block device backed by a file or another block device.
+//
+// All backing IO goes through the worker's own io_uring, next to the ublk
+// commands, so a request costs no extra thread and no JavaScript copy:
+//
+//   copy mode  READ                                 WRITE
+//   kernel     READ file → tag buffer               WRITE tag buffer → file
+//   user       READ file → buffer, linked to        READ /dev/ublkcN → buffer, linked to
+//              WRITE buffer → /dev/ublkcN           WRITE buffer → file
+//   zero       READ_FIXED file → request pages      WRITE_FIXED request pages → file
+//
+// FLUSH is fdatasync, FUA writes use RWF_DSYNC. DISCARD punches a hole (where
+// the backing store cannot, it is dropped: discard is only a hint). WRITE_ZEROES
+// zeroes the range with fallocate (a hole, or ZERO_RANGE with NOUNMAP and on
+// block devices), and writes zeros where the backing store lacks that.
+import fs from 'node:fs';
+import { native } from '../native.js';
+import {
+  ECANCELED, EIO, EOPNOTSUPP, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC,
+} from '../sys.js';
+import type { Ring } from '../uring/ring.js';
+import {
+  prepFallocate, prepFsync, prepRead, prepReadFixed, prepWrite, prepWriteFixed, setRwFlags, setSqeFlags,
+} from '../uring/prep.js';
+import { IORING_FSYNC_DATASYNC, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
+import { defineTarget, PENDING, TargetOptionError, type IoResult, type Target, type TargetIo } from '../ublk/target.js';
+import type { UblkRequest } from '../ublk/request.js';
+import { UBLK_IO_OP_READ, UBLK_IO_OP_WRITE_ZEROES } from '../ublk/uapi.js';
+import { backingStore, type BackingStore } from './loop-backing.js';
+
+interface Shared { fd: number; blockDevice: boolean }
+
+// What an SQE of ours was, in its user_data's upper half.
+const SUB_RW = 0, SUB_LINK_FIRST = 1, SUB_LINK_SECOND = 2, SUB_SYNC = 3, SUB_PUNCH = 4, SUB_ZERO_RANGE = 5, SUB_ZEROS = 6;
+/** Io.error for a short transfer. */
+const SHORT = 1;
+/** A short transfer (e.g. a racing truncate) is retried this often before it fails the request. */
+const MAX_RETRIES = 3;
+/** Bytes of zeros written per operation where the backing store cannot fallocate them. */
+const ZERO_CHUNK = 1 << 20;
+
+/** Progress of one request, kept per tag. */
+class Io {
+  /** CQEs still expected for the current attempt. */
+  cqes = 0;
+  /** First failure of the current attempt: a negative errno, SHORT, or 0. */
+  error = 0;
+  retries = 0;
+  /** WRITE_ZEROES by writing: bytes done. */
+  done = 0;
+}
+
+class LoopQueue implements Target {
+  private readonly ring: Ring;
+  private readonly ios: Io[][] = [];
+  /** Cleared once the backing store refused ZERO_RANGE / PUNCH_HOLE. */
+  private zeroRange = true;
+  private punchHole = true;
+  private zeros: ArrayBuffer | null = null;
+
+  constructor(private readonly io: TargetIo, private readonly fd: number, private readonly blockDevice: boolean) {
+    this.ring = io.ring;
+  }
+
+  read(req: UblkRequest): IoResult { return this.rw(req); }
+  write(req: UblkRequest): IoResult { return this.rw(req); }
+
+  flush(req: UblkRequest): IoResult {
+    const s = this.io.sqe(req, SUB_SYNC);
+    prepFsync(this.ring, s, this.fd, IORING_FSYNC_DATASYNC);
+    return PENDING;
+  }
+
+  discard(req: UblkRequest): IoResult {
+    if (!this.punchHole) return 0;
+    this.fallocate(req, SUB_PUNCH);
+    return PENDING;
+  }
+
+  writeZeroes(req: UblkRequest): IoResult {
+    // A hole reads as zeros and frees space; NOUNMAP and block devices (where a
+    // punch is only a discard) need ZERO_RANGE; failing both, write zeros.
+    if (!req.noUnmap && !this.blockDevice && this.punchHole) this.fallocate(req, SUB_PUNCH);
+    else if (this.zeroRange) this.fallocate(req, SUB_ZERO_RANGE);
+    else this.startZeros(req);
+    return PENDING;
+  }
+
+  onCqe(req: UblkRequest, res: number, _flags: number, sub: number): void {
+    const io = this.state(req);
+    switch (sub) {
+      case SUB_RW:
+      case SUB_LINK_FIRST:
+      case SUB_LINK_SECOND:
+        // A linked pair posts both CQEs; a failed or short first one cancels the second.
+        if (res !== req.length && io.error === 0 && res !== -ECANCELED) io.error = res < 0 ? res : SHORT;
+        if (--io.cqes > 0) return;
+        if (io.error === 0) this.io.complete(req, req.length);
+        else if (io.error === SHORT && ++io.retries <= MAX_RETRIES) this.startRw(req); // the whole transfer again
+        else this.io.complete(req, io.error === SHORT ? -EIO : io.error);
+        return;
+      case SUB_SYNC:
+        this.io.complete(req, res);
+        return;
+      case SUB_PUNCH:
+      case SUB_ZERO_RANGE:
+        if (res === -EOPNOTSUPP) this.fallocateUnsupported(req, sub);
+        else this.io.complete(req, res);
+        return;
+      case SUB_ZEROS:
+        if (res <= 0) {
+          this.io.complete(req, res < 0 ? res : -EIO);
+          return;
+        }
+        io.done += res;
+        if (io.done < req.length) this.writeZeros(req, io);
+        else this.io.complete(req, 0);
+        return;
+    }
+  }
+
+  private state(req: UblkRequest): Io {
+    const q = (this.ios[req.queue] ??= []);
+    return (q[req.tag] ??= new Io());
+  }
+
+  private rw(req: UblkRequest): IoResult {
+    this.state(req).retries = 0;
+    return this.startRw(req);
+  }
+
+  private startRw(req: UblkRequest): IoResult {
+    const io = this.state(req);
+    io.error = 0;
+    const read = req.op === UBLK_IO_OP_READ;
+    const ring = this.ring, len = req.length, off = req.offset;
+    const dsync = !read && req.fua ? RWF_DSYNC : 0;
+    switch (this.io.copy) {
+      case 'kernel': {
+        const s = this.io.sqe(req, SUB_RW);
+        if (read) prepRead(ring, s, this.fd, req.bufferAddress, len, off);
+        else prepWrite(ring, s, this.fd, req.bufferAddress, len, off);
+        setRwFlags(ring, s, dsync);
+        io.cqes = 1;
+        break;
+      }
+      case 'zero': {
+        const s = this.io.sqe(req, SUB_RW);
+        // Address 0: the start of the request's registered pages.
+        if (read) prepReadFixed(ring, s, this.fd, 0, len, off, req.bufIndex);
+        else prepWriteFixed(ring, s, this.fd, 0, len, off, req.bufIndex);
+        setRwFlags(ring, s, dsync);
+        io.cqes = 1;
+        break;
+      }
+      case 'user': {
+        // The tag buffer is only a bounce buffer between two kernel copies.
+        this.io.reserve(2);
+        const a = this.io.sqe(req, SUB_LINK_FIRST);
+        if (read) prepRead(ring, a, this.fd, req.bufferAddress, len, off);
+        else prepRead(ring, a, this.io.charDevFixed, req.bufferAddress, len, req.userCopyPos);
+        setSqeFlags(ring, a, IOSQE_IO_LINK | (read ? 0 : IOSQE_FIXED_FILE));
+        const b = this.io.sqe(req, SUB_LINK_SECOND);
+        if (read) {
+          prepWrite(ring, b, this.io.charDevFixed, req.bufferAddress, len, req.userCopyPos);
+          setSqeFlags(ring, b, IOSQE_FIXED_FILE);
+        } else {
+          prepWrite(ring, b, this.fd, req.bufferAddress, len, off);
+          setRwFlags(ring, b, dsync);
+        }
+        io.cqes = 2;
+        break;
+      }
+    }
+    return PENDING;
+  }
+
+  private fallocate(req: UblkRequest, sub: number): void {
+    const s = this.io.sqe(req, sub);
+    const mode = sub === SUB_PUNCH ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE;
+    prepFallocate(this.ring, s, this.fd, mode | FALLOC_FL_KEEP_SIZE, req.offset, req.length);
+  }
+
+  // The backing store lacks that fallocate mode (e.g. ZERO_RANGE on tmpfs):
+  // remember it and do the job another way. A DISCARD is only a hint.
+  private fallocateUnsupported(req: UblkRequest, sub: number): void {
+    if (sub === SUB_PUNCH) this.punchHole = false;
+    else this.zeroRange = false;
+    if (req.op === UBLK_IO_OP_WRITE_ZEROES) this.writeZeroes(req);
+    else this.io.complete(req, 0);
+  }
+
+  private startZeros(req: UblkRequest): void {
+    const io = this.state(req);
+    io.done = 0;
+    this.writeZeros(req, io);
+  }
+
+  private writeZeros(req: UblkRequest, io: Io): void {
+    this.zeros ??= native.alloc(ZERO_CHUNK); // page-aligned, so O_DIRECT takes it
+    const s = this.io.sqe(req, SUB_ZEROS);
+    prepWrite(this.ring, s, this.fd, native.addressOf(this.zeros), Math.min(ZERO_CHUNK, req.length - io.done), req.offset + io.done);
+  }
+}
+
+export default defineTarget({
+  name: 'loop',
+  setup(options) {
+    const file = options.file;
+    if (typeof file !== 'string' || file === '') throw new TargetOptionError('the loop target needs --file PATH (a file or block device)');
+    const store: BackingStore = backingStore(file, options.buffered === true);
+    let size = store.size - (store.size % store.logicalBlockSize);
+    if (options.size !== undefined) {
+      if (options.size > store.size) {
+        fs.closeSync(store.fd);
+        throw new TargetOptionError(`${file} holds ${store.size} bytes, less than the device size ${options.size}`);
+      }
+      size = options.size;
+    }
+    if (size === 0 || size % store.logicalBlockSize) {
+      fs.closeSync(store.fd);
+      throw new TargetOptionError(size === 0
+        ? `${file} is too small for a block device (${store.size} bytes; at least ${store.logicalBlockSize} needed)`
+        : `device size ${size} is not a multiple of ${file}'s logical block size ${store.logicalBlockSize}`);
+    }
+    const shared: Shared = { fd: store.fd, blockDevice: store.blockDevice };
+    return {
+      size,
+      caps: { flush: true, fua: true, discard: true, writeZeroes: true },
+      data: 'ring',
+      logicalBlockSize: store.logicalBlockSize,
+      shared,
+      cleanup: () => fs.closeSync(store.fd),
+    };
+  },
+  open(ctx) {
+    const { fd, blockDevice } = ctx.shared as Shared;
+    return new LoopQueue(ctx.io, fd, blockDevice);
+  },
+});

@@ -1,0 +1,74 @@
+// What every SQE on a queue worker's ring agrees on, defined once: the
+// user_data layout, the fixed-file slot of /dev/ublkcN, and the per-tag
+// command (struct ublksrv_io_cmd) that FETCH/COMMIT_AND_FETCH and
+// REGISTER/UNREGISTER_IO_BUF share.
+//
+// user_data is handled as two u32 halves (no BigInt on the hot path):
+//   lo bits  0..15  tag (or a command slot, for KIND_BATCH)
+//   lo bits 16..27  queue id (ublk allows 12 bits)
+//   lo bits 28..31  kind (below)
+//   hi              free for the kind's owner (targets: their own sub-id)
+import type { Ring } from '../uring/ring.js';
+import { prepUringCmd, setSqeFlags, setUserData } from '../uring/prep.js';
+import { IOSQE_FIXED_FILE } from '../uring/constants.js';
+import { LAYOUTS as URING } from '../uring/layout.js';
+import { LAYOUTS } from './layout.js';
+
+export const KIND_UBLK = 0; // FETCH / COMMIT_AND_FETCH (classic), FETCH_IO_CMDS (batch)
+export const KIND_TARGET = 1; // a target's own IO on the worker ring
+export const KIND_BATCH = 2; // PREP_IO_CMDS / COMMIT_IO_CMDS
+export const KIND_QUIT = 3; // the READ on the worker's quit eventfd
+export const KIND_STAGE = 4; // the engine's per-request steps: user-copy staging, buffer (un)registration
+
+export const userDataLo = (kind: number, queue: number, tag: number): number =>
+  ((kind << 28) | (queue << 16) | tag) >>> 0;
+/** Sets an SQE's user_data to {kind, queue, tag} with hi = `hi`. */
+export function setUserDataLo(ring: Ring, s: number, kind: number, queue: number, tag: number, hi = 0): void {
+  setUserData(ring, s, userDataLo(kind, queue, tag), hi);
+}
+export const udTag = (lo: number): number => lo & 0xffff;
+export const udQueue = (lo: number): number => (lo >>> 16) & 0xfff;
+export const udKind = (lo: number): number => lo >>> 28;
+
+/** Fixed-file index of /dev/ublkcN in every worker ring. */
+export const CHAR_DEV_FIXED = 0;
+
+// struct ublksrv_io_cmd inside the SQE's command area, as typed-array indices.
+const CMD = URING.io_uring_sqe.fields.cmd[0];
+const F = LAYOUTS.ublksrv_io_cmd.fields;
+const Q_ID = (CMD + F.q_id[0]) >> 1;
+const TAG = (CMD + F.tag[0]) >> 1;
+const RESULT = (CMD + F.result[0]) >> 2;
+const ADDR_LO = (CMD + F.addr[0]) >> 2;
+const TWO_32 = 2 ** 32;
+
+/**
+ * A per-tag ublk command on /dev/ublkcN. `addr` is the tag's buffer (kernel
+ * copy), the AUTO_BUF_REG descriptor, or the buffer-table index (REGISTER/UNREGISTER_IO_BUF).
+ */
+export function prepIoCmd(ring: Ring, s: number, op: number, q: number, tag: number, result: number, addr: number): void {
+  prepUringCmd(ring, s, CHAR_DEV_FIXED, op);
+  setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+  const u16 = ring.sqeU16, u32 = ring.sqeU32;
+  u16[(s >> 1) + Q_ID] = q;
+  u16[(s >> 1) + TAG] = tag;
+  ring.sqeI32[(s >> 2) + RESULT] = result;
+  u32[(s >> 2) + ADDR_LO] = addr % TWO_32;
+  u32[(s >> 2) + ADDR_LO + 1] = Math.floor(addr / TWO_32);
+}
+
+/** An SQE, submitting what is queued first if the SQ is full. */
+export function nextSqe(ring: Ring): number {
+  let s = ring.getSqe();
+  if (s < 0) {
+    ring.submit();
+    s = ring.getSqe();
+    if (s < 0) throw new Error('io_uring submission queue stays full');
+  }
+  return s;
+}
+
+/** Makes sure the next `n` getSqe() calls succeed (links must not straddle a submit). */
+export function reserveSqes(ring: Ring, n: number): void {
+  if (ring.sqSpace() < n) ring.submit();
+}
