@@ -146,9 +146,8 @@ class LoopQueue implements Target {
       }
       case 'zero': {
         const s = this.io.sqe(req, SUB_RW);
-        // Address 0: the start of the request's registered pages.
-        if (read) prepReadFixed(ring, s, this.fd, 0, len, off, req.bufIndex);
-        else prepWriteFixed(ring, s, this.fd, 0, len, off, req.bufIndex);
+        if (read) prepReadFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
+        else prepWriteFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
         setRwFlags(ring, s, dsync);
         io.cqes = 1;
         break;

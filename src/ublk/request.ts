@@ -22,14 +22,19 @@ export class UblkRequest {
   sectors = 0;
   /** The request's data: WRITE data to consume, or where READ data goes (empty for other ops). */
   buffer: Uint8Array;
-  /** Kernel and user copy: address of this tag's buffer (`buffer` starts there), for the target's own io_uring IO. */
+  /**
+   * Kernel and user copy: address of this tag's buffer (`buffer` starts
+   * there), for the target's own io_uring IO. Zero copy: the address of the
+   * data within fixed buffer `bufIndex` for READ_FIXED/WRITE_FIXED (0: buffers
+   * the driver registers start at 0).
+   */
   readonly bufferAddress: number;
   /**
    * User copy: position of the request's data on /dev/ublkcN (below 2^53:
    * 0x80000000 + queue << 41 + tag << 25).
    */
   readonly userCopyPos: number;
-  /** Zero copy: the worker ring's fixed-buffer index holding the request's pages (READ_FIXED/WRITE_FIXED at address 0). */
+  /** Zero copy: the worker ring's fixed-buffer index holding the request's pages. */
   readonly bufIndex: number;
 
   /** @internal result kept while the engine finishes a request (copy-out, unregister) */

@@ -1,0 +1,210 @@
+// The loop target and the dispatcher's copy-mode steps on the host's real
+// io_uring, without a ublk driver: requests are built by hand, and a plain
+// file registered as fixed file 0 stands in for /dev/ublkcN (user copy reads
+// and writes it at the request's position, as the driver would be).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { native } from '../../src/native.js';
+import { Ring } from '../../src/uring/index.js';
+import { Dispatcher, type DataPath } from '../../src/ublk/dispatch.js';
+import { UblkRequest } from '../../src/ublk/request.js';
+import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/queue-memory.js';
+import { udKind, udTag } from '../../src/ublk/worker-ring.js';
+import type { CopyMode, Target, TargetModule } from '../../src/ublk/target.js';
+import {
+  UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE,
+  UBLK_IO_OP_WRITE_ZEROES,
+} from '../../src/ublk/uapi.js';
+import loop from '../../src/targets/loop.js';
+import memory from '../../src/targets/memory.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loop-target-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+const DEPTH = 4;
+const BUF = 256 << 10;
+const MiB = 1 << 20;
+
+function pattern(len: number, seed: number): Uint8Array {
+  const b = new Uint8Array(len);
+  for (let i = 0; i < len; i++) b[i] = (i * 131 + seed * 7 + (i >> 9)) & 0xff;
+  return b;
+}
+
+/** A worker's data path for one queue, driven by hand. */
+class Harness {
+  readonly ring = Ring.create({ entries: 32, cqEntries: 64 });
+  readonly desc = new Uint32Array(DEPTH * DESC_WORDS);
+  readonly mem = native.alloc(DEPTH * BUF);
+  readonly reqs: UblkRequest[] = [];
+  readonly results = new Map<number, number>();
+  readonly dispatcher: Dispatcher;
+  /** The stand-in for /dev/ublkcN (fixed file 0). */
+  readonly charFile = path.join(dir, `char-${Math.random().toString(36).slice(2)}`);
+  readonly charFd = fs.openSync(this.charFile, 'w+');
+  target!: Target;
+
+  constructor(readonly copy: CopyMode, data: DataPath['data']) {
+    this.ring.registerFiles([this.charFd]);
+    const base = native.addressOf(this.mem);
+    for (let t = 0; t < DEPTH; t++) this.reqs.push(new UblkRequest(0, t, new Uint8Array(this.mem, t * BUF, BUF), t, base + t * BUF));
+    // Zero copy: the tag's slot holds "the request's pages" — here the tag buffer itself.
+    if (copy === 'zero') this.ring.registerBuffers(this.reqs.map((_, t) => new Uint8Array(this.mem, t * BUF, BUF)));
+    this.dispatcher = new Dispatcher(this.ring, { copy, data, explicitRegistration: false });
+    this.dispatcher.commit = (req, res) => void this.results.set(req.tag, res);
+  }
+
+  async open(mod: TargetModule, shared: unknown): Promise<void> {
+    this.target = await mod.open({ devId: 0, queueId: 0, depth: DEPTH, maxIoBytes: BUF, options: {}, shared, io: this.dispatcher });
+    this.dispatcher.bind(this.target);
+  }
+
+  /** Dispatches a request on `tag` and serves the ring until it is committed; returns its result. */
+  serve(tag: number, op: number, offset: number, length: number, flags = 0): number {
+    const w = tag * DESC_WORDS;
+    this.desc[w + DESC_OP_FLAGS] = op | flags;
+    this.desc[w + DESC_NR_SECTORS] = length / 512;
+    this.desc[w + DESC_START_SECTOR] = offset / 512;
+    const req = this.reqs[tag]!;
+    req.load(this.desc);
+    this.results.delete(tag);
+    this.dispatcher.dispatch(req);
+    for (let turns = 0; !this.results.has(tag); turns++) {
+      assert.ok(turns < 100, 'request completes');
+      this.ring.submitAndWait(1);
+      this.ring.reap((lo, hi, res, fl) => this.dispatcher.onCqe(this.reqs[udTag(lo)]!, udKind(lo), hi, res, fl));
+    }
+    return this.results.get(tag)!;
+  }
+
+  tagBuffer(tag: number): Uint8Array { return new Uint8Array(this.mem, tag * BUF, BUF); }
+
+  /** Where the driver would hold the data of the request on `tag` (user copy: its position on the char device). */
+  charBytes(tag: number, len: number): Buffer {
+    const b = Buffer.alloc(len);
+    fs.readSync(this.charFd, b, 0, len, this.reqs[tag]!.userCopyPos);
+    return b;
+  }
+
+  close(): void {
+    this.ring.close();
+    native.munmap(this.mem);
+    fs.closeSync(this.charFd);
+  }
+}
+
+async function loopOn(file: string, copy: CopyMode, options: Record<string, unknown> = {}): Promise<{ h: Harness; cleanup: () => void }> {
+  const setup = await loop.setup({ file, ...options });
+  const h = new Harness(copy, setup.data!);
+  await h.open(loop, setup.shared);
+  return { h, cleanup: () => { h.close(); void setup.cleanup?.(); } };
+}
+
+function backingFile(name: string, size: number, where = dir): string {
+  const file = path.join(where, name);
+  fs.writeFileSync(file, '');
+  fs.truncateSync(file, size);
+  return file;
+}
+
+for (const copy of ['kernel', 'user', 'zero'] as const) {
+  test(`loop, ${copy} copy: WRITE reaches the file and READ returns it, at 4K and 256K, FUA and FLUSH`, async () => {
+    const file = backingFile(`rw-${copy}`, 4 * MiB);
+    const { h, cleanup } = await loopOn(file, copy, { buffered: true });
+    try {
+      for (const [tag, offset, len] of [[0, 0, 4096], [1, 1 * MiB + 512, BUF], [3, 4 * MiB - 4096, 4096]] as const) {
+        const data = pattern(len, tag + 1);
+        // WRITE: the data comes from the tag buffer (kernel, zero) or the char device (user).
+        if (copy === 'user') fs.writeSync(h.charFd, data, 0, len, h.reqs[tag]!.userCopyPos);
+        else h.tagBuffer(tag).set(data);
+        assert.equal(h.serve(tag, UBLK_IO_OP_WRITE, offset, len, tag === 1 ? UBLK_IO_F_FUA : 0), len);
+        const onDisk = Buffer.alloc(len);
+        fs.readSync(fs.openSync(file, 'r'), onDisk, 0, len, offset);
+        assert.deepEqual(new Uint8Array(onDisk), data, 'the file holds what was written');
+        // READ into a scrubbed buffer / char-device position.
+        h.tagBuffer(tag).fill(0);
+        if (copy === 'user') fs.writeSync(h.charFd, new Uint8Array(len), 0, len, h.reqs[tag]!.userCopyPos);
+        assert.equal(h.serve(tag, UBLK_IO_OP_READ, offset, len), len);
+        const got = copy === 'user' ? new Uint8Array(h.charBytes(tag, len)) : h.tagBuffer(tag).slice(0, len);
+        assert.deepEqual(got, data, 'READ returns the file data');
+      }
+      assert.equal(h.serve(2, UBLK_IO_OP_FLUSH, 0, 0), 0);
+    } finally {
+      cleanup();
+    }
+  });
+}
+
+test('loop: a READ beyond the end of a file that shrank fails with EIO after retrying, and later requests still work', async () => {
+  const file = backingFile('shrunk', 1 * MiB);
+  const { h, cleanup } = await loopOn(file, 'kernel', { buffered: true });
+  try {
+    fs.truncateSync(file, 512 * 1024);
+    assert.equal(h.serve(0, UBLK_IO_OP_READ, 768 * 1024, 4096), -5);
+    assert.equal(h.serve(0, UBLK_IO_OP_READ, 0, 4096), 4096);
+  } finally {
+    cleanup();
+  }
+});
+
+test('loop: WRITE_ZEROES and DISCARD zero the range in the file, also where ZERO_RANGE is missing (tmpfs)', async (t) => {
+  const shm = '/dev/shm';
+  if (!fs.existsSync(shm)) return t.skip('no /dev/shm');
+  const file = backingFile(`zeroes-${process.pid}`, 4 * MiB, shm);
+  const { h, cleanup } = await loopOn(file, 'kernel', { buffered: true });
+  try {
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, pattern(4 * MiB, 9), 0, 4 * MiB, 0);
+    const zeroAt = (off: number, len: number): boolean => {
+      const b = Buffer.alloc(len);
+      fs.readSync(fd, b, 0, len, off);
+      return b.every((x) => x === 0);
+    };
+    // NOUNMAP needs ZERO_RANGE, which tmpfs lacks: zeros get written (more than one 1 MiB chunk).
+    assert.equal(h.serve(0, UBLK_IO_OP_WRITE_ZEROES, 512 * 1024, 1536 * 1024, UBLK_IO_F_NOUNMAP), 0);
+    assert.ok(zeroAt(512 * 1024, 1536 * 1024));
+    assert.ok(!zeroAt(2 * MiB, 4096), 'only the range is zeroed');
+    // Without NOUNMAP: a hole.
+    assert.equal(h.serve(1, UBLK_IO_OP_WRITE_ZEROES, 3 * MiB, 4096), 0);
+    assert.ok(zeroAt(3 * MiB, 4096));
+    assert.equal(h.serve(2, UBLK_IO_OP_DISCARD, 3 * MiB + 8192, 8192), 0);
+    assert.ok(zeroAt(3 * MiB + 8192, 8192), 'tmpfs punches holes, which read as zeros');
+    // The fallback is remembered: a second NOUNMAP request goes straight to writing.
+    assert.equal(h.serve(3, UBLK_IO_OP_WRITE_ZEROES, 0, 4096, UBLK_IO_F_NOUNMAP), 0);
+    assert.ok(zeroAt(0, 4096));
+    fs.closeSync(fd);
+  } finally {
+    cleanup();
+    fs.rmSync(file, { force: true });
+  }
+});
+
+test('user copy for a target that works on req.buffer (memory): ublk-ts stages the data through the ring', async () => {
+  const setup = await memory.setup({ size: 4 * MiB });
+  const h = new Harness('user', setup.data ?? 'buffer');
+  await h.open(memory, setup.shared);
+  try {
+    const data = pattern(BUF, 3);
+    fs.writeSync(h.charFd, data, 0, BUF, h.reqs[1]!.userCopyPos);
+    assert.equal(h.serve(1, UBLK_IO_OP_WRITE, MiB, BUF), BUF);
+    fs.writeSync(h.charFd, new Uint8Array(BUF), 0, BUF, h.reqs[2]!.userCopyPos);
+    assert.equal(h.serve(2, UBLK_IO_OP_READ, MiB, BUF), BUF);
+    assert.deepEqual(new Uint8Array(h.charBytes(2, BUF)), data);
+  } finally {
+    h.close();
+    await setup.cleanup?.();
+  }
+});
+
+test('loop setup: clear errors for a missing file, a directory, an empty file and a size beyond the file', async () => {
+  await assert.rejects(async () => loop.setup({}), /needs --file/);
+  await assert.rejects(async () => loop.setup({ file: path.join(dir, 'nope') }), /no such file/);
+  await assert.rejects(async () => loop.setup({ file: dir, buffered: true }), /neither a regular file nor a block device/);
+  await assert.rejects(async () => loop.setup({ file: backingFile('empty', 0), buffered: true }), /too small/);
+  await assert.rejects(async () => loop.setup({ file: backingFile('small', MiB), size: 2 * MiB, buffered: true }), /less than the device size/);
+  const s = await loop.setup({ file: backingFile('odd', MiB + 100), buffered: true });
+  assert.equal(s.size, MiB, 'a partial last sector is left out');
+  await s.cleanup?.();
+});
