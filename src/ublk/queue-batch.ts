@@ -57,6 +57,14 @@ const E_TAG_INDEX = HDR.fields.tag[0] / 4; // tag and buf_index share this word
 const E_RESULT = HDR.fields.result[0] / 4;
 const E_ADDR = HDR.size / 4;
 
+/**
+ * Fault injection for tests (UBLK_TS_FAULT_PARTIAL_COMMIT=1): every COMMIT of
+ * two or more elements gets a second copy of its first element in second
+ * place, which the kernel refuses (that tag is no longer the server's), so
+ * the partial-commit path runs all the time.
+ */
+const FAULT_PARTIAL_COMMIT = process.env.UBLK_TS_FAULT_PARTIAL_COMMIT === '1';
+
 const FETCH_BUF_BYTES = 256;
 const FETCH_BUF_TAGS = FETCH_BUF_BYTES / 2;
 const OP_PREP = 0, OP_COMMIT = 1;
@@ -107,7 +115,7 @@ class ServedQueue {
       this.addrHi.push(Math.floor(addr / TWO_32));
       this.bufIndex.push(autoReg ? slotBase + t : 0);
     }
-    this.commit = new Elements(depth, elemBytes);
+    this.commit = new Elements(depth + 1, elemBytes);
   }
 }
 
@@ -139,6 +147,7 @@ export class BatchQueues {
   private readonly freeSlots: number[] = [];
   private liveFetchers = 0;
   private pendingPreps = 0;
+  private refusals = 0;
   private failure: string | null = null;
 
   constructor(private readonly ring: Ring, private readonly depth: number, private readonly specs: BatchQueueSpec[],
@@ -172,7 +181,7 @@ export class BatchQueues {
     for (const spec of this.specs) {
       if (!spec.prep) continue;
       const sq = this.byId[spec.q]!;
-      const e = new Elements(this.depth, this.elemBytes);
+      const e = new Elements(this.depth + 1, this.elemBytes);
       for (let t = 0; t < this.depth; t++) this.putElement(sq, e, t, 0);
       this.submitElements(sq, e, UBLK_U_IO_PREP_IO_CMDS, OP_PREP);
       this.pendingPreps++;
@@ -196,7 +205,8 @@ export class BatchQueues {
     for (const sq of this.queues) {
       const e = sq.commit;
       if (e.count === 0) continue;
-      sq.commit = this.pool[sq.q]!.pop() ?? new Elements(this.depth, this.elemBytes);
+      sq.commit = this.pool[sq.q]!.pop() ?? new Elements(this.depth + 1, this.elemBytes);
+      if (FAULT_PARTIAL_COMMIT && e.count >= 2) this.injectDuplicate(e);
       this.submitElements(sq, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
       this.stats[STAT_COMMITS]!++;
     }
@@ -307,10 +317,20 @@ export class BatchQueues {
   private partialCommit(sq: ServedQueue, e: Elements, res: number): void {
     const done = res > 0 ? Math.floor(res / this.elemBytes) : 0;
     const bad = e.u32[done * this.elemWords + E_TAG_INDEX]! & 0xffff;
-    console.error(`ublk-ts: queue ${sq.q}: COMMIT_IO_CMDS refused tag ${bad} (${res < 0 ? res : 'partial'}); retrying the ${e.count - done - 1} after it`);
+    if (this.refusals++ === 0) {
+      console.error(`ublk-ts: queue ${sq.q}: COMMIT_IO_CMDS refused tag ${bad} (${res < 0 ? res : 'partial'}); ` +
+        `retrying the ${e.count - done - 1} after it (further refusals not shown)`);
+    }
     for (let i = done + 1; i < e.count; i++) {
       const w = i * this.elemWords;
       this.putElement(sq, sq.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!);
     }
+  }
+
+  private injectDuplicate(e: Elements): void {
+    const w = this.elemWords, u32 = e.u32;
+    u32.copyWithin(e.count * w, w, 2 * w); // element 1 to the end
+    u32.copyWithin(w, 0, w); // element 0 again in its place
+    e.count++;
   }
 }
