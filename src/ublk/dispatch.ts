@@ -14,8 +14,8 @@
 // The dispatcher is also the target's `ctx.io`.
 import { EIO, EOPNOTSUPP } from '../sys.js';
 import type { Ring } from '../uring/ring.js';
-import { prepRead, prepWrite, setSqeFlags, setUserData } from '../uring/prep.js';
-import { IOSQE_FIXED_FILE } from '../uring/constants.js';
+import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData } from '../uring/prep.js';
+import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetData, type TargetIo } from './target.js';
 import type { UblkRequest } from './request.js';
 import {
@@ -44,6 +44,8 @@ export class Dispatcher implements TargetIo {
   onAsyncSettled: () => void = () => {};
   /** The engine's commit; set by the engine. */
   commit: Completer = () => {};
+  /** Classic engine: prepares the request's commit as the very next SQE (TargetIo.linkCommit). */
+  commitNextSqe: Completer | null = null;
   readonly copy: CopyMode;
   readonly charDevFixed = CHAR_DEV_FIXED;
   private target: Target | null = null;
@@ -78,6 +80,15 @@ export class Dispatcher implements TargetIo {
 
   complete(req: UblkRequest, result: number): void {
     this.finish(req, this.check(result));
+  }
+
+  linkCommit(req: UblkRequest, s: number, result: number): boolean {
+    // A step after the target (copy out, unregister) must come before the commit.
+    if (!this.commitNextSqe || this.stageUserCopy || req.registered || this.ring.sqSpace() < 1) return false;
+    addSqeFlags(this.ring, s, IOSQE_IO_LINK);
+    this.commitNextSqe(req, result);
+    req.linkedResult = result;
+    return true;
   }
 
   // ---- engine side ----
@@ -166,6 +177,14 @@ export class Dispatcher implements TargetIo {
     if (!req.owned) {
       this.failed(new Error(`queue ${req.queue} tag ${req.tag} completed twice`));
       return;
+    }
+    if (req.linkedResult === req.linkedResult) { // not NaN: a commit was linked to the target's IO
+      const linked = req.linkedResult;
+      req.linkedResult = NaN;
+      if (result === linked) {
+        req.owned = false; // the kernel has committed it already
+        return;
+      }
     }
     req.result = result;
     if (this.stageUserCopy && req.op === UBLK_IO_OP_READ && result > 0) this.step(req, STEP_COPY_OUT);

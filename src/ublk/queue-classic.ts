@@ -3,6 +3,7 @@
 // All commands of a tag must come from the thread that fetched it (the tag's
 // "daemon"), which is why one worker thread owns one queue here.
 import type { Ring } from '../uring/ring.js';
+import { ECANCELED } from '../sys.js';
 import { setAddr } from '../uring/prep.js';
 import type { DataPath, Dispatcher } from './dispatch.js';
 import type { TagBuffers } from './queue-memory.js';
@@ -21,6 +22,8 @@ export class ClassicQueue {
    * field, {index = the tag's buffer-table slot, flags = FALLBACK}.
    */
   private readonly autoBufReg: number[] | null;
+  /** Per tag: COMMIT_AND_FETCHes linked to a target's IO (TargetIo.linkCommit) whose CQE is still to come. */
+  private readonly linked: Uint8Array;
   private armed = 0; // tags the kernel may still hand us a request on
   private failure: string | null = null;
 
@@ -33,6 +36,7 @@ export class ClassicQueue {
     readonly dispatcher: Dispatcher,
     path: DataPath,
   ) {
+    this.linked = new Uint8Array(depth);
     const auto = path.copy === 'zero' && !path.explicitRegistration;
     this.autoBufReg = auto ? [] : null;
     for (let t = 0; t < depth; t++) {
@@ -42,6 +46,7 @@ export class ClassicQueue {
       this.autoBufReg?.push(t | (UBLK_AUTO_BUF_REG_FALLBACK << 16));
     }
     dispatcher.commit = this.commit;
+    dispatcher.commitNextSqe = this.linkedCommit;
   }
 
   get active(): boolean { return this.armed > 0 || this.dispatcher.asyncInFlight > 0; }
@@ -67,6 +72,11 @@ export class ClassicQueue {
     this.queueCmd(UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result);
   };
 
+  private readonly linkedCommit = (req: UblkRequest, result: number): void => {
+    this.linked[req.tag]!++;
+    this.queueCmd(UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result);
+  };
+
   readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
     const kind = udKind(lo), tag = udTag(lo);
     if (kind === KIND_TARGET || kind === KIND_STAGE) {
@@ -74,6 +84,12 @@ export class ClassicQueue {
       return;
     }
     if (kind !== KIND_UBLK) return;
+    // A commit linked to a target's IO that failed was cancelled: the tag is
+    // still armed, the target commits again.
+    if (this.linked[tag]! > 0) {
+      this.linked[tag]!--; // each linked commit posts one CQE: cancelled, or its next fetch
+      if (res === -ECANCELED) return;
+    }
     if (res === UBLK_IO_RES_OK) {
       const req = this.reqs[tag]!;
       req.load(this.desc);

@@ -43,6 +43,8 @@ export class UblkRequest {
   registered = false;
   /** @internal between dispatch and completion */
   owned = false;
+  /** @internal the result of a commit linked to the target's IO (TargetIo.linkCommit), or NaN */
+  linkedResult = NaN;
 
   constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number, bufferAddress: number) {
     this.buffer = EMPTY;

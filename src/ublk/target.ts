@@ -73,6 +73,16 @@ export interface TargetIo {
   reserve(n: number): void;
   /** Completes a request for which the target returned PENDING. */
   complete(req: UblkRequest, result: number): void;
+  /**
+   * Optional shortcut: links the request's commit, with `result`, to SQE `s`
+   * (the last of the target's chain), so the kernel completes the request as
+   * soon as `s` succeeds, with no further trip through JavaScript. Reserve one
+   * SQE more than the chain needs. The target still calls `complete()` from
+   * its CQE as usual: with `result` it is a no-op, with anything else (the
+   * chain failed, so the commit was cancelled) it commits that. Returns false
+   * where the engine cannot link (batch mode, or steps after the target).
+   */
+  linkCommit(req: UblkRequest, s: number, result: number): boolean;
 }
 
 /** Options given to a target, as parsed by the CLI or passed by a library user. */

@@ -105,6 +105,11 @@ export function setSqeFlags(ring: Ring, s: number, iosqeFlags: number): void {
   ring.sqeU8[s + FLAGS] = iosqeFlags;
 }
 
+/** Adds IOSQE_* flags to those already set. */
+export function addSqeFlags(ring: Ring, s: number, iosqeFlags: number): void {
+  ring.sqeU8[s + FLAGS] |= iosqeFlags;
+}
+
 /** Provided-buffer group for IOSQE_BUFFER_SELECT (shares the slot of buf_index). */
 export function setBufGroup(ring: Ring, s: number, bgid: number): void {
   ring.sqeU16[(s >> 1) + BUF_GROUP] = bgid;
