@@ -10,6 +10,8 @@ export interface FioJob {
   numjobs?: number;
   /** Region each job works in; jobs get disjoint regions. */
   size?: string;
+  /** Seconds run before measuring starts; default 1. */
+  ramp?: number;
 }
 
 export interface FioResult { iops: number; mbps: number }
@@ -18,8 +20,8 @@ export function fio(job: FioJob): FioResult {
   const args = [
     '--name=bench', `--filename=${job.filename}`, '--ioengine=io_uring', '--direct=1', `--rw=${job.rw}`, `--bs=${job.bs}`,
     `--iodepth=${job.iodepth}`, `--numjobs=${job.numjobs ?? 1}`, '--group_reporting', '--time_based', `--runtime=${job.runtime}`,
-    '--ramp_time=1', `--size=${job.size ?? '512m'}`, `--offset_increment=${job.size ?? '512m'}`, '--randrepeat=0',
-    '--norandommap', '--output-format=json',
+    `--ramp_time=${Math.round((job.ramp ?? 1) * 1000)}ms`, `--size=${job.size ?? '512m'}`, `--offset_increment=${job.size ?? '512m'}`,
+    '--randrepeat=0', '--norandommap', '--output-format=json',
   ];
   const r = spawnSync('fio', args, { encoding: 'utf8', timeout: (job.runtime + 60) * 1000 });
   if (r.status !== 0) throw new Error(`fio ${args.join(' ')} failed: ${r.stderr || r.error}`);

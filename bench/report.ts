@@ -22,10 +22,10 @@ export class Results {
     return median(this.data.get(caseName)?.get(subject) ?? [NaN]);
   }
 
-  /** One row per case: each subject's median, then subject/baseline ratios. */
-  table(title: string, unit: string, subjects: string[], ratios: Array<[string, string]>): string {
+  /** One row per case (default: all, in the order measured): each subject's median, then subject/baseline ratios. */
+  table(title: string, unit: string, subjects: string[], ratios: Array<[string, string]>, cases = [...this.data.keys()]): string {
     const head = ['case', ...subjects.map((s) => `${s} (${unit})`), ...ratios.map(([a, b]) => `${a} / ${b}`)];
-    const rows = [...this.data.keys()].map((c) => [
+    const rows = cases.map((c) => [
       c,
       ...subjects.map((s) => Math.round(this.get(c, s)).toString()),
       ...ratios.map(([a, b]) => (this.get(c, a) / this.get(c, b)).toFixed(2) + 'x'),

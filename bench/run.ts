@@ -2,73 +2,14 @@
 // own drivers, in interleaved rounds; prints medians and ratios. Only ratios
 // measured in one VM run mean anything: the VM is emulated.
 //
-//   node dist/bench/run.js [suite...]      suites: nullblk batch (default: all)
+//   node dist/bench/run.js [suite...]      suites: nullblk batch loop (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
 //
 // Devices are created with the library in this process; fio runs as a child
 // while the queue workers serve (the main thread is not on the IO path).
-import { spawnSync } from 'node:child_process';
-import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
-
-const { UBLK_F_BATCH_IO } = uapi;
-import { fio } from './fio.js';
+import { loopSuite } from './loop.js';
 import { median, Results } from './report.js';
-
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const RUNTIME = Number(process.env.BENCH_RUNTIME ?? 4);
-const MiB = 2 ** 20;
-
-interface Subject {
-  name: string;
-  path: string;
-  /** The ublk-ts device, if this subject is one. */
-  dev?: UblkDevice;
-}
-
-function sh(cmd: string, ...args: string[]): void {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
-}
-
-async function ublk(name: string, o: DeviceOptions): Promise<Subject> {
-  const dev = await UblkDevice.create({ depth: 128, ...o });
-  return { name, path: dev.path, dev };
-}
-
-async function release(subjects: Subject[]): Promise<void> {
-  for (const s of subjects) await s.dev?.stop();
-}
-
-/**
- * Runs every case against every subject, ROUNDS times, alternating the order
- * of subjects between rounds so drift in the VM hits all alike. Batch devices
- * also get their mean tags per fetch completion recorded, per case.
- */
-function measure(results: Results, cases: Array<{ name: string; rw: 'randread' | 'randwrite'; iodepth: number; jobs: number }>,
-  subjects: Subject[], size: string): Map<string, number[]> {
-  const tagsPerFetch = new Map<string, number[]>();
-  for (let round = 1; round <= ROUNDS; round++) {
-    for (const c of cases) {
-      const order = round % 2 ? subjects : [...subjects].reverse();
-      for (const s of order) {
-        const batch = s.dev && s.dev.flags & UBLK_F_BATCH_IO ? s.dev : undefined;
-        const before = batch?.batchStats;
-        const r = fio({ filename: s.path, rw: c.rw, bs: '4k', iodepth: c.iodepth, numjobs: c.jobs, runtime: RUNTIME, size });
-        results.add(c.name, s.name, r.iops);
-        let note = '';
-        if (before && batch) {
-          const after = batch.batchStats;
-          const mean = (after.tags - before.tags) / Math.max(1, after.fetchCqes - before.fetchCqes);
-          const key = `${c.name}|${s.name}`;
-          tagsPerFetch.set(key, [...(tagsPerFetch.get(key) ?? []), mean]);
-          note = `, ${mean.toFixed(1)} tags/fetch`;
-        }
-        console.log(`round ${round}: ${c.name}: ${s.name}: ${Math.round(r.iops)} IOPS${note}`);
-      }
-    }
-  }
-  return tagsPerFetch;
-}
+import { measure, MiB, release, ROUNDS, sh, ublk, type Subject } from './suite.js';
 
 /** ublk-ts null target (classic and batch) against the kernel's null_blk. */
 async function nullblkSuite(): Promise<string> {
@@ -117,7 +58,7 @@ async function batchSuite(): Promise<string> {
   return tables.join('\n\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { nullblk: nullblkSuite, batch: batchSuite };
+const SUITES: Record<string, () => Promise<string>> = { nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite };
 
 async function main(): Promise<void> {
   if (process.env.UBLK_TS_IN_VM !== '1') {
@@ -127,7 +68,11 @@ async function main(): Promise<void> {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(SUITES);
   for (const n of names) if (!SUITES[n]) throw new Error(`unknown suite ${n} (have: ${Object.keys(SUITES).join(' ')})`);
   const out: string[] = [];
-  for (const n of names) out.push(await SUITES[n]!());
+  for (const n of names) {
+    const t0 = Date.now();
+    out.push(await SUITES[n]!());
+    console.log(`suite ${n}: ${Math.round((Date.now() - t0) / 1000)} s`);
+  }
   console.log('\n' + out.join('\n\n'));
 }
 

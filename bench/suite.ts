@@ -1,0 +1,100 @@
+// What the suites share: the run's settings, subjects (devices under test) and
+// the interleaved measuring loop.
+import { spawnSync } from 'node:child_process';
+import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
+import { fio, type FioJob } from './fio.js';
+import type { Results } from './report.js';
+
+const { UBLK_F_BATCH_IO } = uapi;
+
+export const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+export const RUNTIME = Number(process.env.BENCH_RUNTIME ?? 4);
+export const MiB = 2 ** 20;
+
+export interface Subject {
+  name: string;
+  path: string;
+  /** The ublk-ts device, if this subject is one. */
+  dev?: UblkDevice;
+}
+
+/** One fio workload, run against every subject. */
+export interface Case {
+  name: string;
+  rw: FioJob['rw'];
+  /** Block size; default 4k. */
+  bs?: string;
+  iodepth: number;
+  /** fio jobs, each in its own region; default 1. */
+  jobs?: number;
+  /** Seconds of warm-up before each measurement; default 1. */
+  ramp?: number;
+  /** What is recorded: IOPS (the default) or MB/s. */
+  unit?: 'IOPS' | 'MB/s';
+}
+
+/** Runs a command; returns its stdout, throws on failure. */
+export function sh(cmd: string, ...args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+
+export async function ublk(name: string, o: DeviceOptions): Promise<Subject> {
+  const dev = await UblkDevice.create({ depth: 128, ...o });
+  return { name, path: dev.path, dev };
+}
+
+/**
+ * Runs every clean-up step, in order, whatever the others do: a failure is
+ * reported and makes the run's exit code 1, but does not hide the error (if
+ * any) that brought us here.
+ */
+export async function cleanUp(...steps: Array<() => unknown>): Promise<void> {
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (e) {
+      console.error(`bench: clean-up failed: ${(e as Error).message}`);
+      process.exitCode = 1;
+    }
+  }
+}
+
+export async function release(subjects: Subject[]): Promise<void> {
+  await cleanUp(...subjects.map((s) => () => s.dev?.stop()));
+}
+
+/**
+ * Runs every case against every subject, ROUNDS times, alternating the order
+ * of subjects between rounds so drift in the VM hits all alike. Batch devices
+ * also get their mean tags per fetch completion recorded, per case.
+ */
+export function measure(results: Results, cases: Case[], subjects: Subject[], size: string): Map<string, number[]> {
+  const tagsPerFetch = new Map<string, number[]>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const c of cases) {
+      const order = round % 2 ? subjects : [...subjects].reverse();
+      for (const s of order) {
+        const batch = s.dev && s.dev.flags & UBLK_F_BATCH_IO ? s.dev : undefined;
+        const before = batch?.batchStats;
+        const r = fio({
+          filename: s.path, rw: c.rw, bs: c.bs ?? '4k', iodepth: c.iodepth, numjobs: c.jobs, runtime: RUNTIME, ramp: c.ramp, size,
+        });
+        const unit = c.unit ?? 'IOPS';
+        const value = unit === 'IOPS' ? r.iops : r.mbps;
+        results.add(c.name, s.name, value);
+        let note = '';
+        if (before && batch) {
+          const after = batch.batchStats;
+          const mean = (after.tags - before.tags) / Math.max(1, after.fetchCqes - before.fetchCqes);
+          const key = `${c.name}|${s.name}`;
+          tagsPerFetch.set(key, [...(tagsPerFetch.get(key) ?? []), mean]);
+          note = `, ${mean.toFixed(1)} tags/fetch`;
+        }
+        console.log(`round ${round}: ${c.name}: ${s.name}: ${Math.round(value)} ${unit}${note}`);
+      }
+    }
+  }
+  return tagsPerFetch;
+}
