@@ -2,12 +2,13 @@
 // own drivers, in interleaved rounds; prints medians and ratios. Only ratios
 // measured in one VM run mean anything: the VM is emulated.
 //
-//   node dist/bench/run.js [suite...]      suites: nullblk batch loop (default: all)
+//   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
 //
 // Devices are created with the library in this process; fio runs as a child
 // while the queue workers serve (the main thread is not on the IO path).
 import { loopSuite } from './loop.js';
+import { pollSuite } from './poll.js';
 import { median, Results } from './report.js';
 import { measure, MiB, release, ROUNDS, sh, ublk, type Subject } from './suite.js';
 
@@ -58,7 +59,7 @@ async function batchSuite(): Promise<string> {
   return tables.join('\n\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite };
+const SUITES: Record<string, () => Promise<string>> = { nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite, poll: pollSuite };
 
 async function main(): Promise<void> {
   if (process.env.UBLK_TS_IN_VM !== '1') {

@@ -34,6 +34,7 @@ export function parseAdd(argv: string[]): { cfg: ServeConfig; foreground: boolea
       batch: { type: 'boolean' },
       threads: { type: 'string' },
       'coalesce-us': { type: 'string' },
+      'poll-us': { type: 'string' },
       copy: { type: 'string' },
       'no-auto-buf-reg': { type: 'boolean' },
       file: { type: 'string' },
@@ -71,6 +72,7 @@ export function parseAdd(argv: string[]): { cfg: ServeConfig; foreground: boolea
     batch: values.batch ?? false,
     threads: values.threads === undefined ? undefined : parseIntOption('threads', values.threads, 1, 1024),
     coalesceUsec: values['coalesce-us'] === undefined ? 0 : parseIntOption('coalesce-us', values['coalesce-us'], 0, 1_000_000),
+    pollUsec: values['poll-us'] === undefined ? 0 : parseIntOption('poll-us', values['poll-us'], 0, 1_000_000),
   };
   if (cfg.threads !== undefined && !cfg.batch) throw new UsageError('--threads needs --batch (classic mode serves each queue from its own thread)');
   return { cfg, foreground: values.foreground ?? false };

@@ -6,7 +6,7 @@ import { TargetOptionError } from '../ublk/target.js';
 const USAGE = `usage: ublk-ts <command> [options]
 
   add TARGET [--size SIZE] [--queues N] [--depth N] [--id N] [--batch [--threads N]]
-             [--copy kernel|user|zero [--no-auto-buf-reg]] [--coalesce-us N] [--foreground]
+             [--copy kernel|user|zero [--no-auto-buf-reg]] [--coalesce-us N] [--poll-us N] [--foreground]
   add loop --file PATH [--buffered] [options above]
         create a device served by TARGET (null, memory, loop, or a target module
         path); SIZE takes K, M, G, T suffixes (powers of 1024) and is required
@@ -24,6 +24,8 @@ const USAGE = `usage: ublk-ts <command> [options]
         unless --buffered.
         --coalesce-us N: once requests come in bursts, wait up to N µs for more
         before serving them (default 0: off).
+        --poll-us N: after serving requests, spin up to N µs watching for more
+        before sleeping (default 0: off); costs CPU, saves wake-ups.
   list [--json]            the ublk devices and their servers
   del ID | --all           stop and remove devices (waits until they are gone)
   features [--json]        the running kernel's UBLK_F_* features

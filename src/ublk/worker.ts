@@ -39,6 +39,8 @@ export interface WorkerConfig {
   stats: SharedArrayBuffer;
   /** Coalescing window of the serving loop in µs (0: off). */
   coalesceUsec: number;
+  /** Polling window of the serving loop in µs (0: off). */
+  pollUsec: number;
   /** Copy mode and how the target touches data. */
   path: DataPath;
 }
@@ -101,7 +103,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
   const perRing = cfg.depth * nq;
   const ring = Ring.create({
     entries: Math.min(4096, Math.max(2 * perRing, 32)), cqEntries: Math.min(65536, Math.max(4 * perRing, 64)),
-    singleIssuer: true, deferTaskrun: true,
+    singleIssuer: true, deferTaskrun: true, taskrunFlag: true,
   });
   const desc: Uint32Array[] = [];
   const bufs: Bufs = [];
@@ -128,7 +130,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
     engine.arm();
     if (engine.error) throw new Error(engine.error);
     post({ type: 'ready' });
-    await serveLoop(ring, wakeup, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: cfg.depth * nq });
+    await serveLoop(ring, wakeup, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: cfg.depth * nq, pollUsec: cfg.pollUsec });
     await target.close?.();
     if (engine.error) throw new Error(engine.error);
   } finally {

@@ -46,28 +46,6 @@ test('coalescing (--coalesce-us 200) in both modes: fio verify at QD 128', () =>
   assertClean();
 });
 
-test('batch: partial COMMIT_IO_CMDS results are retried, no IO lost (injected refusals)', () => {
-  // Every commit of 2+ elements carries a duplicate the kernel refuses; the
-  // elements after it must be committed again, or fio would hang or fail.
-  const log = '/run/ublk-ts/server.log';
-  const before = fs.existsSync(log) ? fs.statSync(log).size : 0;
-  process.env.UBLK_TS_FAULT_PARTIAL_COMMIT = '1';
-  let dev: string;
-  try {
-    dev = addDevice('memory', '--size', '64M', '--batch');
-  } finally {
-    delete process.env.UBLK_TS_FAULT_PARTIAL_COMMIT;
-  }
-  try {
-    fioVerify(dev, { iodepth: 64, size: '16m', bs: '4k-64k' });
-  } finally {
-    delDevice(dev);
-  }
-  const text = fs.readFileSync(log, 'utf8').slice(before);
-  assert.match(text, /COMMIT_IO_CMDS refused tag \d+ \(partial\); retrying the \d+ after it/);
-  assertClean();
-});
-
 for (const [mode, modeArgs] of MODES) test(`${mode}: mkfs.ext4, mount, write, compare, umount, fsck -f`, () => {
   const dev = addDevice('memory', '--size', '128M', '--queues', '2', ...modeArgs);
   const mnt = fs.mkdtempSync('/tmp/ublk-mnt-');
