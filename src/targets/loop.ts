@@ -140,21 +140,18 @@ class LoopQueue implements Target {
     const ring = this.ring, len = req.length, off = req.offset;
     const dsync = !read && req.fua ? RWF_DSYNC : 0;
     switch (this.io.copy) {
-      case 'kernel': {
-        this.io.reserve(2);
-        const s = this.io.sqe(req, SUB_RW);
-        if (read) prepRead(ring, s, this.fd, req.bufferAddress, len, off);
-        else prepWrite(ring, s, this.fd, req.bufferAddress, len, off);
-        setRwFlags(ring, s, dsync);
-        io.cqes = 1;
-        this.io.linkCommit(req, s, len);
-        break;
-      }
+      case 'kernel':
       case 'zero': {
         this.io.reserve(2);
         const s = this.io.sqe(req, SUB_RW);
-        if (read) prepReadFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
-        else prepWriteFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
+        if (this.io.copy === 'kernel') {
+          if (read) prepRead(ring, s, this.fd, req.bufferAddress, len, off);
+          else prepWrite(ring, s, this.fd, req.bufferAddress, len, off);
+        } else if (read) {
+          prepReadFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
+        } else {
+          prepWriteFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
+        }
         setRwFlags(ring, s, dsync);
         io.cqes = 1;
         this.io.linkCommit(req, s, len);
