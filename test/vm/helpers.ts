@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { deviceIds } from '../../src/cli/commands.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const CLI = path.join(ROOT, 'bin', 'ublk-ts.js');
@@ -91,8 +92,12 @@ export function assertClean(): void {
 }
 
 /** Best-effort removal of everything, so one failing test does not poison the next. */
+/**
+ * Removes every ublk device (`del --all`). With none left, as after most
+ * tests, it skips that command: a Node start costs seconds under emulation.
+ */
 export function cleanup(): void {
-  cli('del', '--all');
+  if (deviceIds().length > 0) cli('del', '--all');
 }
 
 export function fioVerify(dev: string, o: { iodepth: number; size?: string; bs?: string; rw?: string; extra?: string[] }): void {

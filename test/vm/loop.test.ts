@@ -20,20 +20,8 @@ before(() => {
   assertClean();
 });
 after(cleanup);
-// A failed test must not leave devices behind for the next one. `cleanup` (del --all) costs a Node start, seconds
-// under emulation, after each of the many tests here: it runs only when a device is left (del --all removes the
-// devices listed in /sys/class/ublk-char, so with none it would do nothing).
-afterEach(() => {
-  if (ublkCharDevices().length > 0) cleanup();
-});
-
-function ublkCharDevices(): string[] {
-  try {
-    return fs.readdirSync('/sys/class/ublk-char').filter((n) => /^ublkc\d+$/.test(n));
-  } catch {
-    return [];
-  }
-}
+// A failed test must not leave devices behind for the next one.
+afterEach(cleanup);
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
