@@ -1,12 +1,10 @@
 // Batch mode decouples serving threads from queues: any number of threads
 // for any number of queues. Runs in a 4-vCPU VM so 4-queue layouts exist.
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { addDevice, assertClean, cleanup, cli, delDevice, fioVerify, inVm4, listDevices } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, listDevices, vmSuite } from './helpers.js';
 
-before(inVm4);
-after(cleanup);
-afterEach(cleanup);
+vmSuite({ cpus: 4 });
 
 for (const [threads, queues] of [[1, 4], [4, 1], [2, 2]] as const) {
   test(`${threads} thread(s) serving ${queues} queue(s): fio verify from 4 jobs`, () => {

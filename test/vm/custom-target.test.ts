@@ -1,9 +1,9 @@
 // A user's own target: a module path given to `ublk-ts add`, loaded in the
 // server and in every serving thread.
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { addDevice, assertClean, cleanup, delDevice, inVm, run, sh } from './helpers.js';
+import { addDevice, assertClean, delDevice, run, sh, vmSuite } from './helpers.js';
 
 // Reads return each sector's number (mod 256) in every byte; writes are refused.
 const PATTERN_TARGET = `
@@ -20,12 +20,7 @@ export default {
 };
 `;
 
-before(() => {
-  inVm();
-  cleanup();
-});
-after(cleanup);
-afterEach(cleanup);
+vmSuite();
 
 for (const modeArgs of [[], ['--batch']]) {
   test(`a target module given by path serves reads and refuses writes (${modeArgs.length ? 'batch' : 'classic'})`, () => {

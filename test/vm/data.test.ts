@@ -1,18 +1,12 @@
 // Data integrity through real tools: fio with crc32c verification, a file
 // system made, mounted, used and checked, and DISCARD giving memory back.
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { addDevice, assertClean, cleanup, delDevice, fioVerify, inVm, listDevices, sh } from './helpers.js';
+import { addDevice, assertClean, delDevice, fioVerify, listDevices, sh, vmSuite } from './helpers.js';
 
-before(() => {
-  inVm();
-  cleanup();
-});
-after(cleanup);
-// A failed test must not leave devices behind for the next one.
-afterEach(cleanup);
+vmSuite();
 
 // Every data test runs against both protocol modes.
 const MODES: Array<[string, string[]]> = [['classic', []], ['batch', ['--batch']]];

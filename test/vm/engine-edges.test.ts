@@ -1,13 +1,12 @@
 // Serving-loop and batch-engine edges that plain IO rarely reaches: polling
 // before sleeping (--poll-us), and partial COMMIT_IO_CMDS results (refusals
 // injected with UBLK_TS_FAULT_PARTIAL_COMMIT).
-import { afterEach, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { addDevice, assertClean, cleanup, delDevice, fioVerify, inVm, listDevices } from './helpers.js';
+import { addDevice, assertClean, delDevice, fioVerify, listDevices, vmSuite } from './helpers.js';
 
-inVm();
-afterEach(cleanup);
+vmSuite();
 
 test('polling (--poll-us 100) in both modes: fio verify at QD 1 and 64, and an idle server sleeps', async () => {
   for (const modeArgs of [[], ['--batch']]) {

@@ -2,6 +2,7 @@
 // the CLI and real tools (fio, mkfs, mount, fsck, dd, blkdiscard).
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import assert from 'node:assert/strict';
+import { afterEach, before } from 'node:test';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,11 +16,19 @@ export function inVm(): void {
   assert.equal(process.env.UBLK_TS_IN_VM, '1', 'VM tests run inside the test VM (scripts/vmrun)');
 }
 
-/** For *.c4.test files: inside a 4-vCPU VM, with no device left over. */
-export function inVm4(): void {
-  inVm();
-  assert.equal(os.cpus().length, 4, 'this VM has 4 vCPUs');
-  cleanup();
+/**
+ * Set-up shared by the VM test files: inside the VM (with `cpus` vCPUs if
+ * given), starting from nothing left over, and every test followed by a
+ * clean-up, so a failed test does not leave devices behind for the next one.
+ */
+export function vmSuite(o: { cpus?: number } = {}): void {
+  before(() => {
+    inVm();
+    if (o.cpus) assert.equal(os.cpus().length, o.cpus, `this VM has ${o.cpus} vCPUs`);
+    cleanup();
+    assertClean();
+  });
+  afterEach(cleanup);
 }
 
 export interface Run { code: number | null; stdout: string; stderr: string }
@@ -91,7 +100,6 @@ export function assertClean(): void {
   assert.deepEqual(serverPids(), [], 'no ublk-ts server process left');
 }
 
-/** Best-effort removal of everything, so one failing test does not poison the next. */
 /**
  * Removes every ublk device (`del --all`). With none left, as after most
  * tests, it skips that command: a Node start costs seconds under emulation.

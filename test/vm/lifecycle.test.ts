@@ -1,20 +1,13 @@
 // The device lifecycle as a user drives it: add, list, del, signals, bad input.
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, cleanup, cli, CLI, delDevice, idOf, inVm, listDevices, serverPids, sleep, ublkNodes,
+  addDevice, assertClean, cli, CLI, delDevice, idOf, listDevices, serverPids, sleep, ublkNodes, vmSuite,
 } from './helpers.js';
 
-before(() => {
-  inVm();
-  cleanup();
-  assertClean();
-});
-after(cleanup);
-// A failed test must not leave devices behind for the next one.
-afterEach(cleanup);
+vmSuite();
 
 describe('lifecycle', () => {
   test('add, list and del a memory device', () => {

@@ -2,13 +2,12 @@
 // that shrank under the device fail with EIO (in classic mode after the
 // commit linked to the read was cancelled, in batch mode through a normal
 // commit), the rest of the device keeps working, and deletion does not hang.
-import { afterEach, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { addDevice, assertClean, cleanup, delDevice, inVm, run, sh } from './helpers.js';
+import { addDevice, assertClean, delDevice, run, sh, vmSuite } from './helpers.js';
 
-inVm();
-afterEach(cleanup);
+vmSuite();
 
 const MiB = 1 << 20;
 

@@ -5,23 +5,16 @@
 // backing file afterwards, WRITE_ZEROES / DISCARD reaching the file, --buffered
 // and --size, and bad input. The backing file is the truth: what a test wrote
 // through the device is read back from the file once the device is gone.
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, cleanup, CLI, delDevice, fioVerify, idOf, inVm, listDevices, run, serverPids, sh, type Run,
+  addDevice, assertClean, CLI, delDevice, fioVerify, idOf, listDevices, run, serverPids, sh, type Run, vmSuite,
 } from './helpers.js';
 
-before(() => {
-  inVm();
-  cleanup();
-  assertClean();
-});
-after(cleanup);
-// A failed test must not leave devices behind for the next one.
-afterEach(cleanup);
+vmSuite();
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -1,11 +1,9 @@
 // Four queues on four vCPUs (this file runs in a VM started with -c 4).
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { addDevice, assertClean, cleanup, delDevice, fioVerify, inVm4, listDevices } from './helpers.js';
+import { addDevice, assertClean, delDevice, fioVerify, listDevices, vmSuite } from './helpers.js';
 
-before(inVm4);
-after(cleanup);
-afterEach(cleanup);
+vmSuite({ cpus: 4 });
 
 test('4 queues: every queue serves (fio verify from 4 jobs at QD 32)', () => {
   const dev = addDevice('memory', '--size', '256M', '--queues', '4', '--depth', '32');

@@ -1,17 +1,11 @@
 // Stopping a device under heavy IO: `del` during IO, and the server killed
 // outright. Nothing may hang and nothing may be left behind.
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { addDevice, assertClean, cleanup, cli, idOf, inVm, listDevices, serverPids, sleep } from './helpers.js';
+import { addDevice, assertClean, cli, idOf, listDevices, serverPids, sleep, vmSuite } from './helpers.js';
 
-before(() => {
-  inVm();
-  cleanup();
-});
-after(cleanup);
-// A failed test must not leave devices behind for the next one.
-afterEach(cleanup);
+vmSuite();
 
 /** fio hammering `dev` until it fails or `seconds` pass; resolves with its exit code. */
 function heavyIo(dev: string, seconds: number): { exited: Promise<number | null> } {
