@@ -200,8 +200,9 @@ export class BatchQueues {
     }
   }
 
-  /** Called before every enter: one COMMIT_IO_CMDS per queue with completions. */
-  flush(): void {
+  /** Called before every enter: one COMMIT_IO_CMDS per queue with completions; returns how many. */
+  flush(): number {
+    let commits = 0;
     for (const sq of this.queues) {
       const e = sq.commit;
       if (e.count === 0) continue;
@@ -209,7 +210,9 @@ export class BatchQueues {
       if (FAULT_PARTIAL_COMMIT && e.count >= 2) this.injectDuplicate(e);
       this.submitElements(sq, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
       this.stats[STAT_COMMITS]!++;
+      commits++;
     }
+    return commits;
   }
 
   private batchCmd(s: number, op: number, q: number, flags: number, nrElem: number, elemBytes: number): void {

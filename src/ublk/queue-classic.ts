@@ -59,7 +59,7 @@ export class ClassicQueue {
     this.armed = this.depth;
   }
 
-  flush(): void {}
+  flush(): number { return 0; }
 
   private queueCmd(op: number, tag: number, result: number): void {
     const ring = this.ring, s = nextSqe(ring);

@@ -38,8 +38,12 @@ export interface LoopClient {
   readonly active: boolean;
   readonly dispatcher: { asyncInFlight: number; dispatched: number; onAsyncSettled: () => void };
   readonly onCqe: CqeHandler;
-  /** Turns completions gathered during reaping into SQEs (batch COMMITs). */
-  flush(): void;
+  /**
+   * Turns completions gathered during reaping into SQEs (batch COMMITs).
+   * Returns how many of them complete during the submit itself: their CQEs
+   * are already there when the wait starts, so they must not end it.
+   */
+  flush(): number;
 }
 
 export class QuitReader {
@@ -62,16 +66,31 @@ export interface LoopOptions {
   pollUsec: number;
 }
 
-/** Spins until the ring has CQEs or task work, for at most `usec`. */
-function pollRing(ring: Ring, usec: number): boolean {
+/** Spins until the ring has more than `seen` CQEs or task work, for at most `usec`. */
+function pollRing(ring: Ring, seen: number, usec: number): void {
   const end = performance.now() + usec / 1000;
   for (;;) {
     for (let i = 0; i < 64; i++) {
-      if (ring.cqReady() > 0 || ring.sqRingFlags() & IORING_SQ_TASKRUN) return true;
+      if (ring.cqReady() > seen || ring.sqRingFlags() & IORING_SQ_TASKRUN) return;
     }
-    if (performance.now() >= end) return false;
+    if (performance.now() >= end) return;
   }
 }
+
+/**
+ * Submits and waits for one CQE beyond the `inline` ones the submit itself
+ * posts. Batch COMMITs complete inside the submit: were their CQEs to end the
+ * wait, every batch would cost a whole extra turn (enter + JavaScript) with
+ * nothing to do. A partial COMMIT result, though, needs a turn to commit the
+ * rest, and with no other request coming, waiting for one more CQE would hold
+ * those requests forever; so after COMMIT_GUARD_USEC the wait settles for the
+ * inline CQEs (min_wait_usec).
+ */
+function waitPastInline(ring: Ring, inline: number): void {
+  if (inline === 0) ring.submitAndWait(1);
+  else ring.submitAndWaitMin(1 + inline, COMMIT_GUARD_USEC);
+}
+const COMMIT_GUARD_USEC = 5000;
 
 export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClient, quit: QuitReader, opts: LoopOptions): Promise<void> {
   const onCqe: CqeHandler = (lo, hi, res, flags) => {
@@ -94,7 +113,7 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClie
   let seen = 0;
   let polled = -1;
   while (client.active && !quit.fired) {
-    client.flush();
+    const inline = client.flush();
     if (d.asyncInFlight === 0) {
       const burst = d.dispatched - seen > 1;
       seen = d.dispatched;
@@ -102,18 +121,18 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClie
       // this thread) and -EAGAIN/-EBUSY (short of resources, CQ full) just mean
       // reap what is there and go round again.
       if (burst && opts.coalesceUsec > 0) {
-        ring.submitAndWaitMin(opts.coalesceMax, opts.coalesceUsec);
+        ring.submitAndWaitMin(opts.coalesceMax + inline, opts.coalesceUsec);
       } else if (opts.pollUsec > 0 && d.dispatched !== polled) {
         polled = d.dispatched;
         ring.submit();
-        pollRing(ring, opts.pollUsec);
-        ring.submitAndWait(1); // with task work pending, runs it and returns at once
+        pollRing(ring, inline, opts.pollUsec);
+        waitPastInline(ring, inline); // with task work pending, runs it and returns at once
       } else {
-        ring.submitAndWait(1);
+        waitPastInline(ring, inline);
       }
     } else {
       ring.submit();
-      if (ring.cqReady() === 0) {
+      if (ring.cqReady() <= inline) {
         wakeup.start();
         await new Promise<void>(waitWake);
         wakeup.stop();

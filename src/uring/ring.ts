@@ -14,7 +14,7 @@ import {
 
 export type { RingOptions } from './setup.js';
 
-const { EINTR, EAGAIN, EBUSY } = constants.errno;
+const { EINTR, EAGAIN, EBUSY, ETIME } = constants.errno;
 
 const CQE = LAYOUTS.io_uring_cqe.fields;
 const CQE_WORDS = LAYOUTS.io_uring_cqe.size >> 2;
@@ -158,18 +158,21 @@ export class Ring {
   }
 
   /**
-   * Submits and waits for `waitNr` CQEs, but after `minWaitUsec` returns as soon
-   * as at least one is ready (IORING_ENTER_EXT_ARG min_wait_usec, Linux 6.12+;
-   * plain submitAndWait(1) where the kernel lacks IORING_FEAT_MIN_TIMEOUT).
+   * Submits and waits for `waitNr` CQEs for at most `minWaitUsec`
+   * (IORING_ENTER_EXT_ARG min_wait_usec, Linux 6.12+; plain submitAndWait(1)
+   * where the kernel lacks IORING_FEAT_MIN_TIMEOUT). Without a general timeout
+   * the kernel ends the wait when min_wait_usec elapses, whatever the CQ holds,
+   * so the call returns then even with no CQE (its -ETIME is reported as 0).
    * Lets completions that arrive close together be reaped in one turn.
    */
   submitAndWaitMin(waitNr: number, minWaitUsec: number): number {
     if (!(this.features & IORING_FEAT_MIN_TIMEOUT) || minWaitUsec <= 0) return this.enter(1);
     this.extArgU32[MIN_WAIT_USEC] = minWaitUsec;
-    return this.enter(waitNr, IORING_ENTER_EXT_ARG);
+    const res = this.enter(waitNr, IORING_ENTER_EXT_ARG, true);
+    return res === -ETIME ? 0 : res;
   }
 
-  private enter(waitNr: number, extraFlags = 0): number {
+  private enter(waitNr: number, extraFlags = 0, timed = false): number {
     // The tail store publishes the SQE contents written before it.
     Atomics.store(this.sq, this.sqTail, this.sqeTail);
     const toSubmit = (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
@@ -183,7 +186,7 @@ export class Ring {
     const res = extraFlags
       ? native.enterArg(this.fd, toSubmit, waitNr, flags | extraFlags, this.extArg)
       : native.enter(this.fd, toSubmit, waitNr, flags);
-    if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
+    if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY && !(timed && res === -ETIME)) throw new ErrnoError(res, 'io_uring_enter');
     return res;
   }
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import {
   Ring, prepNop, setUserData, setSqeFlags, setRwFlags, LAYOUTS,
   IORING_SETUP_CQSIZE, IORING_SETUP_SQE128, IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_SINGLE_ISSUER,
-  IORING_FEAT_NODROP, IORING_SQ_CQ_OVERFLOW, IOSQE_IO_LINK, IORING_NOP_INJECT_RESULT,
+  IORING_FEAT_NODROP, IORING_FEAT_MIN_TIMEOUT, IORING_SQ_CQ_OVERFLOW, IOSQE_IO_LINK, IORING_NOP_INJECT_RESULT,
 } from '../../src/uring/index.js';
 
 type Cqe = [lo: number, hi: number, res: number, flags: number];
@@ -225,4 +225,24 @@ test('close is idempotent and the mappings are gone afterwards', () => {
   assert.equal(ring.closed, true);
   assert.equal(view.length, 0);
   assert.throws(() => ring.registerFiles([0]), { code: 'EBADF' });
+});
+
+test('submitAndWaitMin: settles for fewer CQEs when the window ends, and for none (no -ETIME thrown)', (t) => {
+  const ring = Ring.create({ entries: 8, singleIssuer: true, deferTaskrun: true });
+  try {
+    if (!(ring.features & IORING_FEAT_MIN_TIMEOUT)) return t.skip('kernel lacks IORING_FEAT_MIN_TIMEOUT');
+    nop(ring, 1, 0);
+    // One NOP completes inside the submit; asking for 3 must still return once 20 ms are up.
+    let t0 = performance.now();
+    assert.equal(ring.submitAndWaitMin(3, 20_000), 1);
+    assert.ok(performance.now() - t0 < 5000);
+    assert.deepEqual(reapAll(ring), [[1, 0, 0, 0]]);
+    // Nothing submitted, nothing to come: the kernel's -ETIME is no error.
+    t0 = performance.now();
+    assert.equal(ring.submitAndWaitMin(1, 20_000), 0);
+    assert.ok(performance.now() - t0 >= 15, 'it waited for the window');
+    assert.equal(ring.cqReady(), 0);
+  } finally {
+    ring.close();
+  }
 });

@@ -108,14 +108,14 @@ export function cleanup(): void {
   if (deviceIds().length > 0) cli('del', '--all');
 }
 
-export function fioVerify(dev: string, o: { iodepth: number; size?: string; bs?: string; rw?: string; extra?: string[] }): void {
+export function fioVerify(dev: string, o: { iodepth: number; size?: string; bs?: string; rw?: string; extra?: string[]; timeoutMs?: number }): void {
   const args = [
     '--name=verify', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', `--iodepth=${o.iodepth}`,
     `--rw=${o.rw ?? 'randwrite'}`, `--bsrange=${o.bs ?? '512-1m'}`, `--size=${o.size ?? '48m'}`,
     '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--verify_state_save=0', '--randrepeat=0', '--norandommap=0',
     '--output-format=terse', ...(o.extra ?? []),
   ];
-  const r = run('fio', args, { timeout: 900_000 });
+  const r = run('fio', args, { timeout: o.timeoutMs ?? 900_000 });
   assert.equal(r.code, 0, `fio verify failed on ${dev}:\n${r.stdout}\n${r.stderr}`);
   assert.doesNotMatch(r.stderr, /verify.*(bad|fail)/i);
 }
