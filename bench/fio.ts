@@ -12,6 +12,8 @@ export interface FioJob {
   size?: string;
   /** Seconds run before measuring starts; default 1. */
   ramp?: number;
+  /** IOs fio submits and reaps per io_uring_enter (default 1: each IO on its own). */
+  batch?: number;
 }
 
 export interface FioResult { iops: number; mbps: number }
@@ -22,6 +24,7 @@ export function fio(job: FioJob): FioResult {
     `--iodepth=${job.iodepth}`, `--numjobs=${job.numjobs ?? 1}`, '--group_reporting', '--time_based', `--runtime=${job.runtime}`,
     `--ramp_time=${Math.round((job.ramp ?? 1) * 1000)}ms`, `--size=${job.size ?? '512m'}`, `--offset_increment=${job.size ?? '512m'}`,
     '--randrepeat=0', '--norandommap', '--output-format=json',
+    ...(job.batch ? [`--iodepth_batch_submit=${job.batch}`, `--iodepth_batch_complete_min=${job.batch}`] : []),
   ];
   const r = spawnSync('fio', args, { encoding: 'utf8', timeout: (job.runtime + 60) * 1000 });
   if (r.status !== 0) throw new Error(`fio ${args.join(' ')} failed: ${r.stderr || r.error}`);

@@ -1,14 +1,11 @@
 // The `loop` suite: the kernel's loop driver against ublk-ts's loop target in
 // every copy mode, classic and batch, all on the same brd RAM disk.
-import fs from 'node:fs';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { CopyMode } from '../src/index.js';
+import { kernelLoop, loadRamDisk, RAM, unloadRamDisk } from './ramdisk.js';
 import { Results } from './report.js';
 import { cleanUp, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
 
 /** The backing store of every subject: brd's one RAM disk, whole. */
-const RAM = '/dev/ram0';
 const BACKING = 256 * MiB;
 /** The kernel loop driver's subject; the baseline of every ratio. */
 const KLOOP = 'kloop';
@@ -27,37 +24,13 @@ const CASES: Case[] = [
   })),
 ];
 
-/** Unloads a module, waiting a little for its last user to let go (a file closed late). */
-async function rmmod(mod: string): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      sh('rmmod', mod);
-      return;
-    } catch (e) {
-      if (i >= 20) throw e;
-      await sleep(250);
-    }
-  }
-}
-
-/** Makes sure the kernel loop device really does direct IO (losetup falls back to buffered IO silently). */
-function checkDirectIo(dev: string): void {
-  const dio = fs.readFileSync(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8').trim();
-  if (dio !== '1') throw new Error(`${dev}: the loop driver did not switch to direct IO on ${RAM}`);
-}
-
 /** Kernel loop vs ublk-ts loop × {kernel, user, zero copy} × {classic, batch}, 1 queue, depth 128. */
 export async function loopSuite(): Promise<string> {
-  if (fs.existsSync('/sys/module/brd')) throw new Error('brd is loaded already: the loop suite needs to load it with its own size');
-  sh('modprobe', 'brd', 'rd_nr=1', `rd_size=${BACKING / 1024}`);
+  loadRamDisk(BACKING);
   const subjects: Subject[] = [];
   let kloop = '';
   try {
-    // Every page written once: brd reads a page never written as zeros, without touching memory.
-    sh('dd', 'if=/dev/zero', `of=${RAM}`, 'bs=1M', `count=${BACKING / MiB}`, 'oflag=direct', 'status=none');
-    sh('modprobe', 'loop');
-    kloop = sh('losetup', '--direct-io=on', '--show', '-f', RAM).trim();
-    checkDirectIo(kloop);
+    kloop = kernelLoop();
     subjects.push({ name: KLOOP, path: kloop });
     for (const batch of [false, true]) {
       for (const copy of COPIES) {
@@ -76,6 +49,6 @@ export async function loopSuite(): Promise<string> {
       results.table(`loop: ublk-ts / ${KLOOP}`, '', [], names.filter((n) => n !== KLOOP).map((n) => [n, KLOOP])),
     ].join('\n\n');
   } finally {
-    await cleanUp(() => release(subjects), () => kloop && sh('losetup', '-d', kloop), () => rmmod('brd'));
+    await cleanUp(() => release(subjects), () => kloop && sh('losetup', '-d', kloop), unloadRamDisk);
   }
 }

@@ -1,36 +1,70 @@
 // The `poll` suite: what spinning before sleeping (--poll-us) buys the
-// serving thread, classic and batch, on the null target and the loop target
-// (over brd), at QD 1 and QD 64.
+// serving thread, classic and batch, at QD 1 and QD 64, beside the kernel's
+// own references: on the null target, and on the loop target (zero copy,
+// over brd) against the kernel loop driver. With BENCH_KUBLK the kernel's C
+// server (kublk) is measured too, so our ratios and its ratios come from one
+// VM run.
+import { kernelLoop, loadRamDisk, RAM, unloadRamDisk } from './ramdisk.js';
 import { Results } from './report.js';
-import { cleanUp, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
+import { cleanUp, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
 
-const POLL_USEC = Number(process.env.BENCH_POLL_US ?? 50);
+/** 1 ms: long enough to span the gap between requests at QD 1 in the emulated VM, so the server never sleeps while IO flows. */
+const POLL_USEC = Number(process.env.BENCH_POLL_US ?? 1000);
+const SIZE = 128 * MiB;
+const CASES: Case[] = (['randread', 'randwrite'] as const).flatMap((rw) => [1, 64].map((iodepth) => ({ name: `4k ${rw} QD${iodepth}`, rw, iodepth })));
+
+/** classic, classic-poll, batch, batch-poll. */
+async function ublkSubjects(target: 'null' | 'loop', options: Record<string, unknown>): Promise<Subject[]> {
+  const subjects: Subject[] = [];
+  for (const batch of [false, true]) {
+    for (const pollUsec of [0, POLL_USEC]) {
+      const copy = target === 'loop' ? 'zero' : 'kernel';
+      subjects.push(await ublk(`${batch ? 'batch' : 'classic'}${pollUsec ? '-poll' : ''}`, { target, options, batch, pollUsec, copy }));
+    }
+  }
+  return subjects;
+}
+
+const POLL_RATIOS: Array<[string, string]> = [['classic-poll', 'classic'], ['batch-poll', 'batch'], ['batch', 'classic'], ['batch-poll', 'classic-poll']];
+
+async function nullTable(): Promise<string> {
+  const subjects: Subject[] = [];
+  try {
+    subjects.push(...(await ublkSubjects('null', { size: SIZE })));
+    const vs = [...POLL_RATIOS];
+    if (KUBLK) {
+      subjects.push(kublk('kublk', 'null', '-q', '1', '-d', '128'));
+      vs.push(['classic', 'kublk'], ['classic-poll', 'kublk'], ['batch-poll', 'kublk']);
+    }
+    const results = new Results();
+    measure(results, CASES, subjects, '128m');
+    return results.table(`null target: --poll-us ${POLL_USEC} vs 0 (median of ${ROUNDS})`, 'IOPS', subjects.map((s) => s.name), vs);
+  } finally {
+    await release(subjects);
+  }
+}
+
+async function loopTable(): Promise<string> {
+  loadRamDisk(SIZE);
+  const subjects: Subject[] = [];
+  let kloop = '';
+  try {
+    kloop = kernelLoop();
+    subjects.push({ name: 'kloop', path: kloop }, ...(await ublkSubjects('loop', { file: RAM })));
+    if (KUBLK) {
+      subjects.push(kublk('kublk', 'loop', '-q', '1', '-d', '128', RAM));
+      subjects.push(kublk('kublk-zc', 'loop', '-q', '1', '-d', '128', '--auto_zc', RAM));
+    }
+    const results = new Results();
+    measure(results, CASES, subjects, '128m');
+    const names = subjects.map((s) => s.name);
+    return results.table(`loop target (zero copy) over brd, kloop = kernel loop driver: --poll-us ${POLL_USEC} vs 0 (median of ${ROUNDS})`,
+      'IOPS', names, names.filter((n) => n !== 'kloop').map((n): [string, string] => [n, 'kloop']));
+  } finally {
+    await cleanUp(() => release(subjects), () => kloop && sh('losetup', '-d', kloop), unloadRamDisk);
+  }
+}
 
 export async function pollSuite(): Promise<string> {
-  const tables: string[] = [];
-  sh('modprobe', 'brd', 'rd_nr=1', `rd_size=${(128 * MiB) / 1024}`);
-  try {
-    sh('dd', 'if=/dev/zero', 'of=/dev/ram0', 'bs=1M', 'count=128', 'oflag=direct', 'status=none');
-    for (const [target, options] of [['null', { size: 128 * MiB }], ['loop', { file: '/dev/ram0' }]] as const) {
-      const subjects: Subject[] = [];
-      try {
-        for (const batch of [false, true]) {
-          for (const pollUsec of [0, POLL_USEC]) {
-            const copy = target === 'loop' ? 'zero' : 'kernel';
-            subjects.push(await ublk(`${batch ? 'batch' : 'classic'}${pollUsec ? '-poll' : ''}`, { target, options, batch, pollUsec, copy }));
-          }
-        }
-        const cases: Case[] = (['randread', 'randwrite'] as const).flatMap((rw) => [1, 64].map((iodepth) => ({ name: `4k ${rw} QD${iodepth}`, rw, iodepth })));
-        const results = new Results();
-        measure(results, cases, subjects, '128m');
-        tables.push(results.table(`${target} target${target === 'loop' ? ' (zero copy, brd)' : ''}: --poll-us ${POLL_USEC} vs 0 (median of ${ROUNDS})`,
-          'IOPS', subjects.map((s) => s.name), [['classic-poll', 'classic'], ['batch-poll', 'batch'], ['batch', 'classic'], ['batch-poll', 'classic']]));
-      } finally {
-        await release(subjects);
-      }
-    }
-  } finally {
-    await cleanUp(() => sh('rmmod', 'brd'));
-  }
-  return tables.join('\n\n');
+  return [await nullTable(), await loopTable()].join('\n\n');
 }

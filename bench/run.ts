@@ -4,13 +4,20 @@
 //
 //   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
+//   BENCH_KUBLK=/path/to/kublk             also measure the kernel's C server
 //
 // Devices are created with the library in this process; fio runs as a child
 // while the queue workers serve (the main thread is not on the IO path).
 import { loopSuite } from './loop.js';
 import { pollSuite } from './poll.js';
 import { median, Results } from './report.js';
-import { measure, MiB, release, ROUNDS, sh, ublk, type Subject } from './suite.js';
+import { KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
+
+/** The batch subject's mean tags per FETCH completion, per case. */
+function tagsLine(cases: Case[], tags: Map<string, number[]>): string {
+  return 'mean tags per FETCH completion (batch): ' +
+    cases.map((c) => `${c.name} ${median(tags.get(`${c.name}|batch`) ?? []).toFixed(1)}`).join(', ');
+}
 
 /** ublk-ts null target (classic and batch) against the kernel's null_blk. */
 async function nullblkSuite(): Promise<string> {
@@ -19,11 +26,25 @@ async function nullblkSuite(): Promise<string> {
   try {
     subjects.push(await ublk('classic', { target: 'null', options: { size: 4 * 2 ** 30 } }));
     subjects.push(await ublk('batch', { target: 'null', options: { size: 4 * 2 ** 30 }, batch: true }));
-    const cases = (['randread', 'randwrite'] as const).flatMap((rw) => [1, 64].map((iodepth) => ({ name: `4k ${rw} QD${iodepth}`, rw, iodepth, jobs: 1 })));
+    if (KUBLK) {
+      subjects.push(kublk('kublk', 'null', '-q', '1', '-d', '128'));
+      subjects.push(kublk('kublk-b', 'null', '-q', '1', '-d', '128', '--batch'));
+    }
+    const names = subjects.map((s) => s.name);
+    // fio submits each IO with its own system call unless told to batch; the
+    // QD 64 cases with `fio batch 16` show what batching does when requests
+    // reach ublk in bursts, as they do from a submitter that batches.
+    const cases: Case[] = (['randread', 'randwrite'] as const).flatMap((rw) => [
+      ...[1, 64].map((iodepth) => ({ name: `4k ${rw} QD${iodepth}`, rw, iodepth })),
+      { name: `4k ${rw} QD64 fio batch 16`, rw, iodepth: 64, batch: 16 },
+    ]);
     const results = new Results();
-    measure(results, cases, subjects, '1g');
-    return results.table(`null target vs null_blk (1 queue, median of ${ROUNDS})`, 'IOPS', ['null_blk', 'classic', 'batch'],
-      [['classic', 'null_blk'], ['batch', 'null_blk']]);
+    const tags = measure(results, cases, subjects, '1g');
+    const vs: Array<[string, string]> = names.filter((n) => n !== 'null_blk').map((n) => [n, 'null_blk']);
+    vs.push(['batch', 'classic']);
+    if (KUBLK) vs.push(['kublk-b', 'kublk'], ['classic', 'kublk'], ['batch', 'kublk-b']);
+    return results.table(`null target vs null_blk (1 queue, median of ${ROUNDS})`, 'IOPS', names, vs) +
+      '\n' + tagsLine(cases, tags);
   } finally {
     await release(subjects);
     sh('rmmod', 'null_blk');
@@ -46,11 +67,8 @@ async function batchSuite(): Promise<string> {
         })));
         const results = new Results();
         const tags = measure(results, cases, subjects, `${128 / queues}m`);
-        let t = results.table(`${target} target, ${queues} queue(s): batch vs classic (median of ${ROUNDS})`, 'IOPS',
-          ['classic', 'batch'], [['batch', 'classic']]);
-        t += '\nmean tags per FETCH completion (batch): ' +
-          cases.map((c) => `${c.name} ${median(tags.get(`${c.name}|batch`) ?? []).toFixed(1)}`).join(', ');
-        tables.push(t);
+        tables.push(results.table(`${target} target, ${queues} queue(s): batch vs classic (median of ${ROUNDS})`, 'IOPS',
+          ['classic', 'batch'], [['batch', 'classic']]) + '\n' + tagsLine(cases, tags));
       } finally {
         await release(subjects);
       }

@@ -16,7 +16,16 @@ export interface Subject {
   path: string;
   /** The ublk-ts device, if this subject is one. */
   dev?: UblkDevice;
+  /** The device id, if this subject is served by kublk. */
+  kublkId?: number;
 }
+
+/**
+ * The kernel's C reference server (tools/testing/selftests/ublk/kublk), if
+ * BENCH_KUBLK names a binary of it: then the suites measure it side by side.
+ * It is not part of ublk-ts; build it from the kernel's source to compare.
+ */
+export const KUBLK = process.env.BENCH_KUBLK ?? '';
 
 /** One fio workload, run against every subject. */
 export interface Case {
@@ -29,6 +38,8 @@ export interface Case {
   jobs?: number;
   /** Seconds of warm-up before each measurement; default 1. */
   ramp?: number;
+  /** IOs fio submits and reaps per system call; default 1. */
+  batch?: number;
   /** What is recorded: IOPS (the default) or MB/s. */
   unit?: 'IOPS' | 'MB/s';
 }
@@ -61,8 +72,16 @@ export async function cleanUp(...steps: Array<() => unknown>): Promise<void> {
   }
 }
 
+/** A kublk device: `kublk add -t TARGET ARGS...` (it daemonizes once the device is live). */
+export function kublk(name: string, target: string, ...args: string[]): Subject {
+  const out = sh(KUBLK, 'add', '-t', target, ...args);
+  const id = /dev id (\d+):/.exec(out)?.[1];
+  if (id === undefined) throw new Error(`kublk add printed no device id:\n${out}`);
+  return { name, path: `/dev/ublkb${id}`, kublkId: Number(id) };
+}
+
 export async function release(subjects: Subject[]): Promise<void> {
-  await cleanUp(...subjects.map((s) => () => s.dev?.stop()));
+  await cleanUp(...subjects.map((s) => () => (s.kublkId === undefined ? s.dev?.stop() : sh(KUBLK, 'del', '-n', String(s.kublkId)))));
 }
 
 /**
@@ -79,7 +98,7 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
         const batch = s.dev && s.dev.flags & UBLK_F_BATCH_IO ? s.dev : undefined;
         const before = batch?.batchStats;
         const r = fio({
-          filename: s.path, rw: c.rw, bs: c.bs ?? '4k', iodepth: c.iodepth, numjobs: c.jobs, runtime: RUNTIME, ramp: c.ramp, size,
+          filename: s.path, rw: c.rw, bs: c.bs ?? '4k', iodepth: c.iodepth, numjobs: c.jobs, runtime: RUNTIME, ramp: c.ramp, batch: c.batch, size,
         });
         const unit = c.unit ?? 'IOPS';
         const value = unit === 'IOPS' ? r.iops : r.mbps;
