@@ -16,10 +16,10 @@
 // `coalesceUsec` (IORING_ENTER_EXT_ARG min_wait_usec): requests arriving close
 // together are then served in one turn. A lone request (QD 1) never waits.
 //
-// Polling (opt-in): after a turn that served requests, the thread first spins
-// for up to `pollUsec` on the ring's IORING_SQ_TASKRUN flag (shared memory, no
-// syscall) before it blocks. A request that arrives meanwhile then costs the
-// submitter no wake-up of a sleeping thread, and us no sleep and wake-up:
+// Polling (opt-in): for `pollUsec` after the last request served, the thread
+// spins on the ring (its CQ tail and IORING_SQ_TASKRUN flag: shared memory, no
+// syscall) instead of blocking. A request that arrives meanwhile then costs
+// the submitter no wake-up of a sleeping thread, and us no sleep and wake-up:
 // that is a CPU's time traded for latency, as polling drivers do.
 //
 // A worker blocked in io_uring_enter cannot be interrupted from JavaScript, so
@@ -66,12 +66,19 @@ export interface LoopOptions {
   pollUsec: number;
 }
 
-/** Spins until the ring has more than `seen` CQEs or task work, for at most `usec`. */
-function pollRing(ring: Ring, seen: number, usec: number): void {
-  const end = performance.now() + usec / 1000;
+/**
+ * Spins until the ring has more than `seen` CQEs, or until `end`
+ * (performance.now() time). Task work that shows up meanwhile is run by a
+ * non-blocking enter (submit() adds GETEVENTS when IORING_SQ_TASKRUN is set):
+ * a new request then becomes a CQE and ends the spin, while other task work,
+ * such as issuing a COMMIT linked to a backing read that completed inline,
+ * does not make the thread go to sleep.
+ */
+function pollRing(ring: Ring, seen: number, end: number): void {
   for (;;) {
     for (let i = 0; i < 64; i++) {
-      if (ring.cqReady() > seen || ring.sqRingFlags() & IORING_SQ_TASKRUN) return;
+      if (ring.cqReady() > seen) return;
+      if (ring.sqRingFlags() & IORING_SQ_TASKRUN) ring.submit();
     }
     if (performance.now() >= end) return;
   }
@@ -112,6 +119,7 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClie
   const d = client.dispatcher;
   let seen = 0;
   let polled = -1;
+  let pollEnd = 0;
   while (client.active && !quit.fired) {
     const inline = client.flush();
     if (d.asyncInFlight === 0) {
@@ -122,11 +130,16 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClie
       // reap what is there and go round again.
       if (burst && opts.coalesceUsec > 0) {
         ring.submitAndWaitMin(opts.coalesceMax + inline, opts.coalesceUsec);
-      } else if (opts.pollUsec > 0 && d.dispatched !== polled) {
-        polled = d.dispatched;
+      } else if (opts.pollUsec > 0) {
+        // The window runs from the last request served, over however many
+        // turns its own completions (backing IO, commits) take.
+        if (d.dispatched !== polled) {
+          polled = d.dispatched;
+          pollEnd = performance.now() + opts.pollUsec / 1000;
+        }
         ring.submit();
-        pollRing(ring, inline, opts.pollUsec);
-        waitPastInline(ring, inline); // with task work pending, runs it and returns at once
+        pollRing(ring, inline, pollEnd);
+        waitPastInline(ring, inline);
       } else {
         waitPastInline(ring, inline);
       }
