@@ -16,7 +16,12 @@ export interface FioJob {
   batch?: number;
 }
 
-export interface FioResult { iops: number; mbps: number }
+export interface FioResult {
+  iops: number;
+  mbps: number;
+  /** fio's own CPU use (user + system), in % of one CPU. */
+  cpu: number;
+}
 
 export function fio(job: FioJob): FioResult {
   const args = [
@@ -28,8 +33,9 @@ export function fio(job: FioJob): FioResult {
   ];
   const r = spawnSync('fio', args, { encoding: 'utf8', timeout: (job.runtime + 60) * 1000 });
   if (r.status !== 0) throw new Error(`fio ${args.join(' ')} failed: ${r.stderr || r.error}`);
-  const out = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: Array<Record<'read' | 'write', { iops: number; bw_bytes: number }>> };
+  type Side = { iops: number; bw_bytes: number };
+  const out = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: Array<{ read: Side; write: Side; usr_cpu: number; sys_cpu: number }> };
   const j = out.jobs[0]!;
   const side = job.rw.includes('read') ? j.read : j.write;
-  return { iops: side.iops, mbps: side.bw_bytes / 1e6 };
+  return { iops: side.iops, mbps: side.bw_bytes / 1e6, cpu: j.usr_cpu + j.sys_cpu };
 }

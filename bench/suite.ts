@@ -1,9 +1,10 @@
 // What the suites share: the run's settings, subjects (devices under test) and
 // the interleaved measuring loop.
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
 import { fio, type FioJob } from './fio.js';
-import type { Results } from './report.js';
+import { Results } from './report.js';
 
 const { UBLK_F_BATCH_IO } = uapi;
 
@@ -18,6 +19,8 @@ export interface Subject {
   dev?: UblkDevice;
   /** The device id, if this subject is served by kublk. */
   kublkId?: number;
+  /** The serving process, whose CPU time is measured (not for kernel drivers). */
+  pid?: number;
 }
 
 /**
@@ -53,7 +56,7 @@ export function sh(cmd: string, ...args: string[]): string {
 
 export async function ublk(name: string, o: DeviceOptions): Promise<Subject> {
   const dev = await UblkDevice.create({ depth: 128, ...o });
-  return { name, path: dev.path, dev };
+  return { name, path: dev.path, dev, pid: process.pid };
 }
 
 /**
@@ -77,29 +80,51 @@ export function kublk(name: string, target: string, ...args: string[]): Subject 
   const out = sh(KUBLK, 'add', '-t', target, ...args);
   const id = /dev id (\d+):/.exec(out)?.[1];
   if (id === undefined) throw new Error(`kublk add printed no device id:\n${out}`);
-  return { name, path: `/dev/ublkb${id}`, kublkId: Number(id) };
+  const pid = /daemon pid (\d+)/.exec(out)?.[1];
+  return { name, path: `/dev/ublkb${id}`, kublkId: Number(id), pid: pid === undefined ? undefined : Number(pid) };
 }
 
 export async function release(subjects: Subject[]): Promise<void> {
   await cleanUp(...subjects.map((s) => () => (s.kublkId === undefined ? s.dev?.stop() : sh(KUBLK, 'del', '-n', String(s.kublkId)))));
 }
 
+/** A process's CPU time (all threads, user + system) in seconds, from /proc (clock ticks of 10 ms). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime: fields 14 and 15
+}
+
+/** What measure() records besides the results. */
+export interface Extras {
+  /** Batch devices' mean tags per FETCH completion, keyed `case|subject`. */
+  tags: Map<string, number[]>;
+  /** CPU use in % of one CPU: `subject` is the serving process, `subject fio` is fio. */
+  cpu: Results;
+}
+
 /**
  * Runs every case against every subject, ROUNDS times, alternating the order
- * of subjects between rounds so drift in the VM hits all alike. Batch devices
- * also get their mean tags per fetch completion recorded, per case.
+ * of subjects between rounds so drift in the VM hits all alike. Records the
+ * CPU use of fio and of the serving process, and for batch devices the mean
+ * tags per fetch completion, per case.
  */
-export function measure(results: Results, cases: Case[], subjects: Subject[], size: string): Map<string, number[]> {
+export function measure(results: Results, cases: Case[], subjects: Subject[], size: string): Extras {
   const tagsPerFetch = new Map<string, number[]>();
+  const cpu = new Results();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const c of cases) {
       const order = round % 2 ? subjects : [...subjects].reverse();
       for (const s of order) {
         const batch = s.dev && s.dev.flags & UBLK_F_BATCH_IO ? s.dev : undefined;
         const before = batch?.batchStats;
+        const cpu0 = s.pid === undefined ? 0 : cpuSeconds(s.pid);
+        const t0 = performance.now();
         const r = fio({
           filename: s.path, rw: c.rw, bs: c.bs ?? '4k', iodepth: c.iodepth, numjobs: c.jobs, runtime: RUNTIME, ramp: c.ramp, batch: c.batch, size,
         });
+        if (s.pid !== undefined) cpu.add(c.name, s.name, ((cpuSeconds(s.pid) - cpu0) * 1e5) / (performance.now() - t0));
+        cpu.add(c.name, `${s.name} fio`, r.cpu);
         const unit = c.unit ?? 'IOPS';
         const value = unit === 'IOPS' ? r.iops : r.mbps;
         results.add(c.name, s.name, value);
@@ -115,5 +140,16 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
       }
     }
   }
-  return tagsPerFetch;
+  return { tags: tagsPerFetch, cpu };
+}
+
+/**
+ * CPU use per case: each serving process's (the ublk-ts bench process or
+ * kublk's daemon) and fio's, in % of one CPU. Which side is busy tells where a
+ * subject's limit lies: a server well below 100% while fio is near it is
+ * waiting on the submitter and the kernel, not the other way round.
+ */
+export function cpuTable(cpu: Results, subjects: Subject[]): string {
+  const cols = subjects.flatMap((s) => (s.pid === undefined ? [`${s.name} fio`] : [s.name, `${s.name} fio`]));
+  return cpu.table('CPU use, % of one CPU (server, then fio)', '%', cols, []);
 }
