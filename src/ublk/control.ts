@@ -10,6 +10,17 @@ import { build, dataView, decode, encode, sizeOf, type Struct } from './codec.js
 import { decodeParams, encodeParams, paramsRequestBuffer, type DecodedParams, type UblkParams } from './params.js';
 import * as U from './uapi.js';
 
+/**
+ * Fault injection for tests (UBLK_TS_FAULT_HIDE_FEATURES=BATCH_IO,USER_COPY):
+ * GET_FEATURES answers as a kernel without these UBLK_F_* bits (all in the
+ * low 32), so what happens on such a kernel can be tested on one that has them.
+ */
+const HIDDEN_FEATURES = (process.env.UBLK_TS_FAULT_HIDE_FEATURES ?? '').split(',').filter(Boolean).reduce((mask, name) => {
+  const bit = (U as Record<string, unknown>)[`UBLK_F_${name}`];
+  if (typeof bit !== 'number' || bit <= 0 || bit >= 2 ** 31) throw new Error(`UBLK_TS_FAULT_HIDE_FEATURES: unknown feature ${name}`);
+  return mask | bit;
+}, 0);
+
 export const CONTROL_PATH = '/dev/ublk-control';
 const SQE_CMD = URING.io_uring_sqe.fields.cmd[0];
 const ANY_QUEUE = 0xffff;
@@ -81,7 +92,7 @@ export class UblkControl {
     const buf = new Uint8Array(U.UBLK_FEATURES_LEN);
     await this.cmd(U.UBLK_U_CMD_GET_FEATURES, { devId: AUTO_ID, buf });
     const dv = dataView(buf);
-    return dv.getUint32(0, true) + dv.getUint32(4, true) * 2 ** 32;
+    return ((dv.getUint32(0, true) & ~HIDDEN_FEATURES) >>> 0) + dv.getUint32(4, true) * 2 ** 32;
   }
 
   /** ADD_DEV; returns the kernel's view: final id, clamped queue count, negotiated flags. */

@@ -262,7 +262,10 @@ export class UblkDevice {
       const path = dataPath(o, setup, mod.name);
       const flags = (o.batch ? UBLK_F_BATCH_IO : 0) | copyFlags(path);
       const missing = flags & ~features;
-      if (missing) throw new DeviceOptionError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for --copy ${o.copy})`);
+      if (missing) {
+        const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
+        throw new DeviceOptionError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for --copy ${o.copy})${hint}`);
+      }
 
       info = await ctrl.addDev({
         nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: o.maxIoBytes, dev_id: o.id, flags,

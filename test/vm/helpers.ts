@@ -33,8 +33,9 @@ export function vmSuite(o: { cpus?: number } = {}): void {
 
 export interface Run { code: number | null; stdout: string; stderr: string }
 
-export function run(cmd: string, args: string[], opts: { timeout?: number; input?: string } = {}): Run {
-  const r: SpawnSyncReturns<string> = spawnSync(cmd, args, { encoding: 'utf8', timeout: opts.timeout ?? 600_000, input: opts.input });
+export function run(cmd: string, args: string[], opts: { timeout?: number; input?: string; env?: Record<string, string> } = {}): Run {
+  const env = opts.env && { ...process.env, ...opts.env };
+  const r: SpawnSyncReturns<string> = spawnSync(cmd, args, { encoding: 'utf8', timeout: opts.timeout ?? 600_000, input: opts.input, env });
   if (r.error) throw r.error;
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -47,6 +48,8 @@ export function sh(cmd: string, ...args: string[]): string {
 }
 
 export const cli = (...args: string[]): Run => run(process.execPath, [CLI, ...args]);
+/** The CLI with extra environment variables (fault injection). */
+export const cliWith = (env: Record<string, string>, ...args: string[]): Run => run(process.execPath, [CLI, ...args], { env });
 
 /** `ublk-ts add ...` that must succeed; returns the device path it printed last. */
 export function addDevice(...args: string[]): string {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, cli, CLI, delDevice, idOf, listDevices, serverPids, sleep, ublkNodes, vmSuite,
+  addDevice, assertClean, cli, CLI, cliWith, delDevice, idOf, listDevices, serverPids, sleep, ublkNodes, vmSuite,
 } from './helpers.js';
 
 vmSuite();
@@ -90,11 +90,15 @@ describe('lifecycle', () => {
     for (const f of ['CMD_IOCTL_ENCODE', 'USER_COPY', 'BATCH_IO', 'AUTO_BUF_REG']) assert.ok(names.includes(f), `${f} in ${names}`);
     const plain = cli('features');
     assert.deepEqual(plain.stdout.trim().split('\n'), names);
+    // The fault injection the bad-input tests below rely on really hides a feature.
+    const hidden = cliWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'BATCH_IO' }, 'features');
+    assert.deepEqual(hidden.stdout.trim().split('\n'), names.filter((n) => n !== 'BATCH_IO'));
   });
 });
 
 describe('bad input: one-line error, non-zero exit, nothing created', () => {
-  const cases: Array<[string, string[], RegExp]> = [
+  type Case = [name: string, args: string[], message: RegExp, env?: Record<string, string>];
+  const cases: Case[] = [
     ['size 0', ['add', 'memory', '--size', '0'], /size must be greater than 0/],
     ['size not a multiple of 512', ['add', 'memory', '--size', '1000'], /not a multiple of 512/],
     ['size that is not a size', ['add', 'memory', '--size', '12X'], /invalid size/],
@@ -109,9 +113,17 @@ describe('bad input: one-line error, non-zero exit, nothing created', () => {
     ['del of a device that does not exist', ['del', '4242'], /no ublk device with id 4242/],
     ['del without an id', ['del'], /usage: ublk-ts del/],
   ];
-  for (const [name, args, message] of cases) {
+  // A kernel without a mode, played by hiding the feature from GET_FEATURES.
+  const hide = (features: string) => ({ UBLK_TS_FAULT_HIDE_FEATURES: features });
+  const lacking: Case[] = [
+    ['--batch on a kernel without BATCH_IO', ['add', 'null', '--size', '1M', '--batch'], /does not support UBLK_F_BATCH_IO/, hide('BATCH_IO')],
+    ['--copy user on a kernel without USER_COPY', ['add', 'null', '--size', '1M', '--copy', 'user'], /lacks USER_COPY/, hide('USER_COPY')],
+    ['--copy zero on a kernel without AUTO_BUF_REG', ['add', 'null', '--size', '1M', '--copy', 'zero'], /lacks AUTO_BUF_REG .*--no-auto-buf-reg/, hide('AUTO_BUF_REG')],
+    ['--copy zero on a kernel without zero copy', ['add', 'null', '--size', '1M', '--copy', 'zero', '--no-auto-buf-reg'], /lacks SUPPORT_ZERO_COPY/, hide('SUPPORT_ZERO_COPY')],
+  ];
+  for (const [name, args, message, env = {}] of [...cases, ...lacking]) {
     test(name, () => {
-      const r = cli(...args);
+      const r = cliWith(env, ...args);
       assert.notEqual(r.code, 0, `exit code for ${args.join(' ')}`);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, `one line: ${r.stderr}`);
