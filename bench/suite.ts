@@ -144,11 +144,12 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
 }
 
 /**
- * CPU use per case: each serving process's (the ublk-ts bench process or
- * kublk's daemon, all its threads) and fio's as its group report gives it
- * (with several jobs that is about one job's share), in % of one CPU. Which side is busy tells where a
- * subject's limit lies: a server well below 100% while fio is near it is
- * waiting on the submitter and the kernel, not the other way round.
+ * CPU use per case, in % of one CPU: each serving process's (the ublk-ts
+ * bench process or kublk's daemon, all its threads) and fio's as its group
+ * report gives it (with several jobs, about one job's share). Which side is
+ * busy tells where a subject's limit lies: a server well below 100% while fio
+ * is near it is waiting on the submitter and the kernel, not the other way
+ * round.
  */
 export function cpuTable(cpu: Results, subjects: Subject[]): string {
   const cols = subjects.flatMap((s) => (s.pid === undefined ? [`${s.name} fio`] : [s.name, `${s.name} fio`]));

@@ -15,24 +15,17 @@ here=$(dirname "$(readlink -f "$0")")
 say() { echo "build-kublk: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-CACHE=${UBLK_TS_CACHE:-/var/cache/ublk-ts}
-if ! mkdir -p "$CACHE" 2>/dev/null || [ ! -w "$CACHE" ]; then
-  CACHE=$(dirname "$here")/.cache/ublk-ts
-  mkdir -p "$CACHE"
-fi
+# shellcheck source=debian-cache.sh
+. "$here/debian-cache.sh"
 
-sid_field() {  # sid_field PACKAGE FIELD
-  apt-cache show --no-all-versions "$1/sid" 2>/dev/null | awk -v f="$2:" '$1 == f { print $2; exit }'
-}
-
-[ -n "$(sid_field linux-source Version)" ] || "$here/debian-unstable.sh" >&2 ||
+[ -n "$(sid_version linux-source)" ] || "$here/debian-unstable.sh" >&2 ||
   die "could not set up the Debian unstable apt source"
 # linux-source (sid) depends on linux-source-<release> (= version).
 src_pkg=$(apt-cache depends linux-source/sid 2>/dev/null |
   awk '$1 == "Depends:" && $2 ~ /^linux-source-[0-9]/ { print $2; exit }')
 [ -n "$src_pkg" ] || die "apt does not know linux-source/sid"
-src_ver=$(sid_field "$src_pkg" Version)
-uring_ver=$(sid_field liburing-dev Version)
+src_ver=$(sid_version "$src_pkg" || true)
+uring_ver=$(sid_version liburing-dev || true)
 [ -n "$src_ver" ] && [ -n "$uring_ver" ] || die "apt does not know $src_pkg/sid or liburing-dev/sid"
 
 out=$CACHE/kublk-$src_ver-$uring_ver

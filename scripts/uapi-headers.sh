@@ -14,22 +14,15 @@ here=$(dirname "$(readlink -f "$0")")
 say() { echo "uapi-headers: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-CACHE=${UBLK_TS_CACHE:-/var/cache/ublk-ts}
-if ! mkdir -p "$CACHE" 2>/dev/null || [ ! -w "$CACHE" ]; then
-  CACHE=$(dirname "$here")/.cache/ublk-ts   # not root: keep it in the checkout
-  mkdir -p "$CACHE"
-fi
+# shellcheck source=debian-cache.sh
+. "$here/debian-cache.sh"
 
 ok() { [ -f "$1/linux/ublk_cmd.h" ] && [ -f "$1/linux/io_uring.h" ] && [ -f "$1/asm/ioctl.h" ]; }
 
-sid_version() {
-  apt-cache show --no-all-versions linux-libc-dev/sid 2>/dev/null | awk '/^Version:/ { print $2; exit }'
-}
-
-ver=$(sid_version || true)
+ver=$(sid_version linux-libc-dev || true)
 if [ -z "$ver" ]; then
   "$here/debian-unstable.sh" >&2 || die "could not set up the Debian unstable apt source"
-  ver=$(sid_version || true)
+  ver=$(sid_version linux-libc-dev || true)
 fi
 if [ -z "$ver" ]; then
   # apt unusable (offline, not root...): fall back to the newest cached copy.

@@ -47,9 +47,9 @@ export function sh(cmd: string, ...args: string[]): string {
   return r.stdout;
 }
 
-export const cli = (...args: string[]): Run => run(process.execPath, [CLI, ...args]);
 /** The CLI with extra environment variables (fault injection). */
 export const cliWith = (env: Record<string, string>, ...args: string[]): Run => run(process.execPath, [CLI, ...args], { env });
+export const cli = (...args: string[]): Run => cliWith({}, ...args);
 
 /** `ublk-ts add ...` that must succeed; returns the device path it printed last. */
 export function addDevice(...args: string[]): string {
