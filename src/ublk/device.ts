@@ -12,7 +12,7 @@ import { COPY_MODES, TargetOptionError, type CopyMode, type TargetOptions, type 
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from './worker.js';
 import { MAX_BUFFER_SLOTS } from './queue-memory.js';
 import type { DataPath } from './dispatch.js';
-import { STAT_COMMITS, STAT_COUNT, STAT_FETCH_CQES, STAT_TAGS, type BatchStats } from './queue-batch.js';
+import { STAT_COMMITS, STAT_COUNT, STAT_FETCH_CQES, STAT_REARMS, STAT_TAGS, type BatchStats } from './queue-batch.js';
 import {
   featureNames, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_CMD_IOCTL_ENCODE,
   UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH,
@@ -236,10 +236,10 @@ export class UblkDevice {
   get depth(): number { return this.info.queue_depth; }
   get flags(): number { return this.info.flags; }
 
-  /** Batch mode: fetch completions, the tags they delivered and commits so far, over all workers. */
+  /** Batch mode: fetch completions, the tags they delivered, commits and fetch re-arms so far, over all workers. */
   get batchStats(): BatchStats {
     const sum = (i: number) => this.workers.reduce((n, w) => n + w.stats[i]!, 0);
-    return { fetchCqes: sum(STAT_FETCH_CQES), tags: sum(STAT_TAGS), commits: sum(STAT_COMMITS) };
+    return { fetchCqes: sum(STAT_FETCH_CQES), tags: sum(STAT_TAGS), commits: sum(STAT_COMMITS), rearms: sum(STAT_REARMS) };
   }
 
   /** Creates and starts a device; on any failure nothing is left behind. */

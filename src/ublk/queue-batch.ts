@@ -129,10 +129,16 @@ export interface BatchQueueSpec {
   fetchBuffers: number;
 }
 
-export interface BatchStats { fetchCqes: number; tags: number; commits: number }
+export interface BatchStats {
+  fetchCqes: number;
+  tags: number;
+  commits: number;
+  /** Multishot fetches that ended (-ENOBUFS, or no IORING_CQE_F_MORE) and were armed again. */
+  rearms: number;
+}
 
 /** Live counters in memory the main thread can read while the worker runs. */
-export const STAT_FETCH_CQES = 0, STAT_TAGS = 1, STAT_COMMITS = 2, STAT_COUNT = 3;
+export const STAT_FETCH_CQES = 0, STAT_TAGS = 1, STAT_COMMITS = 2, STAT_REARMS = 3, STAT_COUNT = 4;
 
 export class BatchQueues {
   private readonly elemBytes: number;
@@ -284,6 +290,7 @@ export class BatchQueues {
     // The multishot command ended. Out of buffers (or nothing to report): the
     // ring is stocked again by now, so re-arm — ready tags wait until we do.
     if (res >= 0 || res === -ENOBUFS) {
+      this.stats[STAT_REARMS]!++;
       this.armFetch(sq, index);
       return;
     }

@@ -1,9 +1,11 @@
 // Serving-loop and batch-engine edges that plain IO rarely reaches: polling
-// before sleeping (--poll-us), and partial COMMIT_IO_CMDS results (refusals
-// injected with UBLK_TS_FAULT_PARTIAL_COMMIT).
+// before sleeping (--poll-us), partial COMMIT_IO_CMDS results (refusals
+// injected with UBLK_TS_FAULT_PARTIAL_COMMIT), and multishot fetches that run
+// out of provided buffers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { UblkDevice } from '../../src/index.js';
 import { addDevice, assertClean, delDevice, fioVerify, listDevices, vmSuite } from './helpers.js';
 
 vmSuite();
@@ -54,5 +56,20 @@ test('batch: partial COMMIT_IO_CMDS results are retried, no IO lost (injected re
   }
   const text = fs.readFileSync(log, 'utf8').slice(before);
   assert.match(text, /COMMIT_IO_CMDS refused tag \d+ \(partial\); retrying the \d+ after it/);
+  assertClean();
+});
+
+test('batch: a multishot fetch that runs out of buffers is armed again at once, no IO lost', async () => {
+  // Two threads sharing one queue get one 256-byte fetch buffer each: a burst
+  // of deliveries uses it up before the thread recycles it, so FETCH_IO_CMDS
+  // ends (-ENOBUFS) and must be re-armed, or the tags behind it wait forever.
+  const dev = await UblkDevice.create({ target: 'memory', options: { size: 64 * 2 ** 20 }, batch: true, queues: 1, threads: 2 });
+  try {
+    fioVerify(dev.path, { iodepth: 128, size: '16m', bs: '4k-64k' });
+    const { rearms, fetchCqes } = dev.batchStats;
+    assert.ok(rearms > 0, `no fetch ended and was re-armed (${fetchCqes} fetch completions)`);
+  } finally {
+    await dev.stop();
+  }
   assertClean();
 });
