@@ -35,8 +35,7 @@ uapi=$("$here/uapi-headers.sh" | tail -n1)
 tmp=$(mktemp -d "$CACHE/.kublk-tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 say "fetching $src_pkg $src_ver and liburing-dev $uring_ver (Debian unstable)"
-( cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root \
-    "$src_pkg=$src_ver" "liburing-dev=$uring_ver" ) >&2 || die "apt-get download failed"
+sid_download "$src_pkg" "$src_ver" "$tmp" && sid_download liburing-dev "$uring_ver" "$tmp" || die "cannot download $src_pkg or liburing-dev"
 
 # Only the ublk selftests are needed.
 tarball=usr/src/$src_pkg.tar.xz

@@ -39,8 +39,7 @@ if ! ok "$dir/usr/include"; then
   tmp=$(mktemp -d "$CACHE/.uapi-tmp.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   # The sandbox user apt downloads as cannot write into a root-only temp dir.
-  ( cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "linux-libc-dev=$ver" ) >&2 \
-    || die "apt-get download linux-libc-dev=$ver failed"
+  sid_download linux-libc-dev "$ver" "$tmp" || die "cannot download linux-libc-dev=$ver"
   dpkg-deb -x "$tmp"/linux-libc-dev_*.deb "$tmp/x" || die "cannot unpack linux-libc-dev"
   multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
   # asm/ lives under the multiarch triplet in the package, as symlinks into
