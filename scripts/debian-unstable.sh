@@ -9,7 +9,20 @@
 # its apt configuration, so this works behind whatever mirror the host uses.
 # Idempotent: `apt-get update` runs only when a source was added or sid's
 # package lists are missing. Needs root when it has something to change.
+#
+#   scripts/debian-unstable.sh [--check | --no-update]
+#
+# --check: change nothing, exit 0 if the source, the pin and sid's package
+#   lists are all in place, 1 if not (scripts/install-deps.sh asks this).
+# --no-update: leave the `apt-get update` to the caller, which runs one for
+#   everything it installs (scripts/install-deps.sh).
 set -euo pipefail
+
+mode=${1:-}
+case "$mode" in
+  ''|--check|--no-update) ;;
+  *) echo "usage: debian-unstable.sh [--check | --no-update]" >&2; exit 2 ;;
+esac
 
 SRC_DIR=/etc/apt/sources.list.d
 SRC=$SRC_DIR/ublk-ts-unstable.sources
@@ -84,9 +97,37 @@ host_archive() {
   return 1
 }
 
-need_update=0
+# Without the pin a plain `apt-get upgrade` would move the whole host to
+# unstable, so it is checked whoever added the source.
+want_pref=$'# Added by ublk-ts scripts/debian-unstable.sh: never prefer unstable.\nPackage: *\nPin: release n=sid\nPin-Priority: 90'
+pref_ok() { [ "$(cat "$PREF" 2>/dev/null)" = "$want_pref" ]; }
+# A sid source that was configured but never fetched (or whose lists were
+# cleaned) needs an update too.
+sid_lists() {
+  compgen -G "$LISTS/*_dists_sid_*Packages*" >/dev/null ||
+    compgen -G "$LISTS/*_dists_unstable_*Packages*" >/dev/null
+}
 
-if ! have_sid_source; then
+if [ "$mode" = --check ]; then
+  have_sid_source && pref_ok && sid_lists
+  exit
+fi
+
+need_update=0
+have_src=0
+have_sid_source && have_src=1
+
+# The pin goes in first, so that sid is never configured unpinned.
+if ! pref_ok; then
+  [ "$(id -u)" = 0 ] || die "must run as root to write $PREF"
+  printf '%s\n' "$want_pref" > "$PREF.tmp"
+  chmod 644 "$PREF.tmp"
+  mv "$PREF.tmp" "$PREF"
+  # Where we add the source too, its message says this.
+  [ "$have_src" = 0 ] || say "pinned Debian unstable at priority 90 ($PREF) so that apt never prefers it"
+fi
+
+if [ "$have_src" = 0 ]; then
   [ "$(id -u)" = 0 ] || die "must run as root to add the unstable apt source"
   arch=$(host_archive) || die "cannot find the host's Debian archive in /etc/apt/sources.list{,.d/*}"
   uri=${arch%%$'\t'*}
@@ -105,30 +146,14 @@ if ! have_sid_source; then
   } > "$tmp"
   chmod 644 "$tmp"
   mv "$tmp" "$SRC"
-  say "added $SRC"
+  say "added Debian unstable as an apt source ($SRC), pinned at priority 90 so that apt never prefers it: the VM tests need its newest kernel and UAPI headers (Linux 7.2+)"
   need_update=1
 fi
 
-# Always make sure sid is pinned low, whoever added the source: without the pin
-# a plain `apt-get upgrade` would move the whole host to unstable.
-want_pref=$'# Added by ublk-ts scripts/debian-unstable.sh: never prefer unstable.\nPackage: *\nPin: release n=sid\nPin-Priority: 90'
-if [ "$(cat "$PREF" 2>/dev/null)" != "$want_pref" ]; then
-  [ "$(id -u)" = 0 ] || die "must run as root to write $PREF"
-  printf '%s\n' "$want_pref" > "$PREF.tmp"
-  chmod 644 "$PREF.tmp"
-  mv "$PREF.tmp" "$PREF"
-  say "wrote $PREF"
-fi
+sid_lists || need_update=1
 
-# A sid source that was configured but never fetched (or whose lists were
-# cleaned) needs an update too.
-if ! compgen -G "$LISTS/*_dists_sid_*Packages*" >/dev/null &&
-   ! compgen -G "$LISTS/*_dists_unstable_*Packages*" >/dev/null; then
-  need_update=1
-fi
-
-if [ "$need_update" = 1 ]; then
+if [ "$need_update" = 1 ] && [ "$mode" != --no-update ]; then
   [ "$(id -u)" = 0 ] || die "must run as root to run apt-get update"
-  say "apt-get update"
+  say "apt-get update (to fetch Debian unstable's package lists)"
   apt-get update -qq >/dev/null || die "apt-get update failed"
 fi

@@ -8,7 +8,8 @@
 // (relative to dist/test/) contains it, e.g. `uapi` or `vm/lifecycle`.
 // Host tests: dist/test/host/**/*.test.js, run here.
 // VM tests:   dist/test/vm/**/*.test.js, one at a time in a 2-CPU VM, except
-//             *.c4.test.js, which get a VM of their own with 4 CPUs.
+//             *.c4.test.js, which get a VM of their own with 4 CPUs. First,
+//             scripts/install-deps.sh installs what they need (or says what).
 //
 // Every run writes a spec report to stdout (live) and a TAP report to a file in
 // the checkout (shared read-write with the VM); the TAP summaries are added up
@@ -26,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const DIST_TEST = join(ROOT, 'dist/test');
 const VMRUN = join(ROOT, 'scripts/vmrun');
+const INSTALL_DEPS = join(ROOT, 'scripts/install-deps.sh');
 const VM_TIMEOUT_S = 40 * 60; // per VM (scripts/vmrun -t)
 const TEST_TIMEOUT_MS = 15 * 60 * 1000; // per test, so one hung test does not take the rest with it
 // Optional overall deadline (Unix seconds, set by .ci/run): VM timeouts shrink
@@ -187,6 +189,10 @@ if (wantVm) {
   if (all.length === 0 && filters.length === 0) problems.push('no VM test files in dist/test/vm (did tsc run?)');
   const c4 = all.filter((f) => f.endsWith('.c4.test.js'));
   const c2 = all.filter((f) => !f.endsWith('.c4.test.js'));
+  // qemu, fio, mkfs... and the Debian unstable apt source: installed here if
+  // missing (root on Debian), else the run stops with what to install.
+  const depsOk = all.length === 0 || interrupted || (await run(INSTALL_DEPS, [])) === 0;
+  if (!depsOk) problems.push('the VM tests did not run: scripts/install-deps.sh failed (its message is above)');
   // Inside the VM the checkout is at the same path and the host's node is
   // visible, so the same command line works there.
   const inVm = (name, cpus, files) => {
@@ -201,8 +207,10 @@ if (wantVm) {
       ['-c', String(cpus), '-t', String(tmo), '--', node, ...nodeTestArgs(tap, files, ['--test-concurrency=1'])],
     ]);
   };
-  await inVm('vm', 2, c2);
-  await inVm('vm-c4', 4, c4);
+  if (depsOk) {
+    await inVm('vm', 2, c2);
+    await inVm('vm-c4', 4, c4);
+  }
 }
 
 if (interrupted) problems.push('interrupted');

@@ -67,8 +67,36 @@ function packageRoot(from: string): string {
   }
 }
 
-const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
-export const native = createRequire(import.meta.url)(join(root, 'build', 'Release', 'ublk_native.node')) as Native;
+const ADDON = join(packageRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'Release', 'ublk_native.node');
+
+/**
+ * The addon's exports, loaded with this module: the hot path calls them
+ * directly. When the addon is missing or does not load, a stand-in whose every
+ * method throws one clear Error takes its place, so that importing ublk-ts (or
+ * `ublk-ts --help`) still works and the first real use says what to do.
+ */
+function loadNative(): Native {
+  try {
+    return createRequire(import.meta.url)(ADDON) as Native;
+  } catch (cause) {
+    const why = existsSync(ADDON)
+      ? `cannot be loaded (${String((cause as Error)?.message ?? cause).split('\n')[0]})`
+      : 'is missing';
+    const message =
+      `the native addon ${ADDON} ${why}: build it with \`npm rebuild ublk-ts\` (\`npm rebuild -g ublk-ts\` ` +
+      'for a global install) or, in a git checkout, `npm ci`; node-gyp needs python3, make and g++';
+    return new Proxy({} as Native, {
+      get: (_, key) =>
+        typeof key === 'string' && key !== 'then'
+          ? () => {
+              throw new Error(message, { cause });
+            }
+          : undefined,
+    });
+  }
+}
+
+export const native: Native = loadNative();
 
 // Several names share a number (EAGAIN/EWOULDBLOCK, EOPNOTSUPP/ENOTSUP): the
 // first listed wins unless glibc's own spelling (strerrorname_np) says otherwise.
