@@ -8,8 +8,8 @@
 // (relative to dist/test/) contains it, e.g. `uapi` or `vm/lifecycle`.
 // Host tests: dist/test/host/**/*.test.js, run here.
 // VM tests:   dist/test/vm/**/*.test.js, one at a time in a 2-CPU VM, except
-//             *.c4.test.js, which get a VM of their own with 4 CPUs. First,
-//             scripts/install-deps.sh installs what they need (or says what).
+//             *.c4.test.js, which get a VM of their own with 4 CPUs.
+// First of all, scripts/install-deps.sh installs what the tests need (or says what).
 //
 // Every run writes a spec report to stdout (live) and a TAP report to a file in
 // the checkout (shared read-write with the VM); the TAP summaries are added up
@@ -178,6 +178,15 @@ async function runSuite(name, files, command) {
 
 const node = process.execPath;
 
+// qemu, fio, mkfs, gcc... and the Debian unstable apt source (the VM's kernel,
+// the UAPI headers the host tests compile): installed first if missing (root
+// on Debian); else the run stops at once with what to install.
+const depsOk = (await run(INSTALL_DEPS, [])) === 0;
+if (!depsOk) {
+  console.error('test.mjs: no test ran: scripts/install-deps.sh failed (its message is above)');
+  process.exit(1);
+}
+
 if (wantHost) {
   const files = testFiles('host');
   if (files.length === 0 && filters.length === 0) problems.push('no host test files in dist/test/host (did tsc run?)');
@@ -189,10 +198,6 @@ if (wantVm) {
   if (all.length === 0 && filters.length === 0) problems.push('no VM test files in dist/test/vm (did tsc run?)');
   const c4 = all.filter((f) => f.endsWith('.c4.test.js'));
   const c2 = all.filter((f) => !f.endsWith('.c4.test.js'));
-  // qemu, fio, mkfs... and the Debian unstable apt source: installed here if
-  // missing (root on Debian), else the run stops with what to install.
-  const depsOk = all.length === 0 || interrupted || (await run(INSTALL_DEPS, [])) === 0;
-  if (!depsOk) problems.push('the VM tests did not run: scripts/install-deps.sh failed (its message is above)');
   // Inside the VM the checkout is at the same path and the host's node is
   // visible, so the same command line works there.
   const inVm = (name, cpus, files) => {
@@ -207,10 +212,8 @@ if (wantVm) {
       ['-c', String(cpus), '-t', String(tmo), '--', node, ...nodeTestArgs(tap, files, ['--test-concurrency=1'])],
     ]);
   };
-  if (depsOk) {
-    await inVm('vm', 2, c2);
-    await inVm('vm-c4', 4, c4);
-  }
+  await inVm('vm', 2, c2);
+  await inVm('vm-c4', 4, c4);
 }
 
 if (interrupted) problems.push('interrupted');

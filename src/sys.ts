@@ -1,11 +1,9 @@
 // Linux constants that Node does not export (x86_64 values).
-import os from 'node:os';
 
 export const PAGE_SIZE = 4096;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
-export const MAP_PRIVATE = 0x02;
 export const MAP_POPULATE = 0x8000;
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;
@@ -19,17 +17,7 @@ export const MFD_CLOEXEC = 0x0001;
 export const EFD_CLOEXEC = 0x80000;
 export const EFD_NONBLOCK = 0x800;
 
-const E = os.constants.errno;
-export const EIO = E.EIO;
-export const EINTR = E.EINTR;
-export const EAGAIN = E.EAGAIN;
-export const EBUSY = E.EBUSY;
-export const ENODEV = E.ENODEV;
-export const ENOENT = E.ENOENT;
-export const EINVAL = E.EINVAL;
-export const ENOBUFS = E.ENOBUFS;
-export const EOPNOTSUPP = E.EOPNOTSUPP;
-export const ENOSPC = E.ENOSPC;
-export const ECANCELED = E.ECANCELED;
+// errno values live in one place, errno.ts (the package exports them for targets).
+export { EAGAIN, EBUSY, ECANCELED, EINTR, EINVAL, EIO, ENOBUFS, ENODEV, ENOENT, ENOTTY, EOPNOTSUPP } from './errno.js';
 
 export const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;

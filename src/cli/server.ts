@@ -1,6 +1,6 @@
 // The server side of `ublk-ts add`: creates the device, serves it until
 // SIGINT/SIGTERM or until it is stopped from outside, then removes it.
-import { UblkDevice, type DeviceOptions } from '../ublk/device.js';
+import { UblkDevice, type DeviceOptions } from '../ublk/control/device.js';
 import { removeState, writeState } from './state.js';
 
 export interface ServeConfig extends DeviceOptions {
@@ -25,7 +25,9 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void)
   process.on('SIGHUP', () => {}); // outlive the terminal that started us
   try {
     dev = await UblkDevice.create(cfg);
-    writeState({ id: dev.id, pid: process.pid, target: cfg.target, options: cfg.options ?? {} });
+    writeState({
+      id: dev.id, pid: process.pid, target: cfg.target, options: cfg.options ?? {}, statsFd: dev.statsFd,
+    });
     // Stopped from outside (STOP_DEV by another process): clean up just the same.
     void dev.stopped.then(() => dev!.stop());
     if (stopRequested) void dev.stop();

@@ -10,6 +10,8 @@ export interface DeviceState {
   pid: number;
   target: string;
   options: Record<string, unknown>;
+  /** The server's fd of the device's counters (UblkDevice.statsFd). */
+  statsFd?: number;
 }
 
 const file = (id: number): string => path.join(STATE_DIR, `${id}.json`);
@@ -21,13 +23,18 @@ export function writeState(s: DeviceState): void {
   fs.renameSync(tmp, file(s.id));
 }
 
+/** The device's state, or null where there is none or it is unreadable (a corrupt file never breaks a command). */
 export function readState(id: number): DeviceState | null {
   try {
-    return JSON.parse(fs.readFileSync(file(id), 'utf8')) as DeviceState;
+    const s = JSON.parse(fs.readFileSync(file(id), 'utf8')) as DeviceState;
+    return s && typeof s === 'object' && typeof s.pid === 'number' && typeof s.target === 'string' ? s : null;
   } catch {
     return null;
   }
 }
+
+/** The per-device server log (timestamped lines). */
+export const logFile = (id: number): string => path.join(STATE_DIR, `${id}.log`);
 
 export function removeState(id: number): void {
   fs.rmSync(file(id), { force: true });

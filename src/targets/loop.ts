@@ -27,9 +27,9 @@ import {
   prepFallocate, prepFsync, prepRead, prepReadFixed, prepWrite, prepWriteFixed, setRwFlags, setSqeFlags,
 } from '../uring/prep.js';
 import { IORING_FSYNC_DATASYNC, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
-import { defineTarget, PENDING, TargetOptionError, type IoResult, type Target, type TargetIo } from '../ublk/target.js';
-import type { UblkRequest } from '../ublk/request.js';
-import { UBLK_IO_OP_READ, UBLK_IO_OP_WRITE_ZEROES } from '../ublk/uapi.js';
+import { defineTarget, PENDING, sizeOption, TargetOptionError, type IoResult, type Target, type TargetIo, type TargetOptions } from '../ublk/target.js';
+import type { UblkRequest } from '../ublk/worker/request.js';
+import { UBLK_IO_OP_READ, UBLK_IO_OP_WRITE_ZEROES } from '../ublk/abi/uapi.js';
 import { backingStore, type BackingStore } from './loop-backing.js';
 
 interface Shared { fd: number; blockDevice: boolean }
@@ -208,12 +208,18 @@ class LoopQueue implements Target {
   }
 }
 
-export default defineTarget({
+interface Options extends TargetOptions { file: string; buffered: boolean }
+
+export default defineTarget<Options, Shared>({
   name: 'loop',
+  options: [
+    { key: 'file', short: 'f', type: 'string', arg: 'PATH', required: true, help: 'the backing regular file or block device' },
+    { key: 'buffered', type: 'bool', default: false, help: 'use the page cache (default: O_DIRECT)' },
+    sizeOption(false, 'device size (default: the file\'s, less a partial last block)'),
+  ],
   setup(options) {
     const file = options.file;
-    if (typeof file !== 'string' || file === '') throw new TargetOptionError('the loop target needs --file PATH (a file or block device)');
-    const store: BackingStore = backingStore(file, options.buffered === true);
+    const store: BackingStore = backingStore(file, options.buffered);
     let size = store.size - (store.size % store.logicalBlockSize);
     if (options.size !== undefined) {
       if (options.size > store.size) {
@@ -239,7 +245,7 @@ export default defineTarget({
     };
   },
   open(ctx) {
-    const { fd, blockDevice } = ctx.shared as Shared;
+    const { fd, blockDevice } = ctx.shared;
     return new LoopQueue(ctx.io, fd, blockDevice);
   },
 });

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import { native } from '../native.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MFD_CLOEXEC } from '../sys.js';
-import { defineTarget, TargetOptionError } from '../ublk/target.js';
-import type { UblkRequest } from '../ublk/request.js';
+import { defineTarget, sizeOption } from '../ublk/target.js';
+import type { UblkRequest } from '../ublk/worker/request.js';
 
 function punch(fd: number, req: UblkRequest): number {
   return native.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, req.offset, req.length);
@@ -19,10 +19,10 @@ function zero(fd: number, req: UblkRequest): number {
   return r < 0 || !req.noUnmap ? r : native.fallocate(fd, FALLOC_FL_KEEP_SIZE, req.offset, req.length);
 }
 
-export default defineTarget({
+export default defineTarget<{ size: number }, { fd: number }>({
   name: 'memory',
+  options: [sizeOption(true)],
   setup(options) {
-    if (options.size === undefined) throw new TargetOptionError('the memory target needs --size');
     const fd = native.memfdCreate('ublk-ts-memory', MFD_CLOEXEC);
     fs.ftruncateSync(fd, options.size);
     return {
@@ -33,7 +33,7 @@ export default defineTarget({
     };
   },
   open(ctx) {
-    const { fd } = ctx.shared as { fd: number };
+    const { fd } = ctx.shared;
     return {
       read: (req) => fs.readSync(fd, req.buffer, 0, req.length, req.offset),
       write: (req) => fs.writeSync(fd, req.buffer, 0, req.length, req.offset),

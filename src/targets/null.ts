@@ -1,12 +1,12 @@
 // The null target: reads return whatever the buffer holds, writes are dropped.
 // It measures the cost of ublk-ts itself, and never touches data, so it serves
 // every copy mode.
-import { defineTarget, TargetOptionError } from '../ublk/target.js';
+import { defineTarget, sizeOption } from '../ublk/target.js';
 
-export default defineTarget({
+export default defineTarget<{ size: number }>({
   name: 'null',
+  options: [sizeOption(true)],
   setup(options) {
-    if (options.size === undefined) throw new TargetOptionError('the null target needs --size');
     return { size: options.size, caps: { flush: true, discard: true, writeZeroes: true }, data: 'none' };
   },
   open() {

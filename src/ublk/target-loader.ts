@@ -1,7 +1,7 @@
 // Finds a target module: a built-in by name, or the user's own module by path or URL.
 import fs from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { TargetOptionError, type TargetModule } from './target.js';
 
 export const BUILTIN_TARGETS = ['null', 'memory', 'loop'] as const;
@@ -21,8 +21,15 @@ export function resolveTarget(target: string | URL): string {
   throw new TargetOptionError(`unknown target '${target}' (built-in: ${BUILTIN_TARGETS.join(', ')}, or a module path)`);
 }
 
+/** Imports a target module; a module that fails to load is named with its error. */
 export async function loadTarget(url: string): Promise<TargetModule> {
-  const mod = (await import(url)) as { default?: TargetModule };
+  let mod: { default?: TargetModule };
+  try {
+    mod = (await import(url)) as { default?: TargetModule };
+  } catch (e) {
+    const where = url.startsWith('file:') ? fileURLToPath(url) : url;
+    throw new TargetOptionError(`cannot load target module ${where}: ${(e as Error)?.message ?? String(e)}`.split('\n')[0]!);
+  }
   const t = mod.default;
   if (!t || typeof t.setup !== 'function' || typeof t.open !== 'function') {
     throw new TargetOptionError(`${url} does not default-export a target (an object with setup() and open())`);

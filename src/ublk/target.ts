@@ -6,7 +6,8 @@
 // per-worker object that serves requests. Anything `setup` puts into `shared` must be
 // structured-cloneable (numbers, strings, SharedArrayBuffers, file descriptors).
 import type { Ring } from '../uring/ring.js';
-import type { UblkRequest } from './request.js';
+import { checkOptions, type Naming, type OptionSpec } from '../options/spec.js';
+import type { UblkRequest } from './worker/request.js';
 
 /**
  * Returned by a target that completes the request later with
@@ -39,14 +40,19 @@ export const COPY_MODES: readonly CopyMode[] = ['kernel', 'user', 'zero'];
  */
 export type TargetData = 'buffer' | 'ring' | 'none';
 
+/**
+ * What serves requests in one serving thread. The device announces a volatile
+ * cache, DISCARD or WRITE_ZEROES only where `TargetSetup.caps` says so; a
+ * request the target has no method for completes with -EOPNOTSUPP.
+ */
 export interface Target {
   read(req: UblkRequest): IoResult;
   write(req: UblkRequest): IoResult;
-  /** Present iff the target has a volatile cache (the device then announces one). */
+  /** FLUSH: make completed writes durable (announced with `caps.flush`). */
   flush?(req: UblkRequest): IoResult;
-  /** Present iff the target supports DISCARD (the device then announces it). */
+  /** DISCARD (announced with `caps.discard`). */
   discard?(req: UblkRequest): IoResult;
-  /** Present iff the target supports WRITE_ZEROES. */
+  /** WRITE_ZEROES (announced with `caps.writeZeroes`). */
   writeZeroes?(req: UblkRequest): IoResult;
   /**
    * Completion of an io_uring operation the target submitted with
@@ -85,14 +91,24 @@ export interface TargetIo {
   linkCommit(req: UblkRequest, s: number, result: number): boolean;
 }
 
-/** Options given to a target, as parsed by the CLI or passed by a library user. */
+/** Options given to a target, checked against its `options` rows. */
 export interface TargetOptions {
   /** Device size in bytes, if the user gave one. */
   size?: number;
   [name: string]: unknown;
 }
 
-export interface TargetSetup {
+/**
+ * The device size as a target option row (`--size`, `-s`): a positive multiple
+ * of the 512-byte sector. Required for targets that have no size of their own.
+ */
+export const sizeOption = (required: boolean, help = 'device size (K, M, G, T: powers of 1024)'): OptionSpec =>
+  ({ key: 'size', short: 's', type: 'size', arg: 'SIZE', min: 512, multipleOf: 512, required, help });
+
+/** The rows of a target module that declares none: an optional size, as the library always accepted. */
+export const DEFAULT_TARGET_OPTIONS: readonly OptionSpec[] = [sizeOption(false)];
+
+export interface TargetSetup<Shared = unknown> {
   /** Device size in bytes: a positive multiple of 512. */
   size: number;
   /** Whether workers' targets implement flush/discard/writeZeroes (announced to the kernel). */
@@ -102,30 +118,49 @@ export interface TargetSetup {
   /** Logical block size in bytes: 512 (default) or 4096 (e.g. O_DIRECT on a 4K-sector disk). */
   logicalBlockSize?: number;
   /** Handed to every worker's `open` (structured-cloneable). */
-  shared?: unknown;
+  shared?: Shared;
   /** Main thread, after the device is gone: release what setup acquired. */
   cleanup?(): void | Promise<void>;
 }
 
-export interface QueueContext {
+export interface QueueContext<Options extends TargetOptions = TargetOptions, Shared = unknown> {
   devId: number;
+  /** The first queue this thread serves. */
   queueId: number;
   depth: number;
   /** Largest request in bytes (max_io_buf_bytes). */
   maxIoBytes: number;
-  options: TargetOptions;
-  shared: unknown;
+  options: Options;
+  shared: Shared;
   io: TargetIo;
 }
 
-export interface TargetModule {
+export interface TargetModule<Options extends TargetOptions = TargetOptions, Shared = unknown> {
   name: string;
-  setup(options: TargetOptions): TargetSetup | Promise<TargetSetup>;
-  open(ctx: QueueContext): Target | Promise<Target>;
+  /**
+   * The target's own options, in the same form as the device's: the CLI
+   * parses `ublk-ts add NAME --option ...` and prints `--help` from them, and
+   * `setup` gets them checked, with defaults filled in. Default: an optional `size`.
+   */
+  options?: readonly OptionSpec[];
+  setup(options: Options): TargetSetup<Shared> | Promise<TargetSetup<Shared>>;
+  open(ctx: QueueContext<Options, Shared>): Target | Promise<Target>;
 }
 
-/** Identity helper that gives a target module its type. */
-export const defineTarget = (t: TargetModule): TargetModule => t;
+/** Identity helper that types a target module: `defineTarget<{ file: string }, { fd: number }>({ ... })`. */
+export function defineTarget<Options extends TargetOptions = TargetOptions, Shared = unknown>(
+  t: TargetModule<Options, Shared>,
+): TargetModule<Options, Shared> {
+  return t;
+}
+
+/** The option rows a target module's options are checked against. */
+export const targetOptionSpecs = (m: { options?: readonly OptionSpec[] }): readonly OptionSpec[] => m.options ?? DEFAULT_TARGET_OPTIONS;
+
+/** A target's options checked against its rows, defaults filled in: what its `setup` gets. */
+export function checkTargetOptions(m: { options?: readonly OptionSpec[] }, given: Record<string, unknown>, naming: Naming): TargetOptions {
+  return checkOptions(targetOptionSpecs(m), given, naming) as TargetOptions;
+}
 
 /** Thrown by `setup` for bad user input: the CLI prints the message and exits non-zero. */
 export class TargetOptionError extends Error {

@@ -9,15 +9,18 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../../src/native.js';
 import { Ring } from '../../src/uring/index.js';
-import { Dispatcher, type DataPath } from '../../src/ublk/dispatch.js';
-import { UblkRequest } from '../../src/ublk/request.js';
-import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/queue-memory.js';
-import { udKind, udTag } from '../../src/ublk/worker-ring.js';
-import type { CopyMode, Target, TargetModule } from '../../src/ublk/target.js';
+import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
+import { UblkRequest } from '../../src/ublk/worker/request.js';
+import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
+import { udKind, udTag } from '../../src/ublk/worker/worker-ring.js';
+import { Waker } from '../../src/ublk/worker/waker.js';
+import { servingMode } from '../../src/ublk/mode.js';
+import { C_ERRORS, C_INFLIGHT, C_READ_BYTES, C_READS, C_WRITES, SLOT_WORDS } from '../../src/ublk/stats.js';
+import { checkTargetOptions, type CopyMode, type Target, type TargetData, type TargetModule } from '../../src/ublk/target.js';
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE,
   UBLK_IO_OP_WRITE_ZEROES,
-} from '../../src/ublk/uapi.js';
+} from '../../src/ublk/abi/uapi.js';
 import loop from '../../src/targets/loop.js';
 import memory from '../../src/targets/memory.js';
 
@@ -33,6 +36,9 @@ function pattern(len: number, seed: number): Uint8Array {
   return b;
 }
 
+/** The loop target's setup as UblkDevice.create() runs it: options checked against its rows first. */
+const setupLoop = (given: Record<string, unknown>) => loop.setup(checkTargetOptions(loop, given, 'library') as Parameters<typeof loop.setup>[0]);
+
 /** A worker's data path for one queue, driven by hand. */
 class Harness {
   readonly ring = Ring.create({ entries: 32, cqEntries: 64 });
@@ -41,24 +47,27 @@ class Harness {
   readonly reqs: UblkRequest[] = [];
   readonly results = new Map<number, number>();
   readonly dispatcher: Dispatcher;
+  /** The device's counters, one slot: queue 0. */
+  readonly stats = new Float64Array(SLOT_WORDS);
   /** The stand-in for /dev/ublkcN (fixed file 0). */
   readonly charFile = path.join(dir, `char-${Math.random().toString(36).slice(2)}`);
   readonly charFd = fs.openSync(this.charFile, 'w+');
   target!: Target;
 
-  constructor(readonly copy: CopyMode, data: DataPath['data']) {
+  constructor(readonly copy: CopyMode, data: TargetData) {
     this.ring.registerFiles([this.charFd]);
     const base = native.addressOf(this.mem);
     for (let t = 0; t < DEPTH; t++) this.reqs.push(new UblkRequest(0, t, new Uint8Array(this.mem, t * BUF, BUF), t, base + t * BUF));
     // Zero copy: the tag's slot holds "the request's pages" — here the tag buffer itself.
     if (copy === 'zero') this.ring.registerBuffers(this.reqs.map((_, t) => new Uint8Array(this.mem, t * BUF, BUF)));
-    this.dispatcher = new Dispatcher(this.ring, { copy, data, explicitRegistration: false });
-    this.dispatcher.commit = (req, res) => void this.results.set(req.tag, res);
+    const mode = servingMode({ batch: false, copy, autoBufReg: true }, { name: 'test', data });
+    const sink = { commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res), commitNext: null };
+    this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }] });
   }
 
   async open(mod: TargetModule, shared: unknown): Promise<void> {
     this.target = await mod.open({ devId: 0, queueId: 0, depth: DEPTH, maxIoBytes: BUF, options: {}, shared, io: this.dispatcher });
-    this.dispatcher.bind(this.target);
+    this.dispatcher.attach(this.target);
   }
 
   /** Dispatches a request on `tag` and serves the ring until it is committed; returns its result. */
@@ -96,7 +105,7 @@ class Harness {
 }
 
 async function loopOn(file: string, copy: CopyMode, options: Record<string, unknown> = {}): Promise<{ h: Harness; cleanup: () => void }> {
-  const setup = await loop.setup({ file, ...options });
+  const setup = await setupLoop({ file, ...options });
   const h = new Harness(copy, setup.data!);
   await h.open(loop, setup.shared);
   return { h, cleanup: () => { h.close(); void setup.cleanup?.(); } };
@@ -131,6 +140,9 @@ for (const copy of ['kernel', 'user', 'zero'] as const) {
         assert.deepEqual(got, data, 'READ returns the file data');
       }
       assert.equal(h.serve(2, UBLK_IO_OP_FLUSH, 0, 0), 0);
+      // The counters `ublk-ts stats` reads: every request counted once, whatever path committed it.
+      const st = h.stats;
+      assert.deepEqual([st[C_READS], st[C_WRITES], st[C_READ_BYTES], st[C_INFLIGHT], st[C_ERRORS]], [3, 3, 8192 + BUF, 0, 0]);
     } finally {
       cleanup();
     }
@@ -144,6 +156,7 @@ test('loop: a READ beyond the end of a file that shrank fails with EIO after ret
     fs.truncateSync(file, 512 * 1024);
     assert.equal(h.serve(0, UBLK_IO_OP_READ, 768 * 1024, 4096), -5);
     assert.equal(h.serve(0, UBLK_IO_OP_READ, 0, 4096), 4096);
+    assert.deepEqual([h.stats[C_READS], h.stats[C_ERRORS], h.stats[C_INFLIGHT]], [2, 1, 0], 'the failed READ counted as an error');
   } finally {
     cleanup();
   }
@@ -199,12 +212,12 @@ test('user copy for a target that works on req.buffer (memory): ublk-ts stages t
 });
 
 test('loop setup: clear errors for a missing file, a directory, an empty file and a size beyond the file', async () => {
-  await assert.rejects(async () => loop.setup({}), /needs --file/);
-  await assert.rejects(async () => loop.setup({ file: path.join(dir, 'nope') }), /no such file/);
-  await assert.rejects(async () => loop.setup({ file: dir, buffered: true }), /neither a regular file nor a block device/);
-  await assert.rejects(async () => loop.setup({ file: backingFile('empty', 0), buffered: true }), /too small/);
-  await assert.rejects(async () => loop.setup({ file: backingFile('small', MiB), size: 2 * MiB, buffered: true }), /less than the device size/);
-  const s = await loop.setup({ file: backingFile('odd', MiB + 100), buffered: true });
+  await assert.rejects(async () => setupLoop({}), /^OptionError: file is required$/);
+  await assert.rejects(async () => setupLoop({ file: path.join(dir, 'nope') }), /no such file/);
+  await assert.rejects(async () => setupLoop({ file: dir, buffered: true }), /neither a regular file nor a block device/);
+  await assert.rejects(async () => setupLoop({ file: backingFile('empty', 0), buffered: true }), /too small/);
+  await assert.rejects(async () => setupLoop({ file: backingFile('small', MiB), size: 2 * MiB, buffered: true }), /less than the device size/);
+  const s = await setupLoop({ file: backingFile('odd', MiB + 100), buffered: true });
   assert.equal(s.size, MiB, 'a partial last sector is left out');
   await s.cleanup?.();
 });

@@ -15,9 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import * as ublkUapi from '../../src/ublk/uapi.js';
+import * as ublkUapi from '../../src/ublk/abi/uapi.js';
 import * as uringConstants from '../../src/uring/constants.js';
-import { LAYOUTS as UBLK_LAYOUTS } from '../../src/ublk/layout.js';
+import { LAYOUTS as UBLK_LAYOUTS } from '../../src/ublk/abi/layout.js';
 import { LAYOUTS as URING_LAYOUTS } from '../../src/uring/layout.js';
 
 // Compiled to dist/test/host/, so the checkout is three levels up.

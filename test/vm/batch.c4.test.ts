@@ -24,6 +24,6 @@ for (const [threads, queues] of [[1, 4], [4, 1], [2, 2]] as const) {
 test('--threads without --batch is refused', () => {
   const r = cli('add', 'null', '--size', '1M', '--threads', '2');
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /--threads needs --batch/);
+  assert.match(r.stderr, /--threads only applies with --batch/);
   assertClean();
 });

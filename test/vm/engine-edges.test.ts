@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { UblkDevice } from '../../src/index.js';
-import { addDevice, assertClean, delDevice, fioVerify, listDevices, vmSuite } from './helpers.js';
+import { addDevice, assertClean, delDevice, fioVerify, idOf, listDevices, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -36,8 +36,6 @@ test('polling (--poll-us 100) in both modes: fio verify at QD 1 and 64, and an i
 test('batch: partial COMMIT_IO_CMDS results are retried, no IO lost (injected refusals)', () => {
   // Every commit of 2+ elements carries a duplicate the kernel refuses; the
   // elements after it must be committed again, or fio would hang or fail.
-  const log = '/run/ublk-ts/server.log';
-  const before = fs.existsSync(log) ? fs.statSync(log).size : 0;
   process.env.UBLK_TS_FAULT_PARTIAL_COMMIT = '1';
   let dev: string;
   try {
@@ -45,6 +43,9 @@ test('batch: partial COMMIT_IO_CMDS results are retried, no IO lost (injected re
   } finally {
     delete process.env.UBLK_TS_FAULT_PARTIAL_COMMIT;
   }
+  // The server's own log, per device, with a timestamp on every line.
+  const log = `/run/ublk-ts/${idOf(dev)}.log`;
+  const before = fs.statSync(log).size;
   try {
     fioVerify(dev, { iodepth: 64, size: '16m', bs: '4k-64k' });
     // At QD 2 both requests often share one commit, and with the refused
@@ -55,7 +56,7 @@ test('batch: partial COMMIT_IO_CMDS results are retried, no IO lost (injected re
     delDevice(dev);
   }
   const text = fs.readFileSync(log, 'utf8').slice(before);
-  assert.match(text, /COMMIT_IO_CMDS refused tag \d+ \(partial\); retrying the \d+ after it/);
+  assert.match(text, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ublk-ts: queue 0: COMMIT_IO_CMDS refused tag \d+ \(partial\); retrying the \d+ after it/m);
   assertClean();
 });
 

@@ -99,16 +99,16 @@ describe('lifecycle', () => {
 describe('bad input: one-line error, non-zero exit, nothing created', () => {
   type Case = [name: string, args: string[], message: RegExp, env?: Record<string, string>];
   const cases: Case[] = [
-    ['size 0', ['add', 'memory', '--size', '0'], /size must be greater than 0/],
-    ['size not a multiple of 512', ['add', 'memory', '--size', '1000'], /not a multiple of 512/],
-    ['size that is not a size', ['add', 'memory', '--size', '12X'], /invalid size/],
-    ['missing size', ['add', 'null'], /--size is required/],
+    ['size 0', ['add', 'memory', '--size', '0'], /--size must be at least 512 B, got '0'/],
+    ['size not a multiple of 512', ['add', 'memory', '--size', '1000'], /--size must be a multiple of 512 bytes/],
+    ['size that is not a size', ['add', 'memory', '--size', '12X'], /--size must be a size in bytes/],
+    ['missing size', ['add', 'null'], /--size SIZE is required/],
     ['depth 0', ['add', 'null', '--size', '1M', '--depth', '0'], /--depth must be from 1 to 4096/],
     ['depth above 4096', ['add', 'null', '--size', '1M', '--depth', '4097'], /--depth must be from 1 to 4096/],
     ['queues 0', ['add', 'null', '--size', '1M', '--queues', '0'], /--queues must be from 1/],
     ['coalescing window that is not a number', ['add', 'null', '--size', '1M', '--coalesce-us', 'soon'], /--coalesce-us must be a whole number/],
     ['unknown target', ['add', 'floppy', '--size', '1M'], /unknown target 'floppy'/],
-    ['unknown option', ['add', 'null', '--size', '1M', '--colour', 'blue'], /Unknown option '--colour'/],
+    ['unknown option', ['add', 'null', '--size', '1M', '--colour', 'blue'], /unknown option --colour/],
     ['unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
     ['del of a device that does not exist', ['del', '4242'], /no ublk device with id 4242/],
     ['del without an id', ['del'], /usage: ublk-ts del/],

@@ -367,16 +367,16 @@ test('--buffered --size 40M over a 64 MiB file: the device has 40 MiB, fio verif
 describe('bad input: one-line error, non-zero exit, nothing created', () => {
   let dir = '';
   const cases: Array<[string, () => string[], RegExp]> = [
-    ['loop without --file', () => ['add', 'loop'], /needs --file/],
+    ['loop without --file', () => ['add', 'loop'], /--file PATH is required/],
     ['a file that does not exist', () => ['add', 'loop', '--file', `${dir}/nothing.img`], /nothing\.img: no such file/],
     ['a directory', () => ['add', 'loop', '--file', `${dir}/adir`], /adir is neither a regular file nor a block device/],
     ['a zero-length file', () => ['add', 'loop', '--file', `${dir}/empty.img`], /empty\.img is too small/],
     ['--size larger than the file', () => ['add', 'loop', '--file', `${dir}/small.img`, '--size', '16M'], /small\.img holds 8388608 bytes, less than the device size 16777216/],
     ['the memory target in zero copy', () => ['add', 'memory', '--size', '16M', '--copy', 'zero'], /zero copy/],
     ['an unknown copy mode', () => ['add', 'loop', '--file', `${dir}/small.img`, '--copy', 'sideways'], /--copy must be one of kernel, user, zero, got 'sideways'/],
-    ['--no-auto-buf-reg without --copy', () => ['add', 'loop', '--file', `${dir}/small.img`, '--no-auto-buf-reg'], /--no-auto-buf-reg only applies to --copy zero/],
-    ['--no-auto-buf-reg with --copy user', () => ['add', 'loop', '--file', `${dir}/small.img`, '--copy', 'user', '--no-auto-buf-reg'], /--no-auto-buf-reg only applies to --copy zero/],
-    ['--file for the null target', () => ['add', 'null', '--size', '1M', '--file', 'x'], /--file and --buffered are options of the loop target/],
+    ['--no-auto-buf-reg without --copy', () => ['add', 'loop', '--file', `${dir}/small.img`, '--no-auto-buf-reg'], /--no-auto-buf-reg only applies with --copy zero/],
+    ['--no-auto-buf-reg with --copy user', () => ['add', 'loop', '--file', `${dir}/small.img`, '--copy', 'user', '--no-auto-buf-reg'], /--no-auto-buf-reg only applies with --copy zero/],
+    ['--file for the null target', () => ['add', 'null', '--size', '1M', '--file', 'x'], /unknown option --file/],
   ];
   const results = new Map<string, { argv: string[]; r: Run }>();
 

@@ -1,14 +1,15 @@
 // The ublk control plane: commands on /dev/ublk-control, sent as URING_CMDs on
 // an SQE128 ring (struct ublksrv_ctrl_cmd is 32 bytes; a 64-byte SQE only has 16).
 import fs from 'node:fs';
-import { AsyncRing } from '../uring/async-ring.js';
-import { prepUringCmd } from '../uring/prep.js';
-import { LAYOUTS as URING } from '../uring/layout.js';
-import type { Ring } from '../uring/ring.js';
-import { native, errnoName } from '../native.js';
-import { build, dataView, decode, encode, sizeOf, type Struct } from './codec.js';
-import { decodeParams, encodeParams, paramsRequestBuffer, type DecodedParams, type UblkParams } from './params.js';
-import * as U from './uapi.js';
+import { AsyncRing } from '../../uring/async-ring.js';
+import { prepUringCmd } from '../../uring/prep.js';
+import { LAYOUTS as URING } from '../../uring/layout.js';
+import type { Ring } from '../../uring/ring.js';
+import { native, errnoName } from '../../native.js';
+import { EINVAL, ENOTTY, EOPNOTSUPP } from '../../sys.js';
+import { build, dataView, decode, encode, sizeOf, type Struct } from '../abi/codec.js';
+import { decodeParams, encodeParams, paramsRequestBuffer, type DecodedParams, type UblkParams } from '../abi/params.js';
+import * as U from '../abi/uapi.js';
 
 /**
  * Fault injection for tests (UBLK_TS_FAULT_HIDE_FEATURES=BATCH_IO,USER_COPY):
@@ -37,6 +38,14 @@ const COMMAND_NAMES: Record<number, string> = {
   [U.UBLK_U_CMD_END_USER_RECOVERY]: 'END_USER_RECOVERY', [U.UBLK_U_CMD_DEL_DEV_ASYNC]: 'DEL_DEV_ASYNC',
 };
 
+/** The machine is not ready for ublk (no driver, no permission, a kernel too old); the message says the fix. */
+export class UblkSetupError extends Error {
+  override name = 'UblkSetupError';
+  constructor(message: string, readonly code: string) {
+    super(message);
+  }
+}
+
 /** A control command the kernel refused; `errno` is negative. */
 export class UblkControlError extends Error {
   constructor(readonly command: string, readonly devId: number, readonly errno: number) {
@@ -51,9 +60,19 @@ interface CmdArgs { devId: number; queueId?: number; buf?: Uint8Array; data?: nu
 export class UblkControl {
   private constructor(private readonly fd: number, private readonly ring: AsyncRing) {}
 
-  /** Opens the control device; fails with ENOENT when ublk_drv is not loaded. */
+  /** Opens the control device; the errors say what to do (load the driver, be root). */
   static open(path = CONTROL_PATH): UblkControl {
-    const fd = fs.openSync(path, fs.constants.O_RDWR);
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDWR);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new UblkSetupError(`${path} not found: load the ublk driver with \`modprobe ublk_drv\``, code);
+      if (code === 'EACCES' || code === 'EPERM') {
+        throw new UblkSetupError(`no permission to open ${path}: run as root (unprivileged devices are not supported yet)`, code);
+      }
+      throw e;
+    }
     try {
       return new UblkControl(fd, AsyncRing.create({ entries: 16, sqe128: true }));
     } catch (e) {
@@ -90,7 +109,15 @@ export class UblkControl {
   /** UBLK_F_* bits the running driver supports. */
   async getFeatures(): Promise<number> {
     const buf = new Uint8Array(U.UBLK_FEATURES_LEN);
-    await this.cmd(U.UBLK_U_CMD_GET_FEATURES, { devId: AUTO_ID, buf });
+    try {
+      await this.cmd(U.UBLK_U_CMD_GET_FEATURES, { devId: AUTO_ID, buf });
+    } catch (e) {
+      // Drivers before Linux 6.5 do not know the command.
+      if (e instanceof UblkControlError && [-EINVAL, -EOPNOTSUPP, -ENOTTY].includes(e.errno)) {
+        throw new UblkSetupError(`this kernel's ublk driver is too old (no GET_FEATURES, ${e.code}): ublk-ts needs Linux 6.5 or later`, e.code);
+      }
+      throw e;
+    }
     const dv = dataView(buf);
     return ((dv.getUint32(0, true) & ~HIDDEN_FEATURES) >>> 0) + dv.getUint32(4, true) * 2 ** 32;
   }

@@ -12,26 +12,21 @@
 // The bracketed steps are io_uring operations on the worker ring, so they cost
 // no extra thread and no JavaScript copy; their CQEs come back as KIND_STAGE.
 // The dispatcher is also the target's `ctx.io`.
-import { EIO, EOPNOTSUPP } from '../sys.js';
-import type { Ring } from '../uring/ring.js';
-import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData } from '../uring/prep.js';
-import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
-import { PENDING, type CopyMode, type IoResult, type Target, type TargetData, type TargetIo } from './target.js';
+import { EIO, EOPNOTSUPP } from '../../sys.js';
+import type { Ring } from '../../uring/ring.js';
+import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData } from '../../uring/prep.js';
+import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
+import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
+import type { ServingMode } from '../mode.js';
+import type { CommitSink, ServedQueue } from './engine.js';
+import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
 import type { UblkRequest } from './request.js';
+import type { Waker } from './waker.js';
 import {
   UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES,
   UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
-} from './uapi.js';
+} from '../abi/uapi.js';
 import { CHAR_DEV_FIXED, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
-
-export type Completer = (req: UblkRequest, result: number) => void;
-
-export interface DataPath {
-  copy: CopyMode;
-  data: TargetData;
-  /** Zero copy without AUTO_BUF_REG: every READ/WRITE is registered explicitly. */
-  explicitRegistration: boolean;
-}
 
 const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_REGISTER = 2, STEP_UNREGISTER = 3;
 
@@ -40,29 +35,30 @@ export class Dispatcher implements TargetIo {
   asyncInFlight = 0;
   /** Requests dispatched so far. */
   dispatched = 0;
-  /** Called after an async completion, so an idle serving loop wakes up. */
-  onAsyncSettled: () => void = () => {};
-  /** The engine's commit; set by the engine. */
-  commit: Completer = () => {};
-  /** Classic engine: prepares the request's commit as the very next SQE (TargetIo.linkCommit). */
-  commitNextSqe: Completer | null = null;
   readonly copy: CopyMode;
   readonly charDevFixed = CHAR_DEV_FIXED;
-  private target: Target | null = null;
+  private target!: Target;
   private readonly stageUserCopy: boolean;
   private readonly mayRegister: boolean;
   private readonly registerAll: boolean;
   private warned = false;
 
-  constructor(readonly ring: Ring, path: DataPath) {
-    this.copy = path.copy;
-    this.stageUserCopy = path.copy === 'user' && path.data === 'buffer';
-    this.mayRegister = path.copy === 'zero' && path.data === 'ring';
-    this.registerAll = path.explicitRegistration;
+  /** Per queue id: where its slot starts in `stats`. */
+  private readonly statBase: number[] = [];
+  private readonly stats: Float64Array;
+
+  constructor(readonly ring: Ring, mode: ServingMode, private readonly sink: CommitSink, private readonly waker: Waker,
+    counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'>> }) {
+    this.stats = counters.stats;
+    for (const queue of counters.queues) this.statBase[queue.q] = queue.slot * SLOT_WORDS;
+    this.copy = mode.copy;
+    this.stageUserCopy = mode.stageUserCopy;
+    this.mayRegister = mode.mayRegister;
+    this.registerAll = mode.registerAll;
   }
 
-  /** The target this dispatcher serves (opened with this dispatcher as its `io`). */
-  bind(target: Target): void {
+  /** The target this dispatcher serves, opened with this dispatcher as its `io`; once, before the engine arms. */
+  attach(target: Target): void {
     this.target = target;
   }
 
@@ -84,9 +80,10 @@ export class Dispatcher implements TargetIo {
 
   linkCommit(req: UblkRequest, s: number, result: number): boolean {
     // A step after the target (copy out, unregister) must come before the commit.
-    if (!this.commitNextSqe || this.stageUserCopy || req.registered || this.ring.sqSpace() < 1) return false;
+    const commitNext = this.sink.commitNext;
+    if (!commitNext || this.stageUserCopy || req.registered || this.ring.sqSpace() < 1) return false;
     addSqeFlags(this.ring, s, IOSQE_IO_LINK);
-    this.commitNextSqe(req, result);
+    commitNext(req, result);
     req.linkedResult = result;
     return true;
   }
@@ -96,7 +93,17 @@ export class Dispatcher implements TargetIo {
   dispatch(req: UblkRequest): void {
     this.dispatched++;
     req.owned = true;
-    const op = req.op;
+    const op = req.op, st = this.stats, b = this.statBase[req.queue]!;
+    st[b + C_INFLIGHT]!++;
+    if (op === UBLK_IO_OP_READ) {
+      st[b + C_READS]!++;
+      st[b + C_READ_BYTES]! += req.length;
+    } else if (op === UBLK_IO_OP_WRITE) {
+      st[b + C_WRITES]!++;
+      st[b + C_WRITE_BYTES]! += req.length;
+    } else {
+      st[b + C_OTHER]!++;
+    }
     if (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE) {
       if (this.stageUserCopy && op === UBLK_IO_OP_WRITE) return this.step(req, STEP_COPY_IN);
       if (this.mayRegister && (this.registerAll || req.needsRegistration)) return this.step(req, STEP_REGISTER);
@@ -108,7 +115,7 @@ export class Dispatcher implements TargetIo {
   onCqe(req: UblkRequest, kind: number, hi: number, res: number, flags: number): void {
     if (kind === KIND_TARGET) {
       try {
-        this.target!.onCqe!(req, res, flags, hi);
+        this.target.onCqe!(req, res, flags, hi);
       } catch (e) {
         if (req.owned) this.finish(req, this.failed(e));
       }
@@ -140,7 +147,7 @@ export class Dispatcher implements TargetIo {
   }
 
   private run(req: UblkRequest): void {
-    const t = this.target!;
+    const t = this.target;
     let r: IoResult;
     try {
       switch (req.op) {
@@ -169,7 +176,7 @@ export class Dispatcher implements TargetIo {
   private settle(req: UblkRequest, result: number): void {
     this.asyncInFlight--;
     this.finish(req, result);
-    this.onAsyncSettled();
+    this.waker.wake();
   }
 
   /** The target's result: copy out or unregister first where needed, then commit. */
@@ -183,6 +190,7 @@ export class Dispatcher implements TargetIo {
       req.linkedResult = NaN;
       if (result === linked) {
         req.owned = false; // the kernel has committed it already
+        this.count(req, result);
         return;
       }
     }
@@ -194,7 +202,14 @@ export class Dispatcher implements TargetIo {
 
   private done(req: UblkRequest, result: number): void {
     req.owned = false;
-    this.commit(req, result);
+    this.count(req, result);
+    this.sink.commit(req, result);
+  }
+
+  private count(req: UblkRequest, result: number): void {
+    const b = this.statBase[req.queue]!;
+    this.stats[b + C_INFLIGHT]!--;
+    if (result < 0) this.stats[b + C_ERRORS]!++;
   }
 
   private step(req: UblkRequest, step: number): void {

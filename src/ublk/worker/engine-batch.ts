@@ -21,27 +21,23 @@
 // to track as with IOU_PBUF_RING_INC. When several threads share a queue only
 // one fetch command is active at a time: those rings get a single buffer, so
 // the active role moves between threads after every completion.
-import type { Ring } from '../uring/ring.js';
-import { PbufRing } from '../uring/pbuf-ring.js';
-import { prepUringCmd, setAddr, setBufGroup, setSqeFlags, setUringCmdFlags, setUserData } from '../uring/prep.js';
+import type { Ring } from '../../uring/ring.js';
+import { PbufRing } from '../../uring/pbuf-ring.js';
+import { prepUringCmd, setAddr, setBufGroup, setSqeFlags, setUringCmdFlags, setUserData } from '../../uring/prep.js';
 import {
   IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER, IORING_CQE_F_MORE, IORING_URING_CMD_MULTISHOT, IOSQE_BUFFER_SELECT,
   IOSQE_FIXED_FILE,
-} from '../uring/constants.js';
-import { LAYOUTS as URING } from '../uring/layout.js';
-import { native } from '../native.js';
-import { ENOBUFS } from '../sys.js';
-import type { DataPath, Dispatcher } from './dispatch.js';
-import { LAYOUTS } from './layout.js';
-import type { TagBuffers } from './queue-memory.js';
+} from '../../uring/constants.js';
+import { LAYOUTS as URING } from '../../uring/layout.js';
+import { native } from '../../native.js';
+import { ENOBUFS } from '../../sys.js';
+import { LAYOUTS } from '../abi/layout.js';
+import { UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS, UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS } from '../abi/uapi.js';
+import { C_COMMITS, C_FETCH_CQES, C_REARMS, C_TAGS, SLOT_WORDS } from '../stats.js';
+import { Dispatcher } from './dispatch.js';
+import type { CommitSink, Engine, EngineDeps, ServedQueue } from './engine.js';
 import { UblkRequest } from './request.js';
-import {
-  CHAR_DEV_FIXED, KIND_BATCH, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, udKind, udQueue, udTag, userDataLo,
-} from './worker-ring.js';
-import {
-  UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS,
-  UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS,
-} from './uapi.js';
+import { CHAR_DEV_FIXED, KIND_BATCH, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, udKind, udQueue, udTag, userDataLo } from './worker-ring.js';
 
 // struct ublk_batch_io in the SQE's command area, as typed-array indices.
 const CMD = URING.io_uring_sqe.fields.cmd[0];
@@ -88,8 +84,7 @@ class Elements {
 class Fetcher {
   readonly tags: Uint16Array;
   readonly addr: number;
-  live = true;
-  constructor(readonly pbuf: PbufRing, readonly nbufs: number) {
+  constructor(readonly pbuf: PbufRing, nbufs: number) {
     const mem = native.alloc(nbufs * FETCH_BUF_BYTES);
     this.tags = new Uint16Array(mem);
     this.addr = native.addressOf(mem);
@@ -98,7 +93,8 @@ class Fetcher {
   }
 }
 
-class ServedQueue {
+/** What this thread keeps per served queue. */
+class QueueState {
   readonly reqs: UblkRequest[] = [];
   readonly addrLo: number[] = [];
   readonly addrHi: number[] = [];
@@ -106,8 +102,15 @@ class ServedQueue {
   readonly bufIndex: number[] = [];
   readonly fetchers: Fetcher[] = [];
   commit: Elements;
-  constructor(readonly q: number, readonly desc: Uint32Array, bufs: TagBuffers | null, readonly depth: number, slotBase: number,
-    autoReg: boolean, elemBytes: number) {
+  readonly q: number;
+  readonly desc: Uint32Array;
+  /** Where this queue's counters start in the device's stats. */
+  readonly statBase: number;
+  constructor(readonly served: ServedQueue, depth: number, slotBase: number, autoReg: boolean, elemBytes: number) {
+    const { q, desc, bufs } = served;
+    this.q = q;
+    this.desc = desc;
+    this.statBase = served.slot * SLOT_WORDS;
     for (let t = 0; t < depth; t++) {
       const addr = bufs?.addrs[t] ?? 0;
       this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, slotBase + t, addr));
@@ -119,34 +122,18 @@ class ServedQueue {
   }
 }
 
-export interface BatchQueueSpec {
-  q: number;
-  desc: Uint32Array;
-  bufs: TagBuffers | null;
-  /** Whether this thread PREPs the queue's tags (exactly one thread per queue does). */
-  prep: boolean;
-  /** Provided buffers for this thread's fetch command on the queue. */
-  fetchBuffers: number;
-}
-
-export interface BatchStats {
-  fetchCqes: number;
-  tags: number;
-  commits: number;
-  /** Multishot fetches that ended (-ENOBUFS, or no IORING_CQE_F_MORE) and were armed again. */
-  rearms: number;
-}
-
-/** Live counters in memory the main thread can read while the worker runs. */
-export const STAT_FETCH_CQES = 0, STAT_TAGS = 1, STAT_COMMITS = 2, STAT_REARMS = 3, STAT_COUNT = 4;
-
-export class BatchQueues {
+export class BatchEngine implements Engine, CommitSink {
+  readonly dispatcher: Dispatcher;
+  /** Batch commits are elements of a later command: nothing to link. */
+  readonly commitNext = null;
+  private readonly ring: Ring;
+  private readonly depth: number;
   private readonly elemBytes: number;
   private readonly elemWords: number;
   private readonly cmdFlags: number;
   private readonly stats: Float64Array;
-  private readonly queues: ServedQueue[] = [];
-  private readonly byId: ServedQueue[] = [];
+  private readonly queues: QueueState[] = [];
+  private readonly byId: QueueState[] = [];
   private readonly pool: Elements[][] = [];
   /** Commands in flight, by slot (the tag field of their user_data). */
   private readonly inflight: Array<Elements | null> = [];
@@ -156,52 +143,61 @@ export class BatchQueues {
   private refusals = 0;
   private failure: string | null = null;
 
-  constructor(private readonly ring: Ring, private readonly depth: number, private readonly specs: BatchQueueSpec[],
-    readonly dispatcher: Dispatcher, path: DataPath, stats: SharedArrayBuffer) {
-    this.stats = new Float64Array(stats);
-    const autoReg = path.copy === 'zero' && !path.explicitRegistration;
-    const withAddr = path.copy === 'kernel';
-    this.elemBytes = HDR.size + (withAddr ? 8 : 0);
+  constructor(deps: EngineDeps) {
+    const { ring, mode, depth } = deps;
+    this.ring = ring;
+    this.depth = depth;
+    this.stats = deps.stats;
+    this.elemBytes = mode.elemBytes;
     this.elemWords = this.elemBytes / 4;
-    this.cmdFlags = withAddr ? UBLK_BATCH_F_HAS_BUF_ADDR : autoReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0;
-    specs.forEach((s, i) => {
+    this.cmdFlags = mode.batchFlags;
+    deps.queues.forEach((served: ServedQueue, i) => {
       // Buffer-table slots: this ring's i-th queue owns [i*depth, (i+1)*depth).
-      const sq = new ServedQueue(s.q, s.desc, s.bufs, depth, i * depth, autoReg, this.elemBytes);
-      this.queues.push(sq);
-      this.byId[s.q] = sq;
-      this.pool[s.q] = [];
+      const qs = new QueueState(served, depth, i * depth, mode.autoBufReg, this.elemBytes);
+      this.queues.push(qs);
+      this.byId[qs.q] = qs;
+      this.pool[qs.q] = [];
     });
-    dispatcher.commit = this.complete;
+    this.dispatcher = new Dispatcher(ring, mode, this, deps.waker, deps);
   }
 
   get active(): boolean {
     // Every slot not on the free list holds a PREP/COMMIT still in flight.
     return this.liveFetchers > 0 || this.dispatcher.asyncInFlight > 0 || this.inflight.length > this.freeSlots.length ||
-      this.queues.some((sq) => sq.commit.count > 0);
+      this.queues.some((qs) => qs.commit.count > 0);
   }
   get error(): string | null { return this.failure; }
-  get preparing(): boolean { return this.pendingPreps > 0; }
+  arm(): void {
+    // PREP completes at once; START_DEV waits until every tag of every queue is prepared.
+    this.prepAll();
+    while (this.pendingPreps > 0 && !this.failure) {
+      this.ring.submitAndWait(1);
+      this.ring.reap(this.onCqe);
+    }
+    if (this.failure) return;
+    this.fetchAll();
+    this.ring.submit();
+    this.ring.reap(this.onCqe);
+  }
 
-  /** Queues PREP_IO_CMDS for the queues this thread prepares; the caller submits and reaps until !preparing. */
-  prepAll(): void {
-    for (const spec of this.specs) {
-      if (!spec.prep) continue;
-      const sq = this.byId[spec.q]!;
+  /** Queues PREP_IO_CMDS for the queues this thread prepares. */
+  private prepAll(): void {
+    for (const qs of this.queues) {
+      if (!qs.served.prep) continue;
       const e = new Elements(this.depth + 1, this.elemBytes);
-      for (let t = 0; t < this.depth; t++) this.putElement(sq, e, t, 0);
-      this.submitElements(sq, e, UBLK_U_IO_PREP_IO_CMDS, OP_PREP);
+      for (let t = 0; t < this.depth; t++) this.putElement(qs, e, t, 0);
+      this.submitElements(qs, e, UBLK_U_IO_PREP_IO_CMDS, OP_PREP);
       this.pendingPreps++;
     }
   }
 
   /** Registers the provided-buffer rings and arms one multishot fetch per served queue. */
-  fetchAll(): void {
+  private fetchAll(): void {
     let bgid = 0;
-    for (const spec of this.specs) {
-      const sq = this.byId[spec.q]!;
-      const pbuf = PbufRing.register(this.ring, bgid++, spec.fetchBuffers);
-      sq.fetchers.push(new Fetcher(pbuf, spec.fetchBuffers));
-      this.armFetch(sq, sq.fetchers.length - 1);
+    for (const qs of this.queues) {
+      const pbuf = PbufRing.register(this.ring, bgid++, qs.served.fetchBuffers);
+      qs.fetchers.push(new Fetcher(pbuf, qs.served.fetchBuffers));
+      this.armFetch(qs, qs.fetchers.length - 1);
       this.liveFetchers++;
     }
   }
@@ -209,13 +205,13 @@ export class BatchQueues {
   /** Called before every enter: one COMMIT_IO_CMDS per queue with completions; returns how many. */
   flush(): number {
     let commits = 0;
-    for (const sq of this.queues) {
-      const e = sq.commit;
+    for (const qs of this.queues) {
+      const e = qs.commit;
       if (e.count === 0) continue;
-      sq.commit = this.pool[sq.q]!.pop() ?? new Elements(this.depth + 1, this.elemBytes);
+      qs.commit = this.pool[qs.q]!.pop() ?? new Elements(this.depth + 1, this.elemBytes);
       if (FAULT_PARTIAL_COMMIT && e.count >= 2) this.injectDuplicate(e);
-      this.submitElements(sq, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
-      this.stats[STAT_COMMITS]!++;
+      this.submitElements(qs, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
+      this.stats[qs.statBase + C_COMMITS]!++;
       commits++;
     }
     return commits;
@@ -231,39 +227,39 @@ export class BatchQueues {
     ring.sqeU8[s + B_ELEM_BYTES] = elemBytes;
   }
 
-  private armFetch(sq: ServedQueue, index: number): void {
-    const ring = this.ring, s = nextSqe(ring), f = sq.fetchers[index]!;
-    this.batchCmd(s, UBLK_U_IO_FETCH_IO_CMDS, sq.q, 0, FETCH_BUF_TAGS, 2);
+  private armFetch(qs: QueueState, index: number): void {
+    const ring = this.ring, s = nextSqe(ring), f = qs.fetchers[index]!;
+    this.batchCmd(s, UBLK_U_IO_FETCH_IO_CMDS, qs.q, 0, FETCH_BUF_TAGS, 2);
     setSqeFlags(ring, s, IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT);
     setUringCmdFlags(ring, s, IORING_URING_CMD_MULTISHOT);
     setBufGroup(ring, s, f.pbuf.bgid);
-    setUserData(ring, s, userDataLo(KIND_UBLK, sq.q, index), 0);
+    setUserData(ring, s, userDataLo(KIND_UBLK, qs.q, index), 0);
   }
 
-  private submitElements(sq: ServedQueue, e: Elements, op: number, kind: number): void {
+  private submitElements(qs: QueueState, e: Elements, op: number, kind: number): void {
     const slot = this.freeSlots.pop() ?? this.inflight.length;
     this.inflight[slot] = e;
     const ring = this.ring, s = nextSqe(ring);
-    this.batchCmd(s, op, sq.q, this.cmdFlags, e.count, this.elemBytes);
+    this.batchCmd(s, op, qs.q, this.cmdFlags, e.count, this.elemBytes);
     setSqeFlags(ring, s, IOSQE_FIXED_FILE);
     setAddr(ring, s, e.addr);
-    setUserData(ring, s, userDataLo(KIND_BATCH, sq.q, slot), kind);
+    setUserData(ring, s, userDataLo(KIND_BATCH, qs.q, slot), kind);
   }
 
   /** Appends {tag, result, and where the tag's next request's data goes: buffer address or AUTO_BUF_REG slot}. */
-  private putElement(sq: ServedQueue, e: Elements, tag: number, result: number): void {
+  private putElement(qs: QueueState, e: Elements, tag: number, result: number): void {
     const w = e.count++ * this.elemWords;
-    e.u32[w + E_TAG_INDEX] = (tag | (sq.bufIndex[tag]! << 16)) >>> 0;
+    e.u32[w + E_TAG_INDEX] = (tag | (qs.bufIndex[tag]! << 16)) >>> 0;
     e.i32[w + E_RESULT] = result;
     if (this.elemWords > E_ADDR) {
-      e.u32[w + E_ADDR] = sq.addrLo[tag]!;
-      e.u32[w + E_ADDR + 1] = sq.addrHi[tag]!;
+      e.u32[w + E_ADDR] = qs.addrLo[tag]!;
+      e.u32[w + E_ADDR + 1] = qs.addrHi[tag]!;
     }
   }
 
-  private readonly complete = (req: UblkRequest, result: number): void => {
-    const sq = this.byId[req.queue]!;
-    this.putElement(sq, sq.commit, req.tag, result);
+  readonly commit = (req: UblkRequest, result: number): void => {
+    const qs = this.byId[req.queue]!;
+    this.putElement(qs, qs.commit, req.tag, result);
   };
 
   readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
@@ -273,15 +269,15 @@ export class BatchQueues {
     else if (kind === KIND_BATCH) this.onElements(this.byId[udQueue(lo)]!, udTag(lo), hi, res);
   };
 
-  private onFetch(sq: ServedQueue, index: number, res: number, flags: number): void {
-    const f = sq.fetchers[index]!;
+  private onFetch(qs: QueueState, index: number, res: number, flags: number): void {
+    const f = qs.fetchers[index]!;
     if (flags & IORING_CQE_F_BUFFER) {
       const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
       if (res > 0) {
-        this.stats[STAT_FETCH_CQES]!++;
-        this.stats[STAT_TAGS]! += res >> 1;
+        this.stats[qs.statBase + C_FETCH_CQES]!++;
+        this.stats[qs.statBase + C_TAGS]! += res >> 1;
         const tags = f.tags, base = bid * FETCH_BUF_TAGS, end = base + (res >> 1);
-        for (let i = base; i < end; i++) this.deliver(sq, tags[i]!);
+        for (let i = base; i < end; i++) this.deliver(qs, tags[i]!);
       }
       // Back into the ring at once, so the multishot fetch keeps going.
       f.pbuf.recycle(f.addr + bid * FETCH_BUF_BYTES, FETCH_BUF_BYTES, bid);
@@ -290,50 +286,49 @@ export class BatchQueues {
     // The multishot command ended. Out of buffers (or nothing to report): the
     // ring is stocked again by now, so re-arm — ready tags wait until we do.
     if (res >= 0 || res === -ENOBUFS) {
-      this.stats[STAT_REARMS]!++;
-      this.armFetch(sq, index);
+      this.stats[qs.statBase + C_REARMS]!++;
+      this.armFetch(qs, index);
       return;
     }
-    f.live = false;
     this.liveFetchers--;
-    if (res !== UBLK_IO_RES_ABORT && !this.failure) this.failure = `queue ${sq.q}: FETCH_IO_CMDS failed with ${res}`;
+    if (res !== UBLK_IO_RES_ABORT && !this.failure) this.failure = `queue ${qs.q}: FETCH_IO_CMDS failed with ${res}`;
   }
 
-  private deliver(sq: ServedQueue, tag: number): void {
-    const req = sq.reqs[tag]!;
-    req.load(sq.desc);
+  private deliver(qs: QueueState, tag: number): void {
+    const req = qs.reqs[tag]!;
+    req.load(qs.desc);
     this.dispatcher.dispatch(req);
   }
 
-  private onElements(sq: ServedQueue, slot: number, op: number, res: number): void {
+  private onElements(qs: QueueState, slot: number, op: number, res: number): void {
     const e = this.inflight[slot]!;
     this.inflight[slot] = null;
     this.freeSlots.push(slot);
     if (op === OP_PREP) {
       this.pendingPreps--;
-      if (res !== 0 && !this.failure) this.failure = `queue ${sq.q}: PREP_IO_CMDS failed with ${res}`;
+      if (res !== 0 && !this.failure) this.failure = `queue ${qs.q}: PREP_IO_CMDS failed with ${res}`;
       return;
     }
     const total = e.count * this.elemBytes;
-    if (res !== total) this.partialCommit(sq, e, res);
+    if (res !== total) this.partialCommit(qs, e, res);
     e.count = 0;
-    this.pool[sq.q]!.push(e);
+    this.pool[qs.q]!.push(e);
   }
 
   // COMMIT_IO_CMDS stops at the first element it cannot commit: `res` bytes
   // (whole elements) went through, or res < 0 when the first one failed. The
   // failed element's tag is not ours to complete (a bug, reported); everything
   // after it is committed again in the next turn, never dropped.
-  private partialCommit(sq: ServedQueue, e: Elements, res: number): void {
+  private partialCommit(qs: QueueState, e: Elements, res: number): void {
     const done = res > 0 ? Math.floor(res / this.elemBytes) : 0;
     const bad = e.u32[done * this.elemWords + E_TAG_INDEX]! & 0xffff;
     if (this.refusals++ === 0) {
-      console.error(`ublk-ts: queue ${sq.q}: COMMIT_IO_CMDS refused tag ${bad} (${res < 0 ? res : 'partial'}); ` +
+      console.error(`ublk-ts: queue ${qs.q}: COMMIT_IO_CMDS refused tag ${bad} (${res < 0 ? res : 'partial'}); ` +
         `retrying the ${e.count - done - 1} after it (further refusals not shown)`);
     }
     for (let i = done + 1; i < e.count; i++) {
       const w = i * this.elemWords;
-      this.putElement(sq, sq.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!);
+      this.putElement(qs, qs.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!);
     }
   }
 

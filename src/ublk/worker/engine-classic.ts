@@ -1,19 +1,24 @@
-// Classic (per-tag) data plane for one queue: FETCH_REQ once per tag, then one
+// Classic (per-tag) engine for one queue: FETCH_REQ once per tag, then one
 // COMMIT_AND_FETCH_REQ per request, which completes it and re-arms the tag.
 // All commands of a tag must come from the thread that fetched it (the tag's
 // "daemon"), which is why one worker thread owns one queue here.
-import type { Ring } from '../uring/ring.js';
-import { ECANCELED } from '../sys.js';
-import { setAddr } from '../uring/prep.js';
-import type { DataPath, Dispatcher } from './dispatch.js';
-import type { TagBuffers } from './queue-memory.js';
-import { UblkRequest } from './request.js';
-import { KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, prepIoCmd, setUserDataLo, udKind, udTag } from './worker-ring.js';
+import type { Ring } from '../../uring/ring.js';
+import { ECANCELED } from '../../sys.js';
+import { setAddr } from '../../uring/prep.js';
 import {
   UBLK_AUTO_BUF_REG_FALLBACK, UBLK_IO_RES_ABORT, UBLK_IO_RES_OK, UBLK_U_IO_COMMIT_AND_FETCH_REQ, UBLK_U_IO_FETCH_REQ,
-} from './uapi.js';
+} from '../abi/uapi.js';
+import { Dispatcher } from './dispatch.js';
+import type { CommitSink, Engine, EngineDeps } from './engine.js';
+import { UblkRequest } from './request.js';
+import { KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, prepIoCmd, setUserDataLo, udKind, udTag } from './worker-ring.js';
 
-export class ClassicQueue {
+export class ClassicEngine implements Engine, CommitSink {
+  readonly dispatcher: Dispatcher;
+  private readonly ring: Ring;
+  private readonly q: number;
+  private readonly depth: number;
+  private readonly desc: Uint32Array;
   private readonly reqs: UblkRequest[] = [];
   /** Per tag, for FETCH/COMMIT_AND_FETCH: the buffer (kernel copy) in the command's addr, else 0. */
   private readonly addrs: number[] = [];
@@ -27,36 +32,35 @@ export class ClassicQueue {
   private armed = 0; // tags the kernel may still hand us a request on
   private failure: string | null = null;
 
-  constructor(
-    private readonly ring: Ring,
-    private readonly q: number,
-    private readonly depth: number,
-    private readonly desc: Uint32Array,
-    bufs: TagBuffers | null,
-    readonly dispatcher: Dispatcher,
-    path: DataPath,
-  ) {
+  constructor(deps: EngineDeps) {
+    const { ring, mode, depth } = deps;
+    if (deps.queues.length !== 1) throw new Error(`a classic engine serves one queue, not ${deps.queues.length}`);
+    const { q, desc, bufs } = deps.queues[0]!;
+    this.ring = ring;
+    this.q = q;
+    this.depth = depth;
+    this.desc = desc;
     this.linked = new Uint8Array(depth);
-    const auto = path.copy === 'zero' && !path.explicitRegistration;
-    this.autoBufReg = auto ? [] : null;
+    this.autoBufReg = mode.autoBufReg ? [] : null;
     for (let t = 0; t < depth; t++) {
       // A ring serves one queue: buffer-table slot = tag.
       this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, t, bufs?.addrs[t] ?? 0));
-      this.addrs.push(path.copy === 'kernel' ? bufs!.addrs[t]! : 0);
+      this.addrs.push(mode.bufferAddressInCommands ? bufs!.addrs[t]! : 0);
       this.autoBufReg?.push(t | (UBLK_AUTO_BUF_REG_FALLBACK << 16));
     }
-    dispatcher.commit = this.commit;
-    dispatcher.commitNextSqe = this.linkedCommit;
+    this.dispatcher = new Dispatcher(ring, mode, this, deps.waker, deps);
   }
 
   get active(): boolean { return this.armed > 0 || this.dispatcher.asyncInFlight > 0; }
-  /** Why the queue stopped, if not by an orderly abort. */
   get error(): string | null { return this.failure; }
 
-  /** Queues FETCH_REQ for every tag; the caller submits. */
-  fetchAll(): void {
+  arm(): void {
     for (let t = 0; t < this.depth; t++) this.queueCmd(UBLK_U_IO_FETCH_REQ, t, 0);
     this.armed = this.depth;
+    this.ring.submit();
+    // FETCH_REQ only completes when a request arrives, and none can before
+    // START_DEV: a CQE now means the kernel refused a fetch.
+    this.ring.reap(this.onCqe);
   }
 
   flush(): number { return 0; }
@@ -68,11 +72,11 @@ export class ClassicQueue {
     setUserDataLo(ring, s, KIND_UBLK, this.q, tag);
   }
 
-  private readonly commit = (req: UblkRequest, result: number): void => {
+  readonly commit = (req: UblkRequest, result: number): void => {
     this.queueCmd(UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result);
   };
 
-  private readonly linkedCommit = (req: UblkRequest, result: number): void => {
+  readonly commitNext = (req: UblkRequest, result: number): void => {
     this.linked[req.tag]!++;
     this.queueCmd(UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result);
   };

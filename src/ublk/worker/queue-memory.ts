@@ -1,9 +1,9 @@
 // Memory a queue worker shares with the kernel: the read-only descriptor array
 // mmapped from /dev/ublkcN, and (in kernel-copy mode) one data buffer per tag.
-import { native } from '../native.js';
-import { MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../sys.js';
-import { LAYOUTS } from './layout.js';
-import { UBLKSRV_CMD_BUF_OFFSET, UBLK_MAX_QUEUE_DEPTH } from './uapi.js';
+import { native } from '../../native.js';
+import { MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../../sys.js';
+import { LAYOUTS } from '../abi/layout.js';
+import { UBLKSRV_CMD_BUF_OFFSET, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
 
 const DESC_SIZE = LAYOUTS.ublksrv_io_desc.size;
 /** u32 words per descriptor, and each field's word index within one. */
@@ -23,9 +23,6 @@ export function mapDescriptors(charFd: number, q: number, depth: number): Uint32
   const ab = native.mmap(len, PROT_READ, MAP_SHARED | MAP_POPULATE, charFd, UBLKSRV_CMD_BUF_OFFSET + q * stride);
   return new Uint32Array(ab);
 }
-
-/** Most fixed buffers one io_uring table holds (zero copy: one slot per tag a ring serves). */
-export const MAX_BUFFER_SLOTS = 16384;
 
 /**
  * Page-aligned per-tag buffers of `size` bytes each, in one mapping: private

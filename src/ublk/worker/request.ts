@@ -5,7 +5,7 @@ import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '.
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_QID_OFF, UBLK_TAG_OFF,
   UBLKSRV_IO_BUF_OFFSET,
-} from './uapi.js';
+} from '../abi/uapi.js';
 
 const SECTOR = 512;
 const TWO_32 = 2 ** 32;

@@ -26,25 +26,14 @@
 // the loop keeps a READ armed on a "quit" eventfd: the main thread writes to it
 // to end a worker whose queue the kernel will not abort (e.g. a device that
 // never started). Closing the ring afterwards cancels whatever is still armed.
-import type { CqeHandler, Ring } from '../uring/ring.js';
-import { prepRead, setUserData } from '../uring/prep.js';
-import type { RingWakeup } from '../uring/wakeup.js';
-import { native } from '../native.js';
+import type { CqeHandler, Ring } from '../../uring/ring.js';
+import { prepRead, setUserData } from '../../uring/prep.js';
+import type { RingWakeup } from '../../uring/wakeup.js';
+import { IORING_SQ_TASKRUN } from '../../uring/constants.js';
+import { native } from '../../native.js';
+import type { Engine } from './engine.js';
+import type { Waker } from './waker.js';
 import { KIND_QUIT, udKind, userDataLo } from './worker-ring.js';
-import { IORING_SQ_TASKRUN } from '../uring/constants.js';
-
-export interface LoopClient {
-  /** False once every tag has been aborted and nothing is in flight. */
-  readonly active: boolean;
-  readonly dispatcher: { asyncInFlight: number; dispatched: number; onAsyncSettled: () => void };
-  readonly onCqe: CqeHandler;
-  /**
-   * Turns completions gathered during reaping into SQEs (batch COMMITs).
-   * Returns how many of them complete during the submit itself: their CQEs
-   * are already there when the wait starts, so they must not end it.
-   */
-  flush(): number;
-}
 
 export class QuitReader {
   fired = false;
@@ -99,22 +88,13 @@ function waitPastInline(ring: Ring, inline: number): void {
 }
 const COMMIT_GUARD_USEC = 5000;
 
-export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClient, quit: QuitReader, opts: LoopOptions): Promise<void> {
+export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
+  opts: LoopOptions): Promise<void> {
   const onCqe: CqeHandler = (lo, hi, res, flags) => {
     if (udKind(lo) === KIND_QUIT) quit.fired = true;
     else client.onCqe(lo, hi, res, flags);
   };
-  let wake: (() => void) | null = null;
-  const onWake = (): void => {
-    const w = wake;
-    wake = null;
-    if (w) w();
-  };
-  const waitWake = (resolve: () => void): void => {
-    wake = resolve;
-  };
-  wakeup.onReadable(onWake);
-  client.dispatcher.onAsyncSettled = onWake;
+  wakeup.onReadable(waker.wake);
 
   const d = client.dispatcher;
   let seen = 0;
@@ -147,7 +127,7 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, client: LoopClie
       ring.submit();
       if (ring.cqReady() <= inline) {
         wakeup.start();
-        await new Promise<void>(waitWake);
+        await waker.wait();
         wakeup.stop();
         ring.submit(); // runs the deferred task work that woke us
       }

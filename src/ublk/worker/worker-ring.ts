@@ -8,11 +8,11 @@
 //   lo bits 16..27  queue id (ublk allows 12 bits)
 //   lo bits 28..31  kind (below)
 //   hi              free for the kind's owner (targets: their own sub-id)
-import type { Ring } from '../uring/ring.js';
-import { prepUringCmd, setSqeFlags, setUserData } from '../uring/prep.js';
-import { IOSQE_FIXED_FILE } from '../uring/constants.js';
-import { LAYOUTS as URING } from '../uring/layout.js';
-import { LAYOUTS } from './layout.js';
+import type { Ring } from '../../uring/ring.js';
+import { prepUringCmd, setSqeFlags, setUserData } from '../../uring/prep.js';
+import { IOSQE_FIXED_FILE } from '../../uring/constants.js';
+import { LAYOUTS as URING } from '../../uring/layout.js';
+import { LAYOUTS } from '../abi/layout.js';
 
 export const KIND_UBLK = 0; // FETCH / COMMIT_AND_FETCH (classic), FETCH_IO_CMDS (batch)
 export const KIND_TARGET = 1; // a target's own IO on the worker ring

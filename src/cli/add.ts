@@ -1,0 +1,141 @@
+// `ublk-ts add TARGET [options]`: the device's options (device-options.ts)
+// and the target's own rows, read from one command line; the server then runs
+// detached (or in the foreground) and `add` returns once the device is live.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { optionHelp } from '../options/argv.js';
+import { flagOf, type OptionSpec } from '../options/spec.js';
+import { UblkControl } from '../ublk/control/control.js';
+import { DEVICE_OPTIONS, checkDeviceOptions } from '../ublk/control/device-options.js';
+import { BUILTIN_TARGETS, loadTarget, resolveTarget } from '../ublk/target-loader.js';
+import { checkTargetOptions, targetOptionSpecs, type TargetModule } from '../ublk/target.js';
+import { commandHelp, print, readArgs, type Command } from './command.js';
+import { exitCodeOf, oneLine, ReportedError, UsageError } from './errors.js';
+import { serve, type ServeConfig } from './server.js';
+import { logFile, STATE_DIR } from './state.js';
+import { ServerLog } from './log.js';
+
+const ADD_OPTIONS: readonly OptionSpec[] = [
+  { key: 'type', short: 't', type: 'string', arg: 'TARGET', help: 'the target, as an alternative to the first argument' },
+  { key: 'foreground', type: 'bool', help: 'keep the server attached to this terminal (SIGINT/SIGTERM stop the device)' },
+];
+
+export const addCommand: Command = {
+  name: 'add',
+  brief: 'create a device and print its path once it is live',
+  synopsis: 'TARGET [options]',
+  summary: 'Create a device served by TARGET (null, memory, loop, or a target module path) and print its\n' +
+    'path once it is live; the server keeps running in the background. `ublk-ts add TARGET --help`\n' +
+    'lists the target\'s own options too.',
+  options: [...DEVICE_OPTIONS, ...ADD_OPTIONS],
+  run: add,
+};
+
+/** The target named by the first argument or by -t/--type, and the rest of argv. */
+function splitTarget(argv: string[]): { target?: string; rest: string[] } {
+  if (argv.length && !argv[0]!.startsWith('-')) return { target: argv[0], rest: argv.slice(1) };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if ((a === '-t' || a === '--type') && i + 1 < argv.length) return { target: argv[i + 1], rest: [...argv.slice(0, i), ...argv.slice(i + 2)] };
+    const m = /^(?:-t|--type=)(.+)$/.exec(a);
+    if (m) return { target: m[1], rest: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+  }
+  return { rest: argv };
+}
+
+async function loadForCli(target: string): Promise<TargetModule> {
+  return loadTarget(resolveTarget(target));
+}
+
+/** A target's rows must not take a name the device's options already use. */
+function checkNoClash(name: string, specs: readonly OptionSpec[]): void {
+  const taken = new Set(addCommand.options.flatMap((s) => [flagOf(s), s.key, ...(s.short ? [`-${s.short}`] : [])]));
+  for (const s of specs) {
+    for (const n of [flagOf(s), s.key, ...(s.short ? [`-${s.short}`] : [])]) {
+      if (taken.has(n)) throw new UsageError(`target ${name} declares option ${n}, which is a device option: rename it`);
+    }
+  }
+}
+
+async function targetsHelp(): Promise<string> {
+  let text = 'built-in targets and their options:\n';
+  for (const name of BUILTIN_TARGETS) text += `\n${name}:\n${optionHelp(targetOptionSpecs(await loadForCli(name)))}`;
+  return text;
+}
+
+/** Reads `add`'s command line into a server configuration; null after printing --help. */
+export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; foreground: boolean } | null> {
+  const { target, rest } = splitTarget(argv);
+  if (target === undefined) {
+    if (readArgs(addCommand, rest, addCommand.options, await targetsHelp()) === null) return null;
+    throw new UsageError('add needs a target: ublk-ts add null|memory|loop|MODULE [options] (see ublk-ts add --help)');
+  }
+  const mod = await loadForCli(target);
+  const targetSpecs = targetOptionSpecs(mod);
+  checkNoClash(mod.name, targetSpecs);
+  const specs = [...DEVICE_OPTIONS, ...targetSpecs, ...ADD_OPTIONS];
+  const args = readArgs(addCommand, rest, specs, `(the ${mod.name} target's options are among these)\n`);
+  if (args === null) return null;
+  if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}' (add takes one target; see ublk-ts add --help)`);
+  const pick = (rows: readonly OptionSpec[]) => Object.fromEntries(rows.filter((s) => s.key in args.values).map((s) => [s.key, args.values[s.key]]));
+  const device = checkDeviceOptions(pick(DEVICE_OPTIONS), 'cli');
+  const options = checkTargetOptions(mod, pick(targetSpecs), 'cli');
+  return { cfg: { ...device, target, options }, foreground: args.values.foreground === true };
+}
+
+type ServerMessage = { type: 'live'; id: number; path: string } | { type: 'error'; message: string; exitCode: number };
+
+async function add(argv: string[]): Promise<void> {
+  const parsed = await parseAdd(argv);
+  if (!parsed) return;
+  const { cfg, foreground } = parsed;
+  // The driver and the permission to use it, checked before anything is made.
+  UblkControl.open().close();
+  if (foreground) {
+    await serve(cfg, (dev) => print(dev.path));
+    return;
+  }
+  // Background: a detached server process; we return once it reports the device live.
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  const logPath = path.join(STATE_DIR, 'server.log');
+  const log = fs.openSync(logPath, 'a');
+  const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  const child = spawn(process.execPath, [main, '__serve', JSON.stringify(cfg)], {
+    detached: true,
+    cwd: '/',
+    stdio: ['ignore', 'ignore', log, 'ipc'],
+  });
+  fs.closeSync(log);
+  const msg = await new Promise<ServerMessage>((resolve) => {
+    child.once('message', (m) => resolve(m as ServerMessage));
+    child.once('exit', (code, sig) => resolve({
+      type: 'error', exitCode: 1, message: `server exited before the device was live (${sig ?? `exit code ${code}`}); see ${logPath}`,
+    }));
+  });
+  child.removeAllListeners();
+  if (child.connected) child.disconnect();
+  child.unref();
+  if (msg.type === 'error') throw new ReportedError(msg.message, msg.exitCode);
+  print(msg.path);
+}
+
+/** The detached server: runs the device and reports to the `add` that started it. */
+export async function serveChild(json: string): Promise<void> {
+  const send = (m: ServerMessage): void => {
+    if (process.connected) process.send!(m);
+  };
+  const log = new ServerLog();
+  try {
+    await serve(JSON.parse(json) as ServeConfig, (dev) => {
+      log.moveTo(logFile(dev.id));
+      console.error(`ublk-ts[${process.pid}]: ${dev.path} live (${dev.queues} queue(s), depth ${dev.depth})`);
+      send({ type: 'live', id: dev.id, path: dev.path });
+      if (process.connected) process.disconnect();
+    });
+  } catch (e) {
+    send({ type: 'error', message: oneLine(e), exitCode: exitCodeOf(e) });
+    throw e;
+  }
+}

@@ -1,0 +1,129 @@
+// The ublk devices on this machine as the CLI sees them: ids from sysfs, the
+// kernel's view of each, what our state files add, and deleting one.
+import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/control.js';
+import { featureNames, STATE_NAMES } from '../ublk/abi/uapi.js';
+import { ENODEV, ENOENT } from '../sys.js';
+import { UsageError } from './errors.js';
+import { readState, removeState } from './state.js';
+
+export interface DeviceListing {
+  id: number;
+  path: string;
+  state: string;
+  target: string;
+  /** Bytes. */
+  size: number;
+  queues: number;
+  depth: number;
+  flags: string[];
+  pid: number | null;
+  maxIoBytes: number;
+}
+
+/** Device ids known to the driver, from sysfs (the char devices are created at ADD_DEV). */
+export function deviceIds(): number[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync('/sys/class/ublk-char');
+  } catch {
+    return [];
+  }
+  return names.map((n) => /^ublkc(\d+)$/.exec(n)).filter((m) => m !== null).map((m) => Number(m![1])).sort((a, b) => a - b);
+}
+
+/** The device's listing, or null if it does not exist (or was deleted meanwhile). */
+export async function describe(ctrl: UblkControl, id: number): Promise<DeviceListing | null> {
+  try {
+    const info = await ctrl.getDevInfo(id);
+    const params = await ctrl.getParams(id);
+    const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
+    const st = readState(id);
+    return {
+      id,
+      path: blockDevicePath(id),
+      state: STATE_NAMES[info.state] ?? String(info.state),
+      target: st && st.pid === pid ? st.target : 'unknown',
+      size: params.basic.dev_sectors * 512,
+      queues: info.nr_hw_queues,
+      depth: info.queue_depth,
+      flags: featureNames(info.flags),
+      pid,
+      maxIoBytes: info.max_io_buf_bytes,
+    };
+  } catch (e) {
+    if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;
+    throw e;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH'; // EPERM: alive, not ours
+  }
+}
+
+async function gone(ctrl: UblkControl, id: number): Promise<boolean> {
+  try {
+    await ctrl.getDevInfo(id);
+    return false;
+  } catch (e) {
+    if (!(e instanceof UblkControlError)) throw e;
+    if (e.errno === -ENODEV) return true;
+    // The char device node can vanish before the id is released (GET_DEV_INFO2 checks it).
+    if (e.errno === -ENOENT) return !deviceIds().includes(id);
+    throw e;
+  }
+}
+
+async function waitFor(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return true;
+    await sleep(50);
+  }
+  return cond();
+}
+
+/**
+ * Deletes device `id`: asks its server to stop (SIGTERM: it finishes in-flight
+ * IO, stops and deletes the device); a device whose server is gone or does not
+ * react is stopped and deleted from here.
+ */
+export async function deleteDevice(ctrl: UblkControl, id: number): Promise<void> {
+  const info = await ctrl.getDevInfo(id).catch((e: unknown) => {
+    if (e instanceof UblkControlError && e.errno === -ENODEV) throw new UsageError(`no ublk device with id ${id}`);
+    throw e;
+  });
+  const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
+  if (pid !== null && alive(pid)) {
+    process.kill(pid, 'SIGTERM');
+    if ((await waitFor(() => gone(ctrl, id), 30_000)) && (await waitFor(() => !alive(pid), 10_000))) return;
+    // The server did not finish: stop the device ourselves, then make sure it is dead.
+    await ctrl.stopDev(id).catch(() => {});
+    if (!(await waitFor(() => !alive(pid), 5_000))) process.kill(pid, 'SIGKILL');
+    await waitFor(() => !alive(pid), 5_000);
+  } else {
+    await ctrl.stopDev(id).catch(() => {});
+  }
+  if (!(await gone(ctrl, id))) {
+    await ctrl.delDev(id).catch((e: unknown) => {
+      if (!(e instanceof UblkControlError && e.errno === -ENODEV)) throw e;
+    });
+  }
+  removeState(id);
+}
+
+/** Runs `f` with the control device open; refuses early where only root may go. */
+export async function withControl<T>(f: (ctrl: UblkControl) => Promise<T>): Promise<T> {
+  const ctrl = UblkControl.open();
+  try {
+    return await f(ctrl);
+  } finally {
+    ctrl.close();
+  }
+}

@@ -1,0 +1,18 @@
+// `ublk-ts features [--json]`: what the running kernel's ublk driver supports.
+import { featureNames } from '../ublk/abi/uapi.js';
+import { print, readArgs, type Command } from './command.js';
+import { withControl } from './devices.js';
+
+export const featuresCommand: Command = {
+  name: 'features',
+  brief: 'the running kernel\'s UBLK_F_* features',
+  synopsis: '[--json]',
+  summary: 'Show the UBLK_F_* features of the running kernel\'s ublk driver.',
+  options: [{ key: 'json', type: 'bool', help: 'as a JSON array' }],
+  async run(argv) {
+    const args = readArgs(featuresCommand, argv);
+    if (!args) return;
+    const names = featureNames(await withControl((ctrl) => ctrl.getFeatures()));
+    print(args.values.json ? JSON.stringify(names) : names.join('\n'));
+  },
+};

@@ -1,0 +1,131 @@
+// `ublk-ts stats [ID] [--watch] [--json]`: a device's live numbers, read from
+// its server's counters (the memfd behind UblkDevice.statsFd, reached through
+// /proc/<pid>/fd) and its CPU time (/proc/<pid>/stat), sampled over an interval.
+import fs from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { checkOptions, formatSize } from '../options/spec.js';
+import { mapStats, readQueueStats, SLOT_WORDS, totalStats, type QueueStats } from '../ublk/stats.js';
+import { print, readArgs, oneId, type Command } from './command.js';
+import { deviceIds } from './devices.js';
+import { UsageError } from './errors.js';
+import { readState } from './state.js';
+
+export const statsCommand: Command = {
+  name: 'stats',
+  brief: 'live IOPS, bandwidth, requests in flight, errors and server CPU',
+  synopsis: '[ID] [--watch] [--json] [--interval SECONDS]',
+  summary: 'Show each device\'s (or device ID\'s) IOPS, bandwidth, requests in flight, requests per fetch\n' +
+    'completion (batch), errors and server CPU, measured over an interval, per device and per queue.',
+  options: [
+    { key: 'id', short: 'n', type: 'string', arg: 'ID', help: 'only this device (as the positional ID)' },
+    { key: 'watch', short: 'w', type: 'bool', help: 'print again every interval until interrupted' },
+    { key: 'json', type: 'bool', help: 'machine-readable: totals and rates per device and queue' },
+    { key: 'interval', short: 'i', type: 'int', arg: 'SECONDS', default: 1, min: 1, max: 3600, help: 'measuring interval' },
+  ],
+  run: stats,
+};
+
+interface Source {
+  id: number;
+  pid: number;
+  target: string;
+  words: Float64Array;
+}
+
+interface Sample {
+  at: number;
+  /** Server CPU seconds (user + system). */
+  cpu: number;
+  queues: QueueStats[];
+}
+
+/** The device's counters, mapped read-only from its server; null where it has no live server of ours. */
+function open(id: number): Source | null {
+  const st = readState(id);
+  if (!st || st.statsFd === undefined) return null;
+  let fd: number;
+  try {
+    fd = fs.openSync(`/proc/${st.pid}/fd/${st.statsFd}`, 'r');
+  } catch {
+    return null; // the server is gone
+  }
+  try {
+    return { id, pid: st.pid, target: st.target, words: mapStats(fd, false) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function cpuSeconds(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+const sample = (s: Source): Sample => ({ at: performance.now(), cpu: cpuSeconds(s.pid), queues: readQueueStats(s.words, s.words.length / SLOT_WORDS) });
+
+interface Rates {
+  iops: number;
+  readIops: number;
+  writeIops: number;
+  readBytesPerSec: number;
+  writeBytesPerSec: number;
+  errorsPerSec: number;
+  inFlight: number;
+  /** Batch: tags per fetch completion in the interval (0 where there was none). */
+  tagsPerFetch: number;
+}
+
+function rates(a: QueueStats, b: QueueStats, secs: number): Rates {
+  const d = (k: keyof QueueStats) => ((b[k] as number) - (a[k] as number)) / secs;
+  const fetches = b.fetchCqes - a.fetchCqes;
+  return {
+    iops: d('reads') + d('writes') + d('other'), readIops: d('reads'), writeIops: d('writes'),
+    readBytesPerSec: d('readBytes'), writeBytesPerSec: d('writeBytes'), errorsPerSec: d('errors'), inFlight: b.inFlight,
+    tagsPerFetch: fetches > 0 ? (b.tags - a.tags) / fetches : 0,
+  };
+}
+
+function line(r: Rates, total: QueueStats): string {
+  const fetch = total.fetchCqes ? `, ${r.tagsPerFetch.toFixed(1)} tags/fetch` : '';
+  return `${Math.round(r.iops)} IOPS (read ${Math.round(r.readIops)}, write ${Math.round(r.writeIops)}), ` +
+    `${formatSize(Math.round(r.readBytesPerSec))}/s read, ${formatSize(Math.round(r.writeBytesPerSec))}/s written, ` +
+    `${r.inFlight} in flight, ${total.errors} errors${fetch}`;
+}
+
+async function stats(argv: string[]): Promise<void> {
+  const args = readArgs(statsCommand, argv);
+  if (!args) return;
+  const id = oneId(args, statsCommand);
+  const { interval } = checkOptions(statsCommand.options, args.values, 'cli') as { interval: number };
+  const ids = id === undefined ? deviceIds() : [id];
+  const sources = ids.map(open).filter((s): s is Source => s !== null);
+  if (id !== undefined && sources.length === 0) throw new UsageError(`no ublk-ts server with counters for device ${id}`);
+  let before = sources.map(sample);
+  do {
+    await sleep(interval * 1000);
+    const after = sources.map(sample);
+    const report = sources.map((s, i) => {
+      const a = before[i]!, b = after[i]!, secs = (b.at - a.at) / 1000;
+      const totalA = totalStats(a.queues), totalB = totalStats(b.queues);
+      return {
+        id: s.id, pid: s.pid, target: s.target, cpuPercent: Math.round(((b.cpu - a.cpu) / secs) * 100),
+        totals: totalB, rates: rates(totalA, totalB, secs),
+        queues: b.queues.map((q, j) => ({ queue: q.queue, totals: q, rates: rates(a.queues[j] ?? q, q, secs) })),
+      };
+    });
+    if (args.values.json) {
+      print(JSON.stringify(id === undefined ? report : report[0]));
+    } else {
+      for (const r of report) {
+        print(`/dev/ublkb${r.id} (${r.target}, pid ${r.pid}, server CPU ${r.cpuPercent}%): ${line(r.rates, r.totals)}`);
+        for (const q of r.queues) print(`  queue ${q.queue}: ${line(q.rates, q.totals)}`);
+      }
+    }
+    before = after;
+  } while (args.values.watch);
+}

@@ -1,0 +1,128 @@
+// The serving mode: everything that follows from the options, the kernel's
+// features and the target's setup, decided once in the main thread and read
+// by the workers' engines. A new UBLK_F_* mode is one predicate here plus the
+// engine code that reads it; no other file works out what a mode implies.
+import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO,
+  UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY } from './abi/uapi.js';
+import { LAYOUTS } from './abi/layout.js';
+import type { CopyMode, TargetData } from './target.js';
+
+/** Most fixed buffers one io_uring table holds (zero copy: one slot per tag a ring serves). */
+export const MAX_BUFFER_SLOTS = 16384;
+
+/** A plain object (it crosses to the workers by structured clone). */
+export interface ServingMode {
+  /** FETCH_REQ / COMMIT_AND_FETCH_REQ per tag, or UBLK_F_BATCH_IO's PREP / FETCH / COMMIT_IO_CMDS. */
+  engine: 'classic' | 'batch';
+  copy: CopyMode;
+  /** How the target touches request data. */
+  data: TargetData;
+  /** The UBLK_F_* flags ADD_DEV asks for. */
+  flags: number;
+  /** Per-tag server buffers exist (kernel and user copy; zero copy moves no data through server memory). */
+  tagBuffers: boolean;
+  /** Kernel copy: each tag's buffer address travels in FETCH/COMMIT commands and batch elements. */
+  bufferAddressInCommands: boolean;
+  /** Zero copy with UBLK_F_AUTO_BUF_REG: the driver registers each request's pages in the serving ring's table. */
+  autoBufReg: boolean;
+  /** Zero copy, `ring` target: a request whose pages are not registered (yet) gets REGISTER_IO_BUF. */
+  mayRegister: boolean;
+  /** Zero copy without AUTO_BUF_REG: every READ/WRITE is registered explicitly. */
+  registerAll: boolean;
+  /** User copy, `buffer` target: the engine stages data between /dev/ublkcN and the tag buffer. */
+  stageUserCopy: boolean;
+  /** Batch: bytes per PREP/COMMIT element (struct ublk_elem_header, plus the buffer address in kernel copy). */
+  elemBytes: number;
+  /** Batch: the PREP/COMMIT command's UBLK_BATCH_F_* flags. */
+  batchFlags: number;
+}
+
+/** The user's choice of a mode that cannot be served: one line, for the CLI and the library alike. */
+export class ModeError extends Error {
+  override name = 'ModeError';
+}
+
+export interface ModeChoice {
+  batch: boolean;
+  copy: CopyMode;
+  autoBufReg: boolean;
+}
+
+export function servingMode(o: ModeChoice, target: { name: string; data?: TargetData }): ServingMode {
+  const data = target.data ?? 'buffer';
+  if (o.copy === 'zero' && data === 'buffer') {
+    throw new ModeError(`the ${target.name} target moves data in JavaScript, which zero copy cannot reach (use --copy kernel or user)`);
+  }
+  const zero = o.copy === 'zero';
+  const autoBufReg = zero && o.autoBufReg;
+  const kernel = o.copy === 'kernel';
+  let flags = o.batch ? UBLK_F_BATCH_IO : 0;
+  if (o.copy === 'user') flags |= UBLK_F_USER_COPY;
+  if (zero) flags |= UBLK_F_SUPPORT_ZERO_COPY | (autoBufReg ? UBLK_F_AUTO_BUF_REG : 0);
+  return {
+    engine: o.batch ? 'batch' : 'classic',
+    copy: o.copy,
+    data,
+    flags,
+    tagBuffers: !zero,
+    bufferAddressInCommands: kernel,
+    autoBufReg,
+    mayRegister: zero && data === 'ring',
+    registerAll: zero && !autoBufReg,
+    stageUserCopy: o.copy === 'user' && data === 'buffer',
+    elemBytes: LAYOUTS.ublk_elem_header.size + (kernel ? 8 : 0),
+    batchFlags: kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0,
+  };
+}
+
+/** Refuses a mode the running kernel lacks, naming what is missing and what to do instead. */
+export function checkKernelSupports(mode: ServingMode, features: number): void {
+  if (mode.engine === 'batch' && !(features & UBLK_F_BATCH_IO)) {
+    throw new ModeError('this kernel\'s ublk driver does not support UBLK_F_BATCH_IO (batch mode needs Linux 7.0 or later)');
+  }
+  const missing = mode.flags & ~features;
+  if (!missing) return;
+  const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
+  throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for --copy ${mode.copy})${hint}`);
+}
+
+/** One thread's share of the work: a queue it serves. */
+export interface QueueAssignment {
+  q: number;
+  /** Batch: this thread PREPs the queue (exactly one thread per queue does). */
+  prep: boolean;
+  /** Batch: provided buffers for this thread's fetch command on the queue. */
+  fetchBuffers: number;
+  /** This (thread, queue)'s slot in the device's counters (stats.ts). */
+  slot: number;
+}
+
+/**
+ * Which thread serves which queue. Classic: one thread per queue (the kernel
+ * binds each tag to the thread that fetched it). Batch, with at most as many
+ * threads as queues: queues dealt round-robin; with more, several threads
+ * share a queue (each with its own fetch command) and its first thread PREPs
+ * it. Only one fetch command per queue is active at a time: when threads share
+ * a queue, a single fetch buffer each lets the active role move on after every batch.
+ */
+export function assignQueues(mode: ServingMode, queues: number, threads = queues): QueueAssignment[][] {
+  let slot = 0;
+  if (mode.engine === 'classic') return Array.from({ length: queues }, (_, q) => [{ q, prep: true, fetchBuffers: 0, slot: slot++ }]);
+  const fetchBuffers = threads > queues ? 1 : 4;
+  const out = Array.from({ length: threads }, () => [] as QueueAssignment[]);
+  if (threads <= queues) for (let q = 0; q < queues; q++) out[q % threads]!.push({ q, prep: true, fetchBuffers, slot: slot++ });
+  else for (let t = 0; t < threads; t++) out[t]!.push({ q: t % queues, prep: t < queues, fetchBuffers, slot: slot++ });
+  return out;
+}
+
+/** Refuses thread layouts the mode cannot serve. */
+export function checkAssignment(mode: ServingMode, plan: QueueAssignment[][], queues: number, depth: number): void {
+  if (mode.autoBufReg && plan.length > queues) {
+    // AUTO_BUF_REG registers into the ring of whichever fetch delivered the request: rings sharing a queue would collide.
+    throw new ModeError(`zero copy with automatic buffer registration needs at most one thread per queue ` +
+      `(${plan.length} threads for ${queues} queue(s))`);
+  }
+  if (mode.copy === 'zero' && Math.max(...plan.map((qs) => qs.length)) * depth > MAX_BUFFER_SLOTS) {
+    throw new ModeError(`zero copy: a thread can serve at most ${MAX_BUFFER_SLOTS} tags (queues per thread × depth)`);
+  }
+}

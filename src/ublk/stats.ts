@@ -1,0 +1,77 @@
+// Live counters of a device, in a memfd every serving thread maps: one slot
+// per (thread, queue it serves), written only by that thread, so no counter
+// is ever shared between writers. The main thread reads them (UblkDevice.stats),
+// and so can another process, through /proc/<server pid>/fd/<fd> (`ublk-ts stats`).
+import fs from 'node:fs';
+import { native } from '../native.js';
+import { MAP_SHARED, MFD_CLOEXEC, PROT_READ, PROT_WRITE } from '../sys.js';
+
+/** Float64 words per slot, and each counter's index within a slot. */
+export const SLOT_WORDS = 16;
+export const C_QUEUE = 0; // the queue this slot counts (written once)
+export const C_READS = 1, C_WRITES = 2, C_OTHER = 3, C_READ_BYTES = 4, C_WRITE_BYTES = 5;
+export const C_ERRORS = 6; // requests completed with a negative result
+export const C_INFLIGHT = 7; // requests dispatched and not yet handed to the commit path
+export const C_FETCH_CQES = 8, C_TAGS = 9, C_COMMITS = 10, C_REARMS = 11; // batch mode
+
+export interface QueueStats {
+  queue: number;
+  reads: number;
+  writes: number;
+  /** FLUSH, DISCARD, WRITE_ZEROES and anything else. */
+  other: number;
+  readBytes: number;
+  writeBytes: number;
+  errors: number;
+  inFlight: number;
+  /** Batch mode: FETCH_IO_CMDS completions and the tags they delivered. */
+  fetchCqes: number;
+  tags: number;
+  commits: number;
+  /** Multishot fetches that ended (-ENOBUFS, or no IORING_CQE_F_MORE) and were armed again. */
+  rearms: number;
+}
+
+export type BatchStats = Pick<QueueStats, 'fetchCqes' | 'tags' | 'commits' | 'rearms'>;
+
+const FIELDS: Array<[keyof QueueStats, number]> = [
+  ['reads', C_READS], ['writes', C_WRITES], ['other', C_OTHER], ['readBytes', C_READ_BYTES], ['writeBytes', C_WRITE_BYTES],
+  ['errors', C_ERRORS], ['inFlight', C_INFLIGHT], ['fetchCqes', C_FETCH_CQES], ['tags', C_TAGS], ['commits', C_COMMITS],
+  ['rearms', C_REARMS],
+];
+
+export const statsBytes = (slots: number): number => Math.max(1, slots) * SLOT_WORDS * 8;
+
+/** A new counter memfd for `slots` slots; the caller closes it. */
+export function createStatsFd(slots: number): number {
+  const fd = native.memfdCreate('ublk-ts-stats', MFD_CLOEXEC);
+  fs.ftruncateSync(fd, statsBytes(slots));
+  return fd;
+}
+
+/** Maps the counters of an fd made by createStatsFd (read-only for readers in other processes). */
+export function mapStats(fd: number, writable: boolean): Float64Array {
+  const size = fs.fstatSync(fd).size;
+  return new Float64Array(native.mmap(size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0));
+}
+
+/** The counters per queue (slots of threads sharing a queue added up), in queue order. */
+export function readQueueStats(words: Float64Array, slots: number): QueueStats[] {
+  const byQueue = new Map<number, QueueStats>();
+  for (let s = 0; s < slots; s++) {
+    const b = s * SLOT_WORDS, q = words[b + C_QUEUE]!;
+    let qs = byQueue.get(q);
+    if (!qs) byQueue.set(q, (qs = { queue: q, reads: 0, writes: 0, other: 0, readBytes: 0, writeBytes: 0, errors: 0, inFlight: 0,
+      fetchCqes: 0, tags: 0, commits: 0, rearms: 0 }));
+    for (const [k, i] of FIELDS) (qs[k] as number) += words[b + i]!;
+  }
+  return [...byQueue.values()].sort((a, b) => a.queue - b.queue);
+}
+
+/** Adds up per-queue counters into one for the device. */
+export function totalStats(queues: readonly QueueStats[]): QueueStats {
+  const t: QueueStats = { queue: -1, reads: 0, writes: 0, other: 0, readBytes: 0, writeBytes: 0, errors: 0, inFlight: 0,
+    fetchCqes: 0, tags: 0, commits: 0, rearms: 0 };
+  for (const q of queues) for (const [k] of FIELDS) (t[k] as number) += q[k] as number;
+  return t;
+}

@@ -1,0 +1,70 @@
+// What a queue engine is to the rest of a serving thread. Classic
+// (engine-classic.ts) and batch (engine-batch.ts) implement it; worker.ts
+// builds one and serve-loop.ts drives it.
+//
+// Lifecycle, in this order:
+//   1. construct, with everything it works with (EngineDeps); the engine
+//      builds its Dispatcher, which routes finished requests back to the
+//      engine's commit path (CommitSink);
+//   2. open the target with `engine.dispatcher` as its `ctx.io`, then
+//      `dispatcher.attach(target)`;
+//   3. arm(): FETCH_REQ per tag, or PREP_IO_CMDS then FETCH_IO_CMDS; an
+//      `error` afterwards means the kernel refused;
+//   4. serve (serve-loop.ts): flush() before each enter, onCqe for each
+//      completion, until `active` is false (every fetch aborted by STOP_DEV,
+//      nothing in flight) or the quit eventfd fires;
+//   5. the worker closes the ring, then releases the queue memory.
+import type { CqeHandler, Ring } from '../../uring/ring.js';
+import type { ServingMode, QueueAssignment } from '../mode.js';
+import type { Dispatcher } from './dispatch.js';
+import type { Waker } from './waker.js';
+import type { TagBuffers } from './queue-memory.js';
+import type { UblkRequest } from './request.js';
+
+/** A queue a thread serves, with its memory. */
+export interface ServedQueue extends QueueAssignment {
+  /** The queue's ublksrv_io_desc array, mmapped from /dev/ublkcN. */
+  desc: Uint32Array;
+  /** Per-tag buffers (kernel and user copy), or null (zero copy). */
+  bufs: TagBuffers | null;
+}
+
+export interface EngineDeps {
+  ring: Ring;
+  mode: ServingMode;
+  depth: number;
+  queues: ServedQueue[];
+  /** The device's counters (stats.ts); this thread writes its queues' slots. */
+  stats: Float64Array;
+  /** Wakes the serving loop when a request completes outside a CQE (a promise, a timer). */
+  waker: Waker;
+}
+
+/** Where the dispatcher hands a finished request. */
+export interface CommitSink {
+  /** Commits the request with `result` (an SQE, or an element of the next COMMIT_IO_CMDS). */
+  commit(req: UblkRequest, result: number): void;
+  /**
+   * Classic only: prepares the request's commit as the very next SQE, to be
+   * linked after the target's last SQE (TargetIo.linkCommit). Null where the
+   * engine cannot link.
+   */
+  readonly commitNext: ((req: UblkRequest, result: number) => void) | null;
+}
+
+export interface Engine {
+  readonly dispatcher: Dispatcher;
+  /** False once every tag has been aborted and nothing is in flight. */
+  readonly active: boolean;
+  /** Why the engine stopped, if not by an orderly abort. */
+  readonly error: string | null;
+  /** Arms the queues and checks that the kernel took it (see `error`). */
+  arm(): void;
+  /**
+   * Turns completions gathered while reaping into SQEs (batch COMMITs).
+   * Returns how many of them complete during the submit itself: their CQEs
+   * are already there when the wait starts, so they must not end it.
+   */
+  flush(): number;
+  readonly onCqe: CqeHandler;
+}

@@ -1,0 +1,69 @@
+// The serving mode: what each choice of engine and copy mode implies, decided
+// in one place, and the thread layouts it allows.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { assignQueues, checkAssignment, checkKernelSupports, ModeError, servingMode, MAX_BUFFER_SLOTS } from '../../src/ublk/mode.js';
+import {
+  UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_SUPPORT_ZERO_COPY,
+  UBLK_F_USER_COPY,
+} from '../../src/ublk/abi/uapi.js';
+
+const ring = { name: 'loop', data: 'ring' as const };
+
+test('kernel copy: tag buffers whose addresses travel in the commands, 16-byte batch elements', () => {
+  const m = servingMode({ batch: true, copy: 'kernel', autoBufReg: true }, ring);
+  assert.equal(m.engine, 'batch');
+  assert.equal(m.flags, UBLK_F_BATCH_IO);
+  assert.ok(m.tagBuffers && m.bufferAddressInCommands);
+  assert.ok(!m.autoBufReg && !m.mayRegister && !m.registerAll && !m.stageUserCopy);
+  assert.equal(m.elemBytes, 16);
+  assert.equal(m.batchFlags, UBLK_BATCH_F_HAS_BUF_ADDR);
+});
+
+test('user copy: staging only for targets that work on req.buffer', () => {
+  const buffer = servingMode({ batch: false, copy: 'user', autoBufReg: true }, { name: 'memory' });
+  assert.equal(buffer.flags, UBLK_F_USER_COPY);
+  assert.ok(buffer.stageUserCopy && buffer.tagBuffers && !buffer.bufferAddressInCommands);
+  assert.equal(buffer.elemBytes, 8);
+  assert.equal(servingMode({ batch: false, copy: 'user', autoBufReg: true }, ring).stageUserCopy, false);
+});
+
+test('zero copy: AUTO_BUF_REG or explicit registration, no tag buffers, refused for buffer targets', () => {
+  const auto = servingMode({ batch: true, copy: 'zero', autoBufReg: true }, ring);
+  assert.equal(auto.flags, UBLK_F_BATCH_IO | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG);
+  assert.ok(auto.autoBufReg && auto.mayRegister && !auto.registerAll && !auto.tagBuffers);
+  assert.equal(auto.batchFlags, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK);
+  const explicit = servingMode({ batch: false, copy: 'zero', autoBufReg: false }, ring);
+  assert.equal(explicit.flags, UBLK_F_SUPPORT_ZERO_COPY);
+  assert.ok(explicit.registerAll && !explicit.autoBufReg);
+  assert.equal(servingMode({ batch: false, copy: 'zero', autoBufReg: true }, { name: 'null', data: 'none' }).mayRegister, false);
+  assert.throws(() => servingMode({ batch: false, copy: 'zero', autoBufReg: true }, { name: 'memory', data: 'buffer' }),
+    (e: Error) => e instanceof ModeError && /the memory target moves data in JavaScript/.test(e.message));
+});
+
+test('a kernel without a mode: named, with the way out', () => {
+  const zero = servingMode({ batch: false, copy: 'zero', autoBufReg: true }, ring);
+  assert.throws(() => checkKernelSupports(zero, UBLK_F_SUPPORT_ZERO_COPY), /lacks AUTO_BUF_REG \(needed for --copy zero\); --no-auto-buf-reg/);
+  assert.doesNotThrow(() => checkKernelSupports(zero, UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG));
+  const batch = servingMode({ batch: true, copy: 'kernel', autoBufReg: true }, ring);
+  assert.throws(() => checkKernelSupports(batch, 0), /does not support UBLK_F_BATCH_IO \(batch mode needs Linux 7.0/);
+});
+
+test('thread layouts: one thread per queue (classic); batch deals queues round-robin or shares them', () => {
+  const classic = servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, ring);
+  assert.deepEqual(assignQueues(classic, 2), [[{ q: 0, prep: true, fetchBuffers: 0, slot: 0 }], [{ q: 1, prep: true, fetchBuffers: 0, slot: 1 }]]);
+  const batch = servingMode({ batch: true, copy: 'kernel', autoBufReg: true }, ring);
+  assert.deepEqual(assignQueues(batch, 4, 2).map((t) => t.map((a) => a.q)), [[0, 2], [1, 3]]);
+  assert.ok(assignQueues(batch, 4, 2).flat().every((a) => a.prep && a.fetchBuffers === 4));
+  // More threads than queues: each queue PREPed by its first thread, one fetch buffer each so the active fetch moves on.
+  assert.deepEqual(assignQueues(batch, 1, 4).flat(), [
+    { q: 0, prep: true, fetchBuffers: 1, slot: 0 }, { q: 0, prep: false, fetchBuffers: 1, slot: 1 },
+    { q: 0, prep: false, fetchBuffers: 1, slot: 2 }, { q: 0, prep: false, fetchBuffers: 1, slot: 3 },
+  ]);
+  // Every (thread, queue) pair has a counter slot of its own: no two writers share one.
+  assert.deepEqual(assignQueues(batch, 4, 2).flat().map((a) => a.slot).sort(), [0, 1, 2, 3]);
+  const auto = servingMode({ batch: true, copy: 'zero', autoBufReg: true }, ring);
+  assert.throws(() => checkAssignment(auto, assignQueues(auto, 1, 2), 1, 128), /at most one thread per queue \(2 threads for 1 queue/);
+  assert.throws(() => checkAssignment(auto, assignQueues(auto, 8, 1), 8, 4096), new RegExp(`at most ${MAX_BUFFER_SLOTS} tags`));
+  assert.doesNotThrow(() => checkAssignment(auto, assignQueues(auto, 2, 2), 2, 128));
+});
