@@ -26,6 +26,13 @@ cp /tmp/demo.bin /mnt/demo/
 sync; echo 3 > /proc/sys/vm/drop_caches
 cmp /tmp/demo.bin /mnt/demo/demo.bin && echo "read back identically: $(sha256sum < /mnt/demo/demo.bin | cut -c1-16)…"
 
+say "live numbers while fio reads the device"
+fio --name=demo --filename="$dev" --readonly --rw=randread --bs=4k --direct=1 --ioengine=io_uring --iodepth=8 \
+  --time_based --runtime=4 --eta=never --output=/dev/null &
+sleep 1
+ublk stats "${dev#/dev/ublkb}"
+wait
+
 say "unmount, check, remove"
 umount /mnt/demo
 fsck.ext4 -f -n "$dev"
