@@ -1,21 +1,15 @@
 // `ublk-ts add TARGET [options]`: the device's options (device-options.ts)
 // and the target's own rows, read from one command line; the server then runs
 // detached (or in the foreground) and `add` returns once the device is live.
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { optionHelp } from '../options/argv.js';
 import { flagOf, type OptionSpec } from '../options/spec.js';
-import { UblkControl } from '../ublk/control/control.js';
 import { DEVICE_OPTIONS, checkDeviceOptions } from '../ublk/control/device-options.js';
 import { BUILTIN_TARGETS, loadTarget, resolveTarget } from '../ublk/target-loader.js';
 import { checkTargetOptions, targetOptionSpecs, type TargetModule } from '../ublk/target.js';
-import { commandHelp, print, readArgs, type Command } from './command.js';
-import { exitCodeOf, oneLine, ReportedError, UsageError } from './errors.js';
-import { serve, type ServeConfig } from './server.js';
-import { logFile, STATE_DIR } from './state.js';
-import { ServerLog } from './log.js';
+import { readArgs, type Command } from './command.js';
+import { UsageError } from './errors.js';
+import { launch } from './launch.js';
+import type { ServeConfig } from './server.js';
 
 const ADD_OPTIONS: readonly OptionSpec[] = [
   { key: 'type', short: 't', type: 'string', arg: 'TARGET', help: 'the target, as an alternative to the first argument' },
@@ -85,57 +79,7 @@ export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; fore
   return { cfg: { ...device, target, options }, foreground: args.values.foreground === true };
 }
 
-type ServerMessage = { type: 'live'; id: number; path: string } | { type: 'error'; message: string; exitCode: number };
-
 async function add(argv: string[]): Promise<void> {
   const parsed = await parseAdd(argv);
-  if (!parsed) return;
-  const { cfg, foreground } = parsed;
-  // The driver and the permission to use it, checked before anything is made.
-  UblkControl.open().close();
-  if (foreground) {
-    await serve(cfg, (dev) => print(dev.path));
-    return;
-  }
-  // Background: a detached server process; we return once it reports the device live.
-  fs.mkdirSync(STATE_DIR, { recursive: true });
-  const logPath = path.join(STATE_DIR, 'server.log');
-  const log = fs.openSync(logPath, 'a');
-  const main = fileURLToPath(new URL('./main.js', import.meta.url));
-  const child = spawn(process.execPath, [main, '__serve', JSON.stringify(cfg)], {
-    detached: true,
-    cwd: '/',
-    stdio: ['ignore', 'ignore', log, 'ipc'],
-  });
-  fs.closeSync(log);
-  const msg = await new Promise<ServerMessage>((resolve) => {
-    child.once('message', (m) => resolve(m as ServerMessage));
-    child.once('exit', (code, sig) => resolve({
-      type: 'error', exitCode: 1, message: `server exited before the device was live (${sig ?? `exit code ${code}`}); see ${logPath}`,
-    }));
-  });
-  child.removeAllListeners();
-  if (child.connected) child.disconnect();
-  child.unref();
-  if (msg.type === 'error') throw new ReportedError(msg.message, msg.exitCode);
-  print(msg.path);
-}
-
-/** The detached server: runs the device and reports to the `add` that started it. */
-export async function serveChild(json: string): Promise<void> {
-  const send = (m: ServerMessage): void => {
-    if (process.connected) process.send!(m);
-  };
-  const log = new ServerLog();
-  try {
-    await serve(JSON.parse(json) as ServeConfig, (dev) => {
-      log.moveTo(logFile(dev.id));
-      console.error(`ublk-ts[${process.pid}]: ${dev.path} live (${dev.queues} queue(s), depth ${dev.depth})`);
-      send({ type: 'live', id: dev.id, path: dev.path });
-      if (process.connected) process.disconnect();
-    });
-  } catch (e) {
-    send({ type: 'error', message: oneLine(e), exitCode: exitCodeOf(e) });
-    throw e;
-  }
+  if (parsed) await launch(parsed.cfg, parsed.foreground);
 }

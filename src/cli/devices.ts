@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/control.js';
 import { featureNames, STATE_NAMES } from '../ublk/abi/uapi.js';
+import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
 import { UsageError } from './errors.js';
 import { readState, removeState } from './state.js';
@@ -19,6 +20,10 @@ export interface DeviceListing {
   depth: number;
   flags: string[];
   pid: number | null;
+  /** The process that restarts the server should it die (devices with --recovery), if one runs. */
+  supervisor: number | null;
+  /** UBLK_F_USER_RECOVERY policy: none, requeue, reissue, fail-io. */
+  recovery: string;
   maxIoBytes: number;
 }
 
@@ -50,6 +55,8 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       depth: info.queue_depth,
       flags: featureNames(info.flags),
       pid,
+      supervisor: st?.supervisor !== undefined && alive(st.supervisor) ? st.supervisor : null,
+      recovery: recoveryOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
     };
   } catch (e) {
@@ -100,6 +107,12 @@ export async function deleteDevice(ctrl: UblkControl, id: number): Promise<void>
     throw e;
   });
   const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
+  // A supervisor would start a new server for the device: it goes first.
+  const supervisor = readState(id)?.supervisor;
+  if (supervisor !== undefined && alive(supervisor)) {
+    process.kill(supervisor, 'SIGTERM'); // it passes SIGTERM on to the server and ends with it
+    await waitFor(() => !alive(supervisor), 30_000);
+  }
   if (pid !== null && alive(pid)) {
     process.kill(pid, 'SIGTERM');
     if ((await waitFor(() => gone(ctrl, id), 30_000)) && (await waitFor(() => !alive(pid), 10_000))) return;

@@ -1,6 +1,9 @@
-// ublk-ts command line: add | list | stats | del | features.
+// ublk-ts command line: add | list | stats | recover | del | features.
 import { readFileSync } from 'node:fs';
-import { addCommand, serveChild } from './add.js';
+import { addCommand } from './add.js';
+import { serveChild } from './launch.js';
+import { superviseChild } from './supervisor.js';
+import { recoverCommand } from './recover.js';
 import { print, type Command } from './command.js';
 import { delCommand } from './del.js';
 import { exitCodeOf, EXIT_USAGE, oneLine, UsageError } from './errors.js';
@@ -8,7 +11,7 @@ import { featuresCommand } from './features.js';
 import { listCommand } from './list.js';
 import { statsCommand } from './stats.js';
 
-const COMMANDS: readonly Command[] = [addCommand, listCommand, statsCommand, delCommand, featuresCommand];
+const COMMANDS: readonly Command[] = [addCommand, listCommand, statsCommand, recoverCommand, delCommand, featuresCommand];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -27,6 +30,10 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === '__serve') {
     await serveChild(rest[0]!);
     return 0;
+  }
+  if (cmd === '__supervise') {
+    await superviseChild(rest[0]!);
+    return process.exitCode === undefined ? 0 : Number(process.exitCode);
   }
   if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(usage());

@@ -1,10 +1,14 @@
-// The server side of `ublk-ts add`: creates the device, serves it until
-// SIGINT/SIGTERM or until it is stopped from outside, then removes it.
+// The server side of `ublk-ts add` and `ublk-ts recover`: creates the device
+// (or attaches to it), serves it until SIGINT/SIGTERM or until it is stopped
+// from outside, then removes it. A device with recovery whose serving thread
+// failed is let go of instead, its state kept for `recover`.
 import { UblkDevice, type DeviceOptions } from '../ublk/control/device.js';
 import { removeState, writeState } from './state.js';
 
 export interface ServeConfig extends DeviceOptions {
   target: string;
+  /** Attach to this existing device (`recover`) instead of creating one. */
+  recoverId?: number;
 }
 
 /**
@@ -24,10 +28,10 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void)
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', () => {}); // outlive the terminal that started us
   try {
-    dev = await UblkDevice.create(cfg);
-    writeState({
-      id: dev.id, pid: process.pid, target: cfg.target, options: cfg.options ?? {}, statsFd: dev.statsFd,
-    });
+    const { recoverId, ...config } = cfg;
+    dev = await (recoverId === undefined ? UblkDevice.create(config) : UblkDevice.recover(recoverId, config));
+    const supervisor = Number(process.env.UBLK_TS_SUPERVISOR) || undefined;
+    writeState({ id: dev.id, pid: process.pid, supervisor, target: cfg.target, options: cfg.options ?? {}, statsFd: dev.statsFd, config });
     // Stopped from outside (STOP_DEV by another process): clean up just the same.
     void dev.stopped.then(() => dev!.stop());
     if (stopRequested) void dev.stop();
@@ -38,6 +42,10 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void)
     if (st.fetchCqes) {
       console.error(`ublk-ts[${process.pid}]: ${dev.path} batch stats: ${st.fetchCqes} fetch completions, ${st.tags} tags ` +
         `(${(st.tags / Math.max(1, st.fetchCqes)).toFixed(2)} per completion), ${st.commits} commits`);
+    }
+    if (dev.released) {
+      process.exitCode = 1; // the device waits for `ublk-ts recover`; its state stays
+      dev = null;
     }
   } finally {
     if (dev) removeState(dev.id);

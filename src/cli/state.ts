@@ -2,16 +2,21 @@
 // kept in a small JSON file per device under /run, written by the server.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { DeviceOptions } from '../ublk/control/device.js';
 
 export const STATE_DIR = process.env.UBLK_TS_RUN_DIR ?? '/run/ublk-ts';
 
 export interface DeviceState {
   id: number;
   pid: number;
+  /** The supervisor that restarts this server (devices with --recovery). */
+  supervisor?: number;
   target: string;
   options: Record<string, unknown>;
   /** The server's fd of the device's counters (UblkDevice.statsFd). */
   statsFd?: number;
+  /** What the device was created with: a new server gets the same (`recover`). */
+  config?: DeviceOptions & { target: string };
 }
 
 const file = (id: number): string => path.join(STATE_DIR, `${id}.json`);

@@ -212,6 +212,7 @@ interface Options extends TargetOptions { file: string; buffered: boolean }
 
 export default defineTarget<Options, Shared>({
   name: 'loop',
+  recoverable: true,
   options: [
     { key: 'file', short: 'f', type: 'string', arg: 'PATH', required: true, help: 'the backing regular file or block device' },
     { key: 'buffered', type: 'bool', default: false, help: 'use the page cache (default: O_DIRECT)' },

@@ -5,6 +5,7 @@ import { defineTarget, sizeOption } from '../ublk/target.js';
 
 export default defineTarget<{ size: number }>({
   name: 'null',
+  recoverable: true,
   options: [sizeOption(true)],
   setup(options) {
     return { size: options.size, caps: { flush: true, discard: true, writeZeroes: true }, data: 'none' };

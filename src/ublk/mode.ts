@@ -3,9 +3,27 @@
 // by the workers' engines. A new UBLK_F_* mode is one predicate here plus the
 // engine code that reads it; no other file works out what a mode implies.
 import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO,
-  UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY } from './abi/uapi.js';
+  UBLK_F_QUIESCE, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
+  UBLK_F_USER_RECOVERY_REISSUE } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
 import type { CopyMode, TargetData } from './target.js';
+
+/** What happens to IO while a device has no server (UBLK_F_USER_RECOVERY and its variants). */
+export const RECOVERY_POLICIES = ['none', 'requeue', 'reissue', 'fail-io'] as const;
+export type RecoveryPolicy = (typeof RECOVERY_POLICIES)[number];
+
+const RECOVERY_FLAGS: Record<RecoveryPolicy, number> = {
+  none: 0,
+  requeue: UBLK_F_USER_RECOVERY,
+  reissue: UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE,
+  'fail-io': UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_FAIL_IO,
+};
+
+/** The policy a device was created with, from its flags. */
+export function recoveryOf(flags: number): RecoveryPolicy {
+  if (!(flags & UBLK_F_USER_RECOVERY)) return 'none';
+  return flags & UBLK_F_USER_RECOVERY_REISSUE ? 'reissue' : flags & UBLK_F_USER_RECOVERY_FAIL_IO ? 'fail-io' : 'requeue';
+}
 
 /** Most fixed buffers one io_uring table holds (zero copy: one slot per tag a ring serves). */
 export const MAX_BUFFER_SLOTS = 16384;
@@ -35,6 +53,10 @@ export interface ServingMode {
   elemBytes: number;
   /** Batch: the PREP/COMMIT command's UBLK_BATCH_F_* flags. */
   batchFlags: number;
+  /** The device's logical block size: a READ/WRITE result must be a multiple of it. */
+  logicalBlockSize: number;
+  /** The device outlives its server (UBLK_F_USER_RECOVERY): a failing server leaves it to `recover`. */
+  recovery: RecoveryPolicy;
 }
 
 /** The user's choice of a mode that cannot be served: one line, for the CLI and the library alike. */
@@ -46,10 +68,20 @@ export interface ModeChoice {
   batch: boolean;
   copy: CopyMode;
   autoBufReg: boolean;
+  recovery?: RecoveryPolicy;
 }
 
-export function servingMode(o: ModeChoice, target: { name: string; data?: TargetData }): ServingMode {
+/**
+ * The mode for these options and this target. `features`, where known, adds
+ * what the kernel offers on top: UBLK_F_QUIESCE (planned handover) with recovery.
+ */
+export function servingMode(o: ModeChoice, target: { name: string; data?: TargetData; logicalBlockSize?: number; recoverable?: boolean },
+  features = 0): ServingMode {
   const data = target.data ?? 'buffer';
+  const recovery = o.recovery ?? 'none';
+  if (recovery !== 'none' && !target.recoverable) {
+    throw new ModeError(`the ${target.name} target keeps its data in the server, which a new server cannot find: it cannot use --recovery`);
+  }
   if (o.copy === 'zero' && data === 'buffer') {
     throw new ModeError(`the ${target.name} target moves data in JavaScript, which zero copy cannot reach (use --copy kernel or user)`);
   }
@@ -59,6 +91,8 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
   let flags = o.batch ? UBLK_F_BATCH_IO : 0;
   if (o.copy === 'user') flags |= UBLK_F_USER_COPY;
   if (zero) flags |= UBLK_F_SUPPORT_ZERO_COPY | (autoBufReg ? UBLK_F_AUTO_BUF_REG : 0);
+  flags |= RECOVERY_FLAGS[recovery];
+  if (recovery !== 'none') flags |= features & UBLK_F_QUIESCE;
   return {
     engine: o.batch ? 'batch' : 'classic',
     copy: o.copy,
@@ -72,6 +106,8 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
     stageUserCopy: o.copy === 'user' && data === 'buffer',
     elemBytes: LAYOUTS.ublk_elem_header.size + (kernel ? 8 : 0),
     batchFlags: kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0,
+    logicalBlockSize: target.logicalBlockSize ?? 512,
+    recovery,
   };
 }
 
@@ -83,7 +119,8 @@ export function checkKernelSupports(mode: ServingMode, features: number): void {
   const missing = mode.flags & ~features;
   if (!missing) return;
   const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
-  throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for --copy ${mode.copy})${hint}`);
+  const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}` : `--copy ${mode.copy}`;
+  throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for ${what})${hint}`);
 }
 
 /** One thread's share of the work: a queue it serves. */

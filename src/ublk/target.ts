@@ -143,6 +143,12 @@ export interface TargetModule<Options extends TargetOptions = TargetOptions, Sha
    * `setup` gets them checked, with defaults filled in. Default: an optional `size`.
    */
   options?: readonly OptionSpec[];
+  /**
+   * Whether a new server process, given the same options, serves the same
+   * data (a file, a remote store: yes; memory that lived in the old server: no).
+   * Only such targets may use --recovery. Default false.
+   */
+  recoverable?: boolean;
   setup(options: Options): TargetSetup<Shared> | Promise<TargetSetup<Shared>>;
   open(ctx: QueueContext<Options, Shared>): Target | Promise<Target>;
 }

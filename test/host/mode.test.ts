@@ -2,10 +2,12 @@
 // in one place, and the thread layouts it allows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assignQueues, checkAssignment, checkKernelSupports, ModeError, servingMode, MAX_BUFFER_SLOTS } from '../../src/ublk/mode.js';
+import {
+  assignQueues, checkAssignment, checkKernelSupports, ModeError, RECOVERY_POLICIES, recoveryOf, servingMode, MAX_BUFFER_SLOTS,
+} from '../../src/ublk/mode.js';
 import {
   UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_SUPPORT_ZERO_COPY,
-  UBLK_F_USER_COPY,
+  UBLK_F_QUIESCE, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE,
 } from '../../src/ublk/abi/uapi.js';
 
 const ring = { name: 'loop', data: 'ring' as const };
@@ -39,6 +41,23 @@ test('zero copy: AUTO_BUF_REG or explicit registration, no tag buffers, refused 
   assert.equal(servingMode({ batch: false, copy: 'zero', autoBufReg: true }, { name: 'null', data: 'none' }).mayRegister, false);
   assert.throws(() => servingMode({ batch: false, copy: 'zero', autoBufReg: true }, { name: 'memory', data: 'buffer' }),
     (e: Error) => e instanceof ModeError && /the memory target moves data in JavaScript/.test(e.message));
+});
+
+test('recovery: its flags, QUIESCE where the kernel has it, and only for targets whose data outlives the server', () => {
+  const loop = { ...ring, recoverable: true };
+  assert.equal(servingMode({ batch: false, copy: 'kernel', autoBufReg: true, recovery: 'requeue' }, loop).flags, UBLK_F_USER_RECOVERY);
+  assert.equal(servingMode({ batch: false, copy: 'kernel', autoBufReg: true, recovery: 'reissue' }, loop, UBLK_F_QUIESCE).flags,
+    UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | UBLK_F_QUIESCE);
+  const failIo = servingMode({ batch: true, copy: 'kernel', autoBufReg: true, recovery: 'fail-io' }, loop);
+  assert.equal(failIo.flags, UBLK_F_BATCH_IO | UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_FAIL_IO);
+  for (const p of RECOVERY_POLICIES) {
+    assert.equal(recoveryOf(servingMode({ batch: false, copy: 'kernel', autoBufReg: true, recovery: p }, loop).flags), p);
+  }
+  assert.equal(servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, loop, UBLK_F_QUIESCE).flags, 0, 'no QUIESCE without recovery');
+  assert.throws(() => servingMode({ batch: false, copy: 'kernel', autoBufReg: true, recovery: 'requeue' }, { name: 'memory' }),
+    /the memory target keeps its data in the server.*cannot use --recovery/);
+  assert.throws(() => checkKernelSupports(failIo, UBLK_F_BATCH_IO | UBLK_F_USER_RECOVERY),
+    /lacks USER_RECOVERY_FAIL_IO \(needed for --recovery fail-io\)/);
 });
 
 test('a kernel without a mode: named, with the way out', () => {

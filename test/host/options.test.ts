@@ -74,11 +74,15 @@ test('help: one line per row with its alias, placeholder, choices and default', 
 
 test('device options: the library and the command line get the same defaults and checks', () => {
   const d = checkDeviceOptions({}, 'library');
-  assert.deepEqual(d, { queues: 1, depth: 128, maxIoBytes: 1 << 20, batch: false, copy: 'kernel', autoBufReg: true, coalesceUsec: 0, pollUsec: 0 });
+  assert.deepEqual(d, {
+    queues: 1, depth: 128, maxIoBytes: 1 << 20, batch: false, copy: 'kernel', autoBufReg: true, recovery: 'none', coalesceUsec: 0, pollUsec: 0,
+  });
   assert.throws(() => checkDeviceOptions({ depth: 0 }, 'library'), /^OptionError: depth must be from 1 to 4096, got 0$/);
   assert.throws(() => checkDeviceOptions({ depth: '0' }, 'cli'), /^OptionError: --depth must be from 1 to 4096, got '0'$/);
   assert.throws(() => checkDeviceOptions({ threads: 2 }, 'library'), /threads only applies with batch \(classic mode serves/);
   assert.ok(DEVICE_OPTIONS.every((s) => s.help.length > 0), 'every row has help');
+  // Every default passes its own row (checked values are checked again by the library).
+  for (const s of DEVICE_OPTIONS) if (s.default !== undefined) assert.doesNotThrow(() => checkOptions([s], { [s.key]: s.default }, 'library'), s.key);
   // What the command line checked, UblkDevice.create() checks again: the result must pass unchanged.
   const cli = checkDeviceOptions({ batch: true, threads: '2', copy: 'zero', autoBufReg: false }, 'cli');
   assert.deepEqual(checkDeviceOptions({ ...cli }, 'library'), cli);
@@ -93,7 +97,8 @@ test('ublk-ts add: target first or -t, target rows parsed with the device rows, 
     foreground: false,
     cfg: {
       target: 'loop', options: { file: '/tmp/x.img', buffered: true },
-      queues: 2, depth: 64, maxIoBytes: 1 << 20, batch: true, threads: 3, copy: 'user', autoBufReg: true, coalesceUsec: 0, pollUsec: 0,
+      queues: 2, depth: 64, maxIoBytes: 1 << 20, batch: true, threads: 3, copy: 'user', autoBufReg: true, recovery: 'none',
+      coalesceUsec: 0, pollUsec: 0,
     },
   });
   const t = await parseAdd(['-t', 'memory', '--size', '1G', '--foreground', '-n', '7']);

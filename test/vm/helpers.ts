@@ -71,7 +71,7 @@ export function delDevice(dev: string): void {
 
 export interface Listed {
   id: number; path: string; state: string; target: string; size: number; queues: number; depth: number;
-  flags: string[]; pid: number | null;
+  flags: string[]; pid: number | null; supervisor: number | null; recovery: string;
 }
 
 export function listDevices(): Listed[] {
@@ -82,7 +82,7 @@ export function listDevices(): Listed[] {
 
 export const ublkNodes = (): string[] => fs.readdirSync('/dev').filter((n) => /^ublk[bc]\d+$/.test(n));
 
-/** Pids of ublk-ts server processes (the detached `__serve` children). */
+/** Pids of ublk-ts server processes (the detached `__serve` children) and their supervisors (`__supervise`). */
 export function serverPids(): number[] {
   const pids: number[] = [];
   for (const p of fs.readdirSync('/proc')) {
@@ -91,7 +91,8 @@ export function serverPids(): number[] {
       const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
       const args = cmd.split('\0');
       // The detached server runs `node .../cli/main.js __serve ...`; a foreground one `ublk-ts.js add ... --foreground`.
-      if (args.includes('__serve') || (args.some((a) => a.endsWith('ublk-ts.js')) && args.includes('--foreground'))) pids.push(Number(p));
+      if (args.includes('__serve') || args.includes('__supervise') ||
+        (args.some((a) => a.endsWith('ublk-ts.js')) && args.includes('--foreground'))) pids.push(Number(p));
     } catch { /* exited meanwhile */ }
   }
   return pids;

@@ -134,6 +134,12 @@ export class UblkControl {
   async stopDev(devId: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_STOP_DEV, { devId }); }
   /** START_DEV: `pid` must be the process that opened /dev/ublkcN. Blocks until every tag is fetched. */
   async startDev(devId: number, pid: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_START_DEV, { devId, data: pid }); }
+  /** START_USER_RECOVERY: -EBUSY while /dev/ublkcN is still open or the device is not QUIESCED/FAIL_IO. */
+  async startUserRecovery(devId: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_START_USER_RECOVERY, { devId }); }
+  /** END_USER_RECOVERY: `pid` as for START_DEV; blocks until every tag is fetched (or prepared), then the device is LIVE. */
+  async endUserRecovery(devId: number, pid: number): Promise<void> {
+    await this.cmd(U.UBLK_U_CMD_END_USER_RECOVERY, { devId, data: pid });
+  }
 
   async setParams(devId: number, params: UblkParams): Promise<void> {
     await this.cmd(U.UBLK_U_CMD_SET_PARAMS, { devId, buf: encodeParams(params) });

@@ -2,6 +2,7 @@
 // command line (`ublk-ts add`) and by UblkDevice.create() alike.
 import { checkOptions, type Naming, type OptionSpec } from '../../options/spec.js';
 import { COPY_MODES } from '../target.js';
+import { RECOVERY_POLICIES } from '../mode.js';
 import type { DeviceOptions } from './device.js';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
 
@@ -24,6 +25,10 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
       'or the request\'s pages are used in place (zero)' },
   { key: 'autoBufReg', flag: 'no-auto-buf-reg', type: 'bool', negated: true, default: true, onlyWith: { key: 'copy', value: 'zero' },
     help: 'zero copy: register request pages with REGISTER_IO_BUF per request instead of UBLK_F_AUTO_BUF_REG' },
+  { key: 'recovery', type: 'enum', arg: 'POLICY', choices: RECOVERY_POLICIES, default: 'none',
+    help: 'UBLK_F_USER_RECOVERY: the device outlives its server, and `ublk-ts recover ID` attaches a new one. While no ' +
+      'server runs, IO waits (requeue, reissue) or fails (fail-io); requests the dead server had taken fail (requeue, ' +
+      'fail-io) or go to the new server (reissue)' },
   { key: 'coalesceUsec', flag: 'coalesce-us', type: 'int', arg: 'N', default: 0, min: 0, max: 1_000_000,
     help: 'once requests come in bursts, wait up to N µs for more before serving them (0: off)' },
   { key: 'pollUsec', flag: 'poll-us', type: 'int', arg: 'N', default: 0, min: 0, max: 1_000_000,

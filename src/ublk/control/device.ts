@@ -4,14 +4,15 @@ import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { native } from '../../native.js';
-import { EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
-import { UblkControl, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
+import { EBUSY, EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
+import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
 import { checkDeviceOptions } from './device-options.js';
 import type { UblkParams } from '../abi/params.js';
-import { featureNames, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE } from '../abi/uapi.js';
+import { featureNames, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_S_DEV_FAIL_IO,
+  UBLK_S_DEV_QUIESCED } from '../abi/uapi.js';
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
-import { assignQueues, checkAssignment, checkKernelSupports, servingMode, type ServingMode } from '../mode.js';
+import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
 import { createStatsFd, mapStats, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from '../worker/worker.js';
 
@@ -50,6 +51,8 @@ export interface DeviceOptions {
    * the default) or register them explicitly with REGISTER_IO_BUF per request.
    */
   autoBufReg?: boolean;
+  /** UBLK_F_USER_RECOVERY: the device outlives its server, and UblkDevice.recover() attaches a new one. Default 'none'. */
+  recovery?: RecoveryPolicy;
 }
 
 /** Largest discard/write-zeroes in sectors: avoids a u32 byte-count overflow in older kernels. */
@@ -84,6 +87,47 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number): UblkParams {
     };
   }
   return p;
+}
+
+/**
+ * Checks that device `id` can take this server (created with recovery, the
+ * same flags, the same size) and starts its recovery. The kernel moves a
+ * device to QUIESCED/FAIL_IO only once its old server has let go of
+ * /dev/ublkcN, so START_USER_RECOVERY is retried while it says -EBUSY.
+ */
+async function startRecovery(ctrl: UblkControl, id: number, mode: ServingMode, size: number): Promise<DevInfo> {
+  const info = await ctrl.getDevInfo(id);
+  const was = recoveryOf(info.flags);
+  if (was === 'none') throw new ModeError(`device ${id} was not created with --recovery: it cannot take a new server`);
+  const wanted = mode.flags & ~UBLK_F_QUIESCE;
+  if ((info.flags & wanted) !== wanted || was !== mode.recovery) {
+    throw new ModeError(`device ${id} was created with ${featureNames(info.flags).join(' ')}, not with this mode's ${featureNames(wanted).join(' ')}`);
+  }
+  if (info.ublksrv_pid > 0 && info.state !== UBLK_S_DEV_QUIESCED && info.state !== UBLK_S_DEV_FAIL_IO && processAlive(info.ublksrv_pid)) {
+    throw new ModeError(`device ${id} is served by process ${info.ublksrv_pid}: nothing to recover (quiesce it, or stop that server, first)`);
+  }
+  const params = await ctrl.getParams(id);
+  if (params.basic.dev_sectors * 512 !== size) {
+    throw new ModeError(`device ${id} has ${params.basic.dev_sectors * 512} bytes, but its target now has ${size}`);
+  }
+  for (let i = 0; ; i++) {
+    try {
+      await ctrl.startUserRecovery(id);
+      return info;
+    } catch (e) {
+      if (!(e instanceof UblkControlError && e.errno === -EBUSY) || i >= 100) throw e;
+      await sleep(100);
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Opens /dev/ublkcN, which appears asynchronously where udev is in charge of /dev. */
@@ -137,6 +181,7 @@ function startWorker(cfg: Omit<WorkerConfig, 'quitFd'>): QueueWorker {
   const ready = new Promise<void>((res, rej) => { onReady = res; onFail = rej; });
   const done = new Promise<string | undefined>((res) => { onDone = res; });
   let finished = false;
+  let ringFd = -1;
   const finish = (err?: string): void => {
     if (finished) return;
     finished = true;
@@ -144,10 +189,27 @@ function startWorker(cfg: Omit<WorkerConfig, 'quitFd'>): QueueWorker {
     onFail(new Error(`worker for queue(s) ${cfg.queues.map((q) => q.q).join(',')}: ${err ?? 'exited before it was ready'}`));
     onDone(err);
   };
+  // A thread that died (an uncaught exception, also from a target's timer or
+  // callback) never ran its clean-up: its ring stays open and the kernel keeps
+  // waiting for the requests it had fetched. Closing the ring makes the driver
+  // cancel its commands and fail those requests, so nothing hangs.
+  const died = (err: string): void => {
+    if (ringFd >= 0) native.close(ringFd);
+    ringFd = -1;
+    finish(err);
+  };
   const qw: QueueWorker = { ready, done, quit: () => { if (!finished) fs.writeSync(quitFd, ONE); } };
-  worker.on('message', (m: WorkerMessage) => (m.type === 'ready' ? onReady() : finish(m.error)));
-  worker.on('error', (e) => finish(e.message));
-  worker.on('exit', (code) => finish(code ? `exit code ${code}` : undefined));
+  worker.on('message', (m: WorkerMessage) => {
+    if (m.type === 'ready') {
+      ringFd = m.ringFd;
+      onReady();
+    } else {
+      ringFd = -1; // closed by the worker itself
+      finish(m.error);
+    }
+  });
+  worker.on('error', (e) => died(e.message));
+  worker.on('exit', (code) => (code ? died(`exit code ${code}`) : finish(undefined)));
   ready.catch(() => {}); // observed by whoever awaits it
   return qw;
 }
@@ -156,6 +218,8 @@ export class UblkDevice {
   /** Resolves when every queue worker has stopped (after stop(), or when the device was stopped from outside). */
   readonly stopped: Promise<void>;
   private destroying: Promise<void> | null = null;
+  /** release() let go of the device (it waits for a new server) rather than stop() removing it. */
+  released = false;
 
   private constructor(
     private readonly ctrl: UblkControl,
@@ -165,8 +229,20 @@ export class UblkDevice {
     private readonly workers: QueueWorker[],
     private readonly setup: TargetSetup,
     private readonly counters: Counters,
+    readonly mode: ServingMode,
   ) {
     this.stopped = Promise.all(workers.map((w) => w.done)).then(() => {});
+    // A serving thread that fails while the device lives fails the device: it
+    // is stopped and removed; with recovery, this server lets go of it (the
+    // kernel quiesces it, and `recover` attaches a new server).
+    for (const w of workers) {
+      void w.done.then((err) => {
+        if (err === undefined || this.destroying) return;
+        const next = mode.recovery === 'none' ? 'stopping the device' : 'leaving the device to recovery';
+        console.error(`ublk-ts: ${this.path}: a serving thread failed (${err}); ${next}`);
+        void (mode.recovery === 'none' ? this.abandon() : this.release()).catch(() => {});
+      });
+    }
   }
 
   get id(): number { return this.info.dev_id; }
@@ -193,7 +269,21 @@ export class UblkDevice {
   }
 
   /** Creates and starts a device; on any failure nothing is left behind. */
-  static async create(opts: DeviceOptions): Promise<UblkDevice> {
+  static create(opts: DeviceOptions): Promise<UblkDevice> {
+    return UblkDevice.attach(opts, null);
+  }
+
+  /**
+   * Attaches a new server to device `id`, created with `recovery` and left
+   * without a server (QUIESCED, or FAIL_IO): START_USER_RECOVERY, every tag
+   * fetched or prepared again, END_USER_RECOVERY. `opts` must be what the
+   * device was created with. On failure the device stays as it was, for another try.
+   */
+  static recover(id: number, opts: DeviceOptions): Promise<UblkDevice> {
+    return UblkDevice.attach(opts, id);
+  }
+
+  private static async attach(opts: DeviceOptions, recoverId: number | null): Promise<UblkDevice> {
     const { target, options, ...deviceOptions } = opts;
     const o = checkDeviceOptions(deviceOptions, 'library');
     const targetUrl = resolveTarget(target);
@@ -208,18 +298,24 @@ export class UblkDevice {
     const counters: Counters = { fd: -1, words: new Float64Array(0), slots: 0 };
     try {
       checkSize(setup.size);
-      const mode = servingMode(o, { name: mod.name, data: setup.data });
       ctrl = UblkControl.open();
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
+      const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: mod.recoverable },
+        features);
       checkKernelSupports(mode, features);
 
-      info = await ctrl.addDev({
-        nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: o.maxIoBytes, dev_id: o.id, flags: mode.flags,
-      });
-      if ((info.flags & mode.flags) !== mode.flags) throw new Error(`the kernel did not grant ${featureNames(mode.flags & ~info.flags).join(', ')}`);
-      charFd = await openCharDevice(info.dev_id);
-      await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes));
+      if (recoverId === null) {
+        info = await ctrl.addDev({
+          nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: o.maxIoBytes, dev_id: o.id, flags: mode.flags,
+        });
+        if ((info.flags & mode.flags) !== mode.flags) throw new Error(`the kernel did not grant ${featureNames(mode.flags & ~info.flags).join(', ')}`);
+        charFd = await openCharDevice(info.dev_id);
+        await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes));
+      } else {
+        info = await startRecovery(ctrl, recoverId, mode, setup.size);
+        charFd = await openCharDevice(info.dev_id);
+      }
       // The kernel may have clamped the queue count to the CPU count: serve
       // exactly the queues that exist (a worker for a missing queue would hang deletion).
       const plan = assignQueues(mode, info.nr_hw_queues, o.threads);
@@ -236,10 +332,12 @@ export class UblkDevice {
         }));
       }
       await Promise.all(workers.map((w) => w.ready));
-      await ctrl.startDev(info.dev_id, process.pid);
-      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters);
+      if (recoverId === null) await ctrl.startDev(info.dev_id, process.pid);
+      else await ctrl.endUserRecovery(info.dev_id, process.pid);
+      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode);
     } catch (e) {
-      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters.fd, false);
+      // A failed recovery leaves the device without a server, as it found it.
+      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters.fd, recoverId === null ? 'stop' : 'release', false);
       throw e;
     } finally {
       // Workers map the tag buffers themselves; their fds are not needed past start.
@@ -252,32 +350,69 @@ export class UblkDevice {
     this.destroying ??= (async () => {
       const fd = this.charFd;
       this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, true);
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, 'stop', true);
+    })();
+    return this.destroying;
+  }
+
+  /** A serving thread died: the device is failed without waiting for the requests it had (see Ending), and deleted. */
+  private abandon(): Promise<void> {
+    this.destroying ??= (async () => {
+      const fd = this.charFd;
+      this.charFd = -1;
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, 'abandon', true);
+    })();
+    return this.destroying;
+  }
+
+  /**
+   * Lets go of a device created with recovery, without stopping it: the
+   * serving threads quit and every reference to /dev/ublkcN is closed, so the
+   * kernel moves it to QUIESCED (or FAIL_IO) for `recover` to take over.
+   * IO meanwhile waits or fails as the recovery policy says.
+   */
+  release(): Promise<void> {
+    if (this.mode.recovery === 'none') return Promise.reject(new ModeError(`${this.path} was not created with --recovery: use stop()`));
+    this.destroying ??= (async () => {
+      this.released = true;
+      const fd = this.charFd;
+      this.charFd = -1;
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, 'release', true);
     })();
     return this.destroying;
   }
 }
 
-// STOP_DEV makes the kernel finish in-flight IO (the workers must still be
-// serving) and then abort every armed fetch, which ends the workers. DEL_DEV
-// waits until /dev/ublkcN is closed everywhere, rings included, so it comes last.
+/**
+ * How a device ends:
+ * - `stop`: STOP_DEV, which makes the kernel finish in-flight IO (the
+ *   workers must still be serving) and then abort every armed fetch, ending
+ *   the workers; then DEL_DEV, which waits until /dev/ublkcN is closed
+ *   everywhere, rings included, so it comes last;
+ * - `abandon` (a serving thread died): a request the dead thread had taken can
+ *   only be failed by the kernel once /dev/ublkcN is released everywhere (no
+ *   other thread may commit it), and STOP_DEV would wait for it forever; so
+ *   every worker quits and every reference is closed first, the driver aborts
+ *   what is left and stops the device, then DEL_DEV;
+ * - `release` (recovery): as `abandon`, without DEL_DEV: the kernel keeps the
+ *   device, QUIESCED or FAIL_IO, for a new server.
+ * A device that never started goes the `stop` way (or `release`, for a failed recovery).
+ */
+type Ending = 'stop' | 'abandon' | 'release';
+
 async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd: number, workers: QueueWorker[],
-  setup: TargetSetup, statsFd: number, started: boolean): Promise<void> {
+  setup: TargetSetup, statsFd: number, ending: Ending, report: boolean): Promise<void> {
   const errors: unknown[] = [];
   const attempt = async (f: () => unknown): Promise<void> => {
     try { await f(); } catch (e) { errors.push(e); }
   };
-  if (ctrl && id !== undefined) {
-    await attempt(() => ctrl.stopDev(id));
-    // After a successful STOP_DEV every fetch is aborted and nothing is in
-    // flight; quitting also covers a device that never started.
-    for (const w of workers) w.quit();
-    await Promise.all(workers.map((w) => w.done));
-    if (charFd >= 0) fs.closeSync(charFd);
-    if (statsFd >= 0) native.close(statsFd); // the main thread's mapping stays readable
-    await attempt(() => ctrl.delDev(id));
-  }
+  if (ctrl && id !== undefined && ending === 'stop') await attempt(() => ctrl.stopDev(id));
+  for (const w of workers) w.quit();
+  await Promise.all(workers.map((w) => w.done));
+  if (charFd >= 0) fs.closeSync(charFd);
+  if (statsFd >= 0) native.close(statsFd); // the main thread's mapping stays readable
+  if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
   await attempt(() => setup.cleanup?.());
   ctrl?.close();
-  if (started && errors.length) throw errors[0];
+  if (report && errors.length) throw errors[0];
 }

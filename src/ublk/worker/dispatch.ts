@@ -28,6 +28,11 @@ import {
 } from '../abi/uapi.js';
 import { CHAR_DEV_FIXED, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
 
+const OP_NAMES: Record<number, string> = {
+  [UBLK_IO_OP_READ]: 'READ', [UBLK_IO_OP_WRITE]: 'WRITE', [UBLK_IO_OP_FLUSH]: 'FLUSH', [UBLK_IO_OP_DISCARD]: 'DISCARD',
+  [UBLK_IO_OP_WRITE_ZEROES]: 'WRITE_ZEROES',
+};
+
 const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_REGISTER = 2, STEP_UNREGISTER = 3;
 
 export class Dispatcher implements TargetIo {
@@ -41,7 +46,9 @@ export class Dispatcher implements TargetIo {
   private readonly stageUserCopy: boolean;
   private readonly mayRegister: boolean;
   private readonly registerAll: boolean;
-  private warned = false;
+  /** Kinds of target errors logged so far (each is logged once). */
+  private readonly warned = new Set<string>();
+  private readonly logicalBlockSize: number;
 
   /** Per queue id: where its slot starts in `stats`. */
   private readonly statBase: number[] = [];
@@ -55,6 +62,7 @@ export class Dispatcher implements TargetIo {
     this.stageUserCopy = mode.stageUserCopy;
     this.mayRegister = mode.mayRegister;
     this.registerAll = mode.registerAll;
+    this.logicalBlockSize = mode.logicalBlockSize;
   }
 
   /** The target this dispatcher serves, opened with this dispatcher as its `io`; once, before the engine arms. */
@@ -67,6 +75,7 @@ export class Dispatcher implements TargetIo {
   sqe(req: UblkRequest, sub: number): number {
     const s = nextSqe(this.ring);
     setUserData(this.ring, s, userDataLo(KIND_TARGET, req.queue, req.tag), sub);
+    req.ringOps++;
     return s;
   }
 
@@ -75,7 +84,15 @@ export class Dispatcher implements TargetIo {
   }
 
   complete(req: UblkRequest, result: number): void {
-    this.finish(req, this.check(result));
+    if (req.external) {
+      // Completed from outside a CQE (a timer, a socket): the serving loop may be waiting on the event loop.
+      req.external = false;
+      this.asyncInFlight--;
+      this.finish(req, this.check(req, result));
+      this.waker.wake();
+      return;
+    }
+    this.finish(req, this.check(req, result));
   }
 
   linkCommit(req: UblkRequest, s: number, result: number): boolean {
@@ -93,6 +110,7 @@ export class Dispatcher implements TargetIo {
   dispatch(req: UblkRequest): void {
     this.dispatched++;
     req.owned = true;
+    req.generation++;
     const op = req.op, st = this.stats, b = this.statBase[req.queue]!;
     st[b + C_INFLIGHT]!++;
     if (op === UBLK_IO_OP_READ) {
@@ -114,11 +132,13 @@ export class Dispatcher implements TargetIo {
   /** A CQE of kind KIND_TARGET or KIND_STAGE for `req`; `hi` is the upper user_data half. */
   onCqe(req: UblkRequest, kind: number, hi: number, res: number, flags: number): void {
     if (kind === KIND_TARGET) {
+      req.ringOps--;
       try {
         this.target.onCqe!(req, res, flags, hi);
       } catch (e) {
         if (req.owned) this.finish(req, this.failed(e));
       }
+      this.awaitElsewhere(req);
       return;
     }
     const fail = res < 0 ? res : -EIO;
@@ -162,20 +182,41 @@ export class Dispatcher implements TargetIo {
       r = this.failed(e);
     }
     if (typeof r === 'number') {
-      this.finish(req, this.check(r));
-      return;
+      this.finish(req, this.check(req, r));
+    } else if (r === PENDING) {
+      this.awaitElsewhere(req);
+    } else if (r !== null && typeof r === 'object' && typeof (r as Promise<number>).then === 'function') {
+      this.asyncInFlight++;
+      const generation = req.generation;
+      r.then(
+        (v) => this.settle(req, generation, v, null),
+        (e: unknown) => this.settle(req, generation, 0, e),
+      );
+    } else {
+      this.finish(req, this.check(req, r)); // not a result at all (a forgotten `return`): the target's bug
     }
-    if (r === PENDING) return;
-    this.asyncInFlight++;
-    r.then(
-      (v) => this.settle(req, this.check(v)),
-      (e) => this.settle(req, this.failed(e)),
-    );
   }
 
-  private settle(req: UblkRequest, result: number): void {
+  /**
+   * A request the target still owns with none of its ring operations in
+   * flight completes from elsewhere (a timer, a socket, a MessagePort): it
+   * counts as async, so the serving loop runs the event loop instead of
+   * blocking in io_uring_enter, where no timer could fire.
+   */
+  private awaitElsewhere(req: UblkRequest): void {
+    if (req.owned && req.ringOps === 0 && !req.external && req.linkedResult !== req.linkedResult) {
+      req.external = true;
+      this.asyncInFlight++;
+    }
+  }
+
+  private settle(req: UblkRequest, generation: number, value: unknown, error: unknown): void {
     this.asyncInFlight--;
-    this.finish(req, result);
+    if (generation !== req.generation || !req.owned) {
+      this.failed(new Error(`queue ${req.queue} tag ${req.tag}: a promise settled after its request was completed (ignored)`));
+      return;
+    }
+    this.finish(req, error === null ? this.check(req, value) : this.failed(error));
     this.waker.wake();
   }
 
@@ -233,16 +274,29 @@ export class Dispatcher implements TargetIo {
     setUserData(ring, s, userDataLo(KIND_STAGE, req.queue, req.tag), step);
   }
 
-  // A result must be an integer that fits the kernel's s32; anything else is the target's bug.
-  private check(v: unknown): number {
-    if (typeof v === 'number' && Number.isInteger(v) && v >= -4095 && v <= 0x7fffffff) return v;
-    return this.failed(new TypeError(`target returned ${String(v)}, not a byte count or negative errno`));
+  /**
+   * A result must be a negative errno, or: for READ/WRITE, a byte count with
+   * 0 < n <= length and a multiple of the logical block (the kernel requeues
+   * the rest of a short one: 0 would loop forever, a misaligned count would
+   * split a block); for other requests, 0. Anything else is the target's bug.
+   */
+  private check(req: UblkRequest, v: unknown): number {
+    if (typeof v === 'number' && Number.isInteger(v)) {
+      if (v < 0 && v >= -4095) return v;
+      const op = req.op;
+      if (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE ? v > 0 && v <= req.length && v % this.logicalBlockSize === 0 : v === 0) return v;
+    }
+    const shown = typeof v === 'string' ? `'${v}'` : String(v);
+    return this.failed(new TypeError(`target returned ${shown} for a ${req.length}-byte ${OP_NAMES[req.op] ?? `op ${req.op}`} ` +
+      `(a READ/WRITE completes 1 to ${req.length} bytes in whole ${this.logicalBlockSize}-byte blocks, other requests 0, a failure -errno)`));
   }
 
+  /** A target's bug: logged once (the first of its kind), the request fails with EIO. */
   private failed(e: unknown): number {
-    if (!this.warned) {
-      this.warned = true;
-      console.error(`ublk-ts: target error (reported as EIO; further ones not shown): ${(e as Error)?.stack ?? e}`);
+    const kind = (e as Error)?.message?.replace(/\d+/g, 'N') ?? String(e);
+    if (!this.warned.has(kind) && this.warned.size < 16) {
+      this.warned.add(kind);
+      console.error(`ublk-ts: target error, reported as EIO (further ones like it not shown): ${(e as Error)?.stack ?? e}`);
     }
     return -EIO;
   }

@@ -45,6 +45,15 @@ export class UblkRequest {
   owned = false;
   /** @internal the result of a commit linked to the target's IO (TargetIo.linkCommit), or NaN */
   linkedResult = NaN;
+  /** @internal the target's io_uring operations for this request whose CQE is still to come */
+  ringOps = 0;
+  /**
+   * @internal the target returned PENDING with no ring operation to wait for: it completes from
+   * elsewhere (a timer, a socket), so the serving loop must keep the event loop running
+   */
+  external = false;
+  /** @internal counts dispatches of this tag: a promise settling for an earlier one is stale */
+  generation = 0;
 
   constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number, bufferAddress: number) {
     this.buffer = EMPTY;

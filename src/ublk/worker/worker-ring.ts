@@ -70,5 +70,8 @@ export function nextSqe(ring: Ring): number {
 
 /** Makes sure the next `n` getSqe() calls succeed (links must not straddle a submit). */
 export function reserveSqes(ring: Ring, n: number): void {
-  if (ring.sqSpace() < n) ring.submit();
+  if (ring.sqSpace() >= n) return;
+  ring.submit();
+  // The kernel may take fewer than all (-EAGAIN/-EBUSY: short of resources, CQ full): a chain must not be split.
+  if (ring.sqSpace() < n) throw new Error(`io_uring submission queue has room for ${ring.sqSpace()} SQEs, ${n} needed in one submission`);
 }

@@ -42,7 +42,8 @@ export interface WorkerConfig {
 }
 
 export type WorkerMessage =
-  | { type: 'ready' }
+  /** Armed; `ringFd` is the ring's fd, which the main thread closes should this thread die without closing it. */
+  | { type: 'ready'; ringFd: number }
   | { type: 'done'; error?: string };
 
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
@@ -87,10 +88,12 @@ async function main(cfg: WorkerConfig): Promise<void> {
     });
     engine.dispatcher.attach(target);
     wakeup = new RingWakeup(ring);
-    const quit = new QuitReader(ring, cfg.quitFd);
     engine.arm();
     if (engine.error) throw new Error(engine.error);
-    post({ type: 'ready' });
+    // Armed only now, so that arm()'s own reaping cannot swallow its CQE: a
+    // quit written meanwhile (another queue failed to start) stays in the eventfd.
+    const quit = new QuitReader(ring, cfg.quitFd);
+    post({ type: 'ready', ringFd: ring.fd });
     await serveLoop(ring, wakeup, waker, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: perRing, pollUsec: cfg.pollUsec });
     await target.close?.();
     if (engine.error) throw new Error(engine.error);

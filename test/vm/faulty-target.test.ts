@@ -1,0 +1,142 @@
+// A faulty target must never wedge a device: a bad result fails that request
+// with EIO and the device keeps serving; a target whose serving thread dies
+// fails the device cleanly (IO gets EIO, del removes it, nothing hangs); a
+// target that completes later, from a timer, is served. Classic and batch.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { addDevice, assertClean, cli, delDevice, fioVerify, idOf, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+
+vmSuite();
+
+const MODULE = '/tmp/faulty-target.mjs';
+// Reads and writes from sector 64 on behave as --fault says; reads below it
+// (the kernel's partition scan) are served, so that `add` never depends on the fault.
+const SOURCE = `
+import { PENDING } from ${JSON.stringify(path.join(ROOT, 'dist/src/index.js'))};
+const FAULTS = {
+  undefined: () => undefined,
+  string: (req) => String(req.length),
+  'zero-write': (req, write) => (write ? 0 : req.length),
+  misaligned: (req) => req.length - 100,
+  'too-long': (req) => req.length + 4096,
+  // Keeps the data (in this thread: one queue) and completes each request from a timer.
+  timer: (req, write, io, store) => {
+    setTimeout(() => {
+      if (write) store.set(req.buffer, req.offset);
+      else req.buffer.set(store.subarray(req.offset, req.offset + req.length));
+      io.complete(req, req.length);
+    }, 1);
+    return PENDING;
+  },
+  'throw-later': (req) => new Promise((resolve) => setTimeout(() => { resolve(req.length); throw new Error('a bug in a timer'); }, 1)),
+};
+export default {
+  name: 'faulty',
+  options: [
+    { key: 'size', type: 'size', required: true, help: 'size' },
+    { key: 'fault', type: 'enum', choices: Object.keys(FAULTS), required: true, help: 'what goes wrong' },
+    { key: 'slowOpen', type: 'int', default: -1, min: -1, help: 'queue whose open() waits 3 s; every other queue\\'s open() throws' },
+  ],
+  setup: (o) => ({ size: o.size, shared: { fault: o.fault, slowOpen: o.slowOpen, size: o.size } }),
+  async open(ctx) {
+    const { fault, slowOpen } = ctx.shared;
+    if (slowOpen >= 0) {
+      if (ctx.queueId !== slowOpen) throw new Error('open failed on purpose');
+      await new Promise((r) => setTimeout(r, 3000));
+    }
+    const f = FAULTS[fault];
+    const store = new Uint8Array(ctx.shared.size);
+    return {
+      read: (req) => (req.sector < 64 ? req.length : f(req, false, ctx.io, store)),
+      write: (req) => f(req, true, ctx.io, store),
+    };
+  },
+};
+`;
+
+const MODES: Array<[string, string[]]> = [['classic', []], ['batch', ['--batch']]];
+
+function dd(dev: string, write: boolean, timeoutMs = 60_000): { code: number | null; stderr: string } {
+  const args = write
+    ? ['if=/dev/zero', `of=${dev}`, 'bs=4k', 'seek=8', 'count=1', 'oflag=direct', 'status=none']
+    : [`if=${dev}`, 'of=/dev/null', 'bs=4k', 'skip=8', 'count=1', 'iflag=direct', 'status=none'];
+  return run('dd', args, { timeout: timeoutMs });
+}
+
+function withModule(): void {
+  fs.writeFileSync(MODULE, SOURCE);
+}
+
+for (const [mode, args] of MODES) {
+  test(`${mode}: bad results fail the request with EIO, and the device keeps serving`, () => {
+    withModule();
+    // READ-side faults (the write side of each is a valid count or the fault itself).
+    for (const fault of ['undefined', 'string', 'misaligned', 'too-long', 'zero-write']) {
+      const dev = addDevice(MODULE, '--size', '16M', '--fault', fault, ...args);
+      try {
+        const read = dd(dev, false);
+        const write = dd(dev, true);
+        if (fault === 'zero-write') {
+          assert.equal(read.code, 0, `${fault}: a good read works: ${read.stderr}`);
+          assert.notEqual(write.code, 0, `${fault}: a WRITE that returned 0 fails`);
+          assert.match(write.stderr, /Input\/output error/, fault);
+        } else {
+          assert.notEqual(read.code, 0, `${fault}: the read fails`);
+          assert.match(read.stderr, /Input\/output error/, fault);
+        }
+        // Still serving: sector 0 reads are good.
+        const again = run('dd', [`if=${dev}`, 'of=/dev/null', 'bs=512', 'count=1', 'iflag=direct', 'status=none']);
+        assert.equal(again.code, 0, `${fault}: the device still serves: ${again.stderr}`);
+      } finally {
+        delDevice(dev);
+      }
+    }
+    assertClean();
+  });
+
+  test(`${mode}: a target that completes from a timer (PENDING, then io.complete) is served`, () => {
+    withModule();
+    const dev = addDevice(MODULE, '--size', '16M', '--fault', 'timer', ...args);
+    try {
+      const t0 = Date.now();
+      assert.equal(dd(dev, true, 60_000).code, 0, 'the write completes');
+      assert.equal(dd(dev, false, 60_000).code, 0, 'the read completes');
+      assert.ok(Date.now() - t0 < 50_000);
+      fioVerify(dev, { iodepth: 16, size: '4m', bs: '4k-4k', extra: ['--offset=32k'], timeoutMs: 300_000 });
+    } finally {
+      delDevice(dev);
+    }
+    assertClean();
+  });
+
+  test(`${mode}: a serving thread that dies fails the device: IO fails, the device is removed, nothing hangs`, async () => {
+    withModule();
+    const dev = addDevice(MODULE, '--size', '16M', '--fault', 'throw-later', ...args);
+    const id = idOf(dev);
+    // The first read's timer throws in the serving thread, which dies: that read fails too.
+    assert.notEqual(dd(dev, false, 60_000).code, 0, 'the read whose thread died fails');
+    const t0 = Date.now();
+    const after = dd(dev, false, 30_000);
+    assert.notEqual(after.code, 0, 'IO after the thread died fails');
+    assert.ok(Date.now() - t0 < 20_000, `it fails within seconds, not by a timeout (${Date.now() - t0} ms)`);
+    // The server stops and removes the device by itself.
+    for (let i = 0; i < 100 && fs.existsSync(`/sys/class/ublk-char/ublkc${id}`); i++) await sleep(200);
+    assert.ok(!fs.existsSync(`/sys/class/ublk-char/ublkc${id}`), 'the device is gone');
+    for (let i = 0; i < 50 && serverPids().length; i++) await sleep(200);
+    assert.match(fs.readFileSync(`/run/ublk-ts/${id}.log`, 'utf8'), /a serving thread failed \(a bug in a timer\); stopping the device/);
+    assertClean();
+  });
+
+  test(`${mode}: open() failing in one queue while another is still starting: add fails, nothing left`, () => {
+    withModule();
+    const t0 = Date.now();
+    const r = cli('add', MODULE, '--size', '16M', '--fault', 'timer', '--slow-open', '1', '--queues', '2', ...args);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /open failed on purpose/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.ok(Date.now() - t0 < 60_000, 'add returns');
+    assertClean();
+  });
+}

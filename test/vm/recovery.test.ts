@@ -1,0 +1,163 @@
+// User recovery: a device created with --recovery outlives its server. The
+// server is killed (SIGKILL) while fio writes and verifies; `ublk-ts recover`
+// attaches a new server with the same target, options and mode, and fio goes
+// on: every acknowledged write is there. fail-io: IO fails while no server
+// runs and works again after recover. A target whose data dies with its
+// server (memory) is refused.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { addDevice, assertClean, cli, delDevice, idOf, listDevices, run, serverPids, sh, sleep, vmSuite } from './helpers.js';
+
+vmSuite();
+
+const RAM = '/dev/ram0';
+before(() => {
+  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
+  sh('modprobe', 'brd', 'rd_nr=1', 'rd_size=65536');
+});
+after(() => {
+  run('rmmod', ['brd']);
+});
+
+/** fio writing and verifying (crc32c) `size` of `dev`, in the background; resolves with its exit code and output. */
+function fioWriteVerify(dev: string, size: string): Promise<{ code: number | null; out: string }> {
+  const fio = spawn('fio', [
+    '--name=recover', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randwrite',
+    '--bsrange=4k-64k', `--size=${size}`, '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=0', '--verify_state_save=0',
+    '--output-format=terse',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  fio.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  return new Promise((r) => fio.on('exit', (code) => r({ code, out })));
+}
+
+async function waitForState(id: number, state: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (listDevices().find((d) => d.id === id)?.state === state) return;
+    await sleep(200);
+  }
+  assert.fail(`device ${id} did not become ${state}: ${JSON.stringify(listDevices())}`);
+}
+
+/** Kills the device's server (SIGKILL); with `andSupervisor`, its supervisor first, so that no new server is started. */
+function killServer(id: number, andSupervisor: boolean): number {
+  const d = listDevices().find((x) => x.id === id)!;
+  if (andSupervisor) {
+    assert.ok(d.supervisor, 'a device with recovery has a supervisor');
+    process.kill(d.supervisor, 'SIGKILL');
+  }
+  process.kill(d.pid!, 'SIGKILL');
+  return d.pid!;
+}
+
+const CASES: Array<[string, string[]]> = [
+  ['classic, kernel copy', []],
+  ['batch, user copy', ['--batch', '--copy', 'user']],
+  ['classic, zero copy', ['--copy', 'zero']],
+];
+
+for (const [name, args] of CASES) {
+  test(`${name}: kill -9 during fio writes, recover: fio goes on, every acknowledged write is there`, async () => {
+    const dev = addDevice('loop', '--file', RAM, '--recovery', 'reissue', ...args);
+    const id = idOf(dev);
+    try {
+      const fio = fioWriteVerify(dev, '24m');
+      await sleep(2500);
+      killServer(id, true);
+      // No server: the device waits (requests requeued), fio stays blocked, nothing fails.
+      await waitForState(id, 'quiesced');
+      const r = cli('recover', String(id));
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim(), dev);
+      const done = await fio;
+      assert.equal(done.code, 0, `fio after recovery:\n${done.out}`);
+      assert.doesNotMatch(done.out, /verify.*(bad|fail)|error=/i);
+      const listed = listDevices().find((d) => d.id === id)!;
+      assert.equal(listed.state, 'live');
+      assert.equal(listed.target, 'loop');
+    } finally {
+      delDevice(dev);
+    }
+    assertClean();
+    assert.ok(!fs.existsSync(`/run/ublk-ts/${id}.json`), 'del removes the saved configuration');
+  });
+}
+
+test('automatic restart: the server killed three times during a 30 s fio run, fio sees no error', async () => {
+  const dev = addDevice('loop', '--file', RAM, '--recovery', 'reissue', '--queues', '2');
+  const id = idOf(dev);
+  try {
+    const fio = spawn('fio', [
+      '--name=restart', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randrw', '--bs=4k',
+      '--numjobs=2', '--offset_increment=24m', '--time_based', '--runtime=30', '--size=24m', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0',
+      '--output-format=terse',
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    fio.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const done = new Promise<number | null>((r) => fio.on('exit', r));
+    const killed: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      await sleep(6000);
+      // Wait for a live server (the previous restart may still be attaching), then kill it.
+      for (let i = 0; i < 100 && !(listDevices()[0]?.state === 'live' && !killed.includes(listDevices()[0]!.pid!)); i++) await sleep(200);
+      killed.push(killServer(id, false));
+    }
+    assert.equal(await done, 0, `fio saw no error:\n${out}`);
+    await waitForState(id, 'live'); // the last restart may still be attaching
+    const d = listDevices().find((x) => x.id === id)!;
+    assert.ok(!killed.includes(d.pid!), 'a new server serves the device');
+    const log = fs.readFileSync(`/run/ublk-ts/${id}.log`, 'utf8');
+    assert.equal((log.match(/re-attached to \/dev\/ublkb\d+/g) ?? []).length, 3, log);
+  } finally {
+    delDevice(dev);
+  }
+  assertClean();
+});
+
+test('fail-io: IO fails at once while no server runs, and works again after recover', async () => {
+  const dev = addDevice('loop', '--file', RAM, '--recovery', 'fail-io', '--batch');
+  const id = idOf(dev);
+  try {
+    killServer(id, true);
+    await waitForState(id, 'fail_io');
+    const t0 = Date.now();
+    const r = run('dd', [`if=${dev}`, 'of=/dev/null', 'bs=4k', 'count=1', 'skip=10', 'iflag=direct', 'status=none'], { timeout: 30_000 });
+    assert.notEqual(r.code, 0, 'a read without a server fails');
+    assert.match(r.stderr, /Remote I\/O error/, 'FAIL_IO fails new requests with a target error (BLK_STS_TARGET)');
+    assert.ok(Date.now() - t0 < 10_000);
+    const rec = cli('recover', '-n', String(id));
+    assert.equal(rec.code, 0, rec.stderr);
+    const ok = run('dd', [`if=${dev}`, 'of=/dev/null', 'bs=4k', 'count=1', 'skip=10', 'iflag=direct', 'status=none']);
+    assert.equal(ok.code, 0, ok.stderr);
+  } finally {
+    delDevice(dev);
+  }
+  assertClean();
+});
+
+test('recover refuses what it cannot do: a live device, a device without recovery, a target without its data', async () => {
+  const dev = addDevice('loop', '--file', RAM, '--recovery', 'requeue');
+  const plain = addDevice('null', '--size', '16M');
+  try {
+    const live = cli('recover', String(idOf(dev)));
+    assert.equal(live.code, 2, live.stderr);
+    assert.match(live.stderr, /^ublk-ts: device \d+ is served by process \d+: nothing to recover/);
+    const none = cli('recover', String(idOf(plain)));
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /^ublk-ts: device \d+ was not created with --recovery/);
+    const memory = cli('add', 'memory', '--size', '16M', '--recovery', 'requeue');
+    assert.equal(memory.code, 2);
+    assert.match(memory.stderr, /the memory target keeps its data in the server.*cannot use --recovery/);
+    // The servers started for the refused attempts end (their supervisors too); the live ones are untouched.
+    for (let i = 0; i < 50 && serverPids().length > 3; i++) await sleep(100);
+    assert.equal(serverPids().length, 3, 'the live servers (and the supervisor) are untouched');
+  } finally {
+    delDevice(dev);
+    delDevice(plain);
+  }
+  assertClean();
+});
