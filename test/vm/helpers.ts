@@ -31,6 +31,13 @@ export function vmSuite(o: { cpus?: number } = {}): void {
   afterEach(cleanup);
 }
 
+/**
+ * `npm test` runs a representative subset of the VM tests, within CI's time
+ * budget; `npm run test:full` (UBLK_TS_FULL=1) runs them all. A test that is
+ * full-only shows as skipped, with this reason, in `npm test`.
+ */
+export const FULL_ONLY = process.env.UBLK_TS_FULL === '1' ? false : 'in the full suite only (npm run test:full)';
+
 export interface Run { code: number | null; stdout: string; stderr: string }
 
 export function run(cmd: string, args: string[], opts: { timeout?: number; input?: string; env?: Record<string, string> } = {}): Run {
