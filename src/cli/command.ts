@@ -51,6 +51,10 @@ export function readArgs(cmd: Command, argv: readonly string[], specs = cmd.opti
   }
 }
 
+/** The device a command acts on, as `-n ID` (as ublksrv and kublk take it) besides the positional ID; read by oneId(). */
+export const idOption = (help: string): OptionSpec =>
+  ({ key: 'id', short: 'n', type: 'string', arg: 'ID', help: `${help} (as the positional ID)` });
+
 /** An id given as `ID` or `-n ID`. */
 export function oneId(args: Args, cmd: Command): number | undefined {
   const given = [...args.positionals, ...(args.values.id === undefined ? [] : [args.values.id as string])];

@@ -1,5 +1,5 @@
 // `ublk-ts del ID | --all`: stop and remove devices, waiting until they are gone.
-import { readArgs, oneId, type Command } from './command.js';
+import { readArgs, oneId, type Command, idOption } from './command.js';
 import { deleteDevice, deviceIds, withControl } from './devices.js';
 import { UsageError } from './errors.js';
 
@@ -9,7 +9,7 @@ export const delCommand: Command = {
   synopsis: 'ID | --all',
   summary: 'Stop and remove a device (in-flight IO finishes first) or all of them; waits until they are gone.',
   options: [
-    { key: 'id', short: 'n', type: 'string', arg: 'ID', help: 'the device (as the positional ID)' },
+    idOption('the device'),
     { key: 'all', short: 'a', type: 'bool', help: 'every ublk device' },
   ],
   async run(argv) {

@@ -1,6 +1,6 @@
 // `ublk-ts list [ID] [--json]`: the devices, as the kernel and our state files know them.
 import { formatSize } from '../options/spec.js';
-import { print, readArgs, oneId, type Command } from './command.js';
+import { print, readArgs, oneId, type Command, idOption } from './command.js';
 import { deviceIds, describe, withControl, type DeviceListing } from './devices.js';
 import { UsageError } from './errors.js';
 
@@ -10,7 +10,7 @@ export const listCommand: Command = {
   synopsis: '[ID] [--json]',
   summary: 'Show the ublk devices (or device ID) and their servers; --json gives sizes in bytes.',
   options: [
-    { key: 'id', short: 'n', type: 'string', arg: 'ID', help: 'only this device (as the positional ID)' },
+    idOption('only this device'),
     { key: 'json', type: 'bool', help: 'machine-readable output' },
   ],
   async run(argv) {

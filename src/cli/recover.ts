@@ -1,7 +1,7 @@
 // `ublk-ts recover ID`: a new server for a device created with --recovery
 // whose server is gone, with the target, options and mode it was created
 // with (kept in its state file); IO that waited meanwhile goes on.
-import { readArgs, oneId, type Command } from './command.js';
+import { readArgs, oneId, type Command, idOption } from './command.js';
 import { UsageError } from './errors.js';
 import { launch } from './launch.js';
 import { readState } from './state.js';
@@ -13,7 +13,7 @@ export const recoverCommand: Command = {
   summary: 'Start a new server for device ID, created with --recovery, whose server died or was let go of:\n' +
     'the target, options and mode it was created with are used again. Prints its path once it is live.',
   options: [
-    { key: 'id', short: 'n', type: 'string', arg: 'ID', help: 'the device (as the positional ID)' },
+    idOption('the device'),
     { key: 'foreground', type: 'bool', help: 'keep the server attached to this terminal' },
   ],
   async run(argv) {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { checkOptions, formatSize } from '../options/spec.js';
 import { mapStats, readQueueStats, SLOT_WORDS, totalStats, type QueueStats } from '../ublk/stats.js';
-import { print, readArgs, oneId, type Command } from './command.js';
+import { print, readArgs, oneId, type Command, idOption } from './command.js';
 import { deviceIds } from './devices.js';
 import { UsageError } from './errors.js';
 import { readState } from './state.js';
@@ -17,7 +17,7 @@ export const statsCommand: Command = {
   summary: 'Show each device\'s (or device ID\'s) IOPS, bandwidth, requests in flight, requests per fetch\n' +
     'completion (batch), errors and server CPU, measured over an interval, per device and per queue.',
   options: [
-    { key: 'id', short: 'n', type: 'string', arg: 'ID', help: 'only this device (as the positional ID)' },
+    idOption('only this device'),
     { key: 'watch', short: 'w', type: 'bool', help: 'print again every interval until interrupted' },
     { key: 'json', type: 'bool', help: 'machine-readable: totals and rates per device and queue' },
     { key: 'interval', short: 'i', type: 'int', arg: 'SECONDS', default: 1, min: 1, max: 3600, help: 'measuring interval' },
