@@ -347,22 +347,12 @@ export class UblkDevice {
 
   /** Stops the device (in-flight IO is finished first), deletes it and releases everything. Idempotent. */
   stop(): Promise<void> {
-    this.destroying ??= (async () => {
-      const fd = this.charFd;
-      this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, 'stop', true);
-    })();
-    return this.destroying;
+    return this.end('stop');
   }
 
   /** A serving thread died: the device is failed without waiting for the requests it had (see Ending), and deleted. */
   private abandon(): Promise<void> {
-    this.destroying ??= (async () => {
-      const fd = this.charFd;
-      this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, 'abandon', true);
-    })();
-    return this.destroying;
+    return this.end('abandon');
   }
 
   /**
@@ -373,11 +363,16 @@ export class UblkDevice {
    */
   release(): Promise<void> {
     if (this.mode.recovery === 'none') return Promise.reject(new ModeError(`${this.path} was not created with --recovery: use stop()`));
+    return this.end('release');
+  }
+
+  /** The one way a live device ends (see Ending); the first call decides, later ones get its promise. */
+  private end(ending: Ending): Promise<void> {
     this.destroying ??= (async () => {
-      this.released = true;
+      this.released = ending === 'release';
       const fd = this.charFd;
       this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, 'release', true);
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, ending, true);
     })();
     return this.destroying;
   }

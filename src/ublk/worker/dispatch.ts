@@ -84,15 +84,14 @@ export class Dispatcher implements TargetIo {
   }
 
   complete(req: UblkRequest, result: number): void {
-    if (req.external) {
-      // Completed from outside a CQE (a timer, a socket): the serving loop may be waiting on the event loop.
+    // Completed from outside a CQE (a timer, a socket): the serving loop may be waiting on the event loop.
+    const external = req.external;
+    if (external) {
       req.external = false;
       this.asyncInFlight--;
-      this.finish(req, this.check(req, result));
-      this.waker.wake();
-      return;
     }
     this.finish(req, this.check(req, result));
+    if (external) this.waker.wake();
   }
 
   linkCommit(req: UblkRequest, s: number, result: number): boolean {

@@ -33,14 +33,14 @@ import { IORING_SQ_TASKRUN } from '../../uring/constants.js';
 import { native } from '../../native.js';
 import type { Engine } from './engine.js';
 import type { Waker } from './waker.js';
-import { KIND_QUIT, udKind, userDataLo } from './worker-ring.js';
+import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
 
 export class QuitReader {
   fired = false;
   private readonly buf = native.alloc(8); // the kernel writes here until the READ completes
 
   constructor(ring: Ring, fd: number) {
-    const s = ring.getSqe();
+    const s = nextSqe(ring); // armed after the engine's own SQEs, which may have filled the SQ
     prepRead(ring, s, fd, native.addressOf(this.buf), 8, 0);
     setUserData(ring, s, userDataLo(KIND_QUIT, 0, 0), 0);
   }
