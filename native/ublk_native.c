@@ -173,20 +173,47 @@ static napi_value js_alloc(napi_env env, napi_callback_info info) {
   return p == MAP_FAILED ? throw_errno(env, errno, "alloc") : wrap_mapping(env, p, len);
 }
 
+/* The mapping behind an ArrayBuffer from mmap()/alloc(); `take` also removes the wrap. */
+static struct mapping *get_mapping(napi_env env, napi_value ab, const char *what, bool take) {
+  struct mapping *m = NULL;
+  napi_status st = take ? napi_remove_wrap(env, ab, (void **)&m) : napi_unwrap(env, ab, (void **)&m);
+  if (st != napi_ok || !m) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s: not an ArrayBuffer from mmap()/alloc()", what);
+    napi_throw_type_error(env, NULL, msg);
+    return NULL;
+  }
+  return m;
+}
+
 static napi_value js_munmap(napi_env env, napi_callback_info info) {
   ARGS(1);
-  struct mapping *m = NULL;
+  struct mapping *m;
   bool detached = false;
   napi_is_detached_arraybuffer(env, argv[0], &detached);
   if (detached) return NULL; /* already unmapped: munmap is idempotent */
   /* Remove the wrap first: after detach the finalizer may free m at any time. */
-  if (napi_remove_wrap(env, argv[0], (void **)&m) != napi_ok || !m) {
-    napi_throw_type_error(env, NULL, "munmap: not an ArrayBuffer from mmap()/alloc()");
-    return NULL;
-  }
-  if (munmap(m->addr, m->len) < 0) return throw_errno(env, errno, "munmap");
+  if (!(m = get_mapping(env, argv[0], "munmap", true))) return NULL;
+  if (m->addr && munmap(m->addr, m->len) < 0) return throw_errno(env, errno, "munmap");
   m->addr = NULL;
   napi_detach_arraybuffer(env, argv[0]);
+  return NULL;
+}
+
+/*
+ * Leaves the mapping in place for the rest of the process: neither the
+ * finalizer nor munmap() (which still detaches the buffer) will unmap it. For
+ * memory whose address the kernel may still use after the thread that made it
+ * is gone.
+ */
+static napi_value js_keep_mapped(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  struct mapping *m;
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, argv[0], &detached);
+  if (detached) return NULL;
+  if (!(m = get_mapping(env, argv[0], "keepMapped", false))) return NULL;
+  m->addr = NULL;
   return NULL;
 }
 
@@ -387,7 +414,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   static const struct { const char *name; napi_callback fn; } fns[] = {
       {"setup", js_setup},         {"enter", js_enter}, {"enterArg", js_enter_arg},
       {"register", js_register},   {"mmap", js_mmap},
-      {"munmap", js_munmap},       {"alloc", js_alloc},
+      {"munmap", js_munmap},       {"keepMapped", js_keep_mapped},
+      {"alloc", js_alloc},
       {"addressOf", js_address_of}, {"eventfd", js_eventfd},
       {"memfdCreate", js_memfd_create}, {"fallocate", js_fallocate},
       {"createPoller", js_create_poller}, {"close", js_close},

@@ -41,6 +41,8 @@ export interface Native {
   mmap(length: number, prot: number, flags: number, fd: number, offset: number): ArrayBuffer;
   /** Unmaps now and detaches the buffer (all views become empty); idempotent. */
   munmap(buffer: ArrayBuffer): void;
+  /** Never unmaps this buffer's memory (not when collected; munmap() only detaches it): the kernel may still hold its address. */
+  keepMapped(buffer: ArrayBuffer): void;
   /** Page-aligned zeroed anonymous memory, freed when collected or by munmap(). Throws. */
   alloc(length: number): ArrayBuffer;
   /** Address of the first byte of a buffer or view (view: buffer + byteOffset). */

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { native, errnoName, ErrnoError, check } from '../../src/native.js';
 
 const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
@@ -37,6 +39,37 @@ test('addressOf adds a view\'s byteOffset', () => {
   assert.equal(native.addressOf(new DataView(ab, 7)), base + 7);
   assert.throws(() => native.addressOf(42 as unknown as ArrayBuffer), TypeError);
   native.munmap(ab);
+});
+
+/** Whether /proc/self/maps has a mapping that starts at `addr`. */
+function mappedAt(addr: number): boolean {
+  const hex = addr.toString(16);
+  return fs.readFileSync('/proc/self/maps', 'utf8').split('\n').some((l) => l.startsWith(hex + '-'));
+}
+
+/** Allocates 64 KiB in a worker thread, optionally keeps it mapped, lets the thread exit; returns the address. */
+async function allocInThread(keep: boolean): Promise<number> {
+  const w = new Worker(`import(${JSON.stringify(nativeUrl)}).then(({ native }) => {
+    const ab = native.alloc(65536);
+    if (${keep}) native.keepMapped(ab);
+    require('node:worker_threads').parentPort.postMessage(native.addressOf(ab));
+  });`, { eval: true });
+  const [addr] = (await once(w, 'message')) as [number];
+  await once(w, 'exit');
+  return addr;
+}
+
+test('keepMapped keeps memory mapped after the thread that made it is gone (the kernel may hold its address)', async () => {
+  const gone = await allocInThread(false);
+  assert.equal(mappedAt(gone), false, 'without keepMapped a thread\'s memory is unmapped when it exits');
+  const kept = await allocInThread(true);
+  assert.equal(mappedAt(kept), true);
+  const ab = native.alloc(4096);
+  native.keepMapped(ab);
+  const addr = native.addressOf(ab);
+  native.munmap(ab);
+  assert.equal(ab.byteLength, 0, 'munmap still detaches');
+  assert.equal(mappedAt(addr), true, 'munmap leaves a kept mapping in place');
 });
 
 test('munmap refuses buffers it did not map', () => {

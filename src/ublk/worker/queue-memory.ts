@@ -47,4 +47,12 @@ export class TagBuffers {
   }
 
   free(): void { native.munmap(this.mem); }
+
+  /**
+   * For a thread that ends while its device may still be served: the kernel
+   * keeps the addresses this thread gave it (batch mode: any thread may then
+   * get a tag whose last address was ours) and would copy into whatever
+   * reused them. They stay mapped until the process exits.
+   */
+  keep(): void { native.keepMapped(this.mem); }
 }

@@ -69,6 +69,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
   });
   const served: ServedQueue[] = [];
   let wakeup: RingWakeup | null = null;
+  let stopped = false; // the queues stopped: the kernel holds none of our buffer addresses any more
   try {
     ring.registerFiles([cfg.charFd]);
     // Zero copy: an empty buffer table with a slot per tag this ring serves,
@@ -97,12 +98,14 @@ async function main(cfg: WorkerConfig): Promise<void> {
     await serveLoop(ring, wakeup, waker, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: perRing, pollUsec: cfg.pollUsec });
     await target.close?.();
     if (engine.error) throw new Error(engine.error);
+    stopped = !quit.fired; // told to quit: other threads may still serve with addresses we gave
   } finally {
     wakeup?.close();
     ring.close(); // drops the registered /dev/ublkcN reference that DEL_DEV waits for
     for (const queue of served) {
       native.munmap(queue.desc.buffer as ArrayBuffer);
-      queue.bufs?.free();
+      if (stopped) queue.bufs?.free();
+      else queue.bufs?.keep();
     }
   }
 }
