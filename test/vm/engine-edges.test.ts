@@ -1,6 +1,6 @@
 // Serving-loop and batch-engine edges that plain IO rarely reaches: polling
 // before sleeping (--poll-us), partial COMMIT_IO_CMDS results (refusals
-// injected with UBLK_TS_FAULT_PARTIAL_COMMIT), and multishot fetches that run
+// injected with UBLK_TS_FAULT_COMMIT), and multishot fetches that run
 // out of provided buffers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,16 +33,20 @@ test('polling (--poll-us 100) in both modes: fio verify at QD 1 and 64, and an i
   assertClean();
 });
 
+/** A batch memory device whose server runs with UBLK_TS_FAULT_COMMIT=`fault`. */
+function faultyCommitDevice(fault: string): string {
+  process.env.UBLK_TS_FAULT_COMMIT = fault;
+  try {
+    return addDevice('memory', '--size', '64M', '--batch');
+  } finally {
+    delete process.env.UBLK_TS_FAULT_COMMIT;
+  }
+}
+
 test('batch: partial COMMIT_IO_CMDS results are retried, no IO lost (injected refusals)', () => {
   // Every commit of 2+ elements carries a duplicate the kernel refuses; the
   // elements after it must be committed again, or fio would hang or fail.
-  process.env.UBLK_TS_FAULT_PARTIAL_COMMIT = '1';
-  let dev: string;
-  try {
-    dev = addDevice('memory', '--size', '64M', '--batch');
-  } finally {
-    delete process.env.UBLK_TS_FAULT_PARTIAL_COMMIT;
-  }
+  const dev = faultyCommitDevice('duplicate');
   // The server's own log, per device, with a timestamp on every line.
   const log = `/run/ublk-ts/${idOf(dev)}.log`;
   const before = fs.statSync(log).size;
@@ -56,7 +60,21 @@ test('batch: partial COMMIT_IO_CMDS results are retried, no IO lost (injected re
     delDevice(dev);
   }
   const text = fs.readFileSync(log, 'utf8').slice(before);
-  assert.match(text, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ublk-ts: queue 0: COMMIT_IO_CMDS refused tag \d+ \(partial\); retrying the \d+ after it/m);
+  assert.match(text, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ublk-ts: queue 0: COMMIT_IO_CMDS refused tag \d+ \(partial\); committing the \d+ after it/m);
+  assertClean();
+});
+
+test('batch: a COMMIT_IO_CMDS refused as a whole (-E2BIG) loses none of its requests (injected)', () => {
+  // Every 8th commit claims more elements than the queue depth: the kernel
+  // commits none of them, and every one must be committed again (dropping
+  // one leaves its request, and fio, waiting forever).
+  const dev = faultyCommitDevice('e2big');
+  try {
+    fioVerify(dev, { iodepth: 32, size: '16m', bs: '4k-64k', timeoutMs: 180_000 });
+    fioVerify(dev, { iodepth: 1, size: '2m', bs: '4k-4k', timeoutMs: 180_000 });
+  } finally {
+    delDevice(dev);
+  }
   assertClean();
 });
 

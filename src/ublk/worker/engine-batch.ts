@@ -30,7 +30,7 @@ import {
 } from '../../uring/constants.js';
 import { LAYOUTS as URING } from '../../uring/layout.js';
 import { native } from '../../native.js';
-import { ENOBUFS } from '../../sys.js';
+import { EBUSY, ENOBUFS } from '../../sys.js';
 import { LAYOUTS } from '../abi/layout.js';
 import { UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS, UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS } from '../abi/uapi.js';
 import { C_COMMITS, C_FETCH_CQES, C_REARMS, C_TAGS, SLOT_WORDS } from '../stats.js';
@@ -54,12 +54,17 @@ const E_RESULT = HDR.fields.result[0] / 4;
 const E_ADDR = HDR.size / 4;
 
 /**
- * Fault injection for tests (UBLK_TS_FAULT_PARTIAL_COMMIT=1): every COMMIT of
- * two or more elements gets a second copy of its first element in second
- * place, which the kernel refuses (that tag is no longer the server's), so
- * the partial-commit path runs all the time.
+ * Fault injection for tests, UBLK_TS_FAULT_COMMIT=
+ * - `duplicate`: every COMMIT of two or more elements gets a second copy of
+ *   its first element in second place, which the kernel refuses (that tag is
+ *   no longer the server's), so the partial-commit path runs all the time;
+ * - `e2big`: every 8th COMMIT claims one element more than the queue depth,
+ *   which the kernel refuses as a whole (-E2BIG), committing nothing.
  */
-const FAULT_PARTIAL_COMMIT = process.env.UBLK_TS_FAULT_PARTIAL_COMMIT === '1';
+const FAULT_COMMIT = process.env.UBLK_TS_FAULT_COMMIT ?? '';
+
+/** Whole-command refusals of COMMIT_IO_CMDS in a row before the thread gives up (see partialCommit). */
+const MAX_WHOLE_REFUSALS = 8;
 
 const FETCH_BUF_BYTES = 256;
 const FETCH_BUF_TAGS = FETCH_BUF_BYTES / 2;
@@ -141,6 +146,8 @@ export class BatchEngine implements Engine, CommitSink {
   private liveFetchers = 0;
   private pendingPreps = 0;
   private refusals = 0;
+  /** COMMIT_IO_CMDS refused as a whole in a row. */
+  private wholeRefusals = 0;
   private failure: string | null = null;
 
   constructor(deps: EngineDeps) {
@@ -206,15 +213,20 @@ export class BatchEngine implements Engine, CommitSink {
   flush(): number {
     let commits = 0;
     for (const qs of this.queues) {
-      const e = qs.commit;
-      if (e.count === 0) continue;
-      qs.commit = this.pool[qs.q]!.pop() ?? new Elements(this.depth + 1, this.elemBytes);
-      if (FAULT_PARTIAL_COMMIT && e.count >= 2) this.injectDuplicate(e);
-      this.submitElements(qs, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT);
-      this.stats[qs.statBase + C_COMMITS]!++;
+      if (qs.commit.count === 0) continue;
+      this.flushQueue(qs);
       commits++;
     }
     return commits;
+  }
+
+  private flushQueue(qs: QueueState): void {
+    const e = qs.commit;
+    qs.commit = this.pool[qs.q]!.pop() ?? new Elements(this.depth + 1, this.elemBytes);
+    if (FAULT_COMMIT === 'duplicate' && e.count >= 2 && e.count < this.depth) this.injectDuplicate(e);
+    const tooMany = FAULT_COMMIT === 'e2big' && this.stats[qs.statBase + C_COMMITS]! % 8 === 7;
+    this.submitElements(qs, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT, tooMany ? this.depth + 1 : e.count);
+    this.stats[qs.statBase + C_COMMITS]!++;
   }
 
   private batchCmd(s: number, op: number, q: number, flags: number, nrElem: number, elemBytes: number): void {
@@ -236,11 +248,11 @@ export class BatchEngine implements Engine, CommitSink {
     setUserData(ring, s, userDataLo(KIND_UBLK, qs.q, index), 0);
   }
 
-  private submitElements(qs: QueueState, e: Elements, op: number, kind: number): void {
+  private submitElements(qs: QueueState, e: Elements, op: number, kind: number, nrElem = e.count): void {
     const slot = this.freeSlots.pop() ?? this.inflight.length;
     this.inflight[slot] = e;
     const ring = this.ring, s = nextSqe(ring);
-    this.batchCmd(s, op, qs.q, this.cmdFlags, e.count, this.elemBytes);
+    this.batchCmd(s, op, qs.q, this.cmdFlags, nrElem, this.elemBytes);
     setSqeFlags(ring, s, IOSQE_FIXED_FILE);
     setAddr(ring, s, e.addr);
     setUserData(ring, s, userDataLo(KIND_BATCH, qs.q, slot), kind);
@@ -259,6 +271,10 @@ export class BatchEngine implements Engine, CommitSink {
 
   readonly commit = (req: UblkRequest, result: number): void => {
     const qs = this.byId[req.queue]!;
+    // The kernel takes at most queue-depth elements per command (-E2BIG). A tag
+    // is committed once before it comes back, so this holds anyway; the check
+    // makes it hold by construction.
+    if (qs.commit.count >= this.depth) this.flushQueue(qs);
     this.putElement(qs, qs.commit, req.tag, result);
   };
 
@@ -311,22 +327,39 @@ export class BatchEngine implements Engine, CommitSink {
     }
     const total = e.count * this.elemBytes;
     if (res !== total) this.partialCommit(qs, e, res);
+    if (res >= 0) this.wholeRefusals = 0;
     e.count = 0;
     this.pool[qs.q]!.push(e);
   }
 
-  // COMMIT_IO_CMDS stops at the first element it cannot commit: `res` bytes
-  // (whole elements) went through, or res < 0 when the first one failed. The
-  // failed element's tag is not ours to complete (a bug, reported); everything
-  // after it is committed again in the next turn, never dropped.
+  // COMMIT_IO_CMDS (ublk_handle_batch_commit_cmd) walks the elements in order
+  // and stops at the first one it cannot commit: `res` is then the bytes of
+  // the elements before it, or that element's error when it was the first.
+  // The only refusal a correct server meets is -EBUSY, an element whose tag
+  // is not the server's (a duplicate; the others, -EINVAL for a bad tag or
+  // address and -EFAULT for unreadable elements, are bugs of ours): it is
+  // dropped and reported. But a command refused as a whole, for its header
+  // (-EINVAL, or -E2BIG: more elements than the queue depth), also returns an
+  // error, with nothing committed: then every element is kept. Whatever is
+  // kept goes into the next turn's commit, never lost.
   private partialCommit(qs: QueueState, e: Elements, res: number): void {
-    const done = res > 0 ? Math.floor(res / this.elemBytes) : 0;
-    const bad = e.u32[done * this.elemWords + E_TAG_INDEX]! & 0xffff;
-    if (this.refusals++ === 0) {
-      console.error(`ublk-ts: queue ${qs.q}: COMMIT_IO_CMDS refused tag ${bad} (${res < 0 ? res : 'partial'}); ` +
-        `retrying the ${e.count - done - 1} after it (further refusals not shown)`);
+    let from: number;
+    if (res > 0 || res === -EBUSY) {
+      const done = res > 0 ? Math.floor(res / this.elemBytes) : 0;
+      if (this.refusals++ === 0) {
+        console.error(`ublk-ts: queue ${qs.q}: COMMIT_IO_CMDS refused tag ${e.u32[done * this.elemWords + E_TAG_INDEX]! & 0xffff} ` +
+          `(${res < 0 ? res : 'partial'}); committing the ${e.count - done - 1} after it (further refusals not shown)`);
+      }
+      from = done + 1;
+    } else if (++this.wholeRefusals > MAX_WHOLE_REFUSALS) {
+      // Refused again and again: our command is malformed, and retrying would spin. The thread fails,
+      // and with it the device (its requests end with EIO): nothing hangs.
+      if (!this.failure) this.failure = `queue ${qs.q}: COMMIT_IO_CMDS of ${e.count} elements failed with ${res}`;
+      return;
+    } else {
+      from = 0;
     }
-    for (let i = done + 1; i < e.count; i++) {
+    for (let i = from; i < e.count; i++) {
       const w = i * this.elemWords;
       this.putElement(qs, qs.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!);
     }
