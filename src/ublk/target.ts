@@ -119,6 +119,8 @@ export interface TargetSetup<Shared = unknown> {
   logicalBlockSize?: number;
   /** Handed to every worker's `open` (structured-cloneable). */
   shared?: Shared;
+  /** Overrides the module's `recoverable` for these options (e.g. a wrapper, which is as recoverable as what it wraps). */
+  recoverable?: boolean;
   /** Main thread, after the device is gone: release what setup acquired. */
   cleanup?(): void | Promise<void>;
 }

@@ -76,6 +76,9 @@ export class Dispatcher implements TargetIo {
     const s = nextSqe(this.ring);
     setUserData(this.ring, s, userDataLo(KIND_TARGET, req.queue, req.tag), sub);
     req.ringOps++;
+    // Asked for from outside a CQE (a timer, a socket): the serving loop may be
+    // waiting on the event loop, and must come round to submit it.
+    if (req.external) this.waker.wake();
     return s;
   }
 
