@@ -1,9 +1,13 @@
 // The server side of `ublk-ts add` and `ublk-ts recover`: creates the device
 // (or attaches to it), serves it until SIGINT/SIGTERM or until it is stopped
 // from outside, then removes it. A device with recovery whose serving thread
-// failed is let go of instead, its state kept for `recover`.
-import { UblkDevice, type DeviceOptions } from '../ublk/control/device.js';
+// failed is let go of instead, its state kept for `recover`; so is one that
+// `ublk-ts quiesce` asked (SIGUSR2) to hand over to a new server.
+import { UblkDevice, type CreateHooks, type DeviceOptions } from '../ublk/control/device.js';
 import { removeState, writeState } from './state.js';
+
+/** What `ublk-ts quiesce` sends a server (SIGUSR1 is Node's debugger). */
+export const QUIESCE_SIGNAL = 'SIGUSR2';
 
 export interface ServeConfig extends DeviceOptions {
   target: string;
@@ -15,7 +19,7 @@ export interface ServeConfig extends DeviceOptions {
  * Runs a device to the end. `onLive` is told the device once it serves IO.
  * Returns when the device is gone.
  */
-export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void): Promise<void> {
+export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void, hooks: CreateHooks = {}): Promise<void> {
   // A signal during creation must not kill us half-way (that would leave a
   // device without a server): remember it and stop once creation is over.
   let stopRequested = false;
@@ -24,12 +28,19 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void)
     stopRequested = true;
     void dev?.stop();
   };
+  let quiesced: Promise<void> | null = null;
+  const onQuiesce = (): void => {
+    if (!dev || stopRequested) return;
+    console.error(`ublk-ts[${process.pid}]: ${dev.path}: quiescing for a new server`);
+    quiesced ??= dev.quiesce().catch((e: unknown) => console.error(`ublk-ts[${process.pid}]: ${dev!.path}: quiesce: ${(e as Error).message}`));
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on(QUIESCE_SIGNAL, onQuiesce);
   process.on('SIGHUP', () => {}); // outlive the terminal that started us
   try {
     const { recoverId, ...config } = cfg;
-    dev = await (recoverId === undefined ? UblkDevice.create(config) : UblkDevice.recover(recoverId, config));
+    dev = await (recoverId === undefined ? UblkDevice.create(config, hooks) : UblkDevice.recover(recoverId, config));
     const supervisor = Number(process.env.UBLK_TS_SUPERVISOR) || undefined;
     writeState({ id: dev.id, pid: process.pid, supervisor, target: cfg.target, options: cfg.options ?? {}, statsFd: dev.statsFd, config });
     // Stopped from outside (STOP_DEV by another process): clean up just the same.
@@ -44,12 +55,16 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void)
         `(${(st.tags / Math.max(1, st.fetchCqes)).toFixed(2)} per completion), ${st.commits} commits`);
     }
     if (dev.released) {
-      process.exitCode = 1; // the device waits for `ublk-ts recover`; its state stays
+      // The device waits for `ublk-ts recover`, and its state stays. A quiesce
+      // was asked for: exit 0, so that a supervisor does not restart us.
+      if (quiesced) await quiesced;
+      else process.exitCode = 1;
       dev = null;
     }
   } finally {
     if (dev) removeState(dev.id);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off(QUIESCE_SIGNAL, onQuiesce);
   }
 }

@@ -36,6 +36,7 @@ const COMMAND_NAMES: Record<number, string> = {
   [U.UBLK_U_CMD_GET_PARAMS]: 'GET_PARAMS', [U.UBLK_U_CMD_GET_DEV_INFO]: 'GET_DEV_INFO',
   [U.UBLK_U_CMD_GET_DEV_INFO2]: 'GET_DEV_INFO2', [U.UBLK_U_CMD_START_USER_RECOVERY]: 'START_USER_RECOVERY',
   [U.UBLK_U_CMD_END_USER_RECOVERY]: 'END_USER_RECOVERY', [U.UBLK_U_CMD_DEL_DEV_ASYNC]: 'DEL_DEV_ASYNC',
+  [U.UBLK_U_CMD_QUIESCE_DEV]: 'QUIESCE_DEV',
 };
 
 /** The machine is not ready for ublk (no driver, no permission, a kernel too old); the message says the fix. */
@@ -139,6 +140,15 @@ export class UblkControl {
   /** END_USER_RECOVERY: `pid` as for START_DEV; blocks until every tag is fetched (or prepared), then the device is LIVE. */
   async endUserRecovery(devId: number, pid: number): Promise<void> {
     await this.cmd(U.UBLK_U_CMD_END_USER_RECOVERY, { devId, data: pid });
+  }
+
+  /**
+   * QUIESCE_DEV (UBLK_F_QUIESCE): new IO is held, and once every queue has an
+   * idle tag (within `timeoutMs`, else -EBUSY; 0: no limit) the server's
+   * fetches are cancelled. The device becomes QUIESCED when the server closes /dev/ublkcN.
+   */
+  async quiesceDev(devId: number, timeoutMs: number): Promise<void> {
+    await this.cmd(U.UBLK_U_CMD_QUIESCE_DEV, { devId, data: timeoutMs });
   }
 
   async setParams(devId: number, params: UblkParams): Promise<void> {

@@ -55,6 +55,15 @@ export interface DeviceOptions {
   recovery?: RecoveryPolicy;
 }
 
+export interface CreateHooks {
+  /**
+   * Told the device's id right after ADD_DEV, before anything can fail or
+   * kill the process: whoever started this process deletes the device
+   * should it die before the device is live.
+   */
+  added?(id: number): void;
+}
+
 /** Largest discard/write-zeroes in sectors: avoids a u32 byte-count overflow in older kernels. */
 const MAX_DISCARD_SECTORS = 0xffffffff >>> 9;
 
@@ -152,6 +161,8 @@ interface QueueWorker {
 }
 
 const ONE = new BigUint64Array([1n]);
+/** quiesce(): how long nothing must be in flight before the serving threads are let go, and how often to look. */
+const DRAIN_QUIET_MS = 200, DRAIN_POLL_MS = 20;
 
 /** The device's counters: their memfd, the main thread's read-only view, and how many slots. */
 interface Counters {
@@ -269,8 +280,8 @@ export class UblkDevice {
   }
 
   /** Creates and starts a device; on any failure nothing is left behind. */
-  static create(opts: DeviceOptions): Promise<UblkDevice> {
-    return UblkDevice.attach(opts, null);
+  static create(opts: DeviceOptions, hooks: CreateHooks = {}): Promise<UblkDevice> {
+    return UblkDevice.attach(opts, null, hooks);
   }
 
   /**
@@ -283,7 +294,7 @@ export class UblkDevice {
     return UblkDevice.attach(opts, id);
   }
 
-  private static async attach(opts: DeviceOptions, recoverId: number | null): Promise<UblkDevice> {
+  private static async attach(opts: DeviceOptions, recoverId: number | null, hooks: CreateHooks = {}): Promise<UblkDevice> {
     const { target, options, ...deviceOptions } = opts;
     const o = checkDeviceOptions(deviceOptions, 'library');
     const targetUrl = resolveTarget(target);
@@ -301,7 +312,7 @@ export class UblkDevice {
       ctrl = UblkControl.open();
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
-      const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: mod.recoverable },
+      const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable },
         features);
       checkKernelSupports(mode, features);
 
@@ -310,6 +321,7 @@ export class UblkDevice {
           nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: o.maxIoBytes, dev_id: o.id, flags: mode.flags,
         });
         if ((info.flags & mode.flags) !== mode.flags) throw new Error(`the kernel did not grant ${featureNames(mode.flags & ~info.flags).join(', ')}`);
+        hooks.added?.(info.dev_id);
         charFd = await openCharDevice(info.dev_id);
         await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes));
       } else {
@@ -366,13 +378,57 @@ export class UblkDevice {
     return this.end('release');
   }
 
-  /** The one way a live device ends (see Ending); the first call decides, later ones get its promise. */
-  private end(ending: Ending): Promise<void> {
+  /**
+   * Live replacement (UBLK_F_QUIESCE, granted with recovery where the kernel
+   * has it): QUIESCE_DEV holds new IO and cancels the idle fetches, the
+   * serving threads finish the requests they hold, and once none is in
+   * flight every reference is closed as in release(): the device waits,
+   * QUIESCED, for `recover`, with nothing failed. Should QUIESCE_DEV fail (no idle tag
+   * within `timeoutMs`), the device is let go of all the same, and the error
+   * thrown afterwards.
+   */
+  quiesce(timeoutMs = 30_000): Promise<void> {
+    if (this.mode.recovery === 'none') return Promise.reject(new ModeError(`${this.path} was not created with --recovery: nothing could take over`));
+    if (!(this.info.flags & UBLK_F_QUIESCE)) {
+      return Promise.reject(new ModeError(`${this.path} has no UBLK_F_QUIESCE (the kernel lacks it): kill its server and recover instead`));
+    }
+    return this.end('release', async () => {
+      await this.ctrl.quiesceDev(this.id, timeoutMs);
+      await this.drained(timeoutMs);
+    });
+  }
+
+  /**
+   * After QUIESCE_DEV: it cancelled the idle fetches, but the requests the
+   * serving threads hold still finish, and their commits arm fetches it does
+   * not cancel (closing the rings will). Returns once nothing has been in
+   * flight for a while (a request started just before the cancel may still be
+   * on its way to a thread), the threads ended, or `timeoutMs` passed.
+   */
+  private async drained(timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    let ended = false;
+    void this.stopped.then(() => { ended = true; });
+    for (let quiet = 0; quiet < DRAIN_QUIET_MS && !ended && Date.now() < end; quiet += DRAIN_POLL_MS) {
+      if (this.stats().some((q) => q.inFlight > 0)) quiet = -DRAIN_POLL_MS;
+      await sleep(DRAIN_POLL_MS);
+    }
+  }
+
+  /**
+   * The one way a live device ends (see Ending); the first call decides, later
+   * ones get its promise. `before` runs first; should it throw, the device
+   * still ends, and its error is thrown then.
+   */
+  private end(ending: Ending, before?: () => Promise<void>): Promise<void> {
     this.destroying ??= (async () => {
+      let failed: unknown = null;
+      await before?.().catch((e: unknown) => { failed = e; });
       this.released = ending === 'release';
       const fd = this.charFd;
       this.charFd = -1;
       await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, ending, true);
+      if (failed) throw failed;
     })();
     return this.destroying;
   }
