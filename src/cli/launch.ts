@@ -10,11 +10,15 @@ import { fileURLToPath } from 'node:url';
 import { UblkControl } from '../ublk/control/control.js';
 import { print } from './command.js';
 import { exitCodeOf, oneLine, ReportedError } from './errors.js';
+import { closeInheritedFds, dropOwnDeviceMounts, inOwnMountNamespace } from './hygiene.js';
+import { deleteDevice, withControl } from './devices.js';
 import { ServerLog } from './log.js';
 import { serve, type ServeConfig } from './server.js';
 import { logFile, STATE_DIR } from './state.js';
 
 export type ServerMessage = { type: 'live'; id: number; path: string } | { type: 'error'; message: string; exitCode: number };
+/** Sent right after ADD_DEV: should the server die before it reports, the device is deleted by whoever started it. */
+type AddedMessage = { type: 'added'; id: number };
 
 /** Runs the server for `cfg`; returns once the device is live (background) or gone (foreground), printing its path. */
 export async function launch(cfg: ServeConfig, foreground: boolean): Promise<void> {
@@ -43,32 +47,52 @@ export function spawnServer(role: '__serve' | '__supervise', cfg: ServeConfig, s
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
   // A server started by a supervisor names it in its state file, so that `del` waits for both.
   const env = role === '__serve' && !detached ? { ...process.env, UBLK_TS_SUPERVISOR: String(process.pid) } : process.env;
-  return spawn(process.execPath, [main, role, JSON.stringify(cfg)], { detached, cwd: '/', env, stdio: ['ignore', 'ignore', stderr, 'ipc'] });
+  // A detached one gets a mount namespace of its own (hygiene.ts); a supervisor's server shares its supervisor's.
+  const argv = [process.execPath, main, role, JSON.stringify(cfg)];
+  const [cmd, ...args] = detached ? inOwnMountNamespace(argv) : argv;
+  return spawn(cmd!, args, { detached, cwd: '/', env, stdio: ['ignore', 'ignore', stderr, 'ipc'] });
 }
 
-/** What a server reports first: live, or why not (also when it exits without a word). */
-export function firstMessage(child: ChildProcess, logPath: string): Promise<ServerMessage> {
-  return new Promise<ServerMessage>((resolve) => {
-    child.once('message', (m) => resolve(m as ServerMessage));
-    child.once('exit', (code, sig) => resolve({
-      type: 'error', exitCode: 1, message: `server exited before the device was live (${sig ?? `exit code ${code}`}); see ${logPath}`,
-    }));
+/**
+ * What a server reports: live, or why not. A server that exits without a word
+ * (killed, crashed) after it added a device leaves that device without a
+ * server, never started: it is deleted here, so a failed start leaves nothing.
+ */
+export async function firstMessage(child: ChildProcess, logPath: string): Promise<ServerMessage> {
+  let added: number | null = null;
+  const msg = await new Promise<ServerMessage | null>((resolve) => {
+    child.on('message', (m: ServerMessage | AddedMessage) => {
+      if (m.type === 'added') added = m.id;
+      else resolve(m);
+    });
+    child.once('close', () => resolve(null)); // after 'exit' and the last message
   });
+  if (msg) return msg;
+  const how = child.signalCode ?? `exit code ${child.exitCode}`;
+  let removed = '';
+  if (added !== null) {
+    const id: number = added;
+    await withControl((ctrl) => deleteDevice(ctrl, id)).then(() => (removed = `; device ${id} removed`), () => {});
+  }
+  return { type: 'error', exitCode: 1, message: `server exited before the device was live (${how})${removed}; see ${logPath}` };
 }
 
 /** The detached server: runs the device and reports to the command that started it. */
 export async function serveChild(json: string): Promise<void> {
-  const send = (m: ServerMessage): void => {
+  const send = (m: ServerMessage | AddedMessage): void => {
     if (process.connected) process.send!(m);
   };
+  closeInheritedFds();
   const log = new ServerLog();
+  const cfg = JSON.parse(json) as ServeConfig;
+  if (cfg.recoverId !== undefined) dropOwnDeviceMounts(cfg.recoverId);
   try {
-    await serve(JSON.parse(json) as ServeConfig, (dev) => {
+    await serve(cfg, (dev) => {
       log.moveTo(logFile(dev.id));
       console.error(`ublk-ts[${process.pid}]: ${dev.path} live (${dev.queues} queue(s), depth ${dev.depth})`);
       send({ type: 'live', id: dev.id, path: dev.path });
       if (process.connected) process.disconnect();
-    });
+    }, { added: (id) => send({ type: 'added', id }) });
   } catch (e) {
     send({ type: 'error', message: oneLine(e), exitCode: exitCodeOf(e) });
     throw e;

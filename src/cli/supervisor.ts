@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import { firstMessage, spawnServer, type ServerMessage } from './launch.js';
+import { closeInheritedFds, dropOwnDeviceMounts } from './hygiene.js';
 import { ServerLog } from './log.js';
 import type { ServeConfig } from './server.js';
 import { logFile, STATE_DIR } from './state.js';
@@ -20,7 +21,9 @@ const exited = (child: ChildProcess): Promise<{ code: number | null; signal: Nod
   new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
 
 export async function superviseChild(json: string): Promise<void> {
+  closeInheritedFds();
   const cfg = JSON.parse(json) as ServeConfig;
+  if (cfg.recoverId !== undefined) dropOwnDeviceMounts(cfg.recoverId);
   const log = new ServerLog();
   const say = (m: string): void => void console.error(`ublk-ts supervisor[${process.pid}]: ${m}`);
   const report = (m: ServerMessage): void => {

@@ -49,7 +49,7 @@ for (const [mode, modeArgs] of [['classic', []], ['batch', ['--batch']]] as Arra
       process.kill(pid, 'SIGKILL');
       const t0 = Date.now();
       // In-flight and new IO fail at once: the driver aborts the requests of a server that is gone.
-      await within(io.exited, 10_000, 'fio after the server was killed');
+      await within(io.exited, 5_000, 'fio after the server was killed');
       console.log(`# fio ended ${Date.now() - t0} ms after the kill`);
       for (let i = 0; i < 100 && serverPids().includes(pid); i++) await sleep(50);
       assert.ok(!serverPids().includes(pid), 'the server is gone');
