@@ -1,0 +1,190 @@
+// The stripe target (RAID 0): the device's data spread over several files or
+// block devices in chunks, chunk n on file n mod N, at (n div N) chunks into
+// it. A request is split at chunk boundaries and its pieces go to their files
+// at once, each through the serving thread's io_uring as the loop target
+// does it (kernel copy: straight into the tag buffer; user copy: a bounce
+// through the tag buffer, linked to the copy on /dev/ublkcN; zero copy:
+// READ_FIXED/WRITE_FIXED on the request's own pages at the piece's offset).
+// The request completes once every piece has. FLUSH is fdatasync on every
+// file; FUA writes use RWF_DSYNC. A short piece makes the request start over
+// (3 times at most), then fail with EIO.
+import fs from 'node:fs';
+import { ECANCELED, EIO, RWF_DSYNC } from '../sys.js';
+import type { Ring } from '../uring/ring.js';
+import { prepFsync, prepRead, prepReadFixed, prepWrite, prepWriteFixed, setRwFlags, setSqeFlags } from '../uring/prep.js';
+import { IORING_FSYNC_DATASYNC, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
+import { defineTarget, PENDING, sizeOption, TargetOptionError, type IoResult, type Target, type TargetIo, type TargetOptions } from '../ublk/target.js';
+import type { UblkRequest } from '../ublk/worker/request.js';
+import { UBLK_IO_OP_READ } from '../ublk/abi/uapi.js';
+import { backingStore, type BackingStore } from './loop-backing.js';
+
+interface Shared { fds: number[]; chunkShift: number }
+interface Options extends TargetOptions { files: string; chunkSize: number; buffered: boolean }
+
+// An SQE's `sub`: a piece's length (a multiple of 512), or SUB_SYNC.
+const SUB_SYNC = 1;
+const MAX_RETRIES = 3;
+const MAX_FILES = 16;
+
+/** Progress of one request. */
+class Io {
+  cqes = 0;
+  /** First failure of this attempt: -errno, SHORT, or 0. */
+  error = 0;
+  retries = 0;
+}
+const SHORT = 1;
+
+class StripeQueue implements Target {
+  private readonly ring: Ring;
+  private readonly ios: Io[][] = [];
+  private readonly chunk: number;
+
+  constructor(private readonly io: TargetIo, private readonly fds: number[], private readonly chunkShift: number) {
+    this.ring = io.ring;
+    this.chunk = 2 ** chunkShift;
+  }
+
+  read(req: UblkRequest): IoResult { return this.rw(req); }
+  write(req: UblkRequest): IoResult { return this.rw(req); }
+
+  flush(req: UblkRequest): IoResult {
+    const io = this.state(req);
+    io.error = 0;
+    io.cqes = this.fds.length;
+    for (const fd of this.fds) prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), fd, IORING_FSYNC_DATASYNC);
+    return PENDING;
+  }
+
+  onCqe(req: UblkRequest, res: number, _flags: number, sub: number): void {
+    const io = this.state(req);
+    // Each piece's CQE carries its length in `sub` (SUB_SYNC: 0 expected); a failed link cancels its partner.
+    const want = sub === SUB_SYNC ? 0 : sub;
+    if (res !== want && io.error === 0 && res !== -ECANCELED) io.error = res < 0 ? res : SHORT;
+    if (--io.cqes > 0) return;
+    if (sub === SUB_SYNC) this.io.complete(req, io.error);
+    else if (io.error === 0) this.io.complete(req, req.length);
+    else if (io.error === SHORT && ++io.retries <= MAX_RETRIES) this.start(req);
+    else this.io.complete(req, io.error === SHORT ? -EIO : io.error);
+  }
+
+  private state(req: UblkRequest): Io {
+    const q = (this.ios[req.queue] ??= []);
+    return (q[req.tag] ??= new Io());
+  }
+
+  private rw(req: UblkRequest): IoResult {
+    this.state(req).retries = 0;
+    this.start(req);
+    return PENDING;
+  }
+
+  private start(req: UblkRequest): void {
+    const io = this.state(req);
+    io.error = 0;
+    io.cqes = 0;
+    const n = this.fds.length, chunk = this.chunk;
+    let done = 0;
+    while (done < req.length) {
+      const pos = req.offset + done;
+      const chunkNo = Math.floor(pos / chunk), inChunk = pos - chunkNo * chunk;
+      const len = Math.min(chunk - inChunk, req.length - done);
+      const fd = this.fds[chunkNo % n]!;
+      const fileOff = Math.floor(chunkNo / n) * chunk + inChunk;
+      io.cqes += this.piece(req, fd, fileOff, done, len);
+      done += len;
+    }
+  }
+
+  /** Queues one piece's operations (`len` bytes at `reqOff` into the request); returns how many CQEs they post. */
+  private piece(req: UblkRequest, fd: number, fileOff: number, reqOff: number, len: number): number {
+    const ring = this.ring, read = req.op === UBLK_IO_OP_READ;
+    const dsync = !read && req.fua ? RWF_DSYNC : 0;
+    const addr = req.bufferAddress + reqOff;
+    if (this.io.copy !== 'user') {
+      const s = this.io.sqe(req, len);
+      if (this.io.copy === 'kernel') {
+        if (read) prepRead(ring, s, fd, addr, len, fileOff);
+        else prepWrite(ring, s, fd, addr, len, fileOff);
+      } else if (read) {
+        prepReadFixed(ring, s, fd, addr, len, fileOff, req.bufIndex);
+      } else {
+        prepWriteFixed(ring, s, fd, addr, len, fileOff, req.bufIndex);
+      }
+      setRwFlags(ring, s, dsync);
+      return 1;
+    }
+    // User copy: the piece's part of the tag buffer bounces between the file and /dev/ublkcN.
+    this.io.reserve(2);
+    const a = this.io.sqe(req, len);
+    if (read) prepRead(ring, a, fd, addr, len, fileOff);
+    else prepRead(ring, a, this.io.charDevFixed, addr, len, req.userCopyPos + reqOff);
+    setSqeFlags(ring, a, IOSQE_IO_LINK | (read ? 0 : IOSQE_FIXED_FILE));
+    const b = this.io.sqe(req, len);
+    if (read) {
+      prepWrite(ring, b, this.io.charDevFixed, addr, len, req.userCopyPos + reqOff);
+      setSqeFlags(ring, b, IOSQE_FIXED_FILE);
+    } else {
+      prepWrite(ring, b, fd, addr, len, fileOff);
+      setRwFlags(ring, b, dsync);
+    }
+    return 2;
+  }
+}
+
+function closeAll(stores: BackingStore[]): void {
+  for (const s of stores) fs.closeSync(s.fd);
+}
+
+export default defineTarget<Options, Shared>({
+  name: 'stripe',
+  recoverable: true,
+  options: [
+    { key: 'files', short: 'f', type: 'string', arg: 'PATH,PATH...', required: true, help: 'the backing files or block devices, comma-separated (2 or more)' },
+    { key: 'chunkSize', type: 'size', arg: 'SIZE', default: 65536, min: 4096, max: 512 * 1024, help: 'bytes per chunk: a power of 2' },
+    { key: 'buffered', type: 'bool', default: false, help: 'use the page cache (default: O_DIRECT)' },
+    sizeOption(false, 'device size (default: the smallest file\'s whole chunks, times the number of files)'),
+  ],
+  setup(options) {
+    const paths = options.files.split(',').filter((p) => p !== '');
+    if (paths.length < 1 || paths.length > MAX_FILES) throw new TargetOptionError(`--files takes 1 to ${MAX_FILES} paths, got ${paths.length}`);
+    const chunk = options.chunkSize;
+    if ((chunk & (chunk - 1)) !== 0) throw new TargetOptionError(`--chunk-size ${chunk} is not a power of 2`);
+    const stores: BackingStore[] = [];
+    try {
+      for (const p of paths) stores.push(backingStore(p, options.buffered));
+    } catch (e) {
+      closeAll(stores);
+      throw e;
+    }
+    const perFile = Math.min(...stores.map((s) => s.size - (s.size % chunk)));
+    let size = perFile * stores.length;
+    if (perFile === 0) {
+      closeAll(stores);
+      throw new TargetOptionError(`the smallest file holds less than one ${chunk}-byte chunk`);
+    }
+    if (options.size !== undefined) {
+      if (options.size > size) {
+        closeAll(stores);
+        throw new TargetOptionError(`the files hold ${size} bytes in whole chunks, less than the device size ${options.size}`);
+      }
+      size = options.size;
+    }
+    const logicalBlockSize = Math.max(...stores.map((s) => s.logicalBlockSize));
+    if (size % logicalBlockSize) {
+      closeAll(stores);
+      throw new TargetOptionError(`device size ${size} is not a multiple of the logical block size ${logicalBlockSize}`);
+    }
+    return {
+      size,
+      caps: { flush: true, fua: true },
+      data: 'ring',
+      logicalBlockSize,
+      shared: { fds: stores.map((s) => s.fd), chunkShift: Math.log2(chunk) },
+      cleanup: () => closeAll(stores),
+    };
+  },
+  open(ctx) {
+    return new StripeQueue(ctx.io, ctx.shared.fds, ctx.shared.chunkShift);
+  },
+});
