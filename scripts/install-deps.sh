@@ -35,11 +35,12 @@ PKGS=(
   "fio             fio                devices"
   "e2fsprogs       mkfs.ext4          devices"
   "util-linux      blkdiscard         devices"
+  "fdisk           sfdisk             devices"
   "gcc             gcc                uapi"
 )
 declare -A WHY=(
   [vm]="scripts/vmrun boots the test kernel in qemu from a busybox initrd"
-  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard"
+  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk"
   [uapi]="the host tests compile the kernel's UAPI headers to check the codecs"
 )
 GROUPS_ORDER=(vm devices uapi)

@@ -14,6 +14,8 @@ import type { ServeConfig } from './server.js';
 const ADD_OPTIONS: readonly OptionSpec[] = [
   { key: 'type', short: 't', type: 'string', arg: 'TARGET', help: 'the target, as an alternative to the first argument' },
   { key: 'foreground', type: 'bool', help: 'keep the server attached to this terminal (SIGINT/SIGTERM stop the device)' },
+  { key: 'supervise', flag: 'no-supervisor', type: 'bool', negated: true, default: true,
+    help: 'with --recovery: no supervisor restarts a server that dies (you do, with `ublk-ts recover ID`)' },
 ];
 
 export const addCommand: Command = {
@@ -76,7 +78,9 @@ export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; fore
   const pick = (rows: readonly OptionSpec[]) => Object.fromEntries(rows.filter((s) => s.key in args.values).map((s) => [s.key, args.values[s.key]]));
   const device = checkDeviceOptions(pick(DEVICE_OPTIONS), 'cli');
   const options = checkTargetOptions(mod, pick(targetSpecs), 'cli');
-  return { cfg: { ...device, target, options }, foreground: args.values.foreground === true };
+  if (args.values.supervise === false && device.recovery === 'none') throw new UsageError('--no-supervisor only applies with --recovery');
+  const supervise = args.values.supervise === false ? { supervise: false } : {};
+  return { cfg: { ...device, target, options, ...supervise }, foreground: args.values.foreground === true };
 }
 
 async function add(argv: string[]): Promise<void> {

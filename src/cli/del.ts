@@ -2,23 +2,47 @@
 import { readArgs, oneId, type Command, idOption } from './command.js';
 import { deleteDevice, deviceIds, withControl } from './devices.js';
 import { UsageError } from './errors.js';
+import { UblkControl, UblkControlError } from '../ublk/control/control.js';
+import { EBUSY, ENODEV, EINVAL, EOPNOTSUPP } from '../sys.js';
 
 export const delCommand: Command = {
   name: 'del',
   brief: 'stop and remove devices',
-  synopsis: 'ID | --all',
+  synopsis: 'ID | --all [--safe]',
   summary: 'Stop and remove a device (in-flight IO finishes first) or all of them; waits until they are gone.',
   options: [
     idOption('the device'),
     { key: 'all', short: 'a', type: 'bool', help: 'every ublk device' },
+    { key: 'safe', type: 'bool', help: 'only if nothing has the device open (UBLK_F_SAFE_STOP_DEV, Linux 7.1): else refuse' },
   ],
   async run(argv) {
     const args = readArgs(delCommand, argv);
     if (!args) return;
     const id = oneId(args, delCommand);
     if ((id === undefined) === !args.values.all) throw new UsageError('usage: ublk-ts del ID | --all');
+    const busy: number[] = [];
     await withControl(async (ctrl) => {
-      for (const i of id === undefined ? deviceIds() : [id]) await deleteDevice(ctrl, i);
+      for (const i of id === undefined ? deviceIds() : [id]) {
+        if (!args.values.safe) await deleteDevice(ctrl, i);
+        else if (await safeStop(ctrl, i)) await deleteDevice(ctrl, i, true); // stopped: its server may delete it first
+        else busy.push(i);
+      }
     });
+    if (busy.length) throw new Error(`device${busy.length > 1 ? 's' : ''} ${busy.join(', ')} in use (open or mounted): not deleted (--safe)`);
   },
 };
+
+/** TRY_STOP_DEV: stops device `id` unless it is open; false if it is. */
+async function safeStop(ctrl: UblkControl, id: number): Promise<boolean> {
+  try {
+    await ctrl.tryStopDev(id);
+    return true;
+  } catch (e) {
+    if (e instanceof UblkControlError && e.errno === -EBUSY) return false;
+    if (e instanceof UblkControlError && e.errno === -ENODEV) throw new UsageError(`no ublk device with id ${id}`);
+    if (e instanceof UblkControlError && (e.errno === -EINVAL || e.errno === -EOPNOTSUPP)) {
+      throw new Error(`this kernel's ublk driver has no TRY_STOP_DEV (--safe needs UBLK_F_SAFE_STOP_DEV, Linux 7.1)`);
+    }
+    throw e;
+  }
+}

@@ -19,6 +19,10 @@ export interface DeviceListing {
   queues: number;
   depth: number;
   flags: string[];
+  /** The same UBLK_F_* flags as a number. */
+  flagBits: number;
+  /** Logical block size in bytes. */
+  blockSize: number;
   pid: number | null;
   /** The process that restarts the server should it die (devices with --recovery), if one runs. */
   supervisor: number | null;
@@ -54,6 +58,8 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       queues: info.nr_hw_queues,
       depth: info.queue_depth,
       flags: featureNames(info.flags),
+      flagBits: info.flags,
+      blockSize: 2 ** params.basic.logical_bs_shift,
       pid,
       supervisor: st?.supervisor !== undefined && alive(st.supervisor) ? st.supervisor : null,
       recovery: recoveryOf(info.flags),
@@ -65,7 +71,7 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
   }
 }
 
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -87,7 +93,7 @@ async function gone(ctrl: UblkControl, id: number): Promise<boolean> {
   }
 }
 
-async function waitFor(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
+export async function waitFor(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     if (await cond()) return true;
@@ -99,13 +105,21 @@ async function waitFor(cond: () => Promise<boolean> | boolean, ms: number): Prom
 /**
  * Deletes device `id`: asks its server to stop (SIGTERM: it finishes in-flight
  * IO, stops and deletes the device); a device whose server is gone or does not
- * react is stopped and deleted from here.
+ * react is stopped and deleted from here. `goneOk`: a device that no longer
+ * exists is not an error (it was stopped already, and its server deleted it).
  */
-export async function deleteDevice(ctrl: UblkControl, id: number): Promise<void> {
+export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false): Promise<void> {
   const info = await ctrl.getDevInfo(id).catch((e: unknown) => {
-    if (e instanceof UblkControlError && e.errno === -ENODEV) throw new UsageError(`no ublk device with id ${id}`);
+    if (e instanceof UblkControlError && e.errno === -ENODEV) {
+      if (goneOk) return null;
+      throw new UsageError(`no ublk device with id ${id}`);
+    }
     throw e;
   });
+  if (info === null) {
+    removeState(id);
+    return;
+  }
   const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
   // A supervisor would start a new server for the device: it goes first.
   const supervisor = readState(id)?.supervisor;

@@ -31,7 +31,7 @@ export async function launch(cfg: ServeConfig, foreground: boolean): Promise<voi
   fs.mkdirSync(STATE_DIR, { recursive: true });
   const logPath = path.join(STATE_DIR, 'server.log');
   const log = fs.openSync(logPath, 'a');
-  const supervised = (cfg.recovery ?? 'none') !== 'none';
+  const supervised = (cfg.recovery ?? 'none') !== 'none' && cfg.supervise !== false;
   const child = spawnServer(supervised ? '__supervise' : '__serve', cfg, log, true);
   fs.closeSync(log);
   const msg = await firstMessage(child, logPath);

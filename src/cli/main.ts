@@ -1,10 +1,11 @@
-// ublk-ts command line: add | list | stats | quiesce | recover | del | features.
+// ublk-ts command line: add | list | stats | resize | quiesce | recover | del | features.
 import { readFileSync } from 'node:fs';
 import { addCommand } from './add.js';
 import { serveChild } from './launch.js';
 import { superviseChild } from './supervisor.js';
 import { recoverCommand } from './recover.js';
 import { quiesceCommand } from './quiesce.js';
+import { resizeCommand } from './resize.js';
 import { print, type Command } from './command.js';
 import { delCommand } from './del.js';
 import { exitCodeOf, EXIT_USAGE, oneLine, UsageError } from './errors.js';
@@ -12,7 +13,7 @@ import { featuresCommand } from './features.js';
 import { listCommand } from './list.js';
 import { statsCommand } from './stats.js';
 
-const COMMANDS: readonly Command[] = [addCommand, listCommand, statsCommand, quiesceCommand, recoverCommand, delCommand, featuresCommand];
+const COMMANDS: readonly Command[] = [addCommand, listCommand, statsCommand, resizeCommand, quiesceCommand, recoverCommand, delCommand, featuresCommand];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };

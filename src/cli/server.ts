@@ -4,6 +4,7 @@
 // failed is let go of instead, its state kept for `recover`; so is one that
 // `ublk-ts quiesce` asked (SIGUSR2) to hand over to a new server.
 import { UblkDevice, type CreateHooks, type DeviceOptions } from '../ublk/control/device.js';
+import { listenControl } from './control-socket.js';
 import { removeState, writeState } from './state.js';
 
 /** What `ublk-ts quiesce` sends a server (SIGUSR1 is Node's debugger). */
@@ -13,6 +14,8 @@ export interface ServeConfig extends DeviceOptions {
   target: string;
   /** Attach to this existing device (`recover`) instead of creating one. */
   recoverId?: number;
+  /** With recovery: false runs no supervisor (whoever started us restarts us, or `recover` by hand). Default true. */
+  supervise?: boolean;
 }
 
 /**
@@ -24,6 +27,7 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
   // device without a server): remember it and stop once creation is over.
   let stopRequested = false;
   let dev: UblkDevice | null = null;
+  let control: { close(): void } | null = null;
   const onSignal = (): void => {
     stopRequested = true;
     void dev?.stop();
@@ -39,10 +43,22 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
   process.on(QUIESCE_SIGNAL, onQuiesce);
   process.on('SIGHUP', () => {}); // outlive the terminal that started us
   try {
-    const { recoverId, ...config } = cfg;
-    dev = await (recoverId === undefined ? UblkDevice.create(config, hooks) : UblkDevice.recover(recoverId, config));
+    const { recoverId, supervise, ...device } = cfg;
+    dev = await (recoverId === undefined ? UblkDevice.create(device, hooks) : UblkDevice.recover(recoverId, device));
+    const config: ServeConfig = { ...device, supervise };
     const supervisor = Number(process.env.UBLK_TS_SUPERVISOR) || undefined;
-    writeState({ id: dev.id, pid: process.pid, supervisor, target: cfg.target, options: cfg.options ?? {}, statsFd: dev.statsFd, config });
+    const save = (): void => writeState({
+      id: dev!.id, pid: process.pid, supervisor, target: cfg.target, options: config.options ?? {}, statsFd: dev!.statsFd, config,
+    });
+    save();
+    control = listenControl(dev.id, async (req) => {
+      if (req.op !== 'resize') throw new Error(`unknown request ${JSON.stringify(req.op)}`);
+      await dev!.resize(req.size);
+      // A new server (recover) must find the device's new size in its options.
+      config.options = { ...config.options, size: req.size };
+      save();
+      console.error(`ublk-ts[${process.pid}]: ${dev!.path} resized to ${req.size} bytes`);
+    });
     // Stopped from outside (STOP_DEV by another process): clean up just the same.
     void dev.stopped.then(() => dev!.stop());
     if (stopRequested) void dev.stop();
@@ -62,6 +78,7 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
       dev = null;
     }
   } finally {
+    control?.close();
     if (dev) removeState(dev.id);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

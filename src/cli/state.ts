@@ -16,7 +16,7 @@ export interface DeviceState {
   /** The server's fd of the device's counters (UblkDevice.statsFd). */
   statsFd?: number;
   /** What the device was created with: a new server gets the same (`recover`). */
-  config?: DeviceOptions & { target: string };
+  config?: DeviceOptions & { target: string; supervise?: boolean };
 }
 
 const file = (id: number): string => path.join(STATE_DIR, `${id}.json`);

@@ -11,7 +11,7 @@ import { firstMessage, spawnServer, type ServerMessage } from './launch.js';
 import { closeInheritedFds, dropOwnDeviceMounts } from './hygiene.js';
 import { ServerLog } from './log.js';
 import type { ServeConfig } from './server.js';
-import { logFile, STATE_DIR } from './state.js';
+import { logFile, readState, STATE_DIR } from './state.js';
 
 /** Restarts allowed within RESTART_WINDOW_MS; the n-th waits BACKOFF_MS[n] first. */
 const BACKOFF_MS = [200, 1000, 2000, 5000, 10_000];
@@ -65,7 +65,8 @@ export async function superviseChild(json: string): Promise<void> {
     say(`server of /dev/ublkb${id} ended (${signal ?? `exit code ${code}`}); restart ${restarts.length} in ${wait} ms`);
     await sleep(wait);
     if (stopping) return;
-    child = spawnServer('__serve', { ...cfg, recoverId: id }, 'inherit', false);
+    // The server keeps the device's configuration up to date in its state file (a resize changes it): start from that.
+    child = spawnServer('__serve', { ...(readState(id)?.config ?? cfg), recoverId: id }, 'inherit', false);
     ended = exited(child);
     const msg = await firstMessage(child, logFile(id));
     say(msg.type === 'live' ? `server ${child.pid} re-attached to /dev/ublkb${id}` : `restart failed: ${msg.message}`);

@@ -242,6 +242,13 @@ export default defineTarget<Options, Shared>({
       data: 'ring',
       logicalBlockSize: store.logicalBlockSize,
       shared,
+      // A regular file grows to the new size (sparse); a block device must hold it already.
+      resize: (newSize) => {
+        const have = store.blockDevice ? store.size : fs.fstatSync(store.fd).size;
+        if (newSize <= have) return;
+        if (store.blockDevice) throw new TargetOptionError(`${file} holds ${have} bytes, less than ${newSize}`);
+        fs.ftruncateSync(store.fd, newSize);
+      },
       cleanup: () => fs.closeSync(store.fd),
     };
   },

@@ -29,6 +29,8 @@ export default defineTarget<{ size: number }, { fd: number }>({
       size: options.size,
       caps: { discard: true, writeZeroes: true },
       shared: { fd },
+      // Shrinking frees what lies past the new end; growing adds a hole (zeros).
+      resize: (size) => fs.ftruncateSync(fd, size),
       cleanup: () => void native.close(fd),
     };
   },

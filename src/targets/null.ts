@@ -8,7 +8,7 @@ export default defineTarget<{ size: number }>({
   recoverable: true,
   options: [sizeOption(true)],
   setup(options) {
-    return { size: options.size, caps: { flush: true, discard: true, writeZeroes: true }, data: 'none' };
+    return { size: options.size, caps: { flush: true, discard: true, writeZeroes: true }, data: 'none', resize: () => {} };
   },
   open() {
     return {

@@ -2,7 +2,7 @@
 // features and the target's setup, decided once in the main thread and read
 // by the workers' engines. A new UBLK_F_* mode is one predicate here plus the
 // engine code that reads it; no other file works out what a mode implies.
-import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO,
+import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
   UBLK_F_QUIESCE, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
   UBLK_F_USER_RECOVERY_REISSUE } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
@@ -41,6 +41,12 @@ export interface ServingMode {
   tagBuffers: boolean;
   /** Kernel copy: each tag's buffer address travels in FETCH/COMMIT commands and batch elements. */
   bufferAddressInCommands: boolean;
+  /**
+   * UBLK_F_NEED_GET_DATA: FETCH carries no buffer, a WRITE arrives as
+   * UBLK_IO_RES_NEED_GET_DATA and its data is copied in by a NEED_GET_DATA
+   * command that names the buffer.
+   */
+  needGetData: boolean;
   /** Zero copy with UBLK_F_AUTO_BUF_REG: the driver registers each request's pages in the serving ring's table. */
   autoBufReg: boolean;
   /** Zero copy, `ring` target: a request whose pages are not registered (yet) gets REGISTER_IO_BUF. */
@@ -69,6 +75,10 @@ export interface ModeChoice {
   copy: CopyMode;
   autoBufReg: boolean;
   recovery?: RecoveryPolicy;
+  /** false: UBLK_F_NO_AUTO_PART_SCAN, the kernel does not read the partition table at start. */
+  partScan?: boolean;
+  /** UBLK_F_NEED_GET_DATA: a WRITE's data is copied in only when the server asks (classic, kernel copy). */
+  needGetData?: boolean;
 }
 
 /**
@@ -85,6 +95,9 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
   if (o.copy === 'zero' && data === 'buffer') {
     throw new ModeError(`the ${target.name} target moves data in JavaScript, which zero copy cannot reach (use --copy kernel or user)`);
   }
+  if (o.needGetData && (o.batch || o.copy !== 'kernel')) {
+    throw new ModeError('--need-get-data works in classic mode with kernel copy only (user and zero copy never copy ahead; batch mode lacks it)');
+  }
   const zero = o.copy === 'zero';
   const autoBufReg = zero && o.autoBufReg;
   const kernel = o.copy === 'kernel';
@@ -93,6 +106,8 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
   if (zero) flags |= UBLK_F_SUPPORT_ZERO_COPY | (autoBufReg ? UBLK_F_AUTO_BUF_REG : 0);
   flags |= RECOVERY_FLAGS[recovery];
   if (recovery !== 'none') flags |= features & UBLK_F_QUIESCE;
+  if (o.partScan === false) flags |= UBLK_F_NO_AUTO_PART_SCAN;
+  if (o.needGetData) flags |= UBLK_F_NEED_GET_DATA;
   return {
     engine: o.batch ? 'batch' : 'classic',
     copy: o.copy,
@@ -100,6 +115,7 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
     flags,
     tagBuffers: !zero,
     bufferAddressInCommands: kernel,
+    needGetData: o.needGetData === true,
     autoBufReg,
     mayRegister: zero && data === 'ring',
     registerAll: zero && !autoBufReg,
@@ -119,13 +135,19 @@ export function checkKernelSupports(mode: ServingMode, features: number): void {
   const missing = mode.flags & ~features;
   if (!missing) return;
   const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
-  const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}` : `--copy ${mode.copy}`;
+  const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}`
+    : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data' : `--copy ${mode.copy}`;
   throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for ${what})${hint}`);
 }
 
 /** One thread's share of the work: a queue it serves. */
 export interface QueueAssignment {
   q: number;
+  /**
+   * Classic with more or fewer threads than queues (UBLK_F_PER_IO_DAEMON):
+   * the tags of this queue this thread fetches and serves. Absent: all.
+   */
+  tags?: number[];
   /** Batch: this thread PREPs the queue (exactly one thread per queue does). */
   prep: boolean;
   /** Batch: provided buffers for this thread's fetch command on the queue. */
@@ -142,9 +164,24 @@ export interface QueueAssignment {
  * it. Only one fetch command per queue is active at a time: when threads share
  * a queue, a single fetch buffer each lets the active role move on after every batch.
  */
-export function assignQueues(mode: ServingMode, queues: number, threads = queues): QueueAssignment[][] {
+export function assignQueues(mode: ServingMode, queues: number, threads = queues, depth = 0): QueueAssignment[][] {
   let slot = 0;
-  if (mode.engine === 'classic') return Array.from({ length: queues }, (_, q) => [{ q, prep: true, fetchBuffers: 0, slot: slot++ }]);
+  if (mode.engine === 'classic' && threads === queues) {
+    return Array.from({ length: queues }, (_, q) => [{ q, prep: true, fetchBuffers: 0, slot: slot++ }]);
+  }
+  if (mode.engine === 'classic') {
+    // Per-IO daemons: the (queue, tag) pairs in order, dealt round-robin, so
+    // that every queue is served by as many threads as there are (as kublk's --per_io_tasks).
+    const out = Array.from({ length: threads }, () => [] as QueueAssignment[]);
+    for (let i = 0; i < queues * depth; i++) {
+      const q = Math.floor(i / depth), mine = out[i % threads]!;
+      let a = mine.find((x) => x.q === q);
+      if (!a) mine.push((a = { q, tags: [], prep: true, fetchBuffers: 0, slot: 0 }));
+      a.tags!.push(i % depth);
+    }
+    for (const a of out.flat()) a.slot = slot++;
+    return out.filter((t) => t.length > 0);
+  }
   const fetchBuffers = threads > queues ? 1 : 4;
   const out = Array.from({ length: threads }, () => [] as QueueAssignment[]);
   if (threads <= queues) for (let q = 0; q < queues; q++) out[q % threads]!.push({ q, prep: true, fetchBuffers, slot: slot++ });
@@ -154,7 +191,7 @@ export function assignQueues(mode: ServingMode, queues: number, threads = queues
 
 /** Refuses thread layouts the mode cannot serve. */
 export function checkAssignment(mode: ServingMode, plan: QueueAssignment[][], queues: number, depth: number): void {
-  if (mode.autoBufReg && plan.length > queues) {
+  if (mode.engine === 'batch' && mode.autoBufReg && plan.length > queues) {
     // AUTO_BUF_REG registers into the ring of whichever fetch delivered the request: rings sharing a queue would collide.
     throw new ModeError(`zero copy with automatic buffer registration needs at most one thread per queue ` +
       `(${plan.length} threads for ${queues} queue(s))`);

@@ -121,6 +121,12 @@ export interface TargetSetup<Shared = unknown> {
   shared?: Shared;
   /** Overrides the module's `recoverable` for these options (e.g. a wrapper, which is as recoverable as what it wraps). */
   recoverable?: boolean;
+  /**
+   * Main thread, before the kernel changes the device's size (`ublk-ts
+   * resize`, UblkDevice.resize()): make `size` bytes servable, or throw
+   * (TargetOptionError) to refuse. Without it the size cannot change.
+   */
+  resize?(size: number): void | Promise<void>;
   /** Main thread, after the device is gone: release what setup acquired. */
   cleanup?(): void | Promise<void>;
 }

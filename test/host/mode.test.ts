@@ -8,6 +8,7 @@ import {
 import {
   UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_SUPPORT_ZERO_COPY,
   UBLK_F_QUIESCE, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE,
+  UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
 } from '../../src/ublk/abi/uapi.js';
 
 const ring = { name: 'loop', data: 'ring' as const };
@@ -85,4 +86,37 @@ test('thread layouts: one thread per queue (classic); batch deals queues round-r
   assert.throws(() => checkAssignment(auto, assignQueues(auto, 1, 2), 1, 128), /at most one thread per queue \(2 threads for 1 queue/);
   assert.throws(() => checkAssignment(auto, assignQueues(auto, 8, 1), 8, 4096), new RegExp(`at most ${MAX_BUFFER_SLOTS} tags`));
   assert.doesNotThrow(() => checkAssignment(auto, assignQueues(auto, 2, 2), 2, 128));
+});
+
+test('NEED_GET_DATA (classic, kernel copy only) and NO_AUTO_PART_SCAN: their flags, refusals and messages', () => {
+  const get = servingMode({ batch: false, copy: 'kernel', autoBufReg: true, needGetData: true }, ring);
+  assert.equal(get.flags, UBLK_F_NEED_GET_DATA);
+  assert.ok(get.needGetData && get.bufferAddressInCommands);
+  for (const o of [{ batch: true, copy: 'kernel' }, { batch: false, copy: 'user' }, { batch: false, copy: 'zero' }] as const) {
+    assert.throws(() => servingMode({ ...o, autoBufReg: true, needGetData: true }, ring), /--need-get-data works in classic mode with kernel copy only/);
+  }
+  assert.throws(() => checkKernelSupports(get, 0), /lacks NEED_GET_DATA \(needed for --need-get-data\)/);
+  const noScan = servingMode({ batch: false, copy: 'kernel', autoBufReg: true, partScan: false }, ring);
+  assert.equal(noScan.flags, UBLK_F_NO_AUTO_PART_SCAN);
+  assert.equal(servingMode({ batch: false, copy: 'kernel', autoBufReg: true, partScan: true }, ring).flags, 0);
+  assert.throws(() => checkKernelSupports(noScan, 0), /lacks NO_AUTO_PART_SCAN \(needed for --no-part-scan\)/);
+});
+
+test('classic with --threads other than --queues: the (queue, tag) pairs dealt round-robin (per-IO daemons)', () => {
+  const classic = servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, ring);
+  const plan = assignQueues(classic, 2, 3, 4);
+  assert.deepEqual(plan.map((t) => t.map((a) => [a.q, a.tags])), [
+    [[0, [0, 3]], [1, [2]]],
+    [[0, [1]], [1, [0, 3]]],
+    [[0, [2]], [1, [1]]],
+  ]);
+  assert.deepEqual(plan.flat().map((a) => a.slot), [0, 1, 2, 3, 4, 5]);
+  // Every tag of every queue exactly once.
+  const all = plan.flat().flatMap((a) => a.tags!.map((t) => `${a.q}:${t}`)).sort();
+  assert.deepEqual(all, ['0:0', '0:1', '0:2', '0:3', '1:0', '1:1', '1:2', '1:3']);
+  // Fewer threads than queues: one thread serves whole queues.
+  assert.deepEqual(assignQueues(classic, 2, 1, 2).map((t) => t.map((a) => [a.q, a.tags])), [[[0, [0, 1]], [1, [0, 1]]]]);
+  // Auto zero copy is fine: each tag still has one ring.
+  const auto = servingMode({ batch: false, copy: 'zero', autoBufReg: true }, ring);
+  assert.doesNotThrow(() => checkAssignment(auto, assignQueues(auto, 1, 4, 128), 1, 128));
 });

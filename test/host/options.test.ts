@@ -76,10 +76,14 @@ test('device options: the library and the command line get the same defaults and
   const d = checkDeviceOptions({}, 'library');
   assert.deepEqual(d, {
     queues: 1, depth: 128, maxIoBytes: 1 << 20, batch: false, copy: 'kernel', autoBufReg: true, recovery: 'none', coalesceUsec: 0, pollUsec: 0,
+    needGetData: false, partScan: true,
   });
   assert.throws(() => checkDeviceOptions({ depth: 0 }, 'library'), /^OptionError: depth must be from 1 to 4096, got 0$/);
   assert.throws(() => checkDeviceOptions({ depth: '0' }, 'cli'), /^OptionError: --depth must be from 1 to 4096, got '0'$/);
-  assert.throws(() => checkDeviceOptions({ threads: 2 }, 'library'), /threads only applies with batch \(classic mode serves/);
+  assert.equal(checkDeviceOptions({ threads: 2 }, 'library').threads, 2, 'classic mode takes --threads too (per-IO daemons)');
+  assert.throws(() => checkDeviceOptions({ dmaAlign: 3000 }, 'library'), /^OptionError: dmaAlign must be a power of 2, got 3000$/);
+  assert.throws(() => checkDeviceOptions({ segmentBoundary: '12K' }, 'cli'), /^OptionError: --segment-boundary must be a power of 2, got 12288$/);
+  assert.throws(() => checkDeviceOptions({ dmaAlign: '8K' }, 'cli'), /--dma-align must be from 1 B to 4 KiB/);
   assert.ok(DEVICE_OPTIONS.every((s) => s.help.length > 0), 'every row has help');
   // Every default passes its own row (checked values are checked again by the library).
   for (const s of DEVICE_OPTIONS) if (s.default !== undefined) assert.doesNotThrow(() => checkOptions([s], { [s.key]: s.default }, 'library'), s.key);
@@ -98,7 +102,7 @@ test('ublk-ts add: target first or -t, target rows parsed with the device rows, 
     cfg: {
       target: 'loop', options: { file: '/tmp/x.img', buffered: true },
       queues: 2, depth: 64, maxIoBytes: 1 << 20, batch: true, threads: 3, copy: 'user', autoBufReg: true, recovery: 'none',
-      coalesceUsec: 0, pollUsec: 0,
+      coalesceUsec: 0, pollUsec: 0, needGetData: false, partScan: true,
     },
   });
   const t = await parseAdd(['-t', 'memory', '--size', '1G', '--foreground', '-n', '7']);
@@ -116,7 +120,8 @@ test('ublk-ts add: bad input is one usage error naming the option', async () => 
     [['floppy'], /^unknown target 'floppy'/],
     [[], /^add needs a target/],
     [['null', '-s', '1M', 'extra'], /^unexpected argument 'extra'/],
-    [['null', '-s', '1M', '--threads', '2'], /^--threads only applies with --batch/],
+    [['null', '-s', '1M', '--no-supervisor'], /^--no-supervisor only applies with --recovery$/],
+    [['null', '-s', '1M', '--dma-align', '100'], /^--dma-align must be a power of 2, got 100$/],
     [['memory', '-s', '1M', '--no-auto-buf-reg'], /^--no-auto-buf-reg only applies with --copy zero$/],
   ];
   for (const [argv, msg] of cases) {

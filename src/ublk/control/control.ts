@@ -36,7 +36,7 @@ const COMMAND_NAMES: Record<number, string> = {
   [U.UBLK_U_CMD_GET_PARAMS]: 'GET_PARAMS', [U.UBLK_U_CMD_GET_DEV_INFO]: 'GET_DEV_INFO',
   [U.UBLK_U_CMD_GET_DEV_INFO2]: 'GET_DEV_INFO2', [U.UBLK_U_CMD_START_USER_RECOVERY]: 'START_USER_RECOVERY',
   [U.UBLK_U_CMD_END_USER_RECOVERY]: 'END_USER_RECOVERY', [U.UBLK_U_CMD_DEL_DEV_ASYNC]: 'DEL_DEV_ASYNC',
-  [U.UBLK_U_CMD_QUIESCE_DEV]: 'QUIESCE_DEV',
+  [U.UBLK_U_CMD_QUIESCE_DEV]: 'QUIESCE_DEV', [U.UBLK_U_CMD_UPDATE_SIZE]: 'UPDATE_SIZE', [U.UBLK_U_CMD_TRY_STOP_DEV]: 'TRY_STOP_DEV',
 };
 
 /** The machine is not ready for ublk (no driver, no permission, a kernel too old); the message says the fix. */
@@ -149,6 +149,16 @@ export class UblkControl {
    */
   async quiesceDev(devId: number, timeoutMs: number): Promise<void> {
     await this.cmd(U.UBLK_U_CMD_QUIESCE_DEV, { devId, data: timeoutMs });
+  }
+
+  /** UPDATE_SIZE: the disk's new capacity in 512-byte sectors (the server must serve it). */
+  async updateSize(devId: number, sectors: number): Promise<void> {
+    await this.cmd(U.UBLK_U_CMD_UPDATE_SIZE, { devId, data: sectors });
+  }
+
+  /** TRY_STOP_DEV (UBLK_F_SAFE_STOP_DEV): STOP_DEV unless the disk is open (-EBUSY). */
+  async tryStopDev(devId: number): Promise<void> {
+    await this.cmd(U.UBLK_U_CMD_TRY_STOP_DEV, { devId });
   }
 
   async setParams(devId: number, params: UblkParams): Promise<void> {

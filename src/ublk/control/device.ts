@@ -6,9 +6,9 @@ import { Worker } from 'node:worker_threads';
 import { native } from '../../native.js';
 import { EBUSY, EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
 import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
-import { checkDeviceOptions } from './device-options.js';
+import { checkDeviceOptions, type CheckedDeviceOptions } from './device-options.js';
 import type { UblkParams } from '../abi/params.js';
-import { featureNames, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_S_DEV_FAIL_IO,
+import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_S_DEV_FAIL_IO,
   UBLK_S_DEV_QUIESCED } from '../abi/uapi.js';
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
@@ -32,7 +32,11 @@ export interface DeviceOptions {
   maxIoBytes?: number;
   /** Use UBLK_F_BATCH_IO (fails if the kernel lacks it). Default false. */
   batch?: boolean;
-  /** Batch mode: serving threads, any number for any number of queues. Default: one per queue. */
+  /**
+   * Serving threads, any number for any number of queues. Default: one per
+   * queue. Batch mode shares queues between threads; classic mode deals the
+   * tags of all queues out to them (UBLK_F_PER_IO_DAEMON).
+   */
   threads?: number;
   /**
    * µs a serving thread keeps waiting for more requests once they come in
@@ -53,6 +57,17 @@ export interface DeviceOptions {
   autoBufReg?: boolean;
   /** UBLK_F_USER_RECOVERY: the device outlives its server, and UblkDevice.recover() attaches a new one. Default 'none'. */
   recovery?: RecoveryPolicy;
+  /** UBLK_F_NEED_GET_DATA (classic, kernel copy): WRITE data is copied in on the server's request. Default false. */
+  needGetData?: boolean;
+  /** false: UBLK_F_NO_AUTO_PART_SCAN, no partition scan when the device starts. Default true. */
+  partScan?: boolean;
+  /** Request buffers' alignment in bytes, a power of 2 up to 4096 (UBLK_PARAM_TYPE_DMA_ALIGN). */
+  dmaAlign?: number;
+  /** Segment limits (UBLK_PARAM_TYPE_SEGMENT): any of them sends all three, the others unlimited. */
+  maxSegments?: number;
+  maxSegmentSize?: number;
+  /** Bytes, a power of 2: no segment crosses a multiple of it. */
+  segmentBoundary?: number;
 }
 
 export interface CreateHooks {
@@ -74,7 +89,7 @@ function checkSize(size: number): void {
   }
 }
 
-function deviceParams(setup: TargetSetup, maxIoBytes: number): UblkParams {
+function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOptions): UblkParams {
   const caps = setup.caps ?? {};
   const p: UblkParams = {
     basic: {
@@ -87,6 +102,14 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number): UblkParams {
       dev_sectors: setup.size / 512,
     },
   };
+  if (o.dmaAlign !== undefined) p.dma = { alignment: o.dmaAlign - 1 };
+  if (o.maxSegments !== undefined || o.maxSegmentSize !== undefined || o.segmentBoundary !== undefined) {
+    p.seg = {
+      max_segments: o.maxSegments ?? 65535,
+      max_segment_size: o.maxSegmentSize ?? 2 ** 32 - 1,
+      seg_boundary_mask: (o.segmentBoundary ?? 2 ** 32) - 1,
+    };
+  }
   if (caps.discard || caps.writeZeroes) {
     p.discard = {
       discard_granularity: 4096,
@@ -235,7 +258,8 @@ export class UblkDevice {
   private constructor(
     private readonly ctrl: UblkControl,
     readonly info: DevInfo,
-    readonly size: number,
+    /** Bytes (changed by resize()). */
+    public size: number,
     private charFd: number,
     private readonly workers: QueueWorker[],
     private readonly setup: TargetSetup,
@@ -323,15 +347,18 @@ export class UblkDevice {
         if ((info.flags & mode.flags) !== mode.flags) throw new Error(`the kernel did not grant ${featureNames(mode.flags & ~info.flags).join(', ')}`);
         hooks.added?.(info.dev_id);
         charFd = await openCharDevice(info.dev_id);
-        await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes));
+        await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes, o));
       } else {
         info = await startRecovery(ctrl, recoverId, mode, setup.size);
         charFd = await openCharDevice(info.dev_id);
       }
       // The kernel may have clamped the queue count to the CPU count: serve
       // exactly the queues that exist (a worker for a missing queue would hang deletion).
-      const plan = assignQueues(mode, info.nr_hw_queues, o.threads);
+      const plan = assignQueues(mode, info.nr_hw_queues, o.threads, info.queue_depth);
       checkAssignment(mode, plan, info.nr_hw_queues, info.queue_depth);
+      if (plan.some((t) => t.some((a) => a.tags)) && !(info.flags & UBLK_F_PER_IO_DAEMON)) {
+        throw new ModeError(`this kernel's ublk driver lacks PER_IO_DAEMON (needed for --threads other than --queues in classic mode, Linux 6.16)`);
+      }
       memfds = sharedTagBuffers(mode, info.nr_hw_queues, info.queue_depth * info.max_io_buf_bytes);
       counters.slots = plan.flat().length;
       counters.fd = createStatsFd(counters.slots);
@@ -355,6 +382,22 @@ export class UblkDevice {
       // Workers map the tag buffers themselves; their fds are not needed past start.
       for (const fd of memfds) native.close(fd);
     }
+  }
+
+  /**
+   * Changes the device's size (UPDATE_SIZE): the target's `resize` first
+   * (which may refuse), then the kernel's. Shrinking while the end of the
+   * device is in use is the user's business, as with any block device.
+   */
+  async resize(size: number): Promise<void> {
+    const lbs = this.mode.logicalBlockSize;
+    if (!Number.isSafeInteger(size) || size <= 0 || size % lbs) {
+      throw new ModeError(`a size must be a positive multiple of the ${lbs}-byte logical block, got ${size}`);
+    }
+    if (!this.setup.resize) throw new ModeError(`the target of ${this.path} cannot change its size`);
+    await this.setup.resize(size);
+    await this.ctrl.updateSize(this.id, size / 512);
+    this.size = size;
   }
 
   /** Stops the device (in-flight IO is finished first), deletes it and releases everything. Idempotent. */
