@@ -13,7 +13,7 @@ export const delCommand: Command = {
   options: [
     idOption('the device'),
     { key: 'all', short: 'a', type: 'bool', help: 'every ublk device' },
-    { key: 'safe', type: 'bool', help: 'only if nothing has the device open (UBLK_F_SAFE_STOP_DEV, Linux 7.1): else refuse' },
+    { key: 'safe', type: 'bool', help: 'only if nothing has the device open (UBLK_F_SAFE_STOP_DEV): else refuse' },
   ],
   async run(argv) {
     const args = readArgs(delCommand, argv);
@@ -41,7 +41,7 @@ async function safeStop(ctrl: UblkControl, id: number): Promise<boolean> {
     if (e instanceof UblkControlError && e.errno === -EBUSY) return false;
     if (e instanceof UblkControlError && e.errno === -ENODEV) throw new UsageError(`no ublk device with id ${id}`);
     if (e instanceof UblkControlError && (e.errno === -EINVAL || e.errno === -EOPNOTSUPP)) {
-      throw new Error(`this kernel's ublk driver has no TRY_STOP_DEV (--safe needs UBLK_F_SAFE_STOP_DEV, Linux 7.1)`);
+      throw new Error(`this kernel's ublk driver has no TRY_STOP_DEV (--safe needs UBLK_F_SAFE_STOP_DEV, a recent kernel)`);
     }
     throw e;
   }

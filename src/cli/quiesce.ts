@@ -34,7 +34,7 @@ export const quiesceCommand: Command = {
     await withControl(async (ctrl) => {
       const info = await ctrl.getDevInfo(id);
       if (!(info.flags & UBLK_F_QUIESCE)) {
-        throw new UsageError(`device ${id} cannot be quiesced: it was created without --recovery, or the kernel lacks UBLK_F_QUIESCE (Linux 6.15)`);
+        throw new UsageError(`device ${id} cannot be quiesced: it was created without --recovery, or the kernel lacks UBLK_F_QUIESCE`);
       }
       const quiesced = async (): Promise<boolean> => (await ctrl.getDevInfo(id)).state === UBLK_S_DEV_QUIESCED;
       if (await quiesced()) {

@@ -1,5 +1,5 @@
 // `ublk-ts resize ID SIZE`: the device's new size (UBLK_F_UPDATE_SIZE's
-// UPDATE_SIZE, Linux 6.16). Its server changes the target first (memory and
+// UPDATE_SIZE). Its server changes the target first (memory and
 // loop grow and shrink; a loop file grows sparse), then the kernel's size.
 import { checkValue, formatSize } from '../options/spec.js';
 import { sizeOption } from '../ublk/target.js';

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { addDevice, assertClean, cli, delDevice, fioVerify, FULL_ONLY, idOf, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, idOf, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -70,8 +70,7 @@ function withModule(): void {
 }
 
 for (const [mode, args] of MODES) {
-  // The dispatcher's checks are the same in both modes: batch's run is in the full suite.
-  test(`${mode}: bad results fail the request with EIO, and the device keeps serving`, { skip: mode === 'batch' && FULL_ONLY }, () => {
+  test(`${mode}: bad results fail the request with EIO, and the device keeps serving`, () => {
     withModule();
     // READ-side faults (the write side of each is a valid count or the fault itself).
     for (const fault of ['undefined', 'string', 'misaligned', 'too-long', 'zero-write']) {
@@ -97,7 +96,7 @@ for (const [mode, args] of MODES) {
     assertClean();
   });
 
-  test(`${mode}: a target that completes from a timer (PENDING, then io.complete) is served`, { skip: mode === 'batch' && FULL_ONLY }, () => {
+  test(`${mode}: a target that completes from a timer (PENDING, then io.complete) is served`, () => {
     withModule();
     const dev = addDevice(MODULE, '--size', '16M', '--fault', 'timer', ...args);
     try {
@@ -130,7 +129,7 @@ for (const [mode, args] of MODES) {
     assertClean();
   });
 
-  test(`${mode}: open() failing in one queue while another is still starting: add fails, nothing left`, { skip: mode === 'batch' && FULL_ONLY }, () => {
+  test(`${mode}: open() failing in one queue while another is still starting: add fails, nothing left`, () => {
     withModule();
     const t0 = Date.now();
     const r = cli('add', MODULE, '--size', '16M', '--fault', 'timer', '--slow-open', '1', '--queues', '2', ...args);

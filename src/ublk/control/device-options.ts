@@ -19,7 +19,7 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
   { key: 'batch', short: 'b', type: 'bool', default: false, help: 'UBLK_F_BATCH_IO: batched fetch and commit, any thread serves any queue (Linux 7.0+)' },
   { key: 'threads', type: 'int', arg: 'N', min: 1, max: 1024,
     help: 'serving threads for all queues (default: one per queue); classic mode deals every queue\'s tags out to them ' +
-      '(UBLK_F_PER_IO_DAEMON, Linux 6.16)' },
+      '(UBLK_F_PER_IO_DAEMON)' },
   { key: 'copy', type: 'enum', arg: 'MODE', choices: COPY_MODES, default: 'kernel',
     help: 'how data moves: the driver copies into server buffers (kernel), the server copies on /dev/ublkcN (user), ' +
       'or the request\'s pages are used in place (zero)' },

@@ -357,7 +357,7 @@ export class UblkDevice {
       const plan = assignQueues(mode, info.nr_hw_queues, o.threads, info.queue_depth);
       checkAssignment(mode, plan, info.nr_hw_queues, info.queue_depth);
       if (plan.some((t) => t.some((a) => a.tags)) && !(info.flags & UBLK_F_PER_IO_DAEMON)) {
-        throw new ModeError(`this kernel's ublk driver lacks PER_IO_DAEMON (needed for --threads other than --queues in classic mode, Linux 6.16)`);
+        throw new ModeError(`this kernel's ublk driver lacks PER_IO_DAEMON (needed for --threads other than --queues in classic mode)`);
       }
       memfds = sharedTagBuffers(mode, info.nr_hw_queues, info.queue_depth * info.max_io_buf_bytes);
       counters.slots = plan.flat().length;
