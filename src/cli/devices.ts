@@ -110,13 +110,13 @@ export async function waitFor(cond: () => Promise<boolean> | boolean, ms: number
  */
 export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false): Promise<void> {
   const info = await ctrl.getDevInfo(id).catch((e: unknown) => {
-    if (e instanceof UblkControlError && e.errno === -ENODEV) {
-      if (goneOk) return null;
-      throw new UsageError(`no ublk device with id ${id}`);
-    }
+    // ENOENT: the char device node is gone already (GET_DEV_INFO2 checks it), the id not yet.
+    if (goneOk && e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;
+    if (e instanceof UblkControlError && e.errno === -ENODEV) throw new UsageError(`no ublk device with id ${id}`);
     throw e;
   });
   if (info === null) {
+    await waitFor(() => gone(ctrl, id), 30_000);
     removeState(id);
     return;
   }
