@@ -1,6 +1,7 @@
 // `ublk-ts del ID | --all`: stop and remove devices, waiting until they are gone.
 import { readArgs, oneId, type Command, idOption } from './command.js';
-import { deleteDevice, deviceIds, withControl } from './devices.js';
+import { alive, deleteDevice, deviceIds, waitFor, withControl } from './devices.js';
+import { readState } from './state.js';
 import { UsageError } from './errors.js';
 import { UblkControl, UblkControlError } from '../ublk/control/control.js';
 import { EBUSY, ENODEV, EINVAL, EOPNOTSUPP } from '../sys.js';
@@ -23,9 +24,19 @@ export const delCommand: Command = {
     const busy: number[] = [];
     await withControl(async (ctrl) => {
       for (const i of id === undefined ? deviceIds() : [id]) {
-        if (!args.values.safe) await deleteDevice(ctrl, i);
-        else if (await safeStop(ctrl, i)) await deleteDevice(ctrl, i, true); // stopped: its server may delete it first
-        else busy.push(i);
+        if (!args.values.safe) {
+          await deleteDevice(ctrl, i);
+          continue;
+        }
+        // Who serves it, asked before the stop: once stopped, its server deletes it and exits.
+        const st = readState(i);
+        const pids = [st?.supervisor, st?.pid].filter((p): p is number => p !== undefined);
+        if (!(await safeStop(ctrl, i))) {
+          busy.push(i);
+          continue;
+        }
+        await deleteDevice(ctrl, i, true);
+        await waitFor(() => pids.every((p) => !alive(p)), 10_000);
       }
     });
     if (busy.length) throw new Error(`device${busy.length > 1 ? 's' : ''} ${busy.join(', ')} in use (open or mounted): not deleted (--safe)`);
