@@ -20,22 +20,23 @@
 import fs from 'node:fs';
 import { native } from '../native.js';
 import {
-  ECANCELED, EIO, EOPNOTSUPP, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC,
+  ECANCELED, EIO, EOPNOTSUPP, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE,
 } from '../sys.js';
 import type { Ring } from '../uring/ring.js';
 import {
-  prepFallocate, prepFsync, prepRead, prepReadFixed, prepWrite, prepWriteFixed, setRwFlags, setSqeFlags,
+  prepFallocate, prepFsync, prepWrite,
 } from '../uring/prep.js';
-import { IORING_FSYNC_DATASYNC, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
+import { IORING_FSYNC_DATASYNC } from '../uring/constants.js';
 import { defineTarget, PENDING, sizeOption, TargetOptionError, type IoResult, type Target, type TargetIo, type TargetOptions } from '../ublk/target.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
-import { UBLK_IO_OP_READ, UBLK_IO_OP_WRITE_ZEROES } from '../ublk/abi/uapi.js';
+import { UBLK_IO_OP_WRITE_ZEROES } from '../ublk/abi/uapi.js';
 import { backingStore, type BackingStore } from './loop-backing.js';
+import { fileRwCqes, queueFileRw } from './file-rw.js';
 
 interface Shared { fd: number; blockDevice: boolean }
 
 // What an SQE of ours was, in its user_data's upper half.
-const SUB_RW = 0, SUB_LINK_FIRST = 1, SUB_LINK_SECOND = 2, SUB_SYNC = 3, SUB_PUNCH = 4, SUB_ZERO_RANGE = 5, SUB_ZEROS = 6;
+const SUB_RW = 0, SUB_SYNC = 1, SUB_PUNCH = 2, SUB_ZERO_RANGE = 3, SUB_ZEROS = 4;
 /** Io.error for a short transfer. */
 const SHORT = 1;
 /** A short transfer (e.g. a racing truncate) is retried this often before it fails the request. */
@@ -94,8 +95,6 @@ class LoopQueue implements Target {
     const io = this.state(req);
     switch (sub) {
       case SUB_RW:
-      case SUB_LINK_FIRST:
-      case SUB_LINK_SECOND:
         // A linked pair posts both CQEs; a failed or short first one cancels the second.
         if (res !== req.length && io.error === 0 && res !== -ECANCELED) io.error = res < 0 ? res : SHORT;
         if (--io.cqes > 0) return;
@@ -136,47 +135,10 @@ class LoopQueue implements Target {
   private startRw(req: UblkRequest): IoResult {
     const io = this.state(req);
     io.error = 0;
-    const read = req.op === UBLK_IO_OP_READ;
-    const ring = this.ring, len = req.length, off = req.offset;
-    const dsync = !read && req.fua ? RWF_DSYNC : 0;
-    switch (this.io.copy) {
-      case 'kernel':
-      case 'zero': {
-        this.io.reserve(2);
-        const s = this.io.sqe(req, SUB_RW);
-        if (this.io.copy === 'kernel') {
-          if (read) prepRead(ring, s, this.fd, req.bufferAddress, len, off);
-          else prepWrite(ring, s, this.fd, req.bufferAddress, len, off);
-        } else if (read) {
-          prepReadFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
-        } else {
-          prepWriteFixed(ring, s, this.fd, req.bufferAddress, len, off, req.bufIndex);
-        }
-        setRwFlags(ring, s, dsync);
-        io.cqes = 1;
-        this.io.linkCommit(req, s, len);
-        break;
-      }
-      case 'user': {
-        // The tag buffer is only a bounce buffer between two kernel copies.
-        this.io.reserve(3);
-        const a = this.io.sqe(req, SUB_LINK_FIRST);
-        if (read) prepRead(ring, a, this.fd, req.bufferAddress, len, off);
-        else prepRead(ring, a, this.io.charDevFixed, req.bufferAddress, len, req.userCopyPos);
-        setSqeFlags(ring, a, IOSQE_IO_LINK | (read ? 0 : IOSQE_FIXED_FILE));
-        const b = this.io.sqe(req, SUB_LINK_SECOND);
-        if (read) {
-          prepWrite(ring, b, this.io.charDevFixed, req.bufferAddress, len, req.userCopyPos);
-          setSqeFlags(ring, b, IOSQE_FIXED_FILE);
-        } else {
-          prepWrite(ring, b, this.fd, req.bufferAddress, len, off);
-          setRwFlags(ring, b, dsync);
-        }
-        io.cqes = 2;
-        this.io.linkCommit(req, b, len);
-        break;
-      }
-    }
+    io.cqes = fileRwCqes(this.io);
+    // One SQE more in the submission: the commit linked after the data's last move.
+    const last = queueFileRw(this.io, req, SUB_RW, this.fd, req.offset, 0, req.length, 1);
+    this.io.linkCommit(req, last, req.length);
     return PENDING;
   }
 

@@ -9,14 +9,14 @@
 // file; FUA writes use RWF_DSYNC. A short piece makes the request start over
 // (3 times at most), then fail with EIO.
 import fs from 'node:fs';
-import { ECANCELED, EIO, RWF_DSYNC } from '../sys.js';
+import { ECANCELED, EIO } from '../sys.js';
 import type { Ring } from '../uring/ring.js';
-import { prepFsync, prepRead, prepReadFixed, prepWrite, prepWriteFixed, setRwFlags, setSqeFlags } from '../uring/prep.js';
-import { IORING_FSYNC_DATASYNC, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
+import { prepFsync } from '../uring/prep.js';
+import { IORING_FSYNC_DATASYNC } from '../uring/constants.js';
 import { defineTarget, PENDING, sizeOption, TargetOptionError, type IoResult, type Target, type TargetIo, type TargetOptions } from '../ublk/target.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
-import { UBLK_IO_OP_READ } from '../ublk/abi/uapi.js';
 import { backingStore, type BackingStore } from './loop-backing.js';
+import { fileRwCqes, queueFileRw } from './file-rw.js';
 
 interface Shared { fds: number[]; chunkShift: number }
 interface Options extends TargetOptions { files: string; chunkSize: number; buffered: boolean }
@@ -91,44 +91,10 @@ class StripeQueue implements Target {
       const len = Math.min(chunk - inChunk, req.length - done);
       const fd = this.fds[chunkNo % n]!;
       const fileOff = Math.floor(chunkNo / n) * chunk + inChunk;
-      io.cqes += this.piece(req, fd, fileOff, done, len);
+      queueFileRw(this.io, req, len, fd, fileOff, done, len, 0); // `sub`: the piece's length, its CQEs' expected result
+      io.cqes += fileRwCqes(this.io);
       done += len;
     }
-  }
-
-  /** Queues one piece's operations (`len` bytes at `reqOff` into the request); returns how many CQEs they post. */
-  private piece(req: UblkRequest, fd: number, fileOff: number, reqOff: number, len: number): number {
-    const ring = this.ring, read = req.op === UBLK_IO_OP_READ;
-    const dsync = !read && req.fua ? RWF_DSYNC : 0;
-    const addr = req.bufferAddress + reqOff;
-    if (this.io.copy !== 'user') {
-      const s = this.io.sqe(req, len);
-      if (this.io.copy === 'kernel') {
-        if (read) prepRead(ring, s, fd, addr, len, fileOff);
-        else prepWrite(ring, s, fd, addr, len, fileOff);
-      } else if (read) {
-        prepReadFixed(ring, s, fd, addr, len, fileOff, req.bufIndex);
-      } else {
-        prepWriteFixed(ring, s, fd, addr, len, fileOff, req.bufIndex);
-      }
-      setRwFlags(ring, s, dsync);
-      return 1;
-    }
-    // User copy: the piece's part of the tag buffer bounces between the file and /dev/ublkcN.
-    this.io.reserve(2);
-    const a = this.io.sqe(req, len);
-    if (read) prepRead(ring, a, fd, addr, len, fileOff);
-    else prepRead(ring, a, this.io.charDevFixed, addr, len, req.userCopyPos + reqOff);
-    setSqeFlags(ring, a, IOSQE_IO_LINK | (read ? 0 : IOSQE_FIXED_FILE));
-    const b = this.io.sqe(req, len);
-    if (read) {
-      prepWrite(ring, b, this.io.charDevFixed, addr, len, req.userCopyPos + reqOff);
-      setSqeFlags(ring, b, IOSQE_FIXED_FILE);
-    } else {
-      prepWrite(ring, b, fd, addr, len, fileOff);
-      setRwFlags(ring, b, dsync);
-    }
-    return 2;
   }
 }
 
@@ -141,7 +107,7 @@ export default defineTarget<Options, Shared>({
   recoverable: true,
   options: [
     { key: 'files', short: 'f', type: 'string', arg: 'PATH,PATH...', required: true, help: 'the backing files or block devices, comma-separated (2 or more)' },
-    { key: 'chunkSize', type: 'size', arg: 'SIZE', default: 65536, min: 4096, max: 512 * 1024, help: 'bytes per chunk: a power of 2' },
+    { key: 'chunkSize', type: 'size', arg: 'SIZE', default: 65536, min: 4096, max: 512 * 1024, powerOf2: true, help: 'bytes per chunk: a power of 2' },
     { key: 'buffered', type: 'bool', default: false, help: 'use the page cache (default: O_DIRECT)' },
     sizeOption(false, 'device size (default: the smallest file\'s whole chunks, times the number of files)'),
   ],
@@ -149,7 +115,6 @@ export default defineTarget<Options, Shared>({
     const paths = options.files.split(',').filter((p) => p !== '');
     if (paths.length < 1 || paths.length > MAX_FILES) throw new TargetOptionError(`--files takes 1 to ${MAX_FILES} paths, got ${paths.length}`);
     const chunk = options.chunkSize;
-    if ((chunk & (chunk - 1)) !== 0) throw new TargetOptionError(`--chunk-size ${chunk} is not a power of 2`);
     const stores: BackingStore[] = [];
     try {
       for (const p of paths) stores.push(backingStore(p, options.buffered));
