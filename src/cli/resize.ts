@@ -15,7 +15,7 @@ export const resizeCommand: Command = {
   synopsis: 'ID SIZE',
   summary: 'Change the size of device ID to SIZE (K, M, G, T: powers of 1024; whole logical blocks). The target\n' +
     'changes first (a loop file grows sparse), then the kernel announces the new size.',
-  options: [idOption('the device'), { ...SIZE, key: 'size', short: 's' }],
+  options: [idOption('the device'), SIZE],
   async run(argv) {
     const args = readArgs(resizeCommand, argv);
     if (!args) return;

@@ -21,6 +21,8 @@ export interface OptionSpec {
   max?: number;
   /** size: the value must be a multiple of this many bytes. */
   multipleOf?: number;
+  /** int/size: the value must be a power of 2. */
+  powerOf2?: boolean;
   /** enum: the allowed values. */
   choices?: readonly string[];
   required?: boolean;
@@ -97,6 +99,7 @@ export function checkValue(s: OptionSpec, raw: unknown, naming: Naming): number 
       }
       if (v < (s.min ?? 0) || (s.max !== undefined && v > s.max)) throw new OptionError(`${name} must be ${rangeText(s)}, got ${shown(raw)}`);
       if (s.multipleOf && v % s.multipleOf) throw new OptionError(`${name} must be a multiple of ${s.multipleOf} bytes, got ${shown(raw)}`);
+      if (s.powerOf2 && !Number.isInteger(Math.log2(v))) throw new OptionError(`${name} must be a power of 2, got ${v}`);
       return v;
     }
   }

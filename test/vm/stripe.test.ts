@@ -1,21 +1,14 @@
 // The stripe target over two brd disks: fio verify in every copy mode
 // (classic and batch), the data where RAID 0 puts it, mkfs/mount/fsck, and
 // bad input refused.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { addDevice, assertClean, cli, delDevice, FULL_ONLY, fioVerify, run, sh, vmSuite } from './helpers.js';
+import { addDevice, assertClean, brdForFile, cli, delDevice, fioVerify, FULL_ONLY, sh, vmSuite } from './helpers.js';
 
 vmSuite();
 
-const DISKS = ['/dev/ram0', '/dev/ram1'];
-before(() => {
-  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
-  sh('modprobe', 'brd', 'rd_nr=2', 'rd_size=32768');
-});
-after(() => {
-  run('rmmod', ['brd']);
-});
+const DISKS = brdForFile(2, 32768);
 
 const CASES: Array<[string, string[], boolean]> = [
   ['classic, kernel copy', [], true],
@@ -82,7 +75,7 @@ test('mkfs, mount and fsck through a stripe device', () => {
 test('bad stripe options are refused with one line, and nothing is created', () => {
   for (const [args, msg] of [
     [['--files', `${DISKS[0]},/nonexistent`], /\/nonexistent: no such file/],
-    [['--files', DISKS.join(','), '--chunk-size', '24K'], /--chunk-size 24576 is not a power of 2/],
+    [['--files', DISKS.join(','), '--chunk-size', '24K'], /--chunk-size must be a power of 2, got 24576/],
     [['--files', DISKS.join(','), '--chunk-size', '2K'], /--chunk-size/],
     [['--chunk-size', '64K'], /--files/],
   ] as Array<[string[], RegExp]>) {

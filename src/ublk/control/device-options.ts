@@ -1,6 +1,6 @@
 // The options of every device, whatever its target: one row each, read by the
 // command line (`ublk-ts add`) and by UblkDevice.create() alike.
-import { checkOptions, nameOf, OptionError, type Naming, type OptionSpec } from '../../options/spec.js';
+import { checkOptions, type Naming, type OptionSpec } from '../../options/spec.js';
 import { COPY_MODES } from '../target.js';
 import { RECOVERY_POLICIES } from '../mode.js';
 import type { DeviceOptions } from './device.js';
@@ -33,13 +33,13 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
     help: 'UBLK_F_NEED_GET_DATA: a WRITE\'s data is copied in only once the server asks for it (classic, kernel copy)' },
   { key: 'partScan', flag: 'no-part-scan', type: 'bool', negated: true, default: true,
     help: 'UBLK_F_NO_AUTO_PART_SCAN: the kernel does not read the partition table when the device starts (blockdev --rereadpt does)' },
-  { key: 'dmaAlign', type: 'size', arg: 'BYTES', min: 1, max: 4096,
+  { key: 'dmaAlign', type: 'size', arg: 'BYTES', min: 1, max: 4096, powerOf2: true,
     help: 'UBLK_PARAM_TYPE_DMA_ALIGN: request buffers must be aligned to this (a power of 2; default: 512)' },
   { key: 'maxSegments', type: 'int', arg: 'N', min: 1, max: 65535,
     help: 'UBLK_PARAM_TYPE_SEGMENT: at most N segments per request (default: no limit of ours)' },
   { key: 'maxSegmentSize', type: 'size', arg: 'SIZE', min: 4096, max: 2 ** 32 - 1,
     help: 'UBLK_PARAM_TYPE_SEGMENT: at most SIZE bytes per segment' },
-  { key: 'segmentBoundary', type: 'size', arg: 'SIZE', min: 4096, max: 2 ** 32,
+  { key: 'segmentBoundary', type: 'size', arg: 'SIZE', min: 4096, max: 2 ** 32, powerOf2: true,
     help: 'UBLK_PARAM_TYPE_SEGMENT: no segment crosses a multiple of SIZE (a power of 2)' },
   { key: 'coalesceUsec', flag: 'coalesce-us', type: 'int', arg: 'N', default: 0, min: 0, max: 1_000_000,
     help: 'once requests come in bursts, wait up to N µs for more before serving them (0: off)' },
@@ -53,16 +53,6 @@ type OptionalRows = 'id' | 'threads' | 'dmaAlign' | 'maxSegments' | 'maxSegmentS
 /** Device options with every default filled in. */
 export type CheckedDeviceOptions = Required<Omit<DeviceOptions, 'target' | 'options' | OptionalRows>> & Pick<DeviceOptions, OptionalRows>;
 
-const isPowerOf2 = (n: number): boolean => Number.isInteger(Math.log2(n));
-
 export function checkDeviceOptions(given: Record<string, unknown>, naming: Naming): CheckedDeviceOptions {
-  const o = checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
-  for (const key of ['dmaAlign', 'segmentBoundary'] as const) {
-    const v = o[key];
-    if (v !== undefined && !isPowerOf2(v)) {
-      const row = DEVICE_OPTIONS.find((r) => r.key === key)!;
-      throw new OptionError(`${nameOf(row, naming)} must be a power of 2, got ${v}`);
-    }
-  }
-  return o;
+  return checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
 }
