@@ -7,7 +7,7 @@
 // installs it as `kublk` next to the tests.
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describe, withControl, type DeviceListing } from '../../src/cli/devices.js';
+import { describe, deviceIds, withControl, type DeviceListing } from '../../src/cli/devices.js';
 import { FEATURE_NAMES } from '../../src/ublk/abi/uapi.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/ublk-ts.js', import.meta.url));
@@ -156,7 +156,7 @@ async function main(argv: string[]): Promise<number> {
       return runUblkTs(['recover', id, ...(p.opts.has('foreground') ? ['--foreground'] : []),
         ...(p.opts.get('type') === 'fault_inject' ? faultArgs(p) : [])], p.opts.has('foreground'));
     case 'list': {
-      const ids = id !== undefined ? [Number(id)] : Array.from({ length: 255 }, (_, i) => i);
+      const ids = id !== undefined ? [Number(id)] : deviceIds();
       for (const i of ids) {
         const d = await listOne(i).catch(() => null);
         if (d) dump(d);

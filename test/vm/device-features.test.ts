@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { addDevice, assertClean, cli, delDevice, fioVerify, idOf, listDevices, serverPids, sh, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, idOf, listDevices, loadBrd, serverPids, sh, sleep, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -43,8 +43,7 @@ test('resize: memory grows and shrinks, its data kept; a loop file grows; a targ
     delDevice(loop);
     fs.rmSync(file, { force: true });
   }
-  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
-  sh('modprobe', 'brd', 'rd_nr=2', 'rd_size=8192');
+  loadBrd(2, 8192);
   const stripe = addDevice('stripe', '--files', '/dev/ram0,/dev/ram1');
   try {
     const r = cli('resize', String(idOf(stripe)), '8M');
@@ -158,8 +157,7 @@ test('DMA alignment and segment limits are announced as given; bad ones are refu
 });
 
 test('--need-get-data: WRITE data is fetched on demand; fio verify and mkfs on loop and memory', () => {
-  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
-  sh('modprobe', 'brd', 'rd_nr=1', 'rd_size=65536');
+  loadBrd(1, 65536);
   try {
     for (const args of [['loop', '--file', '/dev/ram0'], ['memory', '--size', '64M']]) {
       const dev = addDevice(...args, '--need-get-data', '--queues', '2');
@@ -182,8 +180,7 @@ test('--need-get-data: WRITE data is fetched on demand; fio verify and mkfs on l
 });
 
 test('classic with --threads 3 on 2 queues (UBLK_F_PER_IO_DAEMON): every copy mode verifies, both queues served', () => {
-  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
-  sh('modprobe', 'brd', 'rd_nr=1', 'rd_size=65536');
+  loadBrd(1, 65536);
   try {
     for (const copy of ['kernel', 'user', 'zero']) {
       const dev = addDevice('loop', '--file', '/dev/ram0', '--queues', '2', '--threads', '3', '--copy', copy);

@@ -2,21 +2,14 @@
 // the reader, delays complete from timers (also with user-copy staging), and a
 // server that dies every N requests under fio is restarted by its supervisor
 // with no acknowledged write lost.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { addDevice, assertClean, delDevice, fioVerify, idOf, listDevices, run, sh, vmSuite } from './helpers.js';
+import { addDevice, assertClean, brdForFile, delDevice, fioVerify, idOf, listDevices, run, sh, vmSuite } from './helpers.js';
 
 vmSuite();
 
-const RAM = '/dev/ram0';
-before(() => {
-  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
-  sh('modprobe', 'brd', 'rd_nr=1', 'rd_size=65536');
-});
-after(() => {
-  run('rmmod', ['brd']);
-});
+const [RAM] = brdForFile(1, 65536) as [string];
 
 for (const [mode, args] of [['classic', []], ['batch', ['--batch']]] as Array<[string, string[]]>) {
   test(`${mode}: --error-rate 100 --errno ENOSPC fails every request with ENOSPC, and the device keeps serving`, () => {

@@ -2,7 +2,7 @@
 // the CLI and real tools (fio, mkfs, mount, fsck, dd, blkdiscard).
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { afterEach, before } from 'node:test';
+import { after, afterEach, before } from 'node:test';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -132,3 +132,17 @@ export function fioVerify(dev: string, o: { iodepth: number; size?: string; bs?:
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Loads brd afresh (any earlier brd goes first) with `disks` RAM disks of `kib` KiB; returns their paths, /dev/ram0... */
+export function loadBrd(disks: number, kib: number): string[] {
+  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
+  sh('modprobe', 'brd', `rd_nr=${disks}`, `rd_size=${kib}`);
+  return Array.from({ length: disks }, (_, i) => `/dev/ram${i}`);
+}
+
+/** brd's RAM disks for a whole test file: loaded before its tests, unloaded after them. */
+export function brdForFile(disks: number, kib: number): string[] {
+  before(() => loadBrd(disks, kib));
+  after(() => run('rmmod', ['brd']));
+  return Array.from({ length: disks }, (_, i) => `/dev/ram${i}`);
+}

@@ -11,7 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, CLI, delDevice, fioVerify, idOf, listDevices, run, serverPids, sh, type Run, vmSuite,
+  addDevice, assertClean, CLI, delDevice, fioVerify, idOf, listDevices, loadBrd, run, serverPids, sh, type Run, vmSuite,
 } from './helpers.js';
 
 vmSuite();
@@ -238,8 +238,7 @@ describe('loop over a file: fio verify, a file system, and the file holds what w
 // ---- a block device as the backing store ---------------------------------------
 
 test('loop over a block device (brd /dev/ram0): its size by default, fio verify, data and WRITE_ZEROES reach it', () => {
-  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
-  sh('modprobe', 'brd', 'rd_nr=1', 'rd_size=65536');
+  loadBrd(1, 65536);
   try {
     const ram = '/dev/ram0';
     const size = Number(sh('blockdev', '--getsize64', ram).trim());

@@ -4,22 +4,15 @@
 // on: every acknowledged write is there. fail-io: IO fails while no server
 // runs and works again after recover. A target whose data dies with its
 // server (memory) is refused.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { addDevice, assertClean, cli, delDevice, idOf, listDevices, run, serverPids, sh, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, brdForFile, cli, delDevice, idOf, listDevices, run, serverPids, sh, sleep, vmSuite } from './helpers.js';
 
 vmSuite();
 
-const RAM = '/dev/ram0';
-before(() => {
-  if (fs.existsSync('/sys/module/brd')) sh('rmmod', 'brd');
-  sh('modprobe', 'brd', 'rd_nr=1', 'rd_size=65536');
-});
-after(() => {
-  run('rmmod', ['brd']);
-});
+const [RAM] = brdForFile(1, 65536) as [string];
 
 /** fio writing and verifying (crc32c) `size` of `dev`, in the background; resolves with its exit code and output. */
 function fioWriteVerify(dev: string, size: string): Promise<{ code: number | null; out: string }> {
