@@ -50,7 +50,7 @@ gcc -O2 -I "$uapi" -o "$work/metadata_size" "$work/metadata_size.c" 2>"$work/log
   say "metadata_size did not build (the integrity tests will fail): see $work/logs/metadata_size.build"
 
 # The tests, in the Makefile's order.
-mapfile -t all < <(awk '/^TEST_PROGS[ \t]*\+?=/ { sub(/^TEST_PROGS[ \t]*\+?=[ \t]*/, ""); n = split($0, a, /[ \t\\]+/); for (i = 1; i <= n; i++) if (a[i] ~ /^test_.*\.sh$/) print a[i] }' "$work/Makefile")
+mapfile -t all < <(awk '/^TEST_PROGS[ \t]*[:+]?=/ { sub(/^TEST_PROGS[ \t]*[:+]?=[ \t]*/, ""); n = split($0, a, /[ \t\\]+/); for (i = 1; i <= n; i++) if (a[i] ~ /^test_.*\.sh$/) print a[i] }' "$work/Makefile")
 tests=()
 for t in "${all[@]}"; do
   if [ ${#patterns[@]} -eq 0 ]; then tests+=("$t"); continue; fi
