@@ -140,6 +140,11 @@ function cli(...args: string[]): number {
   return spawnSync(process.execPath, [CLI, ...args], { stdio: 'inherit' }).status ?? 1;
 }
 
+/** As cli(), for a command kublk answers silently: test_common.sh captures its stdout with the state it echoes. */
+function cliSilent(...args: string[]): number {
+  return spawnSync(process.execPath, [CLI, ...args], { stdio: ['inherit', 'ignore', 'inherit'] }).status ?? 1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   const p = parse(rest);
@@ -168,7 +173,7 @@ async function main(argv: string[]): Promise<number> {
     case 'stop':
       return cli('del', id ?? '', ...(p.opts.has('safe') ? ['--safe'] : []));
     case 'quiesce':
-      return cli('quiesce', id ?? '');
+      return cliSilent('quiesce', id ?? '');
     case 'update_size':
       return cli('resize', id ?? '', p.opts.get('size') ?? '');
     case 'features': {
