@@ -1,7 +1,8 @@
 // `ublk-ts del ID | --all`: stop and remove devices, waiting until they are gone.
 import { readArgs, oneId, type Command, idOption } from './command.js';
-import { alive, deleteDevice, deviceIds, waitFor, withControl } from './devices.js';
+import { deleteDevice, deviceIds, waitFor, withControl } from './devices.js';
 import { readState } from './state.js';
+import { processAlive } from '../process-alive.js';
 import { UsageError } from './errors.js';
 import { UblkControl, UblkControlError } from '../ublk/control/control.js';
 import { EBUSY, ENODEV, EINVAL, EOPNOTSUPP } from '../sys.js';
@@ -36,7 +37,7 @@ export const delCommand: Command = {
           continue;
         }
         await deleteDevice(ctrl, i, true);
-        await waitFor(() => pids.every((p) => !alive(p)), 10_000);
+        await waitFor(() => pids.every((p) => !processAlive(p)), 10_000);
       }
     });
     if (busy.length) throw new Error(`device${busy.length > 1 ? 's' : ''} ${busy.join(', ')} in use (open or mounted): not deleted (--safe)`);

@@ -6,6 +6,7 @@ import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/
 import { featureNames, STATE_NAMES } from '../ublk/abi/uapi.js';
 import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
+import { processAlive } from '../process-alive.js';
 import { UsageError } from './errors.js';
 import { readState, removeState } from './state.js';
 
@@ -61,22 +62,13 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       flagBits: info.flags,
       blockSize: 2 ** params.basic.logical_bs_shift,
       pid,
-      supervisor: st?.supervisor !== undefined && alive(st.supervisor) ? st.supervisor : null,
+      supervisor: st?.supervisor !== undefined && processAlive(st.supervisor) ? st.supervisor : null,
       recovery: recoveryOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
     };
   } catch (e) {
     if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;
     throw e;
-  }
-}
-
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH'; // EPERM: alive, not ours
   }
 }
 
@@ -123,17 +115,17 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
   const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
   // A supervisor would start a new server for the device: it goes first.
   const supervisor = readState(id)?.supervisor;
-  if (supervisor !== undefined && alive(supervisor)) {
+  if (supervisor !== undefined && processAlive(supervisor)) {
     process.kill(supervisor, 'SIGTERM'); // it passes SIGTERM on to the server and ends with it
-    await waitFor(() => !alive(supervisor), 30_000);
+    await waitFor(() => !processAlive(supervisor), 30_000);
   }
-  if (pid !== null && alive(pid)) {
+  if (pid !== null && processAlive(pid)) {
     process.kill(pid, 'SIGTERM');
-    if ((await waitFor(() => gone(ctrl, id), 30_000)) && (await waitFor(() => !alive(pid), 10_000))) return;
+    if ((await waitFor(() => gone(ctrl, id), 30_000)) && (await waitFor(() => !processAlive(pid), 10_000))) return;
     // The server did not finish: stop the device ourselves, then make sure it is dead.
     await ctrl.stopDev(id).catch(() => {});
-    if (!(await waitFor(() => !alive(pid), 5_000))) process.kill(pid, 'SIGKILL');
-    await waitFor(() => !alive(pid), 5_000);
+    if (!(await waitFor(() => !processAlive(pid), 5_000))) process.kill(pid, 'SIGKILL');
+    await waitFor(() => !processAlive(pid), 5_000);
   } else {
     await ctrl.stopDev(id).catch(() => {});
   }

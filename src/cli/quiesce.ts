@@ -8,10 +8,11 @@ import { UBLK_F_QUIESCE, UBLK_S_DEV_QUIESCED, STATE_NAMES } from '../ublk/abi/ua
 import { blockDevicePath } from '../ublk/control/control.js';
 import { checkOptions } from '../options/spec.js';
 import { readArgs, oneId, print, type Command, idOption } from './command.js';
-import { alive, waitFor, withControl } from './devices.js';
+import { waitFor, withControl } from './devices.js';
 import { UsageError } from './errors.js';
 import { QUIESCE_SIGNAL } from './server.js';
 import { readState } from './state.js';
+import { processAlive } from '../process-alive.js';
 
 export const quiesceCommand: Command = {
   name: 'quiesce',
@@ -42,10 +43,10 @@ export const quiesceCommand: Command = {
         return;
       }
       const pid = info.ublksrv_pid;
-      const ours = pid > 0 && readState(id)?.pid === pid && alive(pid);
+      const ours = pid > 0 && readState(id)?.pid === pid && processAlive(pid);
       if (ours) process.kill(pid, QUIESCE_SIGNAL);
       else await ctrl.quiesceDev(id, timeoutMs);
-      if (!(await waitFor(quiesced, timeoutMs + 5000)) || (ours && !(await waitFor(() => !alive(pid), 5000)))) {
+      if (!(await waitFor(quiesced, timeoutMs + 5000)) || (ours && !(await waitFor(() => !processAlive(pid), 5000)))) {
         const state = STATE_NAMES[(await ctrl.getDevInfo(id)).state] ?? 'unknown';
         throw new Error(`device ${id} did not quiesce within ${timeoutMs / 1000} s (state ${state}); see /run/ublk-ts/${id}.log`);
       }
