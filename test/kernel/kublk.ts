@@ -136,13 +136,12 @@ async function runUblkTs(args: string[], foreground: boolean): Promise<number> {
   return code ?? 1;
 }
 
-function cli(...args: string[]): number {
-  return spawnSync(process.execPath, [CLI, ...args], { stdio: 'inherit' }).status ?? 1;
-}
-
-/** As cli(), for a command kublk answers silently: test_common.sh captures its stdout with the state it echoes. */
-function cliSilent(...args: string[]): number {
-  return spawnSync(process.execPath, [CLI, ...args], { stdio: ['inherit', 'ignore', 'inherit'] }).status ?? 1;
+/**
+ * Runs `ublk-ts ARGS`. `stdout` 'ignore': for a command kublk answers silently
+ * (test_common.sh captures its stdout together with the state it echoes).
+ */
+function cli(args: string[], stdout: 'inherit' | 'ignore' = 'inherit'): number {
+  return spawnSync(process.execPath, [CLI, ...args], { stdio: ['inherit', stdout, 'inherit'] }).status ?? 1;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -169,13 +168,13 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'del':
-      return p.opts.has('all') ? cli('del', '--all') : cli('del', id ?? '');
+      return cli(p.opts.has('all') ? ['del', '--all'] : ['del', id ?? '']);
     case 'stop':
-      return cli('del', id ?? '', ...(p.opts.has('safe') ? ['--safe'] : []));
+      return cli(['del', id ?? '', ...(p.opts.has('safe') ? ['--safe'] : [])]);
     case 'quiesce':
-      return cliSilent('quiesce', id ?? '');
+      return cli(['quiesce', id ?? ''], 'ignore');
     case 'update_size':
-      return cli('resize', id ?? '', p.opts.get('size') ?? '');
+      return cli(['resize', id ?? '', p.opts.get('size') ?? '']);
     case 'features': {
       const r = spawnSync(process.execPath, [CLI, 'features', '--json'], { encoding: 'utf8' });
       if (r.status !== 0) return r.status ?? 1;
