@@ -190,7 +190,7 @@ class LoopQueue implements Target {
   }
 }
 
-interface Options extends TargetOptions { file: string; buffered: boolean; metadataFile?: string; initMetadata: boolean }
+interface Options extends TargetOptions { file: string; buffered: boolean; metadataFile?: string; initMetadata?: boolean }
 
 export default defineTarget<Options, Shared>({
   name: 'loop',
@@ -201,7 +201,7 @@ export default defineTarget<Options, Shared>({
     sizeOption(false, 'device size (default: the file\'s, less a partial last block)'),
     { key: 'metadataFile', type: 'string', arg: 'PATH',
       help: 'with --metadata-size: the file keeping each block\'s metadata, block after block (it limits the device size)' },
-    { key: 'initMetadata', type: 'bool', default: false,
+    { key: 'initMetadata', type: 'bool',
       help: 'with --metadata-file: fill the metadata with 0xff first (protection information then checks nothing until written)' },
   ],
   setup(options, device) {

@@ -23,38 +23,49 @@ export const PI_TUPLE_SIZE: Record<CsumType, number> = { none: 0, ip: 8, t10dif:
 export const INTEGRITY_OPTIONS: readonly OptionSpec[] = [
   { key: 'metadataSize', type: 'int', arg: 'BYTES', min: 1, max: 255,
     help: 'UBLK_F_INTEGRITY: BYTES of metadata per logical block, moved with each request (Linux 7.2, --copy user)' },
-  { key: 'piOffset', type: 'int', arg: 'BYTES', default: 0, min: 0, max: 255,
-    help: 'with --metadata-size: where the protection information tuple starts in a block\'s metadata' },
-  { key: 'csumType', type: 'enum', arg: 'TYPE', choices: CSUM_TYPES, default: 'none',
-    help: 'with --metadata-size: the protection information\'s checksum (ip, t10dif: 8-byte tuple; nvme: 16 bytes; none: no PI)' },
-  { key: 'tagSize', type: 'int', arg: 'BYTES', default: 0, min: 0, max: 255,
-    help: 'with --metadata-size: bytes of the tuple that are an application tag (e.g. 8 for nvme\'s storage tag)' },
-  { key: 'integrityCapable', type: 'bool', default: false,
+  // No defaults below: a device without metadata keeps its options free of them (each is 0, none or no).
+  { key: 'piOffset', type: 'int', arg: 'BYTES', min: 0, max: 255,
+    help: 'with --metadata-size: where the protection information tuple starts in a block\'s metadata (default 0)' },
+  { key: 'csumType', type: 'enum', arg: 'TYPE', choices: CSUM_TYPES,
+    help: 'with --metadata-size: the protection information\'s checksum (ip, t10dif: 8-byte tuple; nvme: 16 bytes; ' +
+      'none, the default: no PI)' },
+  { key: 'tagSize', type: 'int', arg: 'BYTES', min: 0, max: 255,
+    help: 'with --metadata-size: bytes of the tuple that are an application tag, e.g. 8 for nvme\'s storage tag (default 0)' },
+  { key: 'integrityCapable', type: 'bool',
     help: 'with --metadata-size: the device itself checks the protection information (LBMD_PI_CAP_INTEGRITY)' },
-  { key: 'integrityReftag', type: 'bool', default: false,
+  { key: 'integrityReftag', type: 'bool',
     help: 'with --metadata-size and a checksum: the tuple carries a reference tag (LBMD_PI_CAP_REFTAG)' },
 ];
 
 export interface IntegrityChoice {
   metadataSize?: number;
-  piOffset: number;
-  csumType: CsumType;
-  tagSize: number;
-  integrityCapable: boolean;
-  integrityReftag: boolean;
+  piOffset?: number;
+  csumType?: CsumType;
+  tagSize?: number;
+  integrityCapable?: boolean;
+  integrityReftag?: boolean;
 }
 
 const rowOf = (key: string): OptionSpec => INTEGRITY_OPTIONS.find((s) => s.key === key)!;
 
+/** The choice with each absent option at its value by default. */
+const filled = (o: IntegrityChoice): Required<Omit<IntegrityChoice, 'metadataSize'>> => ({
+  piOffset: o.piOffset ?? 0, csumType: o.csumType ?? 'none', tagSize: o.tagSize ?? 0,
+  integrityCapable: o.integrityCapable ?? false, integrityReftag: o.integrityReftag ?? false,
+});
+
 /** The combinations the driver refuses (checked options in, one line naming the fix out). */
-export function checkIntegrity(o: IntegrityChoice, naming: Naming): void {
+export function checkIntegrity(given: IntegrityChoice, naming: Naming): void {
   const n = (k: string) => nameOf(rowOf(k), naming);
-  if (o.metadataSize === undefined) {
-    const given = (['piOffset', 'csumType', 'tagSize', 'integrityCapable', 'integrityReftag'] as const)
-      .find((k) => o[k] !== rowOf(k).default);
-    if (given) throw new OptionError(`${n(given)} only applies with ${n('metadataSize')} (the bytes of metadata per block)`);
+  if (given.metadataSize === undefined) {
+    // A value that asks for nothing (0, none, no) is no error.
+    const neutral = filled({});
+    const k = (['piOffset', 'csumType', 'tagSize', 'integrityCapable', 'integrityReftag'] as const)
+      .find((x) => given[x] !== undefined && given[x] !== neutral[x]);
+    if (k) throw new OptionError(`${n(k)} only applies with ${n('metadataSize')} (the bytes of metadata per block)`);
     return;
   }
+  const o = { ...filled(given), metadataSize: given.metadataSize };
   const tuple = PI_TUPLE_SIZE[o.csumType];
   if (o.piOffset + tuple > o.metadataSize) {
     throw new OptionError(`${n('piOffset')} ${o.piOffset} plus the ${tuple}-byte ${o.csumType} tuple does not fit in ` +
@@ -69,12 +80,13 @@ export function checkIntegrity(o: IntegrityChoice, naming: Naming): void {
 }
 
 /** UBLK_PARAM_TYPE_INTEGRITY for these options (none without metadata); one protection interval per logical block. */
-export function integrityParams(o: IntegrityChoice, logicalBsShift: number): Partial<Struct<'ublk_param_integrity'>> | undefined {
-  if (o.metadataSize === undefined) return undefined;
+export function integrityParams(given: IntegrityChoice, logicalBsShift: number): Partial<Struct<'ublk_param_integrity'>> | undefined {
+  if (given.metadataSize === undefined) return undefined;
+  const o = filled(given);
   return {
     flags: (o.integrityCapable ? LBMD_PI_CAP_INTEGRITY : 0) | (o.integrityReftag ? LBMD_PI_CAP_REFTAG : 0),
     interval_exp: logicalBsShift,
-    metadata_size: o.metadataSize,
+    metadata_size: given.metadataSize,
     pi_offset: o.piOffset,
     csum_type: CSUM[o.csumType],
     tag_size: o.tagSize,

@@ -50,14 +50,14 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
 ];
 
 /** The rows with no default stay optional. */
-type OptionalRows = 'id' | 'threads' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary' | 'metadataSize';
+type OptionalRows = 'id' | 'threads' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary' | keyof IntegrityChoice;
 
 /** Device options with every default filled in. */
 export type CheckedDeviceOptions = Required<Omit<DeviceOptions, 'target' | 'options' | OptionalRows>> & Pick<DeviceOptions, OptionalRows>;
 
 export function checkDeviceOptions(given: Record<string, unknown>, naming: Naming): CheckedDeviceOptions {
   const o = checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
-  checkIntegrity(o as IntegrityChoice, naming);
+  checkIntegrity(o, naming);
   checkIntegrityCopy(o);
   return o;
 }
