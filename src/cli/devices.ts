@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/control.js';
-import { featureNames, STATE_NAMES } from '../ublk/abi/uapi.js';
+import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_INTEGRITY } from '../ublk/abi/uapi.js';
+import { describeIntegrity, type IntegrityListing } from '../ublk/integrity.js';
 import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
 import { processAlive } from '../process-alive.js';
@@ -30,6 +31,8 @@ export interface DeviceListing {
   /** UBLK_F_USER_RECOVERY policy: none, requeue, reissue, fail-io. */
   recovery: string;
   maxIoBytes: number;
+  /** UBLK_F_INTEGRITY's parameters (metadata per block, protection information), or null. */
+  integrity: IntegrityListing | null;
 }
 
 /** Device ids known to the driver, from sysfs (the char devices are created at ADD_DEV). */
@@ -65,6 +68,7 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       supervisor: st?.supervisor !== undefined && processAlive(st.supervisor) ? st.supervisor : null,
       recovery: recoveryOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
+      integrity: params.types & UBLK_PARAM_TYPE_INTEGRITY ? describeIntegrity(params.integrity) : null,
     };
   } catch (e) {
     if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;

@@ -33,6 +33,8 @@ export const listCommand: Command = {
     for (const d of devs) {
       print(`${d.path}: id ${d.id}, ${d.state}, target ${d.target}, ${formatSize(d.size)}, ${d.queues} queue(s) x ${d.depth}, pid ${d.pid ?? '-'}`);
       print(`  flags: ${d.flags.join(' ')}`);
+      const m = d.integrity;
+      if (m) print(`  metadata: ${m.metadataSize} bytes per ${m.intervalBytes}-byte block, checksum ${m.csumType} at ${m.piOffset}`);
     }
   },
 };

@@ -2,7 +2,8 @@
 // features and the target's setup, decided once in the main thread and read
 // by the workers' engines. A new UBLK_F_* mode is one predicate here plus the
 // engine code that reads it; no other file works out what a mode implies.
-import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
+import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_INTEGRITY,
+  UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
   UBLK_F_QUIESCE, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
   UBLK_F_USER_RECOVERY_REISSUE } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
@@ -63,6 +64,12 @@ export interface ServingMode {
   logicalBlockSize: number;
   /** The device outlives its server (UBLK_F_USER_RECOVERY): a failing server leaves it to `recover`. */
   recovery: RecoveryPolicy;
+  /**
+   * UBLK_F_INTEGRITY: bytes of metadata per logical block (0: none). A request
+   * with UBLK_IO_F_INTEGRITY has that much per block, moved on /dev/ublkcN at
+   * UBLKSRV_IO_INTEGRITY_FLAG (user copy only); `buffer` targets get it staged.
+   */
+  metadataSize: number;
 }
 
 /** The user's choice of a mode that cannot be served: one line, for the CLI and the library alike. */
@@ -79,14 +86,23 @@ export interface ModeChoice {
   partScan?: boolean;
   /** UBLK_F_NEED_GET_DATA: a WRITE's data is copied in only when the server asks (classic, kernel copy). */
   needGetData?: boolean;
+  /** UBLK_F_INTEGRITY: bytes of metadata per logical block (user copy). */
+  metadataSize?: number;
+}
+
+/** UBLK_F_INTEGRITY's copy mode: the driver moves metadata only through user copy. */
+export function checkIntegrityCopy(o: Pick<ModeChoice, 'copy' | 'metadataSize'>): void {
+  if (o.metadataSize && o.copy !== 'user') {
+    throw new ModeError(`--metadata-size needs --copy user: the driver moves a request's metadata only through /dev/ublkcN (UBLK_F_INTEGRITY)`);
+  }
 }
 
 /**
  * The mode for these options and this target. `features`, where known, adds
  * what the kernel offers on top: UBLK_F_QUIESCE (planned handover) with recovery.
  */
-export function servingMode(o: ModeChoice, target: { name: string; data?: TargetData; logicalBlockSize?: number; recoverable?: boolean },
-  features = 0): ServingMode {
+export function servingMode(o: ModeChoice,
+  target: { name: string; data?: TargetData; logicalBlockSize?: number; recoverable?: boolean; integrity?: boolean }, features = 0): ServingMode {
   const data = target.data ?? 'buffer';
   const recovery = o.recovery ?? 'none';
   if (recovery !== 'none' && !target.recoverable) {
@@ -98,6 +114,11 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
   if (o.needGetData && (o.batch || o.copy !== 'kernel')) {
     throw new ModeError('--need-get-data works in classic mode with kernel copy only (user and zero copy never copy ahead; batch mode lacks it)');
   }
+  checkIntegrityCopy(o);
+  const metadataSize = o.metadataSize ?? 0;
+  if (metadataSize && !target.integrity) {
+    throw new ModeError(`the ${target.name} target does not keep metadata, so it cannot use --metadata-size (null, memory and loop can)`);
+  }
   const zero = o.copy === 'zero';
   const autoBufReg = zero && o.autoBufReg;
   const kernel = o.copy === 'kernel';
@@ -108,6 +129,7 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
   if (recovery !== 'none') flags |= features & UBLK_F_QUIESCE;
   if (o.partScan === false) flags |= UBLK_F_NO_AUTO_PART_SCAN;
   if (o.needGetData) flags |= UBLK_F_NEED_GET_DATA;
+  if (metadataSize) flags |= UBLK_F_INTEGRITY;
   return {
     engine: o.batch ? 'batch' : 'classic',
     copy: o.copy,
@@ -124,6 +146,7 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
     batchFlags: kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0,
     logicalBlockSize: target.logicalBlockSize ?? 512,
     recovery,
+    metadataSize,
   };
 }
 
@@ -136,7 +159,8 @@ export function checkKernelSupports(mode: ServingMode, features: number): void {
   if (!missing) return;
   const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
   const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}`
-    : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data' : `--copy ${mode.copy}`;
+    : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data'
+      : missing & UBLK_F_INTEGRITY ? '--metadata-size; Linux 7.2 has it' : `--copy ${mode.copy}`;
   throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for ${what})${hint}`);
 }
 

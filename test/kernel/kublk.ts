@@ -76,7 +76,11 @@ function ublkTsAdd(p: Parsed): string[] {
     case 'fault_inject':
       args.push('fault-inject', '--size', o.get('size') ?? '250G', ...faultArgs(p));
       break;
-    case 'loop': args.push('loop', '--file', p.files[0] ?? ''); break;
+    case 'loop':
+      args.push('loop', '--file', p.files[0] ?? '');
+      // With metadata, kublk's loop keeps it in its second file, filled with 0xff at every start.
+      if (o.has('metadata_size') && p.files.length > 1) args.push('--metadata-file', p.files[1]!, '--init-metadata');
+      break;
     case 'stripe':
       args.push('stripe', '--files', p.files.join(','));
       if (o.has('chunk_size')) args.push('--chunk-size', o.get('chunk_size')!);
@@ -98,7 +102,20 @@ function ublkTsAdd(p: Parsed): string[] {
     // kublk restarts nothing by itself: the tests kill the server and call `recover`.
     args.push('--recovery', rec('recovery_fail_io') ? 'fail-io' : rec('recovery_reissue') ? 'reissue' : 'requeue', '--no-supervisor');
   }
+  args.push(...integrityArgs(p));
   if (o.has('foreground')) args.push('--foreground');
+  return args;
+}
+
+/** kublk's UBLK_F_INTEGRITY options, as ublk-ts's device options. */
+function integrityArgs(p: Parsed): string[] {
+  const o = p.opts, args: string[] = [];
+  for (const [kublk, ours] of [['metadata_size', '--metadata-size'], ['pi_offset', '--pi-offset'], ['csum_type', '--csum-type'],
+    ['tag_size', '--tag-size']] as const) {
+    if (o.has(kublk)) args.push(ours, o.get(kublk)!);
+  }
+  if (o.has('integrity_capable')) args.push('--integrity-capable');
+  if (o.has('integrity_reftag')) args.push('--integrity-reftag');
   return args;
 }
 

@@ -1,7 +1,7 @@
 // struct ublk_params: the device parameters sent with SET_PARAMS.
 import { decode, encode, offsetOf, sizeOf, type Struct } from './codec.js';
 import {
-  UBLK_PARAM_TYPE_BASIC, UBLK_PARAM_TYPE_DISCARD, UBLK_PARAM_TYPE_DMA_ALIGN, UBLK_PARAM_TYPE_SEGMENT,
+  UBLK_PARAM_TYPE_BASIC, UBLK_PARAM_TYPE_DISCARD, UBLK_PARAM_TYPE_DMA_ALIGN, UBLK_PARAM_TYPE_INTEGRITY, UBLK_PARAM_TYPE_SEGMENT,
 } from './uapi.js';
 
 export interface UblkParams {
@@ -9,6 +9,7 @@ export interface UblkParams {
   discard?: Partial<Struct<'ublk_param_discard'>>;
   dma?: Partial<Struct<'ublk_param_dma_align'>>;
   seg?: Partial<Struct<'ublk_param_segment'>>;
+  integrity?: Partial<Struct<'ublk_param_integrity'>>;
 }
 
 export interface DecodedParams {
@@ -16,6 +17,8 @@ export interface DecodedParams {
   basic: Struct<'ublk_param_basic'>;
   discard: Struct<'ublk_param_discard'>;
   devt: Struct<'ublk_param_devt'>;
+  /** Meaningful where `types` has UBLK_PARAM_TYPE_INTEGRITY. */
+  integrity: Struct<'ublk_param_integrity'>;
 }
 
 export const PARAMS_SIZE = sizeOf('ublk_params');
@@ -37,6 +40,10 @@ export function encodeParams(p: UblkParams): Uint8Array {
     types |= UBLK_PARAM_TYPE_SEGMENT;
     encode('ublk_param_segment', dv, offsetOf('ublk_params', 'seg'), p.seg);
   }
+  if (p.integrity) {
+    types |= UBLK_PARAM_TYPE_INTEGRITY;
+    encode('ublk_param_integrity', dv, offsetOf('ublk_params', 'integrity'), p.integrity);
+  }
   dv.setUint32(offsetOf('ublk_params', 'len'), PARAMS_SIZE, true);
   dv.setUint32(offsetOf('ublk_params', 'types'), types, true);
   return buf;
@@ -56,5 +63,6 @@ export function decodeParams(buf: Uint8Array): DecodedParams {
     basic: decode('ublk_param_basic', dv, offsetOf('ublk_params', 'basic')),
     discard: decode('ublk_param_discard', dv, offsetOf('ublk_params', 'discard')),
     devt: decode('ublk_param_devt', dv, offsetOf('ublk_params', 'devt')),
+    integrity: decode('ublk_param_integrity', dv, offsetOf('ublk_params', 'integrity')),
   };
 }

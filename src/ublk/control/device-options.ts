@@ -2,9 +2,10 @@
 // command line (`ublk-ts add`) and by UblkDevice.create() alike.
 import { checkOptions, type Naming, type OptionSpec } from '../../options/spec.js';
 import { COPY_MODES } from '../target.js';
-import { RECOVERY_POLICIES } from '../mode.js';
+import { checkIntegrityCopy, RECOVERY_POLICIES } from '../mode.js';
 import type { DeviceOptions } from './device.js';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
+import { checkIntegrity, INTEGRITY_OPTIONS, type IntegrityChoice } from '../integrity.js';
 
 /** Device ids the driver hands out (UBLK_MAX_UBLKS in ublk_drv.c). */
 export const MAX_DEV_ID = (1 << 20) - 1;
@@ -45,14 +46,18 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
     help: 'once requests come in bursts, wait up to N µs for more before serving them (0: off)' },
   { key: 'pollUsec', flag: 'poll-us', type: 'int', arg: 'N', default: 0, min: 0, max: 1_000_000,
     help: 'after serving requests, spin up to N µs watching for more before sleeping (0: off; costs CPU)' },
+  ...INTEGRITY_OPTIONS,
 ];
 
 /** The rows with no default stay optional. */
-type OptionalRows = 'id' | 'threads' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary';
+type OptionalRows = 'id' | 'threads' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary' | keyof IntegrityChoice;
 
 /** Device options with every default filled in. */
 export type CheckedDeviceOptions = Required<Omit<DeviceOptions, 'target' | 'options' | OptionalRows>> & Pick<DeviceOptions, OptionalRows>;
 
 export function checkDeviceOptions(given: Record<string, unknown>, naming: Naming): CheckedDeviceOptions {
-  return checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
+  const o = checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
+  checkIntegrity(o, naming);
+  checkIntegrityCopy(o);
+  return o;
 }

@@ -14,6 +14,7 @@ import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_C
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
 import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
+import { integrityParams, type CsumType } from '../integrity.js';
 import { createStatsFd, mapStats, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from '../worker/worker.js';
 
@@ -69,6 +70,21 @@ export interface DeviceOptions {
   maxSegmentSize?: number;
   /** Bytes, a power of 2: no segment crosses a multiple of it. */
   segmentBoundary?: number;
+  /**
+   * UBLK_F_INTEGRITY (Linux 7.2, user copy): bytes of metadata per logical
+   * block, 1..255; the target keeps them (see integrity.ts for the rest).
+   */
+  metadataSize?: number;
+  /** Where the protection information tuple starts in a block's metadata. Default 0. */
+  piOffset?: number;
+  /** The protection information's checksum; 'none' (default): metadata without PI. */
+  csumType?: CsumType;
+  /** Bytes of the tuple that are an application tag. Default 0. */
+  tagSize?: number;
+  /** The device checks the PI itself (LBMD_PI_CAP_INTEGRITY). Default false. */
+  integrityCapable?: boolean;
+  /** The tuple carries a reference tag (LBMD_PI_CAP_REFTAG). Default false. */
+  integrityReftag?: boolean;
 }
 
 export interface CreateHooks {
@@ -111,6 +127,8 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOp
       seg_boundary_mask: (o.segmentBoundary ?? 2 ** 32) - 1,
     };
   }
+  const integrity = integrityParams(o, p.basic.logical_bs_shift!);
+  if (integrity) p.integrity = integrity;
   if (caps.discard || caps.writeZeroes) {
     p.discard = {
       discard_granularity: 4096,
@@ -316,7 +334,7 @@ export class UblkDevice {
     const targetUrl = resolveTarget(target);
     const mod = await loadTarget(targetUrl);
     const targetOptions = checkTargetOptions(mod, options ?? {}, 'library');
-    const setup = await mod.setup(targetOptions);
+    const setup = await mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0 });
     let ctrl: UblkControl | null = null;
     let info: DevInfo | null = null;
     let charFd = -1;
@@ -328,8 +346,8 @@ export class UblkDevice {
       ctrl = UblkControl.open();
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
-      const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable },
-        features);
+      const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
+        integrity: setup.integrity }, features);
       checkKernelSupports(mode, features);
 
       if (recoverId === null) {

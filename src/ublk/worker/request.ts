@@ -36,6 +36,20 @@ export class UblkRequest {
   readonly userCopyPos: number;
   /** Zero copy: the worker ring's fixed-buffer index holding the request's pages. */
   readonly bufIndex: number;
+  /**
+   * UBLK_F_INTEGRITY (worker/integrity.ts): bytes of metadata this request
+   * carries (UBLK_IO_F_INTEGRITY), 0 if none. Its place in a store that
+   * keeps each block's metadata after the previous block's is `integrityOffset`.
+   */
+  integrity = 0;
+  integrityOffset = 0;
+  /**
+   * This tag's metadata buffer (`integrity` bytes used): `buffer` targets find
+   * WRITE metadata there and put READ metadata there; `ring` targets move it
+   * with integrityRw() at `integrityAddress`.
+   */
+  integrityBuffer: Uint8Array = EMPTY;
+  integrityAddress = 0;
 
   /** @internal result kept while the engine finishes a request (copy-out, unregister) */
   result = 0;
@@ -81,6 +95,7 @@ export class UblkRequest {
     this.flags = opFlags & ~0xff;
     this.sectors = desc[b + DESC_NR_SECTORS]!;
     this.sector = desc[b + DESC_START_SECTOR]! + desc[b + DESC_START_SECTOR + 1]! * TWO_32;
+    this.integrity = 0; // set by the dispatcher where UBLK_IO_F_INTEGRITY says so
     this.buffer = this.tagBuffer !== null && (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE)
       ? this.tagBuffer.subarray(0, this.sectors * SECTOR) : EMPTY;
   }
