@@ -30,6 +30,8 @@ export interface DeviceListing {
   /** UBLK_F_USER_RECOVERY policy: none, requeue, reissue, fail-io. */
   recovery: string;
   maxIoBytes: number;
+  /** UBLK_F_SHMEM_ZC: the shared memory file registered for the device (--shmem), if any. */
+  shmem: string | null;
 }
 
 /** Device ids known to the driver, from sysfs (the char devices are created at ADD_DEV). */
@@ -65,6 +67,7 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       supervisor: st?.supervisor !== undefined && processAlive(st.supervisor) ? st.supervisor : null,
       recovery: recoveryOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
+      shmem: st && st.pid === pid ? st.config?.shmem ?? null : null,
     };
   } catch (e) {
     if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;

@@ -33,6 +33,7 @@ export const listCommand: Command = {
     for (const d of devs) {
       print(`${d.path}: id ${d.id}, ${d.state}, target ${d.target}, ${formatSize(d.size)}, ${d.queues} queue(s) x ${d.depth}, pid ${d.pid ?? '-'}`);
       print(`  flags: ${d.flags.join(' ')}`);
+      if (d.shmem) print(`  shared memory: ${d.shmem}`);
     }
   },
 };

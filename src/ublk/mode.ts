@@ -3,7 +3,7 @@
 // by the workers' engines. A new UBLK_F_* mode is one predicate here plus the
 // engine code that reads it; no other file works out what a mode implies.
 import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
-  UBLK_F_QUIESCE, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
+  UBLK_F_QUIESCE, UBLK_F_SHMEM_ZC, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
   UBLK_F_USER_RECOVERY_REISSUE } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
 import type { CopyMode, TargetData } from './target.js';
@@ -63,6 +63,8 @@ export interface ServingMode {
   logicalBlockSize: number;
   /** The device outlives its server (UBLK_F_USER_RECOVERY): a failing server leaves it to `recover`. */
   recovery: RecoveryPolicy;
+  /** UBLK_F_SHMEM_ZC: a request may come with its data in a registered shared memory region (worker/shmem-views.ts). */
+  shmem: boolean;
 }
 
 /** The user's choice of a mode that cannot be served: one line, for the CLI and the library alike. */
@@ -79,6 +81,9 @@ export interface ModeChoice {
   partScan?: boolean;
   /** UBLK_F_NEED_GET_DATA: a WRITE's data is copied in only when the server asks (classic, kernel copy). */
   needGetData?: boolean;
+  /** UBLK_F_SHMEM_ZC: the shared memory file to register (control/shmem.ts); kernel copy, no recovery. */
+  shmem?: string;
+  shmemReadOnly?: boolean;
 }
 
 /**
@@ -98,6 +103,8 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
   if (o.needGetData && (o.batch || o.copy !== 'kernel')) {
     throw new ModeError('--need-get-data works in classic mode with kernel copy only (user and zero copy never copy ahead; batch mode lacks it)');
   }
+  if (o.shmem !== undefined) checkShmemMode(o);
+  else if (o.shmemReadOnly) throw new ModeError('--shmem-read-only only applies with --shmem FILE');
   const zero = o.copy === 'zero';
   const autoBufReg = zero && o.autoBufReg;
   const kernel = o.copy === 'kernel';
@@ -108,6 +115,7 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
   if (recovery !== 'none') flags |= features & UBLK_F_QUIESCE;
   if (o.partScan === false) flags |= UBLK_F_NO_AUTO_PART_SCAN;
   if (o.needGetData) flags |= UBLK_F_NEED_GET_DATA;
+  if (o.shmem !== undefined) flags |= UBLK_F_SHMEM_ZC;
   return {
     engine: o.batch ? 'batch' : 'classic',
     copy: o.copy,
@@ -124,7 +132,18 @@ export function servingMode(o: ModeChoice, target: { name: string; data?: Target
     batchFlags: kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0,
     logicalBlockSize: target.logicalBlockSize ?? 512,
     recovery,
+    shmem: o.shmem !== undefined,
   };
+}
+
+/** What --shmem cannot go with. */
+function checkShmemMode(o: ModeChoice): void {
+  if ((o.recovery ?? 'none') !== 'none') {
+    throw new ModeError('--shmem cannot be used with --recovery: a new server could not find the shared memory the old one registered');
+  }
+  if (o.copy !== 'kernel') {
+    throw new ModeError(`--shmem works with kernel copy only (the default), not --copy ${o.copy}: drop --copy`);
+  }
 }
 
 /** Refuses a mode the running kernel lacks, naming what is missing and what to do instead. */
@@ -136,7 +155,8 @@ export function checkKernelSupports(mode: ServingMode, features: number): void {
   if (!missing) return;
   const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
   const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}`
-    : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data' : `--copy ${mode.copy}`;
+    : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_SHMEM_ZC ? '--shmem, Linux 7.2 or later'
+      : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data' : `--copy ${mode.copy}`;
   throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for ${what})${hint}`);
 }
 
