@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { deviceTotals } from '../../src/cli/stats.js';
 import { describe, withControl } from '../../src/cli/devices.js';
-import { addDevice, assertClean, cli, delDevice, fioVerify, idOf, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, cliWith, delDevice, fioVerify, idOf, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -64,11 +64,14 @@ test('loop target, batch mode, --shmem-read-only: its own io_uring writes from t
   assertClean();
 });
 
-test('bad --shmem input is refused with one line, and nothing is created', () => {
+test('bad --shmem input, or a kernel without SHMEM_ZC, is refused with one line, and nothing is created', () => {
   // The other refusals are host tests (test/host/shmem.test.ts).
   const r = cli('add', 'null', '--size', '1M', '--shmem', `${DIR}/missing`);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--shmem .*missing: no such file/);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  const old = cliWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'SHMEM_ZC' }, 'add', 'null', '--size', '1M', '--shmem', sharedFile('buf-old', 1 << 20));
+  assert.notEqual(old.code, 0);
+  assert.match(old.stderr, /^ublk-ts: this kernel's ublk driver lacks SHMEM_ZC \(needed for --shmem, Linux 7.2 or later\)\n$/);
   assertClean();
 });
