@@ -33,6 +33,8 @@ export interface DeviceListing {
   maxIoBytes: number;
   /** UBLK_F_INTEGRITY's parameters (metadata per block, protection information), or null. */
   integrity: IntegrityListing | null;
+  /** UBLK_F_SHMEM_ZC: the shared memory file registered for the device (--shmem), if any. */
+  shmem: string | null;
 }
 
 /** Device ids known to the driver, from sysfs (the char devices are created at ADD_DEV). */
@@ -69,6 +71,7 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       recovery: recoveryOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
       integrity: params.types & UBLK_PARAM_TYPE_INTEGRITY ? describeIntegrity(params.integrity) : null,
+      shmem: st && st.pid === pid ? st.config?.shmem ?? null : null,
     };
   } catch (e) {
     if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;

@@ -35,6 +35,7 @@ export const listCommand: Command = {
       print(`  flags: ${d.flags.join(' ')}`);
       const m = d.integrity;
       if (m) print(`  metadata: ${m.metadataSize} bytes per ${m.intervalBytes}-byte block, checksum ${m.csumType} at ${m.piOffset}`);
+      if (d.shmem) print(`  shared memory: ${d.shmem}`);
     }
   },
 };

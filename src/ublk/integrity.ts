@@ -1,4 +1,4 @@
-// UBLK_F_INTEGRITY (Linux 7.2): each logical block carries `metadata_size`
+// UBLK_F_INTEGRITY (Linux 7.0): each logical block carries `metadata_size`
 // bytes of metadata (integrity data), optionally holding a protection
 // information tuple the block layer generates and verifies. The device's
 // option rows, their cross-checks (what the driver's ublk_validate_params
@@ -22,7 +22,7 @@ export const PI_TUPLE_SIZE: Record<CsumType, number> = { none: 0, ip: 8, t10dif:
 
 export const INTEGRITY_OPTIONS: readonly OptionSpec[] = [
   { key: 'metadataSize', type: 'int', arg: 'BYTES', min: 1, max: 255,
-    help: 'UBLK_F_INTEGRITY: BYTES of metadata per logical block, moved with each request (Linux 7.2, --copy user)' },
+    help: 'UBLK_F_INTEGRITY: BYTES of metadata per logical block, moved with each request (Linux 7.0, --copy user)' },
   // No defaults below: a device without metadata keeps its options free of them (each is 0, none or no).
   { key: 'piOffset', type: 'int', arg: 'BYTES', min: 0, max: 255,
     help: 'with --metadata-size: where the protection information tuple starts in a block\'s metadata (default 0)' },

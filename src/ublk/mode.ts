@@ -4,7 +4,7 @@
 // engine code that reads it; no other file works out what a mode implies.
 import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_INTEGRITY,
   UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
-  UBLK_F_QUIESCE, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
+  UBLK_F_QUIESCE, UBLK_F_SHMEM_ZC, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
   UBLK_F_USER_RECOVERY_REISSUE } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
 import type { CopyMode, TargetData } from './target.js';
@@ -70,6 +70,8 @@ export interface ServingMode {
    * UBLKSRV_IO_INTEGRITY_FLAG (user copy only); `buffer` targets get it staged.
    */
   metadataSize: number;
+  /** UBLK_F_SHMEM_ZC: a request may come with its data in a registered shared memory region (worker/shmem-views.ts). */
+  shmem: boolean;
 }
 
 /** The user's choice of a mode that cannot be served: one line, for the CLI and the library alike. */
@@ -88,6 +90,9 @@ export interface ModeChoice {
   needGetData?: boolean;
   /** UBLK_F_INTEGRITY: bytes of metadata per logical block (user copy). */
   metadataSize?: number;
+  /** UBLK_F_SHMEM_ZC: the shared memory file to register (control/shmem.ts); kernel copy, no recovery. */
+  shmem?: string;
+  shmemReadOnly?: boolean;
 }
 
 /** UBLK_F_INTEGRITY's copy mode: the driver moves metadata only through user copy. */
@@ -119,6 +124,8 @@ export function servingMode(o: ModeChoice,
   if (metadataSize && !target.integrity) {
     throw new ModeError(`the ${target.name} target does not keep metadata, so it cannot use --metadata-size (null, memory and loop can)`);
   }
+  if (o.shmem !== undefined) checkShmemMode(o);
+  else if (o.shmemReadOnly) throw new ModeError('--shmem-read-only only applies with --shmem FILE');
   const zero = o.copy === 'zero';
   const autoBufReg = zero && o.autoBufReg;
   const kernel = o.copy === 'kernel';
@@ -130,6 +137,7 @@ export function servingMode(o: ModeChoice,
   if (o.partScan === false) flags |= UBLK_F_NO_AUTO_PART_SCAN;
   if (o.needGetData) flags |= UBLK_F_NEED_GET_DATA;
   if (metadataSize) flags |= UBLK_F_INTEGRITY;
+  if (o.shmem !== undefined) flags |= UBLK_F_SHMEM_ZC;
   return {
     engine: o.batch ? 'batch' : 'classic',
     copy: o.copy,
@@ -147,7 +155,18 @@ export function servingMode(o: ModeChoice,
     logicalBlockSize: target.logicalBlockSize ?? 512,
     recovery,
     metadataSize,
+    shmem: o.shmem !== undefined,
   };
+}
+
+/** What --shmem cannot go with. */
+function checkShmemMode(o: ModeChoice): void {
+  if ((o.recovery ?? 'none') !== 'none') {
+    throw new ModeError('--shmem cannot be used with --recovery: a new server could not find the shared memory the old one registered');
+  }
+  if (o.copy !== 'kernel') {
+    throw new ModeError(`--shmem works with kernel copy only (the default), not --copy ${o.copy}: drop --copy`);
+  }
 }
 
 /** Refuses a mode the running kernel lacks, naming what is missing and what to do instead. */
@@ -160,7 +179,8 @@ export function checkKernelSupports(mode: ServingMode, features: number): void {
   const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
   const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}`
     : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data'
-      : missing & UBLK_F_INTEGRITY ? '--metadata-size; Linux 7.2 has it' : `--copy ${mode.copy}`;
+      : missing & UBLK_F_INTEGRITY ? '--metadata-size, Linux 7.0 or later' : missing & UBLK_F_SHMEM_ZC ? '--shmem, Linux 7.1 or later'
+        : `--copy ${mode.copy}`;
   throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for ${what})${hint}`);
 }
 

@@ -8,11 +8,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, deviceIds, withControl, type DeviceListing } from '../../src/cli/devices.js';
+import { readState } from '../../src/cli/state.js';
+import { deviceTotals } from '../../src/cli/stats.js';
 import { FEATURE_NAMES } from '../../src/ublk/abi/uapi.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/ublk-ts.js', import.meta.url));
 
-// kublk's short options that take a value, and its long options without one.
+// kublk's short options that take a value, and its long options without one (--htlb FILE takes one).
 const SHORT_WITH_VALUE = new Set('tndqreis'.split(''));
 const LONG_FLAGS = new Set([
   'all', 'quiet', 'zero_copy', 'foreground', 'get_data', 'auto_zc', 'auto_zc_fallback', 'user_copy', 'per_io_tasks',
@@ -103,6 +105,11 @@ function ublkTsAdd(p: Parsed): string[] {
     args.push('--recovery', rec('recovery_fail_io') ? 'fail-io' : rec('recovery_reissue') ? 'reissue' : 'requeue', '--no-supervisor');
   }
   args.push(...integrityArgs(p));
+  // --shmem_zc --htlb FILE: kublk and the test's fio map the same file; kublk without --htlb takes memfds
+  // over a unix socket, which ublk-ts does not (its application passes the file).
+  if (o.has('htlb')) args.push('--shmem', o.get('htlb')!);
+  else if (o.has('shmem_zc')) throw new Error('ublk-ts registers shared memory from a file: --shmem_zc needs --htlb FILE');
+  if (o.has('rdonly_shmem_buf')) args.push('--shmem-read-only');
   if (o.has('foreground')) args.push('--foreground');
   return args;
 }
@@ -117,6 +124,18 @@ function integrityArgs(p: Parsed): string[] {
   if (o.has('integrity_capable')) args.push('--integrity-capable');
   if (o.has('integrity_reftag')) args.push('--integrity-reftag');
   return args;
+}
+
+/**
+ * For a device with shared memory (--htlb): how many of its requests were
+ * served from it, so that a test's log shows whether zero copy happened.
+ */
+function reportShmem(id: number): void {
+  const file = readState(id)?.config?.shmem, totals = file === undefined ? null : deviceTotals(id);
+  if (totals) {
+    process.stderr.write(`kublk front end: /dev/ublkb${id} served ${totals.shmem} of ${totals.reads + totals.writes} ` +
+      `reads and writes from shared memory ${file}\n`);
+  }
 }
 
 /** fault_inject's own options, as ublk-ts's fault-inject target takes them. */
@@ -185,8 +204,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'del':
+      if (id !== undefined) reportShmem(Number(id));
       return cli(p.opts.has('all') ? ['del', '--all'] : ['del', id ?? '']);
     case 'stop':
+      if (id !== undefined) reportShmem(Number(id));
       return cli(['del', id ?? '', ...(p.opts.has('safe') ? ['--safe'] : [])]);
     case 'quiesce':
       return cli(['quiesce', id ?? ''], 'ignore');

@@ -1,4 +1,4 @@
-// UBLK_F_INTEGRITY (Linux 7.2): devices whose blocks carry metadata with
+// UBLK_F_INTEGRITY (Linux 7.0): devices whose blocks carry metadata with
 // T10 protection information, which the block layer generates on write and
 // checks on read, so a target that lost or misplaced metadata fails the read.
 // memory and loop keep it (loop in --metadata-file, where the reference tags

@@ -32,6 +32,11 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
       'fail-io) or go to the new server (reissue)' },
   { key: 'needGetData', type: 'bool', default: false,
     help: 'UBLK_F_NEED_GET_DATA: a WRITE\'s data is copied in only once the server asks for it (classic, kernel copy)' },
+  { key: 'shmem', type: 'string', arg: 'FILE',
+    help: 'UBLK_F_SHMEM_ZC (Linux 7.1): register FILE (hugetlbfs, tmpfs, or /proc/PID/fd/N of a memfd), which the ' +
+      'application maps MAP_SHARED too; its O_DIRECT requests whose buffers lie in it are served there, without a copy' },
+  { key: 'shmemReadOnly', type: 'bool',
+    help: 'with --shmem: register FILE read-only (UBLK_SHMEM_BUF_READ_ONLY): only WRITE requests use it' },
   { key: 'partScan', flag: 'no-part-scan', type: 'bool', negated: true, default: true,
     help: 'UBLK_F_NO_AUTO_PART_SCAN: the kernel does not read the partition table when the device starts (blockdev --rereadpt does)' },
   { key: 'dmaAlign', type: 'size', arg: 'BYTES', min: 1, max: 4096, powerOf2: true,
@@ -50,7 +55,8 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
 ];
 
 /** The rows with no default stay optional. */
-type OptionalRows = 'id' | 'threads' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary' | keyof IntegrityChoice;
+type OptionalRows = 'id' | 'threads' | 'shmem' | 'shmemReadOnly' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary'
+  | keyof IntegrityChoice;
 
 /** Device options with every default filled in. */
 export type CheckedDeviceOptions = Required<Omit<DeviceOptions, 'target' | 'options' | OptionalRows>> & Pick<DeviceOptions, OptionalRows>;

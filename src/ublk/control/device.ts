@@ -17,6 +17,7 @@ import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recovery
 import { integrityParams, type CsumType } from '../integrity.js';
 import { createStatsFd, mapStats, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from '../worker/worker.js';
+import { checkShmemFile, SharedRegion } from './shmem.js';
 
 /** A device's options; each is a row of DEVICE_OPTIONS (device-options.ts), where its range and default are. */
 export interface DeviceOptions {
@@ -61,6 +62,13 @@ export interface DeviceOptions {
   recovery?: RecoveryPolicy;
   /** UBLK_F_NEED_GET_DATA (classic, kernel copy): WRITE data is copied in on the server's request. Default false. */
   needGetData?: boolean;
+  /**
+   * UBLK_F_SHMEM_ZC: a file the application doing IO maps MAP_SHARED too (hugetlbfs,
+   * tmpfs, /proc/PID/fd/N of a memfd); requests whose buffers lie in it are served in place (control/shmem.ts).
+   */
+  shmem?: string;
+  /** With `shmem`: registered read-only, for WRITE requests only. Default false. */
+  shmemReadOnly?: boolean;
   /** false: UBLK_F_NO_AUTO_PART_SCAN, no partition scan when the device starts. Default true. */
   partScan?: boolean;
   /** Request buffers' alignment in bytes, a power of 2 up to 4096 (UBLK_PARAM_TYPE_DMA_ALIGN). */
@@ -71,7 +79,7 @@ export interface DeviceOptions {
   /** Bytes, a power of 2: no segment crosses a multiple of it. */
   segmentBoundary?: number;
   /**
-   * UBLK_F_INTEGRITY (Linux 7.2, user copy): bytes of metadata per logical
+   * UBLK_F_INTEGRITY (Linux 7.0, user copy): bytes of metadata per logical
    * block, 1..255; the target keeps them (see integrity.ts for the rest).
    */
   metadataSize?: number;
@@ -275,6 +283,7 @@ export class UblkDevice {
     private readonly setup: TargetSetup,
     private readonly counters: Counters,
     readonly mode: ServingMode,
+    private readonly shmem: SharedRegion | null,
   ) {
     this.stopped = Promise.all(workers.map((w) => w.done)).then(() => {});
     // A serving thread that fails while the device lives fails the device: it
@@ -341,6 +350,7 @@ export class UblkDevice {
     const workers: QueueWorker[] = [];
     let memfds: number[] = [];
     const counters: Counters = { fd: -1, words: new Float64Array(0), slots: 0 };
+    let shmem: SharedRegion | null = null;
     try {
       checkSize(setup.size);
       ctrl = UblkControl.open();
@@ -349,6 +359,7 @@ export class UblkDevice {
       const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
         integrity: setup.integrity }, features);
       checkKernelSupports(mode, features);
+      if (o.shmem !== undefined) checkShmemFile(o.shmem); // before anything is created
 
       if (recoverId === null) {
         info = await ctrl.addDev({
@@ -358,6 +369,7 @@ export class UblkDevice {
         hooks.added?.(info.dev_id);
         charFd = await openCharDevice(info.dev_id);
         await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes, o));
+        if (o.shmem !== undefined) shmem = await SharedRegion.register(ctrl, info.dev_id, o.shmem, o.shmemReadOnly === true);
       } else {
         info = await startRecovery(ctrl, recoverId, mode, setup.size);
         charFd = await openCharDevice(info.dev_id);
@@ -378,15 +390,16 @@ export class UblkDevice {
         workers.push(startWorker({
           mode, devId: info.dev_id, charFd, statsFd: counters.fd, depth: info.queue_depth, maxIoBytes: info.max_io_buf_bytes, targetUrl,
           options: targetOptions, shared: setup.shared, coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec, queues,
+          shmem: shmem ? [shmem.region] : [],
         }));
       }
       await Promise.all(workers.map((w) => w.ready));
       if (recoverId === null) await ctrl.startDev(info.dev_id, process.pid);
       else await ctrl.endUserRecovery(info.dev_id, process.pid);
-      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode);
+      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem);
     } catch (e) {
       // A failed recovery leaves the device without a server, as it found it.
-      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters.fd, recoverId === null ? 'stop' : 'release', false);
+      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters.fd, shmem, recoverId === null ? 'stop' : 'release', false);
       throw e;
     } finally {
       // Workers map the tag buffers themselves; their fds are not needed past start.
@@ -480,7 +493,7 @@ export class UblkDevice {
       this.released = ending === 'release';
       const fd = this.charFd;
       this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, ending, true);
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, this.shmem, ending, true);
       if (failed) throw failed;
     })();
     return this.destroying;
@@ -505,7 +518,7 @@ export class UblkDevice {
 type Ending = 'stop' | 'abandon' | 'release';
 
 async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd: number, workers: QueueWorker[],
-  setup: TargetSetup, statsFd: number, ending: Ending, report: boolean): Promise<void> {
+  setup: TargetSetup, statsFd: number, shmem: SharedRegion | null, ending: Ending, report: boolean): Promise<void> {
   const errors: unknown[] = [];
   const attempt = async (f: () => unknown): Promise<void> => {
     try { await f(); } catch (e) { errors.push(e); }
@@ -515,6 +528,7 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
   await Promise.all(workers.map((w) => w.done));
   if (charFd >= 0) fs.closeSync(charFd);
   if (statsFd >= 0) native.close(statsFd); // the main thread's mapping stays readable
+  if (shmem) await attempt(() => shmem.unregister(id === undefined ? null : ctrl, id ?? -1));
   if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
   await attempt(() => setup.cleanup?.());
   ctrl?.close();

@@ -21,9 +21,10 @@ import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
 import type { ServingMode } from '../mode.js';
 import type { CommitSink, ServedQueue } from './engine.js';
-import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
+import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_SHMEM, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
 import type { UblkRequest } from './request.js';
 import type { Waker } from './waker.js';
+import type { ShmemViews } from './shmem-views.js';
 import {
   UBLK_IO_F_INTEGRITY, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES,
   UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
@@ -58,10 +59,13 @@ export class Dispatcher implements TargetIo {
   /** Per queue id: where its slot starts in `stats`. */
   private readonly statBase: number[] = [];
   private readonly stats: Float64Array;
+  /** UBLK_F_SHMEM_ZC: this thread's mappings of the registered regions. */
+  private readonly shmem: ShmemViews | null;
 
   constructor(readonly ring: Ring, mode: ServingMode, private readonly sink: CommitSink, private readonly waker: Waker,
-    counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'>> }) {
+    counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'>>; shmem?: ShmemViews | null }) {
     this.stats = counters.stats;
+    this.shmem = counters.shmem ?? null;
     for (const queue of counters.queues) this.statBase[queue.q] = queue.slot * SLOT_WORDS;
     this.copy = mode.copy;
     this.stageUserCopy = mode.stageUserCopy;
@@ -129,6 +133,14 @@ export class Dispatcher implements TargetIo {
       st[b + C_WRITE_BYTES]! += req.length;
     } else {
       st[b + C_OTHER]!++;
+    }
+    if (req.shmemIndex >= 0) {
+      st[b + C_SHMEM]!++;
+      if (!this.shmem?.place(req)) {
+        this.failed(new Error(`queue ${req.queue} tag ${req.tag}: the kernel named shared memory buffer ${req.shmemIndex} ` +
+          `at ${req.shmemOffset} for ${req.length} bytes, which this server did not register as such`));
+        return this.done(req, -EIO);
+      }
     }
     if (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE) {
       if (this.integrity !== null && req.flags & UBLK_IO_F_INTEGRITY) this.integrity.load(req);
