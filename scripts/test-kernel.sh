@@ -91,10 +91,17 @@ for t in ${tests[*]}; do
   if [ \$rc -eq 4 ]; then v=SKIP
   elif [ \$rc -eq 0 ] && ! grep -q -e '\[FAIL\]' -e 'failure' "logs/\$t.log"; then v=PASS
   else v=FAIL; fi
-  [ \$rc -eq 124 ] && note=" (timed out)" || note=""
+  note=""
+  if [ \$rc -eq 124 ]; then
+    note=" (timed out)"
+    # What was still going on, for the log: devices, servers, and any task stuck in the kernel.
+    { echo "=== at the timeout: devices, processes, blocked tasks"; "$work/kublk" list; ps -eo pid,stat,etime,args | grep -e ublk -e fio -e kublk | grep -v grep
+      for p in /proc/[0-9]*; do [ "\$(awk '{print \$3}' \$p/stat 2>/dev/null)" = D ] && { echo "D: \$(tr '\\0' ' ' < \$p/cmdline)"; cat \$p/stack 2>/dev/null; }; done
+    } >> "logs/\$t.log" 2>&1
+  fi
   printf '%-4s %-22s %4ss  exit %s%s\n' "\$v" "\${t%.sh}" "\$secs" "\$rc" "\$note"
-  # Whatever a failed test left behind must not spoil the next one.
-  "$work/kublk" del -a >/dev/null 2>&1 || true
+  # Whatever a failed test left behind must not spoil the next one; a cleanup that hangs is reported, not waited for.
+  timeout -k 10 120 "$work/kublk" del -a >> "logs/\$t.log" 2>&1 || echo "     cleanup after \${t%.sh}: 'kublk del -a' failed or hung (exit \$?)"
 done
 EOF
 chmod +x "$work/run-in-vm.sh"
