@@ -10,7 +10,8 @@
 # for comparison. A PATTERN keeps the tests whose name contains it (e.g.
 # `null_0`, `loop`). The selftests come from scripts/kernel-selftests.sh
 # (Debian's linux-source, cached; nothing of the kernel is committed); they are
-# copied into .cache/kernel-selftests/<server>/, with each test's output in
+# copied into .cache/kernel-selftests/<server>/ (or $UBLK_TS_SELFTEST_WORK, inside
+# the checkout, which the VM writes), with each test's output in
 # logs/. A test passes when it exits 0 and its output has no "[FAIL]" and no
 # "failure": some scripts run their cases as background jobs whose failures
 # never reach the exit code (test_recover_*, test_stress_*). Exit 4 is a skip
@@ -32,7 +33,8 @@ if [ "${1:-}" = --kublk ]; then server=kublk; shift; fi
 patterns=("$@")
 
 sel=$("$here/kernel-selftests.sh" | tail -n1)
-work=$root/.cache/kernel-selftests/$server
+# UBLK_TS_SELFTEST_WORK: another work directory, so that two runs (npm test's subset, a whole run) do not share one.
+work=${UBLK_TS_SELFTEST_WORK:-$root/.cache/kernel-selftests/$server}
 rm -rf "$work"
 mkdir -p "$work/logs"
 cp -a "$sel"/. "$work/"

@@ -40,7 +40,9 @@ const DEADLINE = Number(process.env.UBLK_TS_TEST_DEADLINE) || Infinity;
 // recover, stress), about 6 minutes in all; the whole set is `npm run test:kernel`.
 const KERNEL_SUBSET = ['null_01', 'loop_03', 'stripe_01', 'batch_01', 'recover_01', 'stress_01'];
 const TEST_KERNEL = join(ROOT, 'scripts/test-kernel.sh');
-const KERNEL_RESULTS = join(ROOT, '.cache/kernel-selftests/ublk-ts/results.txt');
+// A work directory of its own, so that `npm run test:kernel` may run meanwhile.
+const KERNEL_WORK = join(ROOT, '.cache/kernel-selftests/npm-test');
+const KERNEL_RESULTS = join(KERNEL_WORK, 'results.txt');
 
 function usage(msg) {
   if (msg) console.error(`test.mjs: ${msg}`);
@@ -106,9 +108,9 @@ function nodeTestArgs(tapFile, files, extra = []) {
 
 let interrupted = false;
 
-function run(cmd, args) {
+function run(cmd, args, env = process.env) {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'], env });
     const forward = (sig) => {
       interrupted = true;
       child.kill(sig);
@@ -178,8 +180,8 @@ async function runSuite(name, files, command, summary = tapSummary) {
   const tap = join(runDir, `${name}.tap`);
   console.log(`\n=== ${name}: ${files.length} file(s) ===`);
   const started = Date.now();
-  const [cmd, args] = command(tap);
-  const code = await run(cmd, args);
+  const [cmd, args, env] = command(tap);
+  const code = await run(cmd, args, env);
   const secs = Math.round((Date.now() - started) / 1000);
   const s = summary(tap);
   if (s) {
@@ -247,7 +249,8 @@ if (wantVm) {
 if (wantKernel) {
   // test-kernel.sh sizes its VM's timeout from UBLK_TS_TEST_DEADLINE itself.
   rmSync(KERNEL_RESULTS, { force: true });
-  await runSuite('kernel-selftests', KERNEL_SUBSET, () => [TEST_KERNEL, KERNEL_SUBSET.map((t) => `test_${t}.sh`)],
+  await runSuite('kernel-selftests', KERNEL_SUBSET,
+    () => [TEST_KERNEL, KERNEL_SUBSET.map((t) => `test_${t}.sh`), { ...process.env, UBLK_TS_SELFTEST_WORK: KERNEL_WORK }],
     () => kernelSummary(KERNEL_RESULTS, KERNEL_SUBSET.length));
 }
 
