@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/control.js';
-import { featureNames, STATE_NAMES } from '../ublk/abi/uapi.js';
+import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_ZONED } from '../ublk/abi/uapi.js';
 import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
 import { processAlive } from '../process-alive.js';
@@ -30,6 +30,8 @@ export interface DeviceListing {
   /** UBLK_F_USER_RECOVERY policy: none, requeue, reissue, fail-io. */
   recovery: string;
   maxIoBytes: number;
+  /** A zoned device's layout (UBLK_F_ZONED): zone size in bytes, zone count, open/active limits (0: none); else null. */
+  zoned: { zoneSize: number; zones: number; maxOpen: number; maxActive: number } | null;
 }
 
 /** Device ids known to the driver, from sysfs (the char devices are created at ADD_DEV). */
@@ -65,6 +67,10 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       supervisor: st?.supervisor !== undefined && processAlive(st.supervisor) ? st.supervisor : null,
       recovery: recoveryOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
+      zoned: params.types & UBLK_PARAM_TYPE_ZONED && params.basic.chunk_sectors ? {
+        zoneSize: params.basic.chunk_sectors * 512, zones: params.basic.dev_sectors / params.basic.chunk_sectors,
+        maxOpen: params.zoned.max_open_zones, maxActive: params.zoned.max_active_zones,
+      } : null,
     };
   } catch (e) {
     if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;
