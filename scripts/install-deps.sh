@@ -36,11 +36,12 @@ PKGS=(
   "e2fsprogs       mkfs.ext4          devices"
   "util-linux      blkdiscard         devices"
   "fdisk           sfdisk             devices"
+  "btrfs-progs     mkfs.btrfs         devices"
   "gcc             gcc                uapi"
 )
 declare -A WHY=(
   [vm]="scripts/vmrun boots the test kernel in qemu from a busybox initrd"
-  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk"
+  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk (mkfs.btrfs: zone appends)"
   [uapi]="the host tests compile the kernel's UAPI headers to check the codecs"
 )
 GROUPS_ORDER=(vm devices uapi)
