@@ -56,8 +56,9 @@ export interface Target {
   writeZeroes?(req: UblkRequest): IoResult;
   /**
    * Zoned devices (`TargetSetup.zoned`): ZONE_APPEND of `req.buffer` to the
-   * zone starting at `req.sector`. Before completing with the bytes written,
-   * set `req.zoneAppendLba` to the sector where the data went.
+   * zone starting at `req.sector`. Before completing with the bytes written
+   * (or linking the commit, `io.linkCommit`), set `req.zoneAppendLba` to the
+   * sector where the data went: the commit carries it to the kernel.
    */
   zoneAppend?(req: UblkRequest): IoResult;
   /** Zoned devices: ZONE_OPEN, ZONE_CLOSE, ZONE_FINISH, ZONE_RESET (of the zone at `req.sector`) or ZONE_RESET_ALL, by `req.op`; 0 or -errno. */
