@@ -15,7 +15,7 @@ import { UblkRequest } from '../../src/ublk/worker/request.js';
 import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
 import { udKind, udTag } from '../../src/ublk/worker/worker-ring.js';
 import { Waker } from '../../src/ublk/worker/waker.js';
-import { ModeError, servingMode } from '../../src/ublk/mode.js';
+import { checkKernelSupports, ModeError, servingMode } from '../../src/ublk/mode.js';
 import { SLOT_WORDS } from '../../src/ublk/stats.js';
 import { checkTargetOptions, TargetOptionError, type TargetSetup } from '../../src/ublk/target.js';
 import { OptionError } from '../../src/options/spec.js';
@@ -74,6 +74,8 @@ test('the mode of a zoned target: user copy by default, kernel and zero copy ref
   assert.throws(() => servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, t),
     (e: Error) => e instanceof ModeError && /zoned devices with user or zero copy only \(use --copy user\)/.test(e.message));
   assert.throws(() => servingMode({ batch: false, copy: 'zero', autoBufReg: true }, t), /zero copy cannot reach \(use --copy user\)/);
+  assert.throws(() => checkKernelSupports(classic, UBLK_F_USER_COPY), /lacks ZONED \(needed for a zoned device; Linux 6\.6 or later\)/);
+  assert.doesNotThrow(() => checkKernelSupports(classic, UBLK_F_USER_COPY | UBLK_F_ZONED));
 });
 
 const DEPTH = 2, BUF = 256 << 10;
