@@ -25,7 +25,7 @@ case "$set_" in
   *) echo "usage: install-deps.sh [all | vm]" >&2; exit 2 ;;
 esac
 
-# package, a command it brings (checked where there is no dpkg), why we need it.
+# package, a command it brings or a file (checked where there is no dpkg), why we need it.
 PKGS=(
   "qemu-system-x86 qemu-system-x86_64 vm"
   "busybox-static  busybox            vm"
@@ -38,13 +38,16 @@ PKGS=(
   "fdisk           sfdisk             devices"
   "btrfs-progs     mkfs.btrfs         devices"
   "gcc             gcc                uapi"
+  "make            make               fio"
+  "libaio-dev      /usr/include/libaio.h fio"
 )
 declare -A WHY=(
   [vm]="scripts/vmrun boots the test kernel in qemu from a busybox initrd"
   [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk (mkfs.btrfs: zone appends)"
   [uapi]="the host tests compile the kernel's UAPI headers to check the codecs"
+  [fio]="scripts/build-fio.sh builds fio 3.42 (with libaio) for the kernel's integrity selftests"
 )
-GROUPS_ORDER=(vm devices uapi)
+GROUPS_ORDER=(vm devices uapi fio)
 
 declare -A group=() cmd=()
 wanted=()
@@ -65,6 +68,7 @@ if command -v dpkg-query >/dev/null; then
   for p in "${wanted[@]}"; do [ -n "${ok[$p]:-}" ] || missing+=("$p"); done
 else
   for p in "${wanted[@]}"; do
+    if [[ ${cmd[$p]} == /* ]]; then [ -e "${cmd[$p]}" ] || missing+=("$p"); continue; fi
     PATH=$PATH:/usr/sbin:/sbin command -v "${cmd[$p]}" >/dev/null || missing+=("$p")
   done
 fi

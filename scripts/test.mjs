@@ -1,14 +1,17 @@
 #!/usr/bin/env node
-// What `npm test` runs after `tsc`: the host tests, then the VM tests, each VM
-// booted by scripts/vmrun (Debian unstable's kernel with ublk_drv).
+// What `npm test` runs after `tsc`: the host tests, the VM tests (each VM
+// booted by scripts/vmrun: Debian unstable's kernel with ublk_drv), then a
+// subset of the kernel's own ublk selftests.
 //
-//   node scripts/test.mjs [--host] [--vm] [FILTER...]
+//   node scripts/test.mjs [--host] [--vm] [--kernel] [FILTER...]
 //
-// --host / --vm run only that half (both: both, as without either). A FILTER keeps the test files whose path
-// (relative to dist/test/) contains it, e.g. `uapi` or `vm/lifecycle`.
-// Host tests: dist/test/host/**/*.test.js, run here.
-// VM tests:   dist/test/vm/**/*.test.js, one at a time in a 2-CPU VM, except
-//             *.c4.test.js, which get a VM of their own with 4 CPUs.
+// --host / --vm / --kernel run only those stages (none given: all three). A FILTER keeps the test files whose path
+// (relative to dist/test/) contains it, e.g. `uapi` or `vm/lifecycle`; the kernel stage runs only without filters.
+// Host tests:   dist/test/host/**/*.test.js, run here.
+// VM tests:     dist/test/vm/**/*.test.js, one at a time in a 2-CPU VM, except
+//               *.c4.test.js, which get a VM of their own with 4 CPUs.
+// Kernel tests: KERNEL_SUBSET of tools/testing/selftests/ublk through
+//               scripts/test-kernel.sh (one 4-CPU VM); `npm run test:kernel` runs all of them.
 // First of all, scripts/install-deps.sh installs what the tests need (or says what).
 //
 // Every run writes a spec report to stdout (live) and a TAP report to a file in
@@ -33,24 +36,32 @@ const TEST_TIMEOUT_MS = 15 * 60 * 1000; // per test, so one hung test does not t
 // Optional overall deadline (Unix seconds, set by .ci/run): VM timeouts shrink
 // to fit, so a slow run fails with a report instead of being killed silently.
 const DEADLINE = Number(process.env.UBLK_TS_TEST_DEADLINE) || Infinity;
+// One selftest of each group the issue names (null, loop, stripe, batch,
+// recover, stress), about 6 minutes in all; the whole set is `npm run test:kernel`.
+const KERNEL_SUBSET = ['null_01', 'loop_03', 'stripe_01', 'batch_01', 'recover_01', 'stress_01'];
+const TEST_KERNEL = join(ROOT, 'scripts/test-kernel.sh');
+const KERNEL_RESULTS = join(ROOT, '.cache/kernel-selftests/ublk-ts/results.txt');
 
 function usage(msg) {
   if (msg) console.error(`test.mjs: ${msg}`);
-  console.error('usage: node scripts/test.mjs [--host] [--vm] [FILTER...]');
+  console.error('usage: node scripts/test.mjs [--host] [--vm] [--kernel] [FILTER...]');
   process.exit(2);
 }
 
 let wantHost = false;
 let wantVm = false;
+let wantKernel = false;
 const filters = [];
 for (const arg of process.argv.slice(2)) {
   if (arg === '--host') wantHost = true;
   else if (arg === '--vm') wantVm = true;
+  else if (arg === '--kernel') wantKernel = true;
   else if (arg === '-h' || arg === '--help') usage();
   else if (arg.startsWith('-')) usage(`unknown option ${arg}`);
   else filters.push(arg);
 }
-if (!wantHost && !wantVm) wantHost = wantVm = true;
+if (!wantHost && !wantVm && !wantKernel) wantHost = wantVm = wantKernel = true;
+if (filters.length) wantKernel = false;
 
 const isSmoke = (f) => /(^|\/)smoke\.[^/]*$/.test(f);
 
@@ -145,7 +156,24 @@ function tapSummary(file) {
   return s;
 }
 
-async function runSuite(name, files, command) {
+/**
+ * The verdict lines of scripts/test-kernel.sh (`PASS name ...`) as a summary;
+ * a selftest that did not run (the VM broke down) is missing: `partial`.
+ */
+function kernelSummary(file, expected) {
+  let text;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const count = (v) => (text.match(new RegExp(`^${v} `, 'gm')) ?? []).length;
+  const s = { pass: count('PASS'), fail: count('FAIL'), cancelled: 0, skipped: count('SKIP') };
+  return s.pass + s.fail + s.skipped === 0 ? undefined : { ...s, partial: s.pass + s.fail + s.skipped < expected };
+}
+
+/** Runs one stage: `files` are what it runs (test files, or selftest names); `summary` reads its report. */
+async function runSuite(name, files, command, summary = tapSummary) {
   if (files.length === 0 || interrupted) return;
   const tap = join(runDir, `${name}.tap`);
   console.log(`\n=== ${name}: ${files.length} file(s) ===`);
@@ -153,7 +181,7 @@ async function runSuite(name, files, command) {
   const [cmd, args] = command(tap);
   const code = await run(cmd, args);
   const secs = Math.round((Date.now() - started) / 1000);
-  const s = tapSummary(tap);
+  const s = summary(tap);
   if (s) {
     totals.passed += s.pass;
     totals.failed += s.fail + s.cancelled;
@@ -214,6 +242,13 @@ if (wantVm) {
   };
   await inVm('vm', 2, c2);
   await inVm('vm-c4', 4, c4);
+}
+
+if (wantKernel) {
+  // test-kernel.sh sizes its VM's timeout from UBLK_TS_TEST_DEADLINE itself.
+  rmSync(KERNEL_RESULTS, { force: true });
+  await runSuite('kernel-selftests', KERNEL_SUBSET, () => [TEST_KERNEL, KERNEL_SUBSET.map((t) => `test_${t}.sh`)],
+    () => kernelSummary(KERNEL_RESULTS, KERNEL_SUBSET.length));
 }
 
 if (interrupted) problems.push('interrupted');

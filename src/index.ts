@@ -5,12 +5,14 @@ export { UblkDevice, type DeviceOptions } from './ublk/control/device.js';
 export { DEVICE_OPTIONS } from './ublk/control/device-options.js';
 export { UblkControl, UblkControlError, UblkSetupError, blockDevicePath, charDevicePath } from './ublk/control/control.js';
 export {
-  defineTarget, PENDING, sizeOption, TargetOptionError, type CopyMode, type IoResult, type QueueContext, type Target,
+  defineTarget, PENDING, sizeOption, TargetOptionError, type CopyMode, type DeviceContext, type IoResult, type QueueContext, type Target,
   type TargetData, type TargetIo, type TargetModule, type TargetOptions, type TargetSetup,
 } from './ublk/target.js';
 export { ModeError, type ServingMode } from './ublk/mode.js';
 export type { BatchStats } from './ublk/stats.js';
 export { OptionError, type OptionSpec, type OptionType } from './options/spec.js';
 export { UblkRequest } from './ublk/worker/request.js';
+export { prepIntegrityCopy } from './ublk/worker/integrity.js';
+export { CSUM_TYPES, type CsumType } from './ublk/integrity.js';
 export * as uapi from './ublk/abi/uapi.js';
 export * as errno from './errno.js';

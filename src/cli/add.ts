@@ -1,6 +1,7 @@
 // `ublk-ts add TARGET [options]`: the device's options (device-options.ts)
 // and the target's own rows, read from one command line; the server then runs
 // detached (or in the foreground) and `add` returns once the device is live.
+import path from 'node:path';
 import { optionHelp } from '../options/argv.js';
 import { flagOf, type OptionSpec } from '../options/spec.js';
 import { DEVICE_OPTIONS, checkDeviceOptions } from '../ublk/control/device-options.js';
@@ -77,6 +78,8 @@ export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; fore
   if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}' (add takes one target; see ublk-ts add --help)`);
   const pick = (rows: readonly OptionSpec[]) => Object.fromEntries(rows.filter((s) => s.key in args.values).map((s) => [s.key, args.values[s.key]]));
   const device = checkDeviceOptions(pick(DEVICE_OPTIONS), 'cli');
+  // The server runs from /: a relative path is the caller's.
+  if (device.shmem !== undefined) device.shmem = path.resolve(device.shmem);
   const options = checkTargetOptions(mod, pick(targetSpecs), 'cli');
   if (args.values.supervise === false && device.recovery === 'none') throw new UsageError('--no-supervisor only applies with --recovery');
   const supervise = args.values.supervise === false ? { supervise: false } : {};

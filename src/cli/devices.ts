@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/control.js';
-import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_ZONED } from '../ublk/abi/uapi.js';
+import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_INTEGRITY, UBLK_PARAM_TYPE_ZONED } from '../ublk/abi/uapi.js';
+import { describeIntegrity, type IntegrityListing } from '../ublk/integrity.js';
 import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
 import { processAlive } from '../process-alive.js';
@@ -32,6 +33,10 @@ export interface DeviceListing {
   maxIoBytes: number;
   /** A zoned device's layout (UBLK_F_ZONED): zone size in bytes, zone count, open/active limits (0: none); else null. */
   zoned: { zoneSize: number; zones: number; maxOpen: number; maxActive: number } | null;
+  /** UBLK_F_INTEGRITY's parameters (metadata per block, protection information), or null. */
+  integrity: IntegrityListing | null;
+  /** UBLK_F_SHMEM_ZC: the shared memory file registered for the device (--shmem), if any. */
+  shmem: string | null;
 }
 
 /** Device ids known to the driver, from sysfs (the char devices are created at ADD_DEV). */
@@ -71,6 +76,8 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
         zoneSize: params.basic.chunk_sectors * 512, zones: params.basic.dev_sectors / params.basic.chunk_sectors,
         maxOpen: params.zoned.max_open_zones, maxActive: params.zoned.max_active_zones,
       } : null,
+      integrity: params.types & UBLK_PARAM_TYPE_INTEGRITY ? describeIntegrity(params.integrity) : null,
+      shmem: st && st.pid === pid ? st.config?.shmem ?? null : null,
     };
   } catch (e) {
     if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;

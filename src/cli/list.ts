@@ -37,6 +37,9 @@ export const listCommand: Command = {
         const limit = (n: number) => (n ? String(n) : 'no limit');
         print(`  zoned: ${d.zoned.zones} zones of ${formatSize(d.zoned.zoneSize)}, open ${limit(d.zoned.maxOpen)}, active ${limit(d.zoned.maxActive)}`);
       }
+      const m = d.integrity;
+      if (m) print(`  metadata: ${m.metadataSize} bytes per ${m.intervalBytes}-byte block, checksum ${m.csumType} at ${m.piOffset}`);
+      if (d.shmem) print(`  shared memory: ${d.shmem}`);
     }
   },
 };

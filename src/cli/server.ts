@@ -6,6 +6,7 @@
 import { UblkDevice, type CreateHooks, type DeviceOptions } from '../ublk/control/device.js';
 import { listenControl } from './control-socket.js';
 import { removeState, writeState } from './state.js';
+import { totalStats } from '../ublk/stats.js';
 
 /** What `ublk-ts quiesce` sends a server (SIGUSR1 is Node's debugger). */
 export const QUIESCE_SIGNAL = 'SIGUSR2';
@@ -65,6 +66,11 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
     else onLive(dev);
     await dev.stopped;
     await dev.stop();
+    const served = totalStats(dev.stats());
+    if (served.shmem) {
+      console.error(`ublk-ts[${process.pid}]: ${dev.path}: ${served.shmem} of ${served.reads + served.writes} reads and writes ` +
+        `served from shared memory (${cfg.shmem})`);
+    }
     const st = dev.batchStats;
     if (st.fetchCqes) {
       console.error(`ublk-ts[${process.pid}]: ${dev.path} batch stats: ${st.fetchCqes} fetch completions, ${st.tags} tags ` +

@@ -66,6 +66,12 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+/** A device's counters so far, added up over its queues; null where it has no live server of ours. */
+export function deviceTotals(id: number): QueueStats | null {
+  const s = open(id);
+  return s && totalStats(readQueueStats(s.words, s.words.length / SLOT_WORDS));
+}
+
 const sample = (s: Source): Sample => ({ at: performance.now(), cpu: cpuSeconds(s.pid), queues: readQueueStats(s.words, s.words.length / SLOT_WORDS) });
 
 interface Rates {
@@ -92,9 +98,10 @@ function rates(a: QueueStats, b: QueueStats, secs: number): Rates {
 
 function line(r: Rates, total: QueueStats): string {
   const fetch = total.fetchCqes ? `, ${r.tagsPerFetch.toFixed(1)} tags/fetch` : '';
+  const shmem = total.shmem ? `, ${total.shmem} served from shared memory` : '';
   return `${Math.round(r.iops)} IOPS (read ${Math.round(r.readIops)}, write ${Math.round(r.writeIops)}), ` +
     `${formatSize(Math.round(r.readBytesPerSec))}/s read, ${formatSize(Math.round(r.writeBytesPerSec))}/s written, ` +
-    `${r.inFlight} in flight, ${total.errors} errors${fetch}`;
+    `${r.inFlight} in flight, ${total.errors} errors${fetch}${shmem}`;
 }
 
 async function stats(argv: string[]): Promise<void> {

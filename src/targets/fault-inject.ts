@@ -135,7 +135,7 @@ class FaultQueue implements Target {
 export default defineTarget<Options, Shared>({
   name: 'fault-inject',
   options: [...OWN_OPTIONS, ...innerRows([nullTarget, loopTarget])],
-  async setup(options) {
+  async setup(options, device) {
     const { inner, delayUs: _1, delayRandom: _2, errorRate: _3, errno, dieAfter: _4, dieDuringFetch: _5, ...rest } = options;
     const innerUrl = resolveTarget(inner);
     const mod: TargetModule = await loadTarget(innerUrl);
@@ -145,7 +145,7 @@ export default defineTarget<Options, Shared>({
     const stray = Object.keys(rest).filter((k) => rest[k] !== undefined && !known.has(k));
     if (stray.length) throw new TargetOptionError(`--${stray[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is not an option of the ${mod.name} target`);
     const innerOptions = checkTargetOptions(mod, rest, 'cli');
-    const setup = await mod.setup(innerOptions);
+    const setup = await mod.setup(innerOptions, device);
     return {
       ...setup,
       // A new server serves the same data if the inner target's does.

@@ -15,6 +15,7 @@ import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../uring/constants.js';
 import type { TargetIo } from '../ublk/target.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { UBLK_IO_OP_READ } from '../ublk/abi/uapi.js';
+import { prepIntegrityCopy } from '../ublk/worker/integrity.js';
 
 /** CQEs that one queueFileRw() posts in copy mode `io.copy`. */
 export const fileRwCqes = (io: TargetIo): number => (io.copy === 'user' ? 2 : 1);
@@ -56,6 +57,33 @@ export function queueFileRw(io: TargetIo, req: UblkRequest, sub: number, fd: num
   } else {
     prepWrite(ring, b, fd, addr, len, fileOff);
     setRwFlags(ring, b, dsync);
+  }
+  return b;
+}
+
+/**
+ * UBLK_F_INTEGRITY (user copy only): queues the linked pair that moves the
+ * request's metadata (`req.integrity` bytes) to or from `fd` at `fileOff`
+ * through the tag's metadata buffer, two CQEs tagged `sub`, in one
+ * submission with `extra` SQEs more. Returns the last SQE.
+ */
+export function queueIntegrityRw(io: TargetIo, req: UblkRequest, sub: number, fd: number, fileOff: number, extra: number): number {
+  const ring = io.ring, read = req.op === UBLK_IO_OP_READ, addr = req.integrityAddress, len = req.integrity;
+  io.reserve(2 + extra);
+  const a = io.sqe(req, sub);
+  if (read) {
+    prepRead(ring, a, fd, addr, len, fileOff);
+    setSqeFlags(ring, a, IOSQE_IO_LINK);
+  } else {
+    prepIntegrityCopy(ring, a, req, true);
+    setSqeFlags(ring, a, IOSQE_IO_LINK | IOSQE_FIXED_FILE);
+  }
+  const b = io.sqe(req, sub);
+  if (read) {
+    prepIntegrityCopy(ring, b, req, false);
+  } else {
+    prepWrite(ring, b, fd, addr, len, fileOff);
+    setRwFlags(ring, b, req.fua ? RWF_DSYNC : 0);
   }
   return b;
 }

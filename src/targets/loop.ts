@@ -13,7 +13,11 @@
 // the kernel completes it as soon as the data has moved (no extra trip
 // through JavaScript and io_uring_enter); only a failure comes back to us.
 //
-// FLUSH is fdatasync, FUA writes use RWF_DSYNC. DISCARD punches a hole (where
+// With metadata (UBLK_F_INTEGRITY, user copy) a request's metadata moves the
+// same way, to or from --metadata-file (one block's metadata after the
+// other), in a second linked pair; the commit is then not linked.
+//
+// FLUSH is fdatasync (of both files), FUA writes use RWF_DSYNC. DISCARD punches a hole (where
 // the backing store cannot, it is dropped: discard is only a hint). WRITE_ZEROES
 // zeroes the range with fallocate (a hole, or ZERO_RANGE with NOUNMAP and on
 // block devices), and writes zeros where the backing store lacks that.
@@ -31,12 +35,13 @@ import { defineTarget, PENDING, sizeOption, TargetOptionError, type IoResult, ty
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { UBLK_IO_OP_WRITE_ZEROES } from '../ublk/abi/uapi.js';
 import { backingStore, type BackingStore } from './loop-backing.js';
-import { fileRwCqes, queueFileRw } from './file-rw.js';
+import { fileRwCqes, queueFileRw, queueIntegrityRw } from './file-rw.js';
+import { fillMetadata, openMetadataFile } from './loop-metadata.js';
 
-interface Shared { fd: number; blockDevice: boolean }
+interface Shared { fd: number; blockDevice: boolean; metaFd: number }
 
 // What an SQE of ours was, in its user_data's upper half.
-const SUB_RW = 0, SUB_SYNC = 1, SUB_PUNCH = 2, SUB_ZERO_RANGE = 3, SUB_ZEROS = 4;
+const SUB_RW = 0, SUB_SYNC = 1, SUB_PUNCH = 2, SUB_ZERO_RANGE = 3, SUB_ZEROS = 4, SUB_META = 5;
 /** Io.error for a short transfer. */
 const SHORT = 1;
 /** A short transfer (e.g. a racing truncate) is retried this often before it fails the request. */
@@ -63,7 +68,9 @@ class LoopQueue implements Target {
   private punchHole = true;
   private zeros: ArrayBuffer | null = null;
 
-  constructor(private readonly io: TargetIo, private readonly fd: number, private readonly blockDevice: boolean) {
+  constructor(private readonly io: TargetIo, private readonly fd: number, private readonly blockDevice: boolean,
+    /** --metadata-file, or -1. */
+    private readonly metaFd: number) {
     this.ring = io.ring;
   }
 
@@ -71,8 +78,13 @@ class LoopQueue implements Target {
   write(req: UblkRequest): IoResult { return this.rw(req); }
 
   flush(req: UblkRequest): IoResult {
-    const s = this.io.sqe(req, SUB_SYNC);
-    prepFsync(this.ring, s, this.fd, IORING_FSYNC_DATASYNC);
+    const io = this.state(req);
+    io.error = 0;
+    io.cqes = 0;
+    for (const fd of this.metaFd < 0 ? [this.fd] : [this.fd, this.metaFd]) {
+      prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), fd, IORING_FSYNC_DATASYNC);
+      io.cqes++;
+    }
     return PENDING;
   }
 
@@ -95,15 +107,17 @@ class LoopQueue implements Target {
     const io = this.state(req);
     switch (sub) {
       case SUB_RW:
+      case SUB_META:
         // A linked pair posts both CQEs; a failed or short first one cancels the second.
-        if (res !== req.length && io.error === 0 && res !== -ECANCELED) io.error = res < 0 ? res : SHORT;
+        if (res !== (sub === SUB_RW ? req.length : req.integrity) && io.error === 0 && res !== -ECANCELED) io.error = res < 0 ? res : SHORT;
         if (--io.cqes > 0) return;
         if (io.error === 0) this.io.complete(req, req.length);
         else if (io.error === SHORT && ++io.retries <= MAX_RETRIES) this.startRw(req); // the whole transfer again
         else this.io.complete(req, io.error === SHORT ? -EIO : io.error);
         return;
       case SUB_SYNC:
-        this.io.complete(req, res);
+        if (res < 0 && io.error === 0) io.error = res;
+        if (--io.cqes === 0) this.io.complete(req, io.error);
         return;
       case SUB_PUNCH:
       case SUB_ZERO_RANGE:
@@ -136,6 +150,12 @@ class LoopQueue implements Target {
     const io = this.state(req);
     io.error = 0;
     io.cqes = fileRwCqes(this.io);
+    if (req.integrity) {
+      io.cqes += 2;
+      queueFileRw(this.io, req, SUB_RW, this.fd, req.offset, 0, req.length, 0);
+      queueIntegrityRw(this.io, req, SUB_META, this.metaFd, req.integrityOffset, 0);
+      return PENDING;
+    }
     // One SQE more in the submission: the commit linked after the data's last move.
     const last = queueFileRw(this.io, req, SUB_RW, this.fd, req.offset, 0, req.length, 1);
     this.io.linkCommit(req, last, req.length);
@@ -170,7 +190,7 @@ class LoopQueue implements Target {
   }
 }
 
-interface Options extends TargetOptions { file: string; buffered: boolean }
+interface Options extends TargetOptions { file: string; buffered: boolean; metadataFile?: string; initMetadata?: boolean }
 
 export default defineTarget<Options, Shared>({
   name: 'loop',
@@ -179,43 +199,74 @@ export default defineTarget<Options, Shared>({
     { key: 'file', short: 'f', type: 'string', arg: 'PATH', required: true, help: 'the backing regular file or block device' },
     { key: 'buffered', type: 'bool', default: false, help: 'use the page cache (default: O_DIRECT)' },
     sizeOption(false, 'device size (default: the file\'s, less a partial last block)'),
+    { key: 'metadataFile', type: 'string', arg: 'PATH',
+      help: 'with --metadata-size: the file keeping each block\'s metadata, block after block (it limits the device size)' },
+    { key: 'initMetadata', type: 'bool',
+      help: 'with --metadata-file: fill the metadata with 0xff first (protection information then checks nothing until written)' },
   ],
-  setup(options) {
+  setup(options, device) {
     const file = options.file;
+    const metadataSize = device?.metadataSize ?? 0;
+    if (metadataSize && options.metadataFile === undefined) {
+      throw new TargetOptionError('--metadata-size needs --metadata-file PATH: the loop target keeps the metadata there');
+    }
+    if (!metadataSize && (options.metadataFile !== undefined || options.initMetadata)) {
+      throw new TargetOptionError(`${options.metadataFile !== undefined ? '--metadata-file' : '--init-metadata'} only applies with --metadata-size`);
+    }
     const store: BackingStore = backingStore(file, options.buffered);
     let size = store.size - (store.size % store.logicalBlockSize);
-    if (options.size !== undefined) {
-      if (options.size > store.size) {
+    let metaFd = -1;
+    if (metadataSize) {
+      try {
+        const meta = openMetadataFile(options.metadataFile!, metadataSize, store.logicalBlockSize);
+        metaFd = meta.fd;
+        size = Math.min(size, meta.dataBytes);
+      } catch (e) {
         fs.closeSync(store.fd);
-        throw new TargetOptionError(`${file} holds ${store.size} bytes, less than the device size ${options.size}`);
+        throw e;
+      }
+    }
+    const closeAll = () => {
+      fs.closeSync(store.fd);
+      if (metaFd >= 0) fs.closeSync(metaFd);
+    };
+    if (options.size !== undefined) {
+      if (options.size > size) {
+        closeAll();
+        throw new TargetOptionError(size < store.size
+          ? `${options.metadataFile} holds the metadata of ${size} bytes only, less than the device size ${options.size}`
+          : `${file} holds ${store.size} bytes, less than the device size ${options.size}`);
       }
       size = options.size;
     }
     if (size === 0 || size % store.logicalBlockSize) {
-      fs.closeSync(store.fd);
+      closeAll();
       throw new TargetOptionError(size === 0
         ? `${file} is too small for a block device (${store.size} bytes; at least ${store.logicalBlockSize} needed)`
         : `device size ${size} is not a multiple of ${file}'s logical block size ${store.logicalBlockSize}`);
     }
-    const shared: Shared = { fd: store.fd, blockDevice: store.blockDevice };
+    if (options.initMetadata) fillMetadata(metaFd, size / store.logicalBlockSize * metadataSize);
+    const shared: Shared = { fd: store.fd, blockDevice: store.blockDevice, metaFd };
     return {
       size,
-      caps: { flush: true, fua: true, discard: true, writeZeroes: true },
+      // A hole or zeros would leave the blocks' metadata as it was: with metadata, the kernel writes zeros itself.
+      caps: { flush: true, fua: true, discard: !metadataSize, writeZeroes: !metadataSize },
+      integrity: true,
       data: 'ring',
       logicalBlockSize: store.logicalBlockSize,
       shared,
       // A regular file grows to the new size (sparse); a block device must hold it already.
-      resize: (newSize) => {
+      resize: metadataSize ? undefined : (newSize) => {
         const have = store.blockDevice ? store.size : fs.fstatSync(store.fd).size;
         if (newSize <= have) return;
         if (store.blockDevice) throw new TargetOptionError(`${file} holds ${have} bytes, less than ${newSize}`);
         fs.ftruncateSync(store.fd, newSize);
       },
-      cleanup: () => fs.closeSync(store.fd),
+      cleanup: closeAll,
     };
   },
   open(ctx) {
-    const { fd, blockDevice } = ctx.shared;
-    return new LoopQueue(ctx.io, fd, blockDevice);
+    const { fd, blockDevice, metaFd } = ctx.shared;
+    return new LoopQueue(ctx.io, fd, blockDevice, metaFd);
   },
 });

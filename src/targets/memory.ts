@@ -3,6 +3,9 @@
 // data actually written (reading a hole allocates nothing), and DISCARD /
 // WRITE_ZEROES punch holes that give the memory back — except WRITE_ZEROES with
 // NOUNMAP (e.g. BLKZEROOUT), which promises the space stays allocated.
+// With --metadata-size, each block's metadata lives in a second memfd, block
+// after block (the device then leaves DISCARD/WRITE_ZEROES to the kernel,
+// which writes zeros with fresh metadata).
 import fs from 'node:fs';
 import { native } from '../native.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MFD_CLOEXEC } from '../sys.js';
@@ -19,26 +22,46 @@ function zero(fd: number, req: UblkRequest): number {
   return r < 0 || !req.noUnmap ? r : native.fallocate(fd, FALLOC_FL_KEEP_SIZE, req.offset, req.length);
 }
 
-export default defineTarget<{ size: number }, { fd: number }>({
+/** Moves the request's data to or from `fd`, then its metadata (if any) to or from `metaFd`. */
+type Move = (fd: number, buffer: Uint8Array, offset: number, length: number, position: number) => number;
+
+function rw(move: Move, fd: number, metaFd: number, req: UblkRequest): number {
+  const n = move(fd, req.buffer, 0, req.length, req.offset);
+  if (req.integrity && n === req.length) move(metaFd, req.integrityBuffer, 0, req.integrity, req.integrityOffset);
+  return n;
+}
+
+export default defineTarget<{ size: number }, { fd: number; metaFd: number }>({
   name: 'memory',
   options: [sizeOption(true)],
-  setup(options) {
+  setup(options, device) {
+    const metadataSize = device?.metadataSize ?? 0;
     const fd = native.memfdCreate('ublk-ts-memory', MFD_CLOEXEC);
     fs.ftruncateSync(fd, options.size);
+    const metaFd = metadataSize ? native.memfdCreate('ublk-ts-memory-metadata', MFD_CLOEXEC) : -1;
+    const metaBytes = (size: number) => size / 512 * metadataSize;
+    if (metadataSize) fs.ftruncateSync(metaFd, metaBytes(options.size));
     return {
       size: options.size,
-      caps: { discard: true, writeZeroes: true },
-      shared: { fd },
+      caps: { discard: !metadataSize, writeZeroes: !metadataSize },
+      integrity: true,
+      shared: { fd, metaFd },
       // Shrinking frees what lies past the new end; growing adds a hole (zeros).
-      resize: (size) => fs.ftruncateSync(fd, size),
-      cleanup: () => void native.close(fd),
+      resize: (size) => {
+        fs.ftruncateSync(fd, size);
+        if (metadataSize) fs.ftruncateSync(metaFd, metaBytes(size));
+      },
+      cleanup: () => {
+        native.close(fd);
+        if (metaFd >= 0) native.close(metaFd);
+      },
     };
   },
   open(ctx) {
-    const { fd } = ctx.shared;
+    const { fd, metaFd } = ctx.shared;
     return {
-      read: (req) => fs.readSync(fd, req.buffer, 0, req.length, req.offset),
-      write: (req) => fs.writeSync(fd, req.buffer, 0, req.length, req.offset),
+      read: (req) => rw(fs.readSync, fd, metaFd, req),
+      write: (req) => rw(fs.writeSync, fd, metaFd, req),
       // Holes read back as zeros.
       discard: (req) => punch(fd, req),
       writeZeroes: (req) => zero(fd, req),

@@ -1,4 +1,5 @@
-// The null target: reads return whatever the buffer holds, writes are dropped.
+// The null target: reads return whatever the buffer holds, writes are dropped,
+// and so is metadata (--metadata-size): a READ's metadata is whatever the kernel's buffer held.
 // It measures the cost of ublk-ts itself, and never touches data, so it serves
 // every copy mode.
 import { defineTarget, sizeOption } from '../ublk/target.js';
@@ -8,7 +9,7 @@ export default defineTarget<{ size: number }>({
   recoverable: true,
   options: [sizeOption(true)],
   setup(options) {
-    return { size: options.size, caps: { flush: true, discard: true, writeZeroes: true }, data: 'none', resize: () => {} };
+    return { size: options.size, caps: { flush: true, discard: true, writeZeroes: true }, data: 'none', integrity: true, resize: () => {} };
   },
   open() {
     return {

@@ -3,8 +3,8 @@
 // by the workers' engines. A new UBLK_F_* mode is one predicate here plus the
 // engine code that reads it; no other file works out what a mode implies.
 import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_BATCH_F_HAS_ZONE_LBA, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO,
-  UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN, UBLK_F_QUIESCE, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY,
-  UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE, UBLK_F_ZONED } from './abi/uapi.js';
+  UBLK_F_INTEGRITY, UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN, UBLK_F_QUIESCE, UBLK_F_SHMEM_ZC, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY,
+  UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE, UBLK_F_ZONED } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
 import type { CopyMode, TargetData } from './target.js';
 
@@ -63,6 +63,14 @@ export interface ServingMode {
   logicalBlockSize: number;
   /** The device outlives its server (UBLK_F_USER_RECOVERY): a failing server leaves it to `recover`. */
   recovery: RecoveryPolicy;
+  /**
+   * UBLK_F_INTEGRITY: bytes of metadata per logical block (0: none). A request
+   * with UBLK_IO_F_INTEGRITY has that much per block, moved on /dev/ublkcN at
+   * UBLKSRV_IO_INTEGRITY_FLAG (user copy only); `buffer` targets get it staged.
+   */
+  metadataSize: number;
+  /** UBLK_F_SHMEM_ZC: a request may come with its data in a registered shared memory region (worker/shmem-views.ts). */
+  shmem: boolean;
 }
 
 /** The user's choice of a mode that cannot be served: one line, for the CLI and the library alike. */
@@ -80,6 +88,18 @@ export interface ModeChoice {
   partScan?: boolean;
   /** UBLK_F_NEED_GET_DATA: a WRITE's data is copied in only when the server asks (classic, kernel copy). */
   needGetData?: boolean;
+  /** UBLK_F_INTEGRITY: bytes of metadata per logical block (user copy). */
+  metadataSize?: number;
+  /** UBLK_F_SHMEM_ZC: the shared memory file to register (control/shmem.ts); kernel copy, no recovery. */
+  shmem?: string;
+  shmemReadOnly?: boolean;
+}
+
+/** UBLK_F_INTEGRITY's copy mode: the driver moves metadata only through user copy. */
+export function checkIntegrityCopy(o: Pick<ModeChoice, 'copy' | 'metadataSize'>): void {
+  if (o.metadataSize && o.copy !== 'user') {
+    throw new ModeError(`--metadata-size needs --copy user: the driver moves a request's metadata only through /dev/ublkcN (UBLK_F_INTEGRITY)`);
+  }
 }
 
 /**
@@ -87,7 +107,8 @@ export interface ModeChoice {
  * what the kernel offers on top: UBLK_F_QUIESCE (planned handover) with recovery.
  */
 export function servingMode(o: ModeChoice,
-  target: { name: string; data?: TargetData; logicalBlockSize?: number; recoverable?: boolean; zoned?: boolean }, features = 0): ServingMode {
+  target: { name: string; data?: TargetData; logicalBlockSize?: number; recoverable?: boolean; integrity?: boolean; zoned?: boolean },
+  features = 0): ServingMode {
   const data = target.data ?? 'buffer';
   const recovery = o.recovery ?? 'none';
   const zoned = target.zoned === true;
@@ -106,6 +127,13 @@ export function servingMode(o: ModeChoice,
   if (o.needGetData && (o.batch || copy !== 'kernel')) {
     throw new ModeError('--need-get-data works in classic mode with kernel copy only (user and zero copy never copy ahead; batch mode lacks it)');
   }
+  checkIntegrityCopy({ ...o, copy });
+  const metadataSize = o.metadataSize ?? 0;
+  if (metadataSize && !target.integrity) {
+    throw new ModeError(`the ${target.name} target does not keep metadata, so it cannot use --metadata-size (null, memory and loop can)`);
+  }
+  if (o.shmem !== undefined) checkShmemMode({ ...o, copy });
+  else if (o.shmemReadOnly) throw new ModeError('--shmem-read-only only applies with --shmem FILE');
   const zero = copy === 'zero';
   const autoBufReg = zero && o.autoBufReg;
   const kernel = copy === 'kernel';
@@ -117,6 +145,8 @@ export function servingMode(o: ModeChoice,
   if (recovery !== 'none') flags |= features & UBLK_F_QUIESCE;
   if (o.partScan === false) flags |= UBLK_F_NO_AUTO_PART_SCAN;
   if (o.needGetData) flags |= UBLK_F_NEED_GET_DATA;
+  if (metadataSize) flags |= UBLK_F_INTEGRITY;
+  if (o.shmem !== undefined) flags |= UBLK_F_SHMEM_ZC;
   return {
     engine: o.batch ? 'batch' : 'classic',
     copy,
@@ -133,7 +163,19 @@ export function servingMode(o: ModeChoice,
     batchFlags: (kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0) | (zoned ? UBLK_BATCH_F_HAS_ZONE_LBA : 0),
     logicalBlockSize: target.logicalBlockSize ?? 512,
     recovery,
+    metadataSize,
+    shmem: o.shmem !== undefined,
   };
+}
+
+/** What --shmem cannot go with. */
+function checkShmemMode(o: ModeChoice): void {
+  if ((o.recovery ?? 'none') !== 'none') {
+    throw new ModeError('--shmem cannot be used with --recovery: a new server could not find the shared memory the old one registered');
+  }
+  if (o.copy !== 'kernel') {
+    throw new ModeError(`--shmem works with kernel copy only (the default), not --copy ${o.copy}: drop --copy`);
+  }
 }
 
 /** Refuses a mode the running kernel lacks, naming what is missing and what to do instead. */
@@ -146,7 +188,9 @@ export function checkKernelSupports(mode: ServingMode, features: number): void {
   const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
   const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}`
     : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data'
-      : missing & UBLK_F_ZONED ? 'a zoned device; Linux 6.6 or later' : `--copy ${mode.copy}`;
+      : missing & UBLK_F_ZONED ? 'a zoned device; Linux 6.6 or later'
+        : missing & UBLK_F_INTEGRITY ? '--metadata-size, Linux 7.0 or later' : missing & UBLK_F_SHMEM_ZC ? '--shmem, Linux 7.1 or later'
+          : `--copy ${mode.copy}`;
   throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for ${what})${hint}`);
 }
 

@@ -13,6 +13,7 @@ export const C_READS = 1, C_WRITES = 2, C_OTHER = 3, C_READ_BYTES = 4, C_WRITE_B
 export const C_ERRORS = 6; // requests completed with a negative result
 export const C_INFLIGHT = 7; // requests dispatched and not yet handed to the commit path
 export const C_FETCH_CQES = 8, C_TAGS = 9, C_COMMITS = 10, C_REARMS = 11; // batch mode
+export const C_SHMEM = 12; // requests served in place from shared memory (UBLK_IO_F_SHMEM_ZC)
 
 export interface QueueStats {
   queue: number;
@@ -30,6 +31,8 @@ export interface QueueStats {
   commits: number;
   /** Multishot fetches that ended (-ENOBUFS, or no IORING_CQE_F_MORE) and were armed again. */
   rearms: number;
+  /** UBLK_F_SHMEM_ZC: requests whose data the kernel left in the registered shared memory (no copy). */
+  shmem: number;
 }
 
 export type BatchStats = Pick<QueueStats, 'fetchCqes' | 'tags' | 'commits' | 'rearms'>;
@@ -37,7 +40,7 @@ export type BatchStats = Pick<QueueStats, 'fetchCqes' | 'tags' | 'commits' | 're
 const FIELDS: Array<[keyof QueueStats, number]> = [
   ['reads', C_READS], ['writes', C_WRITES], ['other', C_OTHER], ['readBytes', C_READ_BYTES], ['writeBytes', C_WRITE_BYTES],
   ['errors', C_ERRORS], ['inFlight', C_INFLIGHT], ['fetchCqes', C_FETCH_CQES], ['tags', C_TAGS], ['commits', C_COMMITS],
-  ['rearms', C_REARMS],
+  ['rearms', C_REARMS], ['shmem', C_SHMEM],
 ];
 
 export const statsBytes = (slots: number): number => Math.max(1, slots) * SLOT_WORDS * 8;
@@ -55,14 +58,18 @@ export function mapStats(fd: number, writable: boolean): Float64Array {
   return new Float64Array(native.mmap(size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0));
 }
 
+const zeroStats = (queue: number): QueueStats => ({
+  queue, reads: 0, writes: 0, other: 0, readBytes: 0, writeBytes: 0, errors: 0, inFlight: 0, fetchCqes: 0, tags: 0, commits: 0, rearms: 0,
+  shmem: 0,
+});
+
 /** The counters per queue (slots of threads sharing a queue added up), in queue order. */
 export function readQueueStats(words: Float64Array, slots: number): QueueStats[] {
   const byQueue = new Map<number, QueueStats>();
   for (let s = 0; s < slots; s++) {
     const b = s * SLOT_WORDS, q = words[b + C_QUEUE]!;
     let qs = byQueue.get(q);
-    if (!qs) byQueue.set(q, (qs = { queue: q, reads: 0, writes: 0, other: 0, readBytes: 0, writeBytes: 0, errors: 0, inFlight: 0,
-      fetchCqes: 0, tags: 0, commits: 0, rearms: 0 }));
+    if (!qs) byQueue.set(q, (qs = zeroStats(q)));
     for (const [k, i] of FIELDS) (qs[k] as number) += words[b + i]!;
   }
   return [...byQueue.values()].sort((a, b) => a.queue - b.queue);
@@ -70,8 +77,7 @@ export function readQueueStats(words: Float64Array, slots: number): QueueStats[]
 
 /** Adds up per-queue counters into one for the device. */
 export function totalStats(queues: readonly QueueStats[]): QueueStats {
-  const t: QueueStats = { queue: -1, reads: 0, writes: 0, other: 0, readBytes: 0, writeBytes: 0, errors: 0, inFlight: 0,
-    fetchCqes: 0, tags: 0, commits: 0, rearms: 0 };
+  const t = zeroStats(-1);
   for (const q of queues) for (const [k] of FIELDS) (t[k] as number) += q[k] as number;
   return t;
 }

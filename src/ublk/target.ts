@@ -149,6 +149,12 @@ export interface TargetSetup<Shared = unknown> {
   zoned?: ZonedSetup;
   /** Handed to every worker's `open` (structured-cloneable). */
   shared?: Shared;
+  /**
+   * The target handles requests' metadata (UBLK_F_INTEGRITY, `--metadata-size`):
+   * keeps it from `req.integrityBuffer` (`buffer` targets) or moves it itself
+   * (`ring` targets), or knowingly drops it. Without it the device refuses metadata.
+   */
+  integrity?: boolean;
   /** Overrides the module's `recoverable` for these options (e.g. a wrapper, which is as recoverable as what it wraps). */
   recoverable?: boolean;
   /**
@@ -159,6 +165,12 @@ export interface TargetSetup<Shared = unknown> {
   resize?(size: number): void | Promise<void>;
   /** Main thread, after the device is gone: release what setup acquired. */
   cleanup?(): void | Promise<void>;
+}
+
+/** What `setup` learns of the device's own options (absent: the defaults). */
+export interface DeviceContext {
+  /** UBLK_F_INTEGRITY: bytes of metadata per logical block (0: none). */
+  metadataSize: number;
 }
 
 export interface QueueContext<Options extends TargetOptions = TargetOptions, Shared = unknown> {
@@ -187,7 +199,7 @@ export interface TargetModule<Options extends TargetOptions = TargetOptions, Sha
    * Only such targets may use --recovery. Default false.
    */
   recoverable?: boolean;
-  setup(options: Options): TargetSetup<Shared> | Promise<TargetSetup<Shared>>;
+  setup(options: Options, device?: DeviceContext): TargetSetup<Shared> | Promise<TargetSetup<Shared>>;
   open(ctx: QueueContext<Options, Shared>): Target | Promise<Target>;
 }
 

@@ -14,12 +14,13 @@ import { UblkRequest } from '../../src/ublk/worker/request.js';
 import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
 import { udKind, udTag } from '../../src/ublk/worker/worker-ring.js';
 import { Waker } from '../../src/ublk/worker/waker.js';
+import { prepIntegrityCopy } from '../../src/ublk/worker/integrity.js';
 import { servingMode } from '../../src/ublk/mode.js';
 import { C_ERRORS, C_INFLIGHT, C_READ_BYTES, C_READS, C_WRITES, SLOT_WORDS } from '../../src/ublk/stats.js';
 import { checkTargetOptions, type CopyMode, type Target, type TargetData, type TargetModule } from '../../src/ublk/target.js';
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE,
-  UBLK_IO_OP_WRITE_ZEROES,
+  UBLK_IO_OP_WRITE_ZEROES, UBLK_IO_F_INTEGRITY, UBLKSRV_IO_INTEGRITY_FLAG,
 } from '../../src/ublk/abi/uapi.js';
 import loop from '../../src/targets/loop.js';
 import memory from '../../src/targets/memory.js';
@@ -49,18 +50,20 @@ class Harness {
   readonly dispatcher: Dispatcher;
   /** The device's counters, one slot: queue 0. */
   readonly stats = new Float64Array(SLOT_WORDS);
-  /** The stand-in for /dev/ublkcN (fixed file 0). */
-  readonly charFile = path.join(dir, `char-${Math.random().toString(36).slice(2)}`);
-  readonly charFd = fs.openSync(this.charFile, 'w+');
+  /** The stand-in for /dev/ublkcN (fixed file 0); with metadata on tmpfs, which takes positions past 2^62. */
+  readonly charFile: string;
+  readonly charFd: number;
   target!: Target;
 
-  constructor(readonly copy: CopyMode, data: TargetData) {
+  constructor(readonly copy: CopyMode, data: TargetData, metadataSize = 0) {
+    this.charFile = path.join(metadataSize ? '/dev/shm' : dir, `char-${process.pid}-${Math.random().toString(36).slice(2)}`);
+    this.charFd = fs.openSync(this.charFile, 'w+');
     this.ring.registerFiles([this.charFd]);
     const base = native.addressOf(this.mem);
     for (let t = 0; t < DEPTH; t++) this.reqs.push(new UblkRequest(0, t, new Uint8Array(this.mem, t * BUF, BUF), t, base + t * BUF));
     // Zero copy: the tag's slot holds "the request's pages" — here the tag buffer itself.
     if (copy === 'zero') this.ring.registerBuffers(this.reqs.map((_, t) => new Uint8Array(this.mem, t * BUF, BUF)));
-    const mode = servingMode({ batch: false, copy, autoBufReg: true }, { name: 'test', data });
+    const mode = servingMode({ batch: false, copy, autoBufReg: true, metadataSize }, { name: 'test', data, integrity: true });
     const sink = { commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res), commitNext: null };
     this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }] });
   }
@@ -97,10 +100,27 @@ class Harness {
     return b;
   }
 
+  /** Where the driver would hold the metadata of the request on `tag` (UBLKSRV_IO_INTEGRITY_FLAG). */
+  metaPos(tag: number): bigint { return BigInt(this.reqs[tag]!.userCopyPos) | UBLKSRV_IO_INTEGRITY_FLAG; }
+
+  /** Puts metadata where the driver would hold it (Node writes no position past 2^53: through the ring). */
+  putMeta(tag: number, bytes: Uint8Array): void {
+    const mem = native.alloc(bytes.length);
+    new Uint8Array(mem).set(bytes);
+    const s = this.ring.getSqe();
+    prepIntegrityCopy(this.ring, s, this.reqs[tag]!, false, bytes.length, native.addressOf(mem));
+    this.ring.submitAndWait(1);
+    let res = 0;
+    this.ring.reap((_lo, _hi, r) => { res = r; });
+    native.munmap(mem);
+    assert.equal(res, bytes.length);
+  }
+
   close(): void {
     this.ring.close();
     native.munmap(this.mem);
     fs.closeSync(this.charFd);
+    fs.rmSync(this.charFile, { force: true });
   }
 }
 
@@ -209,6 +229,42 @@ test('user copy for a target that works on req.buffer (memory): ublk-ts stages t
     h.close();
     await setup.cleanup?.();
   }
+});
+
+test('metadata (UBLK_F_INTEGRITY): loop keeps it in --metadata-file, memory in its memfd, both through user copy', async () => {
+  const META = 16, len = 8192, offset = 64 * 1024, metaLen = len / 512 * META, metaOff = offset / 512 * META;
+  const data = pattern(len, 5), meta = pattern(metaLen, 6);
+  const metaFile = backingFile('meta', 2 * MiB / 512 * META);
+  const loopSetup = await loop.setup(checkTargetOptions(loop, { file: backingFile('meta-data', 4 * MiB), buffered: true,
+    metadataFile: metaFile, initMetadata: true }, 'library') as Parameters<typeof loop.setup>[0], { metadataSize: META });
+  assert.equal(loopSetup.size, 2 * MiB, 'the metadata file limits the device');
+  assert.ok(fs.readFileSync(metaFile).every((b) => b === 0xff), '--init-metadata fills it with 0xff');
+  const memSetup = await memory.setup({ size: 4 * MiB }, { metadataSize: META });
+  for (const [mod, setup] of [[loop, loopSetup], [memory, memSetup]] as const) {
+    const h = new Harness('user', setup.data ?? 'buffer', META);
+    await h.open(mod, setup.shared);
+    try {
+      fs.writeSync(h.charFd, data, 0, len, h.reqs[1]!.userCopyPos);
+      h.putMeta(1, meta);
+      assert.equal(h.serve(1, UBLK_IO_OP_WRITE, offset, len, UBLK_IO_F_INTEGRITY), len, mod.name);
+      if (mod === loop) assert.deepEqual(new Uint8Array(fs.readFileSync(metaFile).subarray(metaOff, metaOff + metaLen)), meta);
+      h.putMeta(2, new Uint8Array(metaLen));
+      assert.equal(h.serve(2, UBLK_IO_OP_READ, offset, len, UBLK_IO_F_INTEGRITY), len);
+      assert.deepEqual(new Uint8Array(h.charBytes(2, len)), data, `${mod.name}: data`);
+      const got = Buffer.alloc(metaLen);
+      fs.readSync(h.charFd, got, 0, metaLen, h.metaPos(2));
+      assert.deepEqual(new Uint8Array(got), meta, `${mod.name}: metadata`);
+      // A request without UBLK_IO_F_INTEGRITY moves data only.
+      assert.equal(h.serve(3, UBLK_IO_OP_READ, 0, 4096), 4096);
+      assert.equal(h.reqs[3]!.integrity, 0);
+    } finally {
+      h.close();
+      await setup.cleanup?.();
+    }
+  }
+  await assert.rejects(async () => loop.setup(checkTargetOptions(loop, { file: metaFile }, 'library') as Parameters<typeof loop.setup>[0],
+    { metadataSize: 8 }), /^TargetOptionError: --metadata-size needs --metadata-file PATH/);
+  await assert.rejects(async () => setupLoop({ file: metaFile, metadataFile: metaFile }), /^TargetOptionError: --metadata-file only applies with --metadata-size/);
 });
 
 test('loop setup: clear errors for a missing file, a directory, an empty file and a size beyond the file', async () => {

@@ -26,6 +26,8 @@ const HEADERS_SCRIPT = join(ROOT, 'scripts/uapi-headers.sh');
 
 // blkzoned.h's BLK_ZONE_* codes are part of the ublk UAPI (ublk_cmd.h says so).
 const UBLK_NAME = /^(UBLK|BLK_ZONE_)/;
+// linux/fs.h's values that UBLK_PARAM_TYPE_INTEGRITY's fields take (src/ublk/abi/uapi.ts exports them too).
+const LBMD_NAME = /^LBMD_/;
 const URING_NAME = /^(IORING_|IOSQE_|IOU_)/;
 
 /** One line of the generated program; `key` is what it prints under. */
@@ -80,6 +82,7 @@ function readLayouts(file: string, table: unknown): Layouts {
 }
 
 const ublkConsts = numericExports(ublkUapi as Record<string, unknown>, UBLK_NAME);
+const lbmdConsts = numericExports(ublkUapi as Record<string, unknown>, LBMD_NAME);
 const uringConsts = numericExports(uringConstants as Record<string, unknown>, URING_NAME);
 
 const printValue = (key: string, expr: string) => `PV(${JSON.stringify(key)}, (${expr}));`;
@@ -101,7 +104,7 @@ function headerUblkMacros(): string[] {
 
 function buildItems(macros: string[], ublkLayouts: Layouts, uringLayouts: Layouts): Item[] {
   const items: Item[] = [];
-  for (const [table, names] of [['ublk', ublkConsts.keys()], ['uring', uringConsts.keys()]] as const) {
+  for (const [table, names] of [['ublk', ublkConsts.keys()], ['uring', uringConsts.keys()], ['lbmd', lbmdConsts.keys()]] as const) {
     for (const name of names) {
       const key = `${table}:${name}`;
       items.push({ key, code: `{ ${integerOnly(name)} ${printValue(key, name)} }` });
@@ -138,6 +141,7 @@ function program(items: Item[], useFallback: Set<string>): { src: string; lineOf
     '#include <linux/ublk_cmd.h>',
     '#include <linux/blkzoned.h>',
     '#include <linux/io_uring.h>',
+    '#include <linux/fs.h>',
     '#define PV(k, v) do { if ((v) < 0) printf("\\"%s\\":\\"%lld\\",\\n", k, (long long)(v)); \\',
     '  else printf("\\"%s\\":\\"%llu\\",\\n", k, (unsigned long long)(v)); } while (0)',
   ];
@@ -225,7 +229,7 @@ function ready(): Compiled {
   return result;
 }
 
-function compareConstants(table: 'ublk' | 'uring', ours: Map<string, number | bigint>, header: string, t: { diagnostic(msg: string): void }): void {
+function compareConstants(table: 'ublk' | 'uring' | 'lbmd', ours: Map<string, number | bigint>, header: string, t: { diagnostic(msg: string): void }): void {
   const { values, broken } = ready();
   assert.ok(ours.size > 0, `no ${table} constants exported at all`);
   const problems: string[] = [];
@@ -248,6 +252,10 @@ function compareConstants(table: 'ublk' | 'uring', ours: Map<string, number | bi
 
 test('every UBLK* constant of src/ublk/uapi.ts equals linux/ublk_cmd.h', (t) => {
   compareConstants('ublk', ublkConsts, 'ublk_cmd.h', t);
+});
+
+test('every LBMD_* constant of src/ublk/uapi.ts (integrity flags and checksums) equals linux/fs.h', (t) => {
+  compareConstants('lbmd', lbmdConsts, 'fs.h', t);
 });
 
 test('every IORING_/IOSQE_/IOU_ constant of src/uring/constants.ts equals linux/io_uring.h', (t) => {

@@ -8,11 +8,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, deviceIds, withControl, type DeviceListing } from '../../src/cli/devices.js';
+import { readState } from '../../src/cli/state.js';
+import { deviceTotals } from '../../src/cli/stats.js';
 import { FEATURE_NAMES } from '../../src/ublk/abi/uapi.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/ublk-ts.js', import.meta.url));
 
-// kublk's short options that take a value, and its long options without one.
+// kublk's short options that take a value, and its long options without one (--htlb FILE takes one).
 const SHORT_WITH_VALUE = new Set('tndqreis'.split(''));
 const LONG_FLAGS = new Set([
   'all', 'quiet', 'zero_copy', 'foreground', 'get_data', 'auto_zc', 'auto_zc_fallback', 'user_copy', 'per_io_tasks',
@@ -76,7 +78,11 @@ function ublkTsAdd(p: Parsed): string[] {
     case 'fault_inject':
       args.push('fault-inject', '--size', o.get('size') ?? '250G', ...faultArgs(p));
       break;
-    case 'loop': args.push('loop', '--file', p.files[0] ?? ''); break;
+    case 'loop':
+      args.push('loop', '--file', p.files[0] ?? '');
+      // With metadata, kublk's loop keeps it in its second file, filled with 0xff at every start.
+      if (o.has('metadata_size') && p.files.length > 1) args.push('--metadata-file', p.files[1]!, '--init-metadata');
+      break;
     case 'stripe':
       args.push('stripe', '--files', p.files.join(','));
       if (o.has('chunk_size')) args.push('--chunk-size', o.get('chunk_size')!);
@@ -98,8 +104,38 @@ function ublkTsAdd(p: Parsed): string[] {
     // kublk restarts nothing by itself: the tests kill the server and call `recover`.
     args.push('--recovery', rec('recovery_fail_io') ? 'fail-io' : rec('recovery_reissue') ? 'reissue' : 'requeue', '--no-supervisor');
   }
+  args.push(...integrityArgs(p));
+  // --shmem_zc --htlb FILE: kublk and the test's fio map the same file; kublk without --htlb takes memfds
+  // over a unix socket, which ublk-ts does not (its application passes the file).
+  if (o.has('htlb')) args.push('--shmem', o.get('htlb')!);
+  else if (o.has('shmem_zc')) throw new Error('ublk-ts registers shared memory from a file: --shmem_zc needs --htlb FILE');
+  if (o.has('rdonly_shmem_buf')) args.push('--shmem-read-only');
   if (o.has('foreground')) args.push('--foreground');
   return args;
+}
+
+/** kublk's UBLK_F_INTEGRITY options, as ublk-ts's device options. */
+function integrityArgs(p: Parsed): string[] {
+  const o = p.opts, args: string[] = [];
+  for (const [kublk, ours] of [['metadata_size', '--metadata-size'], ['pi_offset', '--pi-offset'], ['csum_type', '--csum-type'],
+    ['tag_size', '--tag-size']] as const) {
+    if (o.has(kublk)) args.push(ours, o.get(kublk)!);
+  }
+  if (o.has('integrity_capable')) args.push('--integrity-capable');
+  if (o.has('integrity_reftag')) args.push('--integrity-reftag');
+  return args;
+}
+
+/**
+ * For a device with shared memory (--htlb): how many of its requests were
+ * served from it, so that a test's log shows whether zero copy happened.
+ */
+function reportShmem(id: number): void {
+  const file = readState(id)?.config?.shmem, totals = file === undefined ? null : deviceTotals(id);
+  if (totals) {
+    process.stderr.write(`kublk front end: /dev/ublkb${id} served ${totals.shmem} of ${totals.reads + totals.writes} ` +
+      `reads and writes from shared memory ${file}\n`);
+  }
 }
 
 /** fault_inject's own options, as ublk-ts's fault-inject target takes them. */
@@ -168,8 +204,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'del':
+      if (id !== undefined) reportShmem(Number(id));
       return cli(p.opts.has('all') ? ['del', '--all'] : ['del', id ?? '']);
     case 'stop':
+      if (id !== undefined) reportShmem(Number(id));
       return cli(['del', id ?? '', ...(p.opts.has('safe') ? ['--safe'] : [])]);
     case 'quiesce':
       return cli(['quiesce', id ?? ''], 'ignore');

@@ -37,6 +37,8 @@ export function vmSuite(o: { cpus?: number } = {}): void {
  * full-only shows as skipped, with this reason, in `npm test`.
  */
 export const FULL_ONLY = process.env.UBLK_TS_FULL === '1' ? false : 'in the full suite only (npm run test:full)';
+/** The full suite is running: a test's extra variants (more copy modes, more targets) run too. */
+export const FULL = FULL_ONLY === false;
 
 export interface Run { code: number | null; stdout: string; stderr: string }
 

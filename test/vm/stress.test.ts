@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { addDevice, assertClean, cli, idOf, listDevices, serverPids, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, FULL_ONLY, idOf, listDevices, serverPids, sleep, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -29,7 +29,8 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 for (const [mode, modeArgs] of [['classic', []], ['batch', ['--batch']]] as Array<[string, string[]]>) {
   describe(`${mode}: stopping under heavy IO`, () => {
-    test('del while fio runs at QD 128 on 2 queues', async () => {
+    // In classic mode, `npm test`'s kernel selftest stress_01 deletes under IO too: batch here, classic in the full suite.
+    test('del while fio runs at QD 128 on 2 queues', { skip: mode === 'classic' && FULL_ONLY }, async () => {
       const dev = addDevice('memory', '--size', '256M', '--queues', '2', ...modeArgs);
       const io = heavyIo(dev, 120);
       await sleep(3000);

@@ -1,7 +1,8 @@
 // struct ublk_params: the device parameters sent with SET_PARAMS.
 import { decode, encode, offsetOf, sizeOf, type Struct } from './codec.js';
 import {
-  UBLK_PARAM_TYPE_BASIC, UBLK_PARAM_TYPE_DISCARD, UBLK_PARAM_TYPE_DMA_ALIGN, UBLK_PARAM_TYPE_SEGMENT, UBLK_PARAM_TYPE_ZONED,
+  UBLK_PARAM_TYPE_BASIC, UBLK_PARAM_TYPE_DISCARD, UBLK_PARAM_TYPE_DMA_ALIGN, UBLK_PARAM_TYPE_INTEGRITY, UBLK_PARAM_TYPE_SEGMENT,
+  UBLK_PARAM_TYPE_ZONED,
 } from './uapi.js';
 
 export interface UblkParams {
@@ -11,6 +12,7 @@ export interface UblkParams {
   seg?: Partial<Struct<'ublk_param_segment'>>;
   /** UBLK_F_ZONED devices (basic.chunk_sectors is then the zone size). */
   zoned?: Partial<Struct<'ublk_param_zoned'>>;
+  integrity?: Partial<Struct<'ublk_param_integrity'>>;
 }
 
 export interface DecodedParams {
@@ -19,6 +21,8 @@ export interface DecodedParams {
   discard: Struct<'ublk_param_discard'>;
   devt: Struct<'ublk_param_devt'>;
   zoned: Struct<'ublk_param_zoned'>;
+  /** Meaningful where `types` has UBLK_PARAM_TYPE_INTEGRITY. */
+  integrity: Struct<'ublk_param_integrity'>;
 }
 
 export const PARAMS_SIZE = sizeOf('ublk_params');
@@ -44,6 +48,10 @@ export function encodeParams(p: UblkParams): Uint8Array {
     types |= UBLK_PARAM_TYPE_ZONED;
     encode('ublk_param_zoned', dv, offsetOf('ublk_params', 'zoned'), p.zoned);
   }
+  if (p.integrity) {
+    types |= UBLK_PARAM_TYPE_INTEGRITY;
+    encode('ublk_param_integrity', dv, offsetOf('ublk_params', 'integrity'), p.integrity);
+  }
   dv.setUint32(offsetOf('ublk_params', 'len'), PARAMS_SIZE, true);
   dv.setUint32(offsetOf('ublk_params', 'types'), types, true);
   return buf;
@@ -64,5 +72,6 @@ export function decodeParams(buf: Uint8Array): DecodedParams {
     discard: decode('ublk_param_discard', dv, offsetOf('ublk_params', 'discard')),
     devt: decode('ublk_param_devt', dv, offsetOf('ublk_params', 'devt')),
     zoned: decode('ublk_param_zoned', dv, offsetOf('ublk_params', 'zoned')),
+    integrity: decode('ublk_param_integrity', dv, offsetOf('ublk_params', 'integrity')),
   };
 }

@@ -180,6 +180,14 @@ export const UBLK_SHMEM_ZC_OFF_MASK = 0xffffffff;
 export const UBLK_SHMEM_ZC_IDX_OFF = 32;
 export const UBLK_SHMEM_ZC_IDX_MASK = 0xffff;
 
+// UBLK_PARAM_TYPE_INTEGRITY's flags and csum_type take these values of linux/fs.h.
+export const LBMD_PI_CAP_INTEGRITY = 1 << 0;
+export const LBMD_PI_CAP_REFTAG = 1 << 1;
+export const LBMD_PI_CSUM_NONE = 0;
+export const LBMD_PI_CSUM_IP = 1;
+export const LBMD_PI_CSUM_CRC16_T10DIF = 2;
+export const LBMD_PI_CSUM_CRC64_NVME = 4;
+
 /** Feature names by bit, for `features` and `list` output. */
 export const FEATURE_NAMES: ReadonlyArray<readonly [number, string]> = [
   [UBLK_F_SUPPORT_ZERO_COPY, 'SUPPORT_ZERO_COPY'],

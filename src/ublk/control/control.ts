@@ -37,6 +37,7 @@ const COMMAND_NAMES: Record<number, string> = {
   [U.UBLK_U_CMD_GET_DEV_INFO2]: 'GET_DEV_INFO2', [U.UBLK_U_CMD_START_USER_RECOVERY]: 'START_USER_RECOVERY',
   [U.UBLK_U_CMD_END_USER_RECOVERY]: 'END_USER_RECOVERY', [U.UBLK_U_CMD_DEL_DEV_ASYNC]: 'DEL_DEV_ASYNC',
   [U.UBLK_U_CMD_QUIESCE_DEV]: 'QUIESCE_DEV', [U.UBLK_U_CMD_UPDATE_SIZE]: 'UPDATE_SIZE', [U.UBLK_U_CMD_TRY_STOP_DEV]: 'TRY_STOP_DEV',
+  [U.UBLK_U_CMD_REG_BUF]: 'REG_BUF', [U.UBLK_U_CMD_UNREG_BUF]: 'UNREG_BUF',
 };
 
 /** The machine is not ready for ublk (no driver, no permission, a kernel too old); the message says the fix. */
@@ -159,6 +160,19 @@ export class UblkControl {
   /** TRY_STOP_DEV (UBLK_F_SAFE_STOP_DEV): STOP_DEV unless the disk is open (-EBUSY). */
   async tryStopDev(devId: number): Promise<void> {
     await this.cmd(U.UBLK_U_CMD_TRY_STOP_DEV, { devId });
+  }
+
+  /**
+   * REG_BUF (UBLK_F_SHMEM_ZC): `reg` is a struct ublk_shmem_buf_reg
+   * (shmem.ts); the kernel pins the pages it names. Returns the buffer's index.
+   */
+  regBuf(devId: number, reg: Uint8Array): Promise<number> {
+    return this.cmd(U.UBLK_U_CMD_REG_BUF, { devId, buf: reg });
+  }
+
+  /** UNREG_BUF: unpins buffer `index` of REG_BUF. */
+  async unregBuf(devId: number, index: number): Promise<void> {
+    await this.cmd(U.UBLK_U_CMD_UNREG_BUF, { devId, data: index });
   }
 
   async setParams(devId: number, params: UblkParams): Promise<void> {

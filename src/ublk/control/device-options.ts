@@ -2,9 +2,10 @@
 // command line (`ublk-ts add`) and by UblkDevice.create() alike.
 import { checkOptions, type Naming, type OptionSpec } from '../../options/spec.js';
 import { COPY_MODES } from '../target.js';
-import { RECOVERY_POLICIES } from '../mode.js';
+import { checkIntegrityCopy, RECOVERY_POLICIES } from '../mode.js';
 import type { DeviceOptions } from './device.js';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
+import { checkIntegrity, INTEGRITY_OPTIONS, type IntegrityChoice } from '../integrity.js';
 
 /** Device ids the driver hands out (UBLK_MAX_UBLKS in ublk_drv.c). */
 export const MAX_DEV_ID = (1 << 20) - 1;
@@ -32,6 +33,11 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
       'fail-io) or go to the new server (reissue)' },
   { key: 'needGetData', type: 'bool', default: false,
     help: 'UBLK_F_NEED_GET_DATA: a WRITE\'s data is copied in only once the server asks for it (classic, kernel copy)' },
+  { key: 'shmem', type: 'string', arg: 'FILE',
+    help: 'UBLK_F_SHMEM_ZC (Linux 7.1): register FILE (hugetlbfs, tmpfs, or /proc/PID/fd/N of a memfd), which the ' +
+      'application maps MAP_SHARED too; its O_DIRECT requests whose buffers lie in it are served there, without a copy' },
+  { key: 'shmemReadOnly', type: 'bool',
+    help: 'with --shmem: register FILE read-only (UBLK_SHMEM_BUF_READ_ONLY): only WRITE requests use it' },
   { key: 'partScan', flag: 'no-part-scan', type: 'bool', negated: true, default: true,
     help: 'UBLK_F_NO_AUTO_PART_SCAN: the kernel does not read the partition table when the device starts (blockdev --rereadpt does)' },
   { key: 'dmaAlign', type: 'size', arg: 'BYTES', min: 1, max: 4096, powerOf2: true,
@@ -46,14 +52,19 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
     help: 'once requests come in bursts, wait up to N µs for more before serving them (0: off)' },
   { key: 'pollUsec', flag: 'poll-us', type: 'int', arg: 'N', default: 0, min: 0, max: 1_000_000,
     help: 'after serving requests, spin up to N µs watching for more before sleeping (0: off; costs CPU)' },
+  ...INTEGRITY_OPTIONS,
 ];
 
 /** The rows with no default stay optional. */
-type OptionalRows = 'id' | 'copy' | 'threads' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary';
+type OptionalRows = 'id' | 'copy' | 'threads' | 'shmem' | 'shmemReadOnly' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary'
+  | keyof IntegrityChoice;
 
 /** Device options with every default filled in. */
 export type CheckedDeviceOptions = Required<Omit<DeviceOptions, 'target' | 'options' | OptionalRows>> & Pick<DeviceOptions, OptionalRows>;
 
 export function checkDeviceOptions(given: Record<string, unknown>, naming: Naming): CheckedDeviceOptions {
-  return checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
+  const o = checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
+  checkIntegrity(o, naming);
+  checkIntegrityCopy(o);
+  return o;
 }

@@ -15,8 +15,10 @@ import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_C
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
 import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
+import { integrityParams, type CsumType } from '../integrity.js';
 import { createStatsFd, mapStats, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from '../worker/worker.js';
+import { checkShmemFile, SharedRegion } from './shmem.js';
 
 /** A device's options; each is a row of DEVICE_OPTIONS (device-options.ts), where its range and default are. */
 export interface DeviceOptions {
@@ -61,6 +63,13 @@ export interface DeviceOptions {
   recovery?: RecoveryPolicy;
   /** UBLK_F_NEED_GET_DATA (classic, kernel copy): WRITE data is copied in on the server's request. Default false. */
   needGetData?: boolean;
+  /**
+   * UBLK_F_SHMEM_ZC: a file the application doing IO maps MAP_SHARED too (hugetlbfs,
+   * tmpfs, /proc/PID/fd/N of a memfd); requests whose buffers lie in it are served in place (control/shmem.ts).
+   */
+  shmem?: string;
+  /** With `shmem`: registered read-only, for WRITE requests only. Default false. */
+  shmemReadOnly?: boolean;
   /** false: UBLK_F_NO_AUTO_PART_SCAN, no partition scan when the device starts. Default true. */
   partScan?: boolean;
   /** Request buffers' alignment in bytes, a power of 2 up to 4096 (UBLK_PARAM_TYPE_DMA_ALIGN). */
@@ -70,6 +79,21 @@ export interface DeviceOptions {
   maxSegmentSize?: number;
   /** Bytes, a power of 2: no segment crosses a multiple of it. */
   segmentBoundary?: number;
+  /**
+   * UBLK_F_INTEGRITY (Linux 7.0, user copy): bytes of metadata per logical
+   * block, 1..255; the target keeps them (see integrity.ts for the rest).
+   */
+  metadataSize?: number;
+  /** Where the protection information tuple starts in a block's metadata. Default 0. */
+  piOffset?: number;
+  /** The protection information's checksum; 'none' (default): metadata without PI. */
+  csumType?: CsumType;
+  /** Bytes of the tuple that are an application tag. Default 0. */
+  tagSize?: number;
+  /** The device checks the PI itself (LBMD_PI_CAP_INTEGRITY). Default false. */
+  integrityCapable?: boolean;
+  /** The tuple carries a reference tag (LBMD_PI_CAP_REFTAG). Default false. */
+  integrityReftag?: boolean;
 }
 
 export interface CreateHooks {
@@ -121,6 +145,8 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOp
       max_zone_append_sectors: Math.min(zoneSectors, maxIoBytes >> 9),
     };
   }
+  const integrity = integrityParams(o, p.basic.logical_bs_shift!);
+  if (integrity) p.integrity = integrity;
   if (caps.discard || caps.writeZeroes) {
     p.discard = {
       discard_granularity: 4096,
@@ -267,6 +293,7 @@ export class UblkDevice {
     private readonly setup: TargetSetup,
     private readonly counters: Counters,
     readonly mode: ServingMode,
+    private readonly shmem: SharedRegion | null,
   ) {
     this.stopped = Promise.all(workers.map((w) => w.done)).then(() => {});
     // A serving thread that fails while the device lives fails the device: it
@@ -326,22 +353,24 @@ export class UblkDevice {
     const targetUrl = resolveTarget(target);
     const mod = await loadTarget(targetUrl);
     const targetOptions = checkTargetOptions(mod, options ?? {}, 'library');
-    const setup = await mod.setup(targetOptions);
+    const setup = await mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0 });
     let ctrl: UblkControl | null = null;
     let info: DevInfo | null = null;
     let charFd = -1;
     const workers: QueueWorker[] = [];
     let memfds: number[] = [];
     const counters: Counters = { fd: -1, words: new Float64Array(0), slots: 0 };
+    let shmem: SharedRegion | null = null;
     try {
       checkSize(setup.size);
       ctrl = UblkControl.open();
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
       const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
-        zoned: setup.zoned !== undefined }, features);
+        integrity: setup.integrity, zoned: setup.zoned !== undefined }, features);
       checkKernelSupports(mode, features);
       if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
+      if (o.shmem !== undefined) checkShmemFile(o.shmem); // before anything is created
 
       if (recoverId === null) {
         info = await ctrl.addDev({
@@ -351,6 +380,7 @@ export class UblkDevice {
         hooks.added?.(info.dev_id);
         charFd = await openCharDevice(info.dev_id);
         await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes, o));
+        if (o.shmem !== undefined) shmem = await SharedRegion.register(ctrl, info.dev_id, o.shmem, o.shmemReadOnly === true);
       } else {
         info = await startRecovery(ctrl, recoverId, mode, setup.size);
         charFd = await openCharDevice(info.dev_id);
@@ -371,15 +401,16 @@ export class UblkDevice {
         workers.push(startWorker({
           mode, devId: info.dev_id, charFd, statsFd: counters.fd, depth: info.queue_depth, maxIoBytes: info.max_io_buf_bytes, targetUrl,
           options: targetOptions, shared: setup.shared, coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec, queues,
+          shmem: shmem ? [shmem.region] : [],
         }));
       }
       await Promise.all(workers.map((w) => w.ready));
       if (recoverId === null) await ctrl.startDev(info.dev_id, process.pid);
       else await ctrl.endUserRecovery(info.dev_id, process.pid);
-      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode);
+      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem);
     } catch (e) {
       // A failed recovery leaves the device without a server, as it found it.
-      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters.fd, recoverId === null ? 'stop' : 'release', false);
+      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters.fd, shmem, recoverId === null ? 'stop' : 'release', false);
       throw e;
     } finally {
       // Workers map the tag buffers themselves; their fds are not needed past start.
@@ -473,7 +504,7 @@ export class UblkDevice {
       this.released = ending === 'release';
       const fd = this.charFd;
       this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, ending, true);
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, this.shmem, ending, true);
       if (failed) throw failed;
     })();
     return this.destroying;
@@ -498,7 +529,7 @@ export class UblkDevice {
 type Ending = 'stop' | 'abandon' | 'release';
 
 async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd: number, workers: QueueWorker[],
-  setup: TargetSetup, statsFd: number, ending: Ending, report: boolean): Promise<void> {
+  setup: TargetSetup, statsFd: number, shmem: SharedRegion | null, ending: Ending, report: boolean): Promise<void> {
   const errors: unknown[] = [];
   const attempt = async (f: () => unknown): Promise<void> => {
     try { await f(); } catch (e) { errors.push(e); }
@@ -508,6 +539,7 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
   await Promise.all(workers.map((w) => w.done));
   if (charFd >= 0) fs.closeSync(charFd);
   if (statsFd >= 0) native.close(statsFd); // the main thread's mapping stays readable
+  if (shmem) await attempt(() => shmem.unregister(id === undefined ? null : ctrl, id ?? -1));
   if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
   await attempt(() => setup.cleanup?.());
   ctrl?.close();

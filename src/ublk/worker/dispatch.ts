@@ -1,11 +1,13 @@
 // A request's life inside a worker, between the engine's fetch and its commit:
 //
 //   [copy in]  user copy, `buffer` target, WRITE: READ /dev/ublkcN → tag buffer
+//              (then the request's metadata, if any: integrity.ts)
 //   [register] zero copy, `ring` target, when the pages are not in the buffer
 //              table yet (no AUTO_BUF_REG, or it failed): REGISTER_IO_BUF
 //   target     its method's result: a number, a promise, or PENDING and later
 //              `complete()` (after the target's own io_uring operations)
 //   [copy out] user copy, `buffer` target, READ: WRITE tag buffer → /dev/ublkcN
+//              (then the metadata)
 //   [unregister] after an explicit registration: UNREGISTER_IO_BUF
 //   commit     handed to the engine (COMMIT_AND_FETCH_REQ or a COMMIT_IO_CMDS element)
 //
@@ -19,14 +21,16 @@ import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
 import type { ServingMode } from '../mode.js';
 import type { CommitSink, ServedQueue } from './engine.js';
-import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
+import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_SHMEM, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
 import type { UblkRequest } from './request.js';
 import type { Waker } from './waker.js';
+import type { ShmemViews } from './shmem-views.js';
 import {
-  UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES,
-  UBLK_IO_OP_ZONE_APPEND, UBLK_IO_OP_ZONE_CLOSE, UBLK_IO_OP_ZONE_FINISH, UBLK_IO_OP_ZONE_OPEN, UBLK_IO_OP_ZONE_RESET,
-  UBLK_IO_OP_ZONE_RESET_ALL, UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
+  UBLK_IO_F_INTEGRITY, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES, UBLK_IO_OP_WRITE,
+  UBLK_IO_OP_WRITE_ZEROES, UBLK_IO_OP_ZONE_APPEND, UBLK_IO_OP_ZONE_CLOSE, UBLK_IO_OP_ZONE_FINISH, UBLK_IO_OP_ZONE_OPEN,
+  UBLK_IO_OP_ZONE_RESET, UBLK_IO_OP_ZONE_RESET_ALL, UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
 } from '../abi/uapi.js';
+import { prepIntegrityCopy, RequestIntegrity } from './integrity.js';
 import { CHAR_DEV_FIXED, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
 
 const OP_NAMES: Record<number, string> = {
@@ -38,7 +42,7 @@ const OP_NAMES: Record<number, string> = {
 const dataIn = (op: number): boolean => op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND;
 const dataOut = (op: number): boolean => op === UBLK_IO_OP_READ || op === UBLK_IO_OP_REPORT_ZONES;
 
-const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_REGISTER = 2, STEP_UNREGISTER = 3;
+const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_REGISTER = 2, STEP_UNREGISTER = 3, STEP_META_IN = 4, STEP_META_OUT = 5;
 
 export class Dispatcher implements TargetIo {
   /** Requests whose promise has not settled yet. */
@@ -54,20 +58,26 @@ export class Dispatcher implements TargetIo {
   /** Kinds of target errors logged so far (each is logged once). */
   private readonly warned = new Set<string>();
   private readonly logicalBlockSize: number;
+  /** UBLK_F_INTEGRITY: sizes flagged requests' metadata. */
+  private readonly integrity: RequestIntegrity | null;
 
   /** Per queue id: where its slot starts in `stats`. */
   private readonly statBase: number[] = [];
   private readonly stats: Float64Array;
+  /** UBLK_F_SHMEM_ZC: this thread's mappings of the registered regions. */
+  private readonly shmem: ShmemViews | null;
 
   constructor(readonly ring: Ring, mode: ServingMode, private readonly sink: CommitSink, private readonly waker: Waker,
-    counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'>> }) {
+    counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'>>; shmem?: ShmemViews | null }) {
     this.stats = counters.stats;
+    this.shmem = counters.shmem ?? null;
     for (const queue of counters.queues) this.statBase[queue.q] = queue.slot * SLOT_WORDS;
     this.copy = mode.copy;
     this.stageUserCopy = mode.stageUserCopy;
     this.mayRegister = mode.mayRegister;
     this.registerAll = mode.registerAll;
     this.logicalBlockSize = mode.logicalBlockSize;
+    this.integrity = mode.metadataSize ? new RequestIntegrity(mode.metadataSize, mode.logicalBlockSize) : null;
   }
 
   /** The target this dispatcher serves, opened with this dispatcher as its `io`; once, before the engine arms. */
@@ -129,7 +139,16 @@ export class Dispatcher implements TargetIo {
     } else {
       st[b + C_OTHER]!++;
     }
+    if (req.shmemIndex >= 0) {
+      st[b + C_SHMEM]!++;
+      if (!this.shmem?.place(req)) {
+        this.failed(new Error(`queue ${req.queue} tag ${req.tag}: the kernel named shared memory buffer ${req.shmemIndex} ` +
+          `at ${req.shmemOffset} for ${req.length} bytes, which this server did not register as such`));
+        return this.done(req, -EIO);
+      }
+    }
     if (dataIn(op) || dataOut(op)) {
+      if (this.integrity !== null && req.flags & UBLK_IO_F_INTEGRITY) this.integrity.load(req);
       if (this.stageUserCopy && dataIn(op)) return this.step(req, STEP_COPY_IN);
       if (this.mayRegister && (this.registerAll || req.needsRegistration)) return this.step(req, STEP_REGISTER);
     }
@@ -151,11 +170,21 @@ export class Dispatcher implements TargetIo {
     const fail = res < 0 ? res : -EIO;
     switch (hi) {
       case STEP_COPY_IN:
-        if (res === req.length) this.run(req);
+        if (res !== req.length) this.done(req, fail);
+        else if (req.integrity) this.step(req, STEP_META_IN);
+        else this.run(req);
+        break;
+      case STEP_META_IN:
+        if (res === req.integrity) this.run(req);
         else this.done(req, fail);
         break;
       case STEP_COPY_OUT:
-        this.done(req, res === req.result ? res : fail);
+        if (res !== req.result) this.done(req, fail);
+        else if (req.integrity) this.step(req, STEP_META_OUT);
+        else this.done(req, res);
+        break;
+      case STEP_META_OUT:
+        this.done(req, res === this.integrity!.bytesFor(req.result) ? req.result : fail);
         break;
       case STEP_REGISTER:
         if (res === 0) {
@@ -274,6 +303,12 @@ export class Dispatcher implements TargetIo {
       case STEP_COPY_OUT:
         prepWrite(ring, s, CHAR_DEV_FIXED, req.bufferAddress, req.result, req.userCopyPos);
         setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+        break;
+      case STEP_META_IN:
+        prepIntegrityCopy(ring, s, req, true);
+        break;
+      case STEP_META_OUT:
+        prepIntegrityCopy(ring, s, req, false, this.integrity!.bytesFor(req.result));
         break;
       case STEP_REGISTER:
         prepIoCmd(ring, s, UBLK_U_IO_REGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);

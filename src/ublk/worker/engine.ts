@@ -20,6 +20,7 @@ import type { Dispatcher } from './dispatch.js';
 import type { Waker } from './waker.js';
 import type { TagBuffers } from './queue-memory.js';
 import type { UblkRequest } from './request.js';
+import type { ShmemViews } from './shmem-views.js';
 
 /** A queue a thread serves, with its memory. */
 export interface ServedQueue extends QueueAssignment {
@@ -38,6 +39,8 @@ export interface EngineDeps {
   stats: Float64Array;
   /** Wakes the serving loop when a request completes outside a CQE (a promise, a timer). */
   waker: Waker;
+  /** UBLK_F_SHMEM_ZC: the registered shared memory, mapped by this thread (null without --shmem). */
+  shmem: ShmemViews | null;
 }
 
 /** Where the dispatcher hands a finished request. */

@@ -11,6 +11,7 @@ export const DESC_WORDS = DESC_SIZE / 4;
 export const DESC_OP_FLAGS = LAYOUTS.ublksrv_io_desc.fields.op_flags[0] / 4;
 export const DESC_NR_SECTORS = LAYOUTS.ublksrv_io_desc.fields.nr_sectors[0] / 4;
 export const DESC_START_SECTOR = LAYOUTS.ublksrv_io_desc.fields.start_sector[0] / 4;
+export const DESC_ADDR = LAYOUTS.ublksrv_io_desc.fields.addr[0] / 4;
 
 /**
  * Maps queue `q`'s descriptors. The kernel places queues at a fixed stride sized

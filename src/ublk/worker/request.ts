@@ -1,10 +1,10 @@
 // One block request as a target sees it. Queue engines keep one object per tag
 // and refill it for every request, so serving an IO allocates nothing but the
 // data view.
-import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from './queue-memory.js';
+import { DESC_ADDR, DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from './queue-memory.js';
 import {
-  UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES, UBLK_IO_OP_WRITE,
-  UBLK_IO_OP_ZONE_APPEND, UBLK_QID_OFF, UBLK_TAG_OFF, UBLKSRV_IO_BUF_OFFSET,
+  UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_F_SHMEM_ZC, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES,
+  UBLK_IO_OP_WRITE, UBLK_IO_OP_ZONE_APPEND, UBLK_QID_OFF, UBLK_SHMEM_ZC_IDX_MASK, UBLK_TAG_OFF, UBLKSRV_IO_BUF_OFFSET,
 } from '../abi/uapi.js';
 import { LAYOUTS } from '../abi/layout.js';
 
@@ -29,9 +29,10 @@ export class UblkRequest {
    * Kernel and user copy: address of this tag's buffer (`buffer` starts
    * there), for the target's own io_uring IO. Zero copy: the address of the
    * data within fixed buffer `bufIndex` for READ_FIXED/WRITE_FIXED (0: buffers
-   * the driver registers start at 0).
+   * the driver registers start at 0). A request served from shared memory
+   * (UBLK_F_SHMEM_ZC): where its data lies in this thread's mapping of it.
    */
-  readonly bufferAddress: number;
+  bufferAddress: number;
   /**
    * User copy: position of the request's data on /dev/ublkcN (below 2^53:
    * 0x80000000 + queue << 41 + tag << 25).
@@ -39,6 +40,27 @@ export class UblkRequest {
   readonly userCopyPos: number;
   /** Zero copy: the worker ring's fixed-buffer index holding the request's pages. */
   readonly bufIndex: number;
+  /**
+   * UBLK_F_INTEGRITY (worker/integrity.ts): bytes of metadata this request
+   * carries (UBLK_IO_F_INTEGRITY), 0 if none. Its place in a store that
+   * keeps each block's metadata after the previous block's is `integrityOffset`.
+   */
+  integrity = 0;
+  integrityOffset = 0;
+  /**
+   * This tag's metadata buffer (`integrity` bytes used): `buffer` targets find
+   * WRITE metadata there and put READ metadata there; `ring` targets move it
+   * with integrityRw() at `integrityAddress`.
+   */
+  integrityBuffer: Uint8Array = EMPTY;
+  integrityAddress = 0;
+
+  /**
+   * UBLK_IO_F_SHMEM_ZC: the registered shared memory buffer holding the data
+   * (REG_BUF's index), and the data's byte offset in it; -1 for other requests.
+   */
+  shmemIndex = -1;
+  shmemOffset = 0;
 
   /** ZONE_APPEND: the sector where the target put the data, for the commit (zone_append_lba). */
   zoneAppendLba = 0;
@@ -61,10 +83,11 @@ export class UblkRequest {
   /** @internal counts dispatches of this tag: a promise settling for an earlier one is stale */
   generation = 0;
 
-  constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number, bufferAddress: number) {
+  constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number,
+    private readonly tagAddress: number) {
     this.buffer = EMPTY;
     this.bufIndex = bufIndex;
-    this.bufferAddress = bufferAddress;
+    this.bufferAddress = tagAddress;
     this.userCopyPos = UBLKSRV_IO_BUF_OFFSET + queue * 2 ** UBLK_QID_OFF + tag * 2 ** UBLK_TAG_OFF;
   }
 
@@ -89,7 +112,15 @@ export class UblkRequest {
     this.flags = opFlags & ~0xff;
     this.sectors = desc[b + DESC_NR_SECTORS]!;
     this.sector = desc[b + DESC_START_SECTOR]! + desc[b + DESC_START_SECTOR + 1]! * TWO_32;
+    this.integrity = 0; // set by the dispatcher where UBLK_IO_F_INTEGRITY says so
     this.buffer = this.tagBuffer !== null && (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND ||
       op === UBLK_IO_OP_REPORT_ZONES) ? this.tagBuffer.subarray(0, this.length) : EMPTY;
+    this.bufferAddress = this.tagAddress;
+    if (opFlags & UBLK_IO_F_SHMEM_ZC) {
+      this.shmemIndex = desc[b + DESC_ADDR + 1]! & UBLK_SHMEM_ZC_IDX_MASK;
+      this.shmemOffset = desc[b + DESC_ADDR]!;
+    } else {
+      this.shmemIndex = -1;
+    }
   }
 }

@@ -15,6 +15,8 @@ import type { Engine, EngineDeps, ServedQueue } from './engine.js';
 import { QuitReader, serveLoop } from './serve-loop.js';
 import { Waker } from './waker.js';
 import { C_QUEUE, mapStats, SLOT_WORDS } from '../stats.js';
+import { ShmemViews } from './shmem-views.js';
+import type { ShmemRegion } from '../control/shmem.js';
 
 export interface WorkerQueue extends QueueAssignment {
   /** Batch: memfd holding the queue's tag buffers, shared by its threads (any thread may get any tag). */
@@ -39,6 +41,8 @@ export interface WorkerConfig {
   coalesceUsec: number;
   /** Polling window of the serving loop in µs (0: off). */
   pollUsec: number;
+  /** UBLK_F_SHMEM_ZC: the regions registered for the device (control/shmem.ts). */
+  shmem: ShmemRegion[];
 }
 
 export type WorkerMessage =
@@ -69,6 +73,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
   });
   const served: ServedQueue[] = [];
   let wakeup: RingWakeup | null = null;
+  let shmem: ShmemViews | null = null;
   let stopped = false; // the queues stopped: the kernel holds none of our buffer addresses any more
   try {
     ring.registerFiles([cfg.charFd]);
@@ -82,7 +87,8 @@ async function main(cfg: WorkerConfig): Promise<void> {
     const waker = new Waker();
     const stats = mapStats(cfg.statsFd, true);
     for (const queue of served) stats[queue.slot * SLOT_WORDS + C_QUEUE] = queue.q;
-    const engine = new ENGINES[mode.engine]({ ring, mode, depth: cfg.depth, queues: served, stats, waker });
+    if (cfg.shmem.length) shmem = new ShmemViews(cfg.shmem);
+    const engine = new ENGINES[mode.engine]({ ring, mode, depth: cfg.depth, queues: served, stats, waker, shmem });
     const target = await mod.open({
       devId: cfg.devId, queueId: cfg.queues[0]!.q, depth: cfg.depth, maxIoBytes: cfg.maxIoBytes,
       options: cfg.options, shared: cfg.shared, io: engine.dispatcher,
@@ -102,6 +108,7 @@ async function main(cfg: WorkerConfig): Promise<void> {
   } finally {
     wakeup?.close();
     ring.close(); // drops the registered /dev/ublkcN reference that DEL_DEV waits for
+    shmem?.free();
     for (const queue of served) {
       native.munmap(queue.desc.buffer as ArrayBuffer);
       if (stopped) queue.bufs?.free();

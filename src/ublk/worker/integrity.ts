@@ -1,0 +1,57 @@
+// UBLK_F_INTEGRITY's data path in a serving thread. A request flagged
+// UBLK_IO_F_INTEGRITY carries `metadata_size` bytes per protection interval
+// (one logical block), which only user copy reaches: READ/WRITE on
+// /dev/ublkcN at the request's user-copy position with
+// UBLKSRV_IO_INTEGRITY_FLAG (bit 62) set. Bit 62 is past what a JS number
+// holds exactly, so the position goes into the SQE as two u32 halves.
+import { native } from '../../native.js';
+import type { Ring } from '../../uring/ring.js';
+import { prepRead, prepWrite, setOffset64, setSqeFlags } from '../../uring/prep.js';
+import { IOSQE_FIXED_FILE } from '../../uring/constants.js';
+import { UBLK_INTEGRITY_FLAG_OFF } from '../abi/uapi.js';
+import type { UblkRequest } from './request.js';
+import { CHAR_DEV_FIXED } from './worker-ring.js';
+
+const TWO_32 = 2 ** 32;
+const FLAG_HI = 2 ** (UBLK_INTEGRITY_FLAG_OFF - 32);
+const MIN_BUFFER = 4096;
+
+/** Sizes each flagged request's metadata and gives its tag a buffer for it. */
+export class RequestIntegrity {
+  constructor(private readonly metadataSize: number, private readonly intervalBytes: number) {}
+
+  /** Metadata bytes for `bytes` of data. */
+  bytesFor(bytes: number): number {
+    return Math.floor(bytes / this.intervalBytes) * this.metadataSize;
+  }
+
+  /** Sets req.integrity and req.integrityOffset; the tag's buffer grows to hold them (kept for its later requests). */
+  load(req: UblkRequest): void {
+    const n = this.bytesFor(req.length);
+    req.integrity = n;
+    req.integrityOffset = this.bytesFor(req.offset);
+    if (req.integrityBuffer.byteLength >= n) return;
+    // The tag's previous request is committed: nothing uses the old buffer any more.
+    if (req.integrityBuffer.byteLength) native.munmap(req.integrityBuffer.buffer as ArrayBuffer);
+    let size = MIN_BUFFER;
+    while (size < n) size *= 2;
+    const mem = native.alloc(size);
+    req.integrityBuffer = new Uint8Array(mem);
+    req.integrityAddress = native.addressOf(mem);
+  }
+}
+
+/**
+ * Preps SQE `s` to move `len` bytes of the request's metadata, from byte
+ * `at` of it, between /dev/ublkcN (the worker ring's fixed file) and memory
+ * at `addr`: READ (`fromKernel`, a WRITE request's metadata) or WRITE (a READ
+ * request's). Defaults: all of it, through the tag's metadata buffer.
+ */
+export function prepIntegrityCopy(ring: Ring, s: number, req: UblkRequest, fromKernel: boolean,
+  len = req.integrity, addr = req.integrityAddress, at = 0): void {
+  if (fromKernel) prepRead(ring, s, CHAR_DEV_FIXED, addr, len, 0);
+  else prepWrite(ring, s, CHAR_DEV_FIXED, addr, len, 0);
+  const pos = req.userCopyPos + at;
+  setOffset64(ring, s, pos % TWO_32, Math.floor(pos / TWO_32) + FLAG_HI);
+  setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+}
