@@ -36,13 +36,14 @@ PKGS=(
   "e2fsprogs       mkfs.ext4          devices"
   "util-linux      blkdiscard         devices"
   "fdisk           sfdisk             devices"
+  "btrfs-progs     mkfs.btrfs         devices"
   "gcc             gcc                uapi"
   "make            make               fio"
   "libaio-dev      /usr/include/libaio.h fio"
 )
 declare -A WHY=(
   [vm]="scripts/vmrun boots the test kernel in qemu from a busybox initrd"
-  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk"
+  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk (mkfs.btrfs: zone appends)"
   [uapi]="the host tests compile the kernel's UAPI headers to check the codecs"
   [fio]="scripts/build-fio.sh builds fio 3.42 (with libaio) for the kernel's integrity selftests"
 )

@@ -23,7 +23,7 @@ export const addCommand: Command = {
   name: 'add',
   brief: 'create a device and print its path once it is live',
   synopsis: 'TARGET [options]',
-  summary: 'Create a device served by TARGET (null, memory, loop, fault-inject, or a target module path) and print its\n' +
+  summary: `Create a device served by TARGET (${BUILTIN_TARGETS.join(', ')}, or a target module path) and print its\n` +
     'path once it is live; the server keeps running in the background. `ublk-ts add TARGET --help`\n' +
     'lists the target\'s own options too.',
   options: [...DEVICE_OPTIONS, ...ADD_OPTIONS],
@@ -67,7 +67,7 @@ export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; fore
   const { target, rest } = splitTarget(argv);
   if (target === undefined) {
     if (readArgs(addCommand, rest, addCommand.options, await targetsHelp()) === null) return null;
-    throw new UsageError('add needs a target: ublk-ts add null|memory|loop|fault-inject|MODULE [options] (see ublk-ts add --help)');
+    throw new UsageError(`add needs a target: ublk-ts add ${BUILTIN_TARGETS.join('|')}|MODULE [options] (see ublk-ts add --help)`);
   }
   const mod = await loadForCli(target);
   const targetSpecs = targetOptionSpecs(mod);

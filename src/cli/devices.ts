@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/control.js';
-import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_INTEGRITY } from '../ublk/abi/uapi.js';
+import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_INTEGRITY, UBLK_PARAM_TYPE_ZONED } from '../ublk/abi/uapi.js';
 import { describeIntegrity, type IntegrityListing } from '../ublk/integrity.js';
 import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
@@ -31,6 +31,8 @@ export interface DeviceListing {
   /** UBLK_F_USER_RECOVERY policy: none, requeue, reissue, fail-io. */
   recovery: string;
   maxIoBytes: number;
+  /** A zoned device's layout (UBLK_F_ZONED): zone size in bytes, zone count, open/active limits (0: none); else null. */
+  zoned: { zoneSize: number; zones: number; maxOpen: number; maxActive: number } | null;
   /** UBLK_F_INTEGRITY's parameters (metadata per block, protection information), or null. */
   integrity: IntegrityListing | null;
   /** UBLK_F_SHMEM_ZC: the shared memory file registered for the device (--shmem), if any. */
@@ -70,6 +72,10 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       supervisor: st?.supervisor !== undefined && processAlive(st.supervisor) ? st.supervisor : null,
       recovery: recoveryOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
+      zoned: params.types & UBLK_PARAM_TYPE_ZONED && params.basic.chunk_sectors ? {
+        zoneSize: params.basic.chunk_sectors * 512, zones: params.basic.dev_sectors / params.basic.chunk_sectors,
+        maxOpen: params.zoned.max_open_zones, maxActive: params.zoned.max_active_zones,
+      } : null,
       integrity: params.types & UBLK_PARAM_TYPE_INTEGRITY ? describeIntegrity(params.integrity) : null,
       shmem: st && st.pid === pid ? st.config?.shmem ?? null : null,
     };

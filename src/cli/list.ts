@@ -33,6 +33,10 @@ export const listCommand: Command = {
     for (const d of devs) {
       print(`${d.path}: id ${d.id}, ${d.state}, target ${d.target}, ${formatSize(d.size)}, ${d.queues} queue(s) x ${d.depth}, pid ${d.pid ?? '-'}`);
       print(`  flags: ${d.flags.join(' ')}`);
+      if (d.zoned) {
+        const limit = (n: number) => (n ? String(n) : 'no limit');
+        print(`  zoned: ${d.zoned.zones} zones of ${formatSize(d.zoned.zoneSize)}, open ${limit(d.zoned.maxOpen)}, active ${limit(d.zoned.maxActive)}`);
+      }
       const m = d.integrity;
       if (m) print(`  metadata: ${m.metadataSize} bytes per ${m.intervalBytes}-byte block, checksum ${m.csumType} at ${m.piOffset}`);
       if (d.shmem) print(`  shared memory: ${d.shmem}`);

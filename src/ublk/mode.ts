@@ -2,10 +2,9 @@
 // features and the target's setup, decided once in the main thread and read
 // by the workers' engines. A new UBLK_F_* mode is one predicate here plus the
 // engine code that reads it; no other file works out what a mode implies.
-import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_INTEGRITY,
-  UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
-  UBLK_F_QUIESCE, UBLK_F_SHMEM_ZC, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO,
-  UBLK_F_USER_RECOVERY_REISSUE } from './abi/uapi.js';
+import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_BATCH_F_HAS_ZONE_LBA, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO,
+  UBLK_F_INTEGRITY, UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN, UBLK_F_QUIESCE, UBLK_F_SHMEM_ZC, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY,
+  UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE, UBLK_F_ZONED } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
 import type { CopyMode, TargetData } from './target.js';
 
@@ -81,7 +80,8 @@ export class ModeError extends Error {
 
 export interface ModeChoice {
   batch: boolean;
-  copy: CopyMode;
+  /** Default: kernel, or user for a zoned target (the kernel refuses kernel copy for UBLK_F_ZONED). */
+  copy?: CopyMode;
   autoBufReg: boolean;
   recovery?: RecoveryPolicy;
   /** false: UBLK_F_NO_AUTO_PART_SCAN, the kernel does not read the partition table at start. */
@@ -107,30 +107,39 @@ export function checkIntegrityCopy(o: Pick<ModeChoice, 'copy' | 'metadataSize'>)
  * what the kernel offers on top: UBLK_F_QUIESCE (planned handover) with recovery.
  */
 export function servingMode(o: ModeChoice,
-  target: { name: string; data?: TargetData; logicalBlockSize?: number; recoverable?: boolean; integrity?: boolean }, features = 0): ServingMode {
+  target: { name: string; data?: TargetData; logicalBlockSize?: number; recoverable?: boolean; integrity?: boolean; zoned?: boolean },
+  features = 0): ServingMode {
   const data = target.data ?? 'buffer';
   const recovery = o.recovery ?? 'none';
+  const zoned = target.zoned === true;
+  const copy = o.copy ?? (zoned ? 'user' : 'kernel');
   if (recovery !== 'none' && !target.recoverable) {
     throw new ModeError(`the ${target.name} target keeps its data in the server, which a new server cannot find: it cannot use --recovery`);
   }
-  if (o.copy === 'zero' && data === 'buffer') {
-    throw new ModeError(`the ${target.name} target moves data in JavaScript, which zero copy cannot reach (use --copy kernel or user)`);
+  if (copy === 'zero' && data === 'buffer') {
+    throw new ModeError(`the ${target.name} target moves data in JavaScript, which zero copy cannot reach (use --copy ${zoned ? 'user' : 'kernel or user'})`);
   }
-  if (o.needGetData && (o.batch || o.copy !== 'kernel')) {
+  if (zoned && copy === 'kernel') {
+    // ublk_ctrl_add_dev: a ZONE_APPEND's sector travels back in the commit's
+    // addr field, which kernel copy uses for the buffer: ADD_DEV says EINVAL.
+    throw new ModeError(`the ${target.name} target is zoned, and the kernel serves zoned devices with user or zero copy only (use --copy user)`);
+  }
+  if (o.needGetData && (o.batch || copy !== 'kernel')) {
     throw new ModeError('--need-get-data works in classic mode with kernel copy only (user and zero copy never copy ahead; batch mode lacks it)');
   }
-  checkIntegrityCopy(o);
+  checkIntegrityCopy({ ...o, copy });
   const metadataSize = o.metadataSize ?? 0;
   if (metadataSize && !target.integrity) {
     throw new ModeError(`the ${target.name} target does not keep metadata, so it cannot use --metadata-size (null, memory and loop can)`);
   }
-  if (o.shmem !== undefined) checkShmemMode(o);
+  if (o.shmem !== undefined) checkShmemMode({ ...o, copy });
   else if (o.shmemReadOnly) throw new ModeError('--shmem-read-only only applies with --shmem FILE');
-  const zero = o.copy === 'zero';
+  const zero = copy === 'zero';
   const autoBufReg = zero && o.autoBufReg;
-  const kernel = o.copy === 'kernel';
+  const kernel = copy === 'kernel';
   let flags = o.batch ? UBLK_F_BATCH_IO : 0;
-  if (o.copy === 'user') flags |= UBLK_F_USER_COPY;
+  if (copy === 'user') flags |= UBLK_F_USER_COPY;
+  if (zoned) flags |= UBLK_F_ZONED;
   if (zero) flags |= UBLK_F_SUPPORT_ZERO_COPY | (autoBufReg ? UBLK_F_AUTO_BUF_REG : 0);
   flags |= RECOVERY_FLAGS[recovery];
   if (recovery !== 'none') flags |= features & UBLK_F_QUIESCE;
@@ -140,7 +149,7 @@ export function servingMode(o: ModeChoice,
   if (o.shmem !== undefined) flags |= UBLK_F_SHMEM_ZC;
   return {
     engine: o.batch ? 'batch' : 'classic',
-    copy: o.copy,
+    copy,
     data,
     flags,
     tagBuffers: !zero,
@@ -149,9 +158,9 @@ export function servingMode(o: ModeChoice,
     autoBufReg,
     mayRegister: zero && data === 'ring',
     registerAll: zero && !autoBufReg,
-    stageUserCopy: o.copy === 'user' && data === 'buffer',
-    elemBytes: LAYOUTS.ublk_elem_header.size + (kernel ? 8 : 0),
-    batchFlags: kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0,
+    stageUserCopy: copy === 'user' && data === 'buffer',
+    elemBytes: LAYOUTS.ublk_elem_header.size + (kernel ? 8 : 0) + (zoned ? 8 : 0),
+    batchFlags: (kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0) | (zoned ? UBLK_BATCH_F_HAS_ZONE_LBA : 0),
     logicalBlockSize: target.logicalBlockSize ?? 512,
     recovery,
     metadataSize,
@@ -179,8 +188,9 @@ export function checkKernelSupports(mode: ServingMode, features: number): void {
   const hint = missing === UBLK_F_AUTO_BUF_REG ? '; --no-auto-buf-reg registers each buffer explicitly instead' : '';
   const what = missing & RECOVERY_FLAGS[mode.recovery] ? `--recovery ${mode.recovery}`
     : missing & UBLK_F_NO_AUTO_PART_SCAN ? '--no-part-scan' : missing & UBLK_F_NEED_GET_DATA ? '--need-get-data'
-      : missing & UBLK_F_INTEGRITY ? '--metadata-size, Linux 7.0 or later' : missing & UBLK_F_SHMEM_ZC ? '--shmem, Linux 7.1 or later'
-        : `--copy ${mode.copy}`;
+      : missing & UBLK_F_ZONED ? 'a zoned device; Linux 6.6 or later'
+        : missing & UBLK_F_INTEGRITY ? '--metadata-size, Linux 7.0 or later' : missing & UBLK_F_SHMEM_ZC ? '--shmem, Linux 7.1 or later'
+          : `--copy ${mode.copy}`;
   throw new ModeError(`this kernel's ublk driver lacks ${featureNames(missing).join(', ')} (needed for ${what})${hint}`);
 }
 

@@ -55,6 +55,21 @@ export interface Target {
   /** WRITE_ZEROES (announced with `caps.writeZeroes`). */
   writeZeroes?(req: UblkRequest): IoResult;
   /**
+   * Zoned devices (`TargetSetup.zoned`): ZONE_APPEND of `req.buffer` to the
+   * zone starting at `req.sector`. Before completing with the bytes written
+   * (or linking the commit, `io.linkCommit`), set `req.zoneAppendLba` to the
+   * sector where the data went: the commit carries it to the kernel.
+   */
+  zoneAppend?(req: UblkRequest): IoResult;
+  /** Zoned devices: ZONE_OPEN, ZONE_CLOSE, ZONE_FINISH, ZONE_RESET (of the zone at `req.sector`) or ZONE_RESET_ALL, by `req.op`; 0 or -errno. */
+  zoneManage?(req: UblkRequest): IoResult;
+  /**
+   * Zoned devices: REPORT_ZONES, `req.nrZones` struct blk_zone entries from
+   * the zone at `req.sector` into `req.buffer` (a zero-length entry ends a
+   * shorter report); completes with `req.length`.
+   */
+  reportZones?(req: UblkRequest): IoResult;
+  /**
    * Completion of an io_uring operation the target submitted with
    * `ctx.io.sqe(req, sub)`: the request it belongs to, the CQE's res and
    * flags, and the target's own `sub` value.
@@ -108,6 +123,16 @@ export const sizeOption = (required: boolean, help = 'device size (K, M, G, T: p
 /** The rows of a target module that declares none: an optional size, as the library always accepted. */
 export const DEFAULT_TARGET_OPTIONS: readonly OptionSpec[] = [sizeOption(false)];
 
+/** A zoned device's layout (UBLK_F_ZONED, Linux 6.6+): what the kernel is told in UBLK_PARAM_TYPE_ZONED. */
+export interface ZonedSetup {
+  /** Bytes per zone: a power of 2 that divides the device size (basic.chunk_sectors). */
+  zoneSize: number;
+  /** Most zones open at once; 0: no limit. */
+  maxOpen: number;
+  /** Most zones open or closed at once; 0: no limit. */
+  maxActive: number;
+}
+
 export interface TargetSetup<Shared = unknown> {
   /** Device size in bytes: a positive multiple of 512. */
   size: number;
@@ -117,6 +142,11 @@ export interface TargetSetup<Shared = unknown> {
   data?: TargetData;
   /** Logical block size in bytes: 512 (default) or 4096 (e.g. O_DIRECT on a 4K-sector disk). */
   logicalBlockSize?: number;
+  /**
+   * A zoned device: the target implements zoneAppend, zoneManage and
+   * reportZones. The kernel requires user copy (or zero copy) for it.
+   */
+  zoned?: ZonedSetup;
   /** Handed to every worker's `open` (structured-cloneable). */
   shared?: Shared;
   /**

@@ -75,9 +75,9 @@ test('help: one line per row with its alias, placeholder, choices and default', 
 test('device options: the library and the command line get the same defaults and checks', () => {
   const d = checkDeviceOptions({}, 'library');
   assert.deepEqual(d, {
-    queues: 1, depth: 128, maxIoBytes: 1 << 20, batch: false, copy: 'kernel', autoBufReg: true, recovery: 'none', coalesceUsec: 0, pollUsec: 0,
+    queues: 1, depth: 128, maxIoBytes: 1 << 20, batch: false, autoBufReg: true, recovery: 'none', coalesceUsec: 0, pollUsec: 0,
     needGetData: false, partScan: true,
-  });
+  }, 'no copy default: the mode picks one for the target (servingMode)');
   assert.throws(() => checkDeviceOptions({ depth: 0 }, 'library'), /^OptionError: depth must be from 1 to 4096, got 0$/);
   assert.throws(() => checkDeviceOptions({ depth: '0' }, 'cli'), /^OptionError: --depth must be from 1 to 4096, got '0'$/);
   assert.equal(checkDeviceOptions({ threads: 2 }, 'library').threads, 2, 'classic mode takes --threads too (per-IO daemons)');

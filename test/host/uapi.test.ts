@@ -24,7 +24,8 @@ import { LAYOUTS as URING_LAYOUTS } from '../../src/uring/layout.js';
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const HEADERS_SCRIPT = join(ROOT, 'scripts/uapi-headers.sh');
 
-const UBLK_NAME = /^UBLK/;
+// blkzoned.h's BLK_ZONE_* codes are part of the ublk UAPI (ublk_cmd.h says so).
+const UBLK_NAME = /^(UBLK|BLK_ZONE_)/;
 // linux/fs.h's values that UBLK_PARAM_TYPE_INTEGRITY's fields take (src/ublk/abi/uapi.ts exports them too).
 const LBMD_NAME = /^LBMD_/;
 const URING_NAME = /^(IORING_|IOSQE_|IOU_)/;
@@ -138,6 +139,7 @@ function program(items: Item[], useFallback: Set<string>): { src: string; lineOf
     '#include <errno.h>',
     '#include <linux/ioctl.h>',
     '#include <linux/ublk_cmd.h>',
+    '#include <linux/blkzoned.h>',
     '#include <linux/io_uring.h>',
     '#include <linux/fs.h>',
     '#define PV(k, v) do { if ((v) < 0) printf("\\"%s\\":\\"%lld\\",\\n", k, (long long)(v)); \\',

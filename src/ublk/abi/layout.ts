@@ -1,4 +1,5 @@
-// Byte layouts of the ublk UAPI structs (Linux 7.2 ublk_cmd.h), keyed by C name.
+// Byte layouts of the ublk UAPI structs (Linux 7.2 ublk_cmd.h, and blkzoned.h's
+// struct blk_zone, which ublk_cmd.h makes part of its UAPI), keyed by C name.
 // This table is the only place offsets appear; codecs read it, and
 // test/host/uapi.test.ts checks every entry against offsetof/sizeof in C.
 
@@ -76,6 +77,14 @@ export const LAYOUTS = {
     fields: {
       flags: [0, 4], max_integrity_segments: [4, 2], interval_exp: [6, 1], metadata_size: [7, 1], pi_offset: [8, 1],
       csum_type: [9, 1], tag_size: [10, 1], pad: [11, 5],
+    },
+  },
+  // linux/blkzoned.h
+  blk_zone: {
+    size: 64,
+    fields: {
+      start: [0, 8], len: [8, 8], wp: [16, 8], type: [24, 1], cond: [25, 1], non_seq: [26, 1], reset: [27, 1], resv: [28, 4],
+      capacity: [32, 8], reserved: [40, 24],
     },
   },
   ublk_params: {

@@ -2,6 +2,7 @@
 import { decode, encode, offsetOf, sizeOf, type Struct } from './codec.js';
 import {
   UBLK_PARAM_TYPE_BASIC, UBLK_PARAM_TYPE_DISCARD, UBLK_PARAM_TYPE_DMA_ALIGN, UBLK_PARAM_TYPE_INTEGRITY, UBLK_PARAM_TYPE_SEGMENT,
+  UBLK_PARAM_TYPE_ZONED,
 } from './uapi.js';
 
 export interface UblkParams {
@@ -9,6 +10,8 @@ export interface UblkParams {
   discard?: Partial<Struct<'ublk_param_discard'>>;
   dma?: Partial<Struct<'ublk_param_dma_align'>>;
   seg?: Partial<Struct<'ublk_param_segment'>>;
+  /** UBLK_F_ZONED devices (basic.chunk_sectors is then the zone size). */
+  zoned?: Partial<Struct<'ublk_param_zoned'>>;
   integrity?: Partial<Struct<'ublk_param_integrity'>>;
 }
 
@@ -17,6 +20,7 @@ export interface DecodedParams {
   basic: Struct<'ublk_param_basic'>;
   discard: Struct<'ublk_param_discard'>;
   devt: Struct<'ublk_param_devt'>;
+  zoned: Struct<'ublk_param_zoned'>;
   /** Meaningful where `types` has UBLK_PARAM_TYPE_INTEGRITY. */
   integrity: Struct<'ublk_param_integrity'>;
 }
@@ -39,6 +43,10 @@ export function encodeParams(p: UblkParams): Uint8Array {
   if (p.seg) {
     types |= UBLK_PARAM_TYPE_SEGMENT;
     encode('ublk_param_segment', dv, offsetOf('ublk_params', 'seg'), p.seg);
+  }
+  if (p.zoned) {
+    types |= UBLK_PARAM_TYPE_ZONED;
+    encode('ublk_param_zoned', dv, offsetOf('ublk_params', 'zoned'), p.zoned);
   }
   if (p.integrity) {
     types |= UBLK_PARAM_TYPE_INTEGRITY;
@@ -63,6 +71,7 @@ export function decodeParams(buf: Uint8Array): DecodedParams {
     basic: decode('ublk_param_basic', dv, offsetOf('ublk_params', 'basic')),
     discard: decode('ublk_param_discard', dv, offsetOf('ublk_params', 'discard')),
     devt: decode('ublk_param_devt', dv, offsetOf('ublk_params', 'devt')),
+    zoned: decode('ublk_param_zoned', dv, offsetOf('ublk_params', 'zoned')),
     integrity: decode('ublk_param_integrity', dv, offsetOf('ublk_params', 'integrity')),
   };
 }

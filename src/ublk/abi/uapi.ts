@@ -131,6 +131,17 @@ export const UBLK_IO_OP_ZONE_RESET_ALL = 14;
 export const UBLK_IO_OP_ZONE_RESET = 15;
 export const UBLK_IO_OP_REPORT_ZONES = 18;
 
+// linux/blkzoned.h, part of the ublk UAPI for zoned devices: a REPORT_ZONES
+// reply is an array of struct blk_zone (LAYOUTS.blk_zone) with these codes.
+export const BLK_ZONE_TYPE_CONVENTIONAL = 0x1;
+export const BLK_ZONE_TYPE_SEQWRITE_REQ = 0x2;
+export const BLK_ZONE_COND_NOT_WP = 0x0;
+export const BLK_ZONE_COND_EMPTY = 0x1;
+export const BLK_ZONE_COND_IMP_OPEN = 0x2;
+export const BLK_ZONE_COND_EXP_OPEN = 0x3;
+export const BLK_ZONE_COND_CLOSED = 0x4;
+export const BLK_ZONE_COND_FULL = 0xe;
+
 // Request flags: already shifted, test them against op_flags directly.
 export const UBLK_IO_F_FAILFAST_DEV = 1 << 8;
 export const UBLK_IO_F_FAILFAST_TRANSPORT = 1 << 9;

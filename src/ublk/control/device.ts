@@ -8,9 +8,10 @@ import { processAlive } from '../../process-alive.js';
 import { EBUSY, EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
 import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
 import { checkDeviceOptions, type CheckedDeviceOptions } from './device-options.js';
+import { kernelHasZonedDevices, NO_ZONED_DEVICES } from './kernel-zoned.js';
 import type { UblkParams } from '../abi/params.js';
-import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_S_DEV_FAIL_IO,
-  UBLK_S_DEV_QUIESCED } from '../abi/uapi.js';
+import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_F_ZONED,
+  UBLK_S_DEV_FAIL_IO, UBLK_S_DEV_QUIESCED } from '../abi/uapi.js';
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
 import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
@@ -51,7 +52,7 @@ export interface DeviceOptions {
    * serving requests (0, the default: off). Costs CPU; saves the wake-ups.
    */
   pollUsec?: number;
-  /** How request data travels (see CopyMode). Default 'kernel'. */
+  /** How request data travels (see CopyMode). Default 'kernel' ('user' for a zoned target). */
   copy?: CopyMode;
   /**
    * Zero copy: let the driver register each request's pages (AUTO_BUF_REG,
@@ -133,6 +134,15 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOp
       max_segments: o.maxSegments ?? 65535,
       max_segment_size: o.maxSegmentSize ?? 2 ** 32 - 1,
       seg_boundary_mask: (o.segmentBoundary ?? 2 ** 32) - 1,
+    };
+  }
+  if (setup.zoned) {
+    // The zone size is chunk_sectors; a ZONE_APPEND fits in a request and in a zone.
+    const zoneSectors = setup.zoned.zoneSize / 512;
+    p.basic.chunk_sectors = zoneSectors;
+    p.zoned = {
+      max_open_zones: setup.zoned.maxOpen, max_active_zones: setup.zoned.maxActive,
+      max_zone_append_sectors: Math.min(zoneSectors, maxIoBytes >> 9),
     };
   }
   const integrity = integrityParams(o, p.basic.logical_bs_shift!);
@@ -357,8 +367,9 @@ export class UblkDevice {
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
       const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
-        integrity: setup.integrity }, features);
+        integrity: setup.integrity, zoned: setup.zoned !== undefined }, features);
       checkKernelSupports(mode, features);
+      if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
       if (o.shmem !== undefined) checkShmemFile(o.shmem); // before anything is created
 
       if (recoverId === null) {

@@ -26,16 +26,21 @@ import type { UblkRequest } from './request.js';
 import type { Waker } from './waker.js';
 import type { ShmemViews } from './shmem-views.js';
 import {
-  UBLK_IO_F_INTEGRITY, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES,
-  UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
+  UBLK_IO_F_INTEGRITY, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES, UBLK_IO_OP_WRITE,
+  UBLK_IO_OP_WRITE_ZEROES, UBLK_IO_OP_ZONE_APPEND, UBLK_IO_OP_ZONE_CLOSE, UBLK_IO_OP_ZONE_FINISH, UBLK_IO_OP_ZONE_OPEN,
+  UBLK_IO_OP_ZONE_RESET, UBLK_IO_OP_ZONE_RESET_ALL, UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
 } from '../abi/uapi.js';
 import { prepIntegrityCopy, RequestIntegrity } from './integrity.js';
 import { CHAR_DEV_FIXED, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
 
 const OP_NAMES: Record<number, string> = {
   [UBLK_IO_OP_READ]: 'READ', [UBLK_IO_OP_WRITE]: 'WRITE', [UBLK_IO_OP_FLUSH]: 'FLUSH', [UBLK_IO_OP_DISCARD]: 'DISCARD',
-  [UBLK_IO_OP_WRITE_ZEROES]: 'WRITE_ZEROES',
+  [UBLK_IO_OP_WRITE_ZEROES]: 'WRITE_ZEROES', [UBLK_IO_OP_ZONE_APPEND]: 'ZONE_APPEND', [UBLK_IO_OP_REPORT_ZONES]: 'REPORT_ZONES',
 };
+
+/** Requests with data from the kernel (user copy: copied in first), and with a reply for it (copied out after). */
+const dataIn = (op: number): boolean => op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND;
+const dataOut = (op: number): boolean => op === UBLK_IO_OP_READ || op === UBLK_IO_OP_REPORT_ZONES;
 
 const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_REGISTER = 2, STEP_UNREGISTER = 3, STEP_META_IN = 4, STEP_META_OUT = 5;
 
@@ -142,9 +147,9 @@ export class Dispatcher implements TargetIo {
         return this.done(req, -EIO);
       }
     }
-    if (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE) {
+    if (dataIn(op) || dataOut(op)) {
       if (this.integrity !== null && req.flags & UBLK_IO_F_INTEGRITY) this.integrity.load(req);
-      if (this.stageUserCopy && op === UBLK_IO_OP_WRITE) return this.step(req, STEP_COPY_IN);
+      if (this.stageUserCopy && dataIn(op)) return this.step(req, STEP_COPY_IN);
       if (this.mayRegister && (this.registerAll || req.needsRegistration)) return this.step(req, STEP_REGISTER);
     }
     this.run(req);
@@ -207,6 +212,10 @@ export class Dispatcher implements TargetIo {
         case UBLK_IO_OP_FLUSH: r = t.flush ? t.flush(req) : -EOPNOTSUPP; break;
         case UBLK_IO_OP_DISCARD: r = t.discard ? t.discard(req) : -EOPNOTSUPP; break;
         case UBLK_IO_OP_WRITE_ZEROES: r = t.writeZeroes ? t.writeZeroes(req) : -EOPNOTSUPP; break;
+        case UBLK_IO_OP_ZONE_APPEND: r = t.zoneAppend ? t.zoneAppend(req) : -EOPNOTSUPP; break;
+        case UBLK_IO_OP_REPORT_ZONES: r = t.reportZones ? t.reportZones(req) : -EOPNOTSUPP; break;
+        case UBLK_IO_OP_ZONE_OPEN: case UBLK_IO_OP_ZONE_CLOSE: case UBLK_IO_OP_ZONE_FINISH: case UBLK_IO_OP_ZONE_RESET:
+        case UBLK_IO_OP_ZONE_RESET_ALL: r = t.zoneManage ? t.zoneManage(req) : -EOPNOTSUPP; break;
         default: r = -EOPNOTSUPP;
       }
     } catch (e) {
@@ -267,7 +276,7 @@ export class Dispatcher implements TargetIo {
       }
     }
     req.result = result;
-    if (this.stageUserCopy && req.op === UBLK_IO_OP_READ && result > 0) this.step(req, STEP_COPY_OUT);
+    if (this.stageUserCopy && dataOut(req.op) && result > 0) this.step(req, STEP_COPY_OUT);
     else if (req.registered) this.step(req, STEP_UNREGISTER);
     else this.done(req, result);
   }
@@ -312,20 +321,23 @@ export class Dispatcher implements TargetIo {
   }
 
   /**
-   * A result must be a negative errno, or: for READ/WRITE, a byte count with
-   * 0 < n <= length and a multiple of the logical block (the kernel requeues
-   * the rest of a short one: 0 would loop forever, a misaligned count would
-   * split a block); for other requests, 0. Anything else is the target's bug.
+   * A result must be a negative errno, or: for READ/WRITE/ZONE_APPEND, a byte
+   * count with 0 < n <= length and a multiple of the logical block (the kernel
+   * requeues the rest of a short one: 0 would loop forever, a misaligned count
+   * would split a block); for REPORT_ZONES, the reply's length; for other
+   * requests, 0. Anything else is the target's bug.
    */
   private check(req: UblkRequest, v: unknown): number {
     if (typeof v === 'number' && Number.isInteger(v)) {
       if (v < 0 && v >= -4095) return v;
       const op = req.op;
-      if (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE ? v > 0 && v <= req.length && v % this.logicalBlockSize === 0 : v === 0) return v;
+      if (op === UBLK_IO_OP_REPORT_ZONES ? v === req.length
+        : dataIn(op) || op === UBLK_IO_OP_READ ? v > 0 && v <= req.length && v % this.logicalBlockSize === 0 : v === 0) return v;
     }
     const shown = typeof v === 'string' ? `'${v}'` : String(v);
     return this.failed(new TypeError(`target returned ${shown} for a ${req.length}-byte ${OP_NAMES[req.op] ?? `op ${req.op}`} ` +
-      `(a READ/WRITE completes 1 to ${req.length} bytes in whole ${this.logicalBlockSize}-byte blocks, other requests 0, a failure -errno)`));
+      `(a READ/WRITE/ZONE_APPEND completes 1 to ${req.length} bytes in whole ${this.logicalBlockSize}-byte blocks, REPORT_ZONES ${req.length}, ` +
+      'other requests 0, a failure -errno)'));
   }
 
   /** A target's bug: logged once (the first of its kind), the request fails with EIO. */

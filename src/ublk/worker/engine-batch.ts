@@ -11,7 +11,8 @@
 //
 // Elements are 16 bytes {tag, buf_index, result, buffer address} in kernel
 // copy mode and 8 bytes (no address) under user copy and zero copy, where
-// buf_index is the AUTO_BUF_REG slot for the tag's next request.
+// buf_index is the AUTO_BUF_REG slot for the tag's next request. Zoned
+// devices add 8 bytes, a ZONE_APPEND's sector written (UBLK_BATCH_F_HAS_ZONE_LBA).
 //
 // Fetch buffers: a plain (whole-buffer) provided-buffer ring per fetch command,
 // with a few 256-byte buffers (256 bytes = the 128 tags the kernel delivers at
@@ -32,7 +33,10 @@ import { LAYOUTS as URING } from '../../uring/layout.js';
 import { native } from '../../native.js';
 import { EBUSY, ENOBUFS } from '../../sys.js';
 import { LAYOUTS } from '../abi/layout.js';
-import { UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS, UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS } from '../abi/uapi.js';
+import {
+  UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_BATCH_F_HAS_ZONE_LBA, UBLK_IO_OP_ZONE_APPEND, UBLK_IO_RES_ABORT, UBLK_U_IO_COMMIT_IO_CMDS,
+  UBLK_U_IO_FETCH_IO_CMDS, UBLK_U_IO_PREP_IO_CMDS,
+} from '../abi/uapi.js';
 import { C_COMMITS, C_FETCH_CQES, C_REARMS, C_TAGS, SLOT_WORDS } from '../stats.js';
 import { Dispatcher } from './dispatch.js';
 import type { CommitSink, Engine, EngineDeps, ServedQueue } from './engine.js';
@@ -47,7 +51,7 @@ const B_FLAGS = (CMD + BIO.flags[0]) >> 1;
 const B_NR_ELEM = (CMD + BIO.nr_elem[0]) >> 1;
 const B_ELEM_BYTES = CMD + BIO.elem_bytes[0];
 
-// Elements: struct ublk_elem_header (tag, buf_index, result) [+ u64 buf_addr in kernel copy mode].
+// Elements: struct ublk_elem_header (tag, buf_index, result) [+ u64 buf_addr in kernel copy mode] [+ u64 zone_lba when zoned].
 const HDR = LAYOUTS.ublk_elem_header;
 const E_TAG_INDEX = HDR.fields.tag[0] / 4; // tag and buf_index share this word
 const E_RESULT = HDR.fields.result[0] / 4;
@@ -136,6 +140,9 @@ export class BatchEngine implements Engine, CommitSink {
   private readonly elemBytes: number;
   private readonly elemWords: number;
   private readonly cmdFlags: number;
+  /** Element word of the buffer address (kernel copy), of the zone-append sector (zoned); -1: none. */
+  private readonly addrWord: number;
+  private readonly lbaWord: number;
   private readonly stats: Float64Array;
   private readonly queues: QueueState[] = [];
   private readonly byId: QueueState[] = [];
@@ -158,6 +165,8 @@ export class BatchEngine implements Engine, CommitSink {
     this.elemBytes = mode.elemBytes;
     this.elemWords = this.elemBytes / 4;
     this.cmdFlags = mode.batchFlags;
+    this.addrWord = mode.batchFlags & UBLK_BATCH_F_HAS_BUF_ADDR ? E_ADDR : -1;
+    this.lbaWord = mode.batchFlags & UBLK_BATCH_F_HAS_ZONE_LBA ? E_ADDR + (this.addrWord < 0 ? 0 : 2) : -1;
     deps.queues.forEach((served: ServedQueue, i) => {
       // Buffer-table slots: this ring's i-th queue owns [i*depth, (i+1)*depth).
       const qs = new QueueState(served, depth, i * depth, mode.autoBufReg, this.elemBytes);
@@ -258,14 +267,21 @@ export class BatchEngine implements Engine, CommitSink {
     setUserData(ring, s, userDataLo(KIND_BATCH, qs.q, slot), kind);
   }
 
-  /** Appends {tag, result, and where the tag's next request's data goes: buffer address or AUTO_BUF_REG slot}. */
-  private putElement(qs: QueueState, e: Elements, tag: number, result: number): void {
+  /**
+   * Appends {tag, result, where the tag's next request's data goes (buffer
+   * address or AUTO_BUF_REG slot), and the sector a ZONE_APPEND wrote}.
+   */
+  private putElement(qs: QueueState, e: Elements, tag: number, result: number, lba = 0): void {
     const w = e.count++ * this.elemWords;
     e.u32[w + E_TAG_INDEX] = (tag | (qs.bufIndex[tag]! << 16)) >>> 0;
     e.i32[w + E_RESULT] = result;
-    if (this.elemWords > E_ADDR) {
-      e.u32[w + E_ADDR] = qs.addrLo[tag]!;
-      e.u32[w + E_ADDR + 1] = qs.addrHi[tag]!;
+    if (this.addrWord >= 0) {
+      e.u32[w + this.addrWord] = qs.addrLo[tag]!;
+      e.u32[w + this.addrWord + 1] = qs.addrHi[tag]!;
+    }
+    if (this.lbaWord >= 0) {
+      e.u32[w + this.lbaWord] = lba % TWO_32;
+      e.u32[w + this.lbaWord + 1] = Math.floor(lba / TWO_32);
     }
   }
 
@@ -275,7 +291,7 @@ export class BatchEngine implements Engine, CommitSink {
     // is committed once before it comes back, so this holds anyway; the check
     // makes it hold by construction.
     if (qs.commit.count >= this.depth) this.flushQueue(qs);
-    this.putElement(qs, qs.commit, req.tag, result);
+    this.putElement(qs, qs.commit, req.tag, result, req.op === UBLK_IO_OP_ZONE_APPEND ? req.zoneAppendLba : 0);
   };
 
   readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
@@ -361,7 +377,8 @@ export class BatchEngine implements Engine, CommitSink {
     }
     for (let i = from; i < e.count; i++) {
       const w = i * this.elemWords;
-      this.putElement(qs, qs.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!);
+      const lba = this.lbaWord < 0 ? 0 : e.u32[w + this.lbaWord]! + e.u32[w + this.lbaWord + 1]! * TWO_32;
+      this.putElement(qs, qs.commit, e.u32[w + E_TAG_INDEX]! & 0xffff, e.i32[w + E_RESULT]!, lba);
     }
   }
 

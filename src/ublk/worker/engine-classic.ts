@@ -8,8 +8,8 @@ import type { Ring } from '../../uring/ring.js';
 import { ECANCELED } from '../../sys.js';
 import { setAddr } from '../../uring/prep.js';
 import {
-  UBLK_AUTO_BUF_REG_FALLBACK, UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK, UBLK_U_IO_COMMIT_AND_FETCH_REQ,
-  UBLK_U_IO_FETCH_REQ, UBLK_U_IO_NEED_GET_DATA,
+  UBLK_AUTO_BUF_REG_FALLBACK, UBLK_IO_OP_ZONE_APPEND, UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK,
+  UBLK_U_IO_COMMIT_AND_FETCH_REQ, UBLK_U_IO_FETCH_REQ, UBLK_U_IO_NEED_GET_DATA,
 } from '../abi/uapi.js';
 import { Dispatcher } from './dispatch.js';
 import type { CommitSink, Engine, EngineDeps, ServedQueue } from './engine.js';
@@ -73,7 +73,7 @@ export class ClassicEngine implements Engine, CommitSink {
 
   arm(): void {
     for (const cq of this.queues) {
-      for (const t of cq.tags) this.queueCmd(cq, UBLK_U_IO_FETCH_REQ, t, 0, cq.fetchAddrs);
+      for (const t of cq.tags) this.queueCmd(cq, UBLK_U_IO_FETCH_REQ, t, 0, cq.fetchAddrs[t]);
       this.armed += cq.tags.length;
     }
     this.ring.submit();
@@ -84,22 +84,28 @@ export class ClassicEngine implements Engine, CommitSink {
 
   flush(): number { return 0; }
 
-  private queueCmd(cq: ClassicQueue, op: number, tag: number, result: number, addrs = cq.addrs): void {
+  private queueCmd(cq: ClassicQueue, op: number, tag: number, result: number, addr = cq.addrs[tag]!): void {
     const ring = this.ring, s = nextSqe(ring);
-    prepIoCmd(ring, s, op, cq.q, tag, result, addrs[tag]!);
+    prepIoCmd(ring, s, op, cq.q, tag, result, addr);
     if (this.autoBufReg) setAddr(ring, s, cq.autoBufReg[tag]!);
     setUserDataLo(ring, s, KIND_UBLK, cq.q, tag);
   }
 
   readonly commit = (req: UblkRequest, result: number): void => {
-    this.queueCmd(this.byId[req.queue]!, UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result);
+    this.queueCommit(this.byId[req.queue]!, req, result);
   };
 
   readonly commitNext = (req: UblkRequest, result: number): void => {
     const cq = this.byId[req.queue]!;
     cq.linked[req.tag]!++;
-    this.queueCmd(cq, UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result);
+    this.queueCommit(cq, req, result);
   };
+
+  /** COMMIT_AND_FETCH_REQ; a ZONE_APPEND's carries the sector written in its addr (zone_append_lba; zoned needs user or zero copy, where addr is free). */
+  private queueCommit(cq: ClassicQueue, req: UblkRequest, result: number): void {
+    const addr = req.op === UBLK_IO_OP_ZONE_APPEND ? req.zoneAppendLba : cq.addrs[req.tag]!;
+    this.queueCmd(cq, UBLK_U_IO_COMMIT_AND_FETCH_REQ, req.tag, result, addr);
+  }
 
   readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
     const kind = udKind(lo), tag = udTag(lo), cq = this.byId[udQueue(lo)]!;

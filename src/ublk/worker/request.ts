@@ -3,11 +3,14 @@
 // data view.
 import { DESC_ADDR, DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from './queue-memory.js';
 import {
-  UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_F_SHMEM_ZC, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_QID_OFF,
-  UBLK_SHMEM_ZC_IDX_MASK, UBLK_TAG_OFF, UBLKSRV_IO_BUF_OFFSET,
+  UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_F_SHMEM_ZC, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES,
+  UBLK_IO_OP_WRITE, UBLK_IO_OP_ZONE_APPEND, UBLK_QID_OFF, UBLK_SHMEM_ZC_IDX_MASK, UBLK_TAG_OFF, UBLKSRV_IO_BUF_OFFSET,
 } from '../abi/uapi.js';
+import { LAYOUTS } from '../abi/layout.js';
 
 const SECTOR = 512;
+/** REPORT_ZONES: bytes per zone in the reply (struct blk_zone). */
+const ZONE_BYTES = LAYOUTS.blk_zone.size;
 const TWO_32 = 2 ** 32;
 const EMPTY = new Uint8Array(0);
 
@@ -18,7 +21,7 @@ export class UblkRequest {
   flags = 0;
   /** First 512-byte sector. */
   sector = 0;
-  /** Length in 512-byte sectors. */
+  /** Length in 512-byte sectors (REPORT_ZONES: the number of zones, nr_zones). */
   sectors = 0;
   /** The request's data: WRITE data to consume, or where READ data goes (empty for other ops). */
   buffer: Uint8Array;
@@ -59,6 +62,9 @@ export class UblkRequest {
   shmemIndex = -1;
   shmemOffset = 0;
 
+  /** ZONE_APPEND: the sector where the target put the data, for the commit (zone_append_lba). */
+  zoneAppendLba = 0;
+
   /** @internal result kept while the engine finishes a request (copy-out, unregister) */
   result = 0;
   /** @internal the request's pages were registered by an explicit REGISTER_IO_BUF */
@@ -87,8 +93,10 @@ export class UblkRequest {
 
   /** Byte offset on the device. */
   get offset(): number { return this.sector * SECTOR; }
-  /** Length in bytes. */
-  get length(): number { return this.sectors * SECTOR; }
+  /** Length in bytes (REPORT_ZONES: of the reply, one struct blk_zone per zone). */
+  get length(): number { return this.sectors * (this.op === UBLK_IO_OP_REPORT_ZONES ? ZONE_BYTES : SECTOR); }
+  /** REPORT_ZONES: most zones to report. */
+  get nrZones(): number { return this.sectors; }
   get fua(): boolean { return (this.flags & UBLK_IO_F_FUA) !== 0; }
   /** WRITE_ZEROES must not deallocate. */
   get noUnmap(): boolean { return (this.flags & UBLK_IO_F_NOUNMAP) !== 0; }
@@ -105,8 +113,8 @@ export class UblkRequest {
     this.sectors = desc[b + DESC_NR_SECTORS]!;
     this.sector = desc[b + DESC_START_SECTOR]! + desc[b + DESC_START_SECTOR + 1]! * TWO_32;
     this.integrity = 0; // set by the dispatcher where UBLK_IO_F_INTEGRITY says so
-    this.buffer = this.tagBuffer !== null && (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE)
-      ? this.tagBuffer.subarray(0, this.sectors * SECTOR) : EMPTY;
+    this.buffer = this.tagBuffer !== null && (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND ||
+      op === UBLK_IO_OP_REPORT_ZONES) ? this.tagBuffer.subarray(0, this.length) : EMPTY;
     this.bufferAddress = this.tagAddress;
     if (opFlags & UBLK_IO_F_SHMEM_ZC) {
       this.shmemIndex = desc[b + DESC_ADDR + 1]! & UBLK_SHMEM_ZC_IDX_MASK;
