@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { addDevice, assertClean, cli, delDevice, fioVerify, FULL, idOf, listDevices, loadBrd, serverPids, sh, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, FULL, FULL_ONLY, idOf, listDevices, loadBrd, serverPids, sh, sleep, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -57,7 +57,7 @@ test('resize: memory grows and shrinks, its data kept; a loop file grows; a targ
   assertClean();
 });
 
-test('resize, then the server dies: the new server serves the new size (recover)', async () => {
+test('resize, then the server dies: the new server serves the new size (recover)', { skip: FULL_ONLY }, async () => {
   const dev = addDevice('null', '--size', '16M', '--recovery', 'reissue');
   const id = idOf(dev);
   try {
