@@ -27,30 +27,26 @@ export interface DecodedParams {
 
 export const PARAMS_SIZE = sizeOf('ublk_params');
 
+/** The optional parts of UblkParams: each one's struct and the UBLK_PARAM_TYPE_* bit that says it is there. */
+const OPTIONAL_PARTS = [
+  ['discard', 'ublk_param_discard', UBLK_PARAM_TYPE_DISCARD],
+  ['dma', 'ublk_param_dma_align', UBLK_PARAM_TYPE_DMA_ALIGN],
+  ['seg', 'ublk_param_segment', UBLK_PARAM_TYPE_SEGMENT],
+  ['zoned', 'ublk_param_zoned', UBLK_PARAM_TYPE_ZONED],
+  ['integrity', 'ublk_param_integrity', UBLK_PARAM_TYPE_INTEGRITY],
+] as const;
+
 export function encodeParams(p: UblkParams): Uint8Array {
   const buf = new Uint8Array(PARAMS_SIZE);
   const dv = new DataView(buf.buffer);
   let types = UBLK_PARAM_TYPE_BASIC;
   encode('ublk_param_basic', dv, offsetOf('ublk_params', 'basic'), p.basic);
-  if (p.discard) {
-    types |= UBLK_PARAM_TYPE_DISCARD;
-    encode('ublk_param_discard', dv, offsetOf('ublk_params', 'discard'), p.discard);
-  }
-  if (p.dma) {
-    types |= UBLK_PARAM_TYPE_DMA_ALIGN;
-    encode('ublk_param_dma_align', dv, offsetOf('ublk_params', 'dma'), p.dma);
-  }
-  if (p.seg) {
-    types |= UBLK_PARAM_TYPE_SEGMENT;
-    encode('ublk_param_segment', dv, offsetOf('ublk_params', 'seg'), p.seg);
-  }
-  if (p.zoned) {
-    types |= UBLK_PARAM_TYPE_ZONED;
-    encode('ublk_param_zoned', dv, offsetOf('ublk_params', 'zoned'), p.zoned);
-  }
-  if (p.integrity) {
-    types |= UBLK_PARAM_TYPE_INTEGRITY;
-    encode('ublk_param_integrity', dv, offsetOf('ublk_params', 'integrity'), p.integrity);
+  for (const [key, struct, bit] of OPTIONAL_PARTS) {
+    const part = p[key];
+    if (!part) continue;
+    types |= bit;
+    // The table pairs each key with its struct; TypeScript cannot follow that pairing through the loop.
+    encode(struct, dv, offsetOf('ublk_params', key), part as never);
   }
   dv.setUint32(offsetOf('ublk_params', 'len'), PARAMS_SIZE, true);
   dv.setUint32(offsetOf('ublk_params', 'types'), types, true);
