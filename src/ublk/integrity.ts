@@ -37,12 +37,19 @@ export const INTEGRITY_OPTIONS: readonly OptionSpec[] = [
     help: 'with --metadata-size and a checksum: the tuple carries a reference tag (LBMD_PI_CAP_REFTAG)' },
 ];
 
+/** UBLK_F_INTEGRITY's device options (part of DeviceOptions). */
 export interface IntegrityChoice {
+  /** Bytes of metadata per logical block, 1..255 (Linux 7.0, user copy); the target keeps them. */
   metadataSize?: number;
+  /** Where the protection information tuple starts in a block's metadata. Default 0. */
   piOffset?: number;
+  /** The protection information's checksum; 'none' (default): metadata without PI. */
   csumType?: CsumType;
+  /** Bytes of the tuple that are an application tag. Default 0. */
   tagSize?: number;
+  /** The device checks the PI itself (LBMD_PI_CAP_INTEGRITY). Default false. */
   integrityCapable?: boolean;
+  /** The tuple carries a reference tag (LBMD_PI_CAP_REFTAG). Default false. */
   integrityReftag?: boolean;
 }
 

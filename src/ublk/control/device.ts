@@ -15,13 +15,14 @@ import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_C
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
 import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
-import { integrityParams, type CsumType } from '../integrity.js';
+import { integrityParams, type IntegrityChoice } from '../integrity.js';
 import { createStatsFd, mapStats, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from '../worker/worker.js';
 import { checkShmemFile, SharedRegion } from './shmem.js';
 
 /** A device's options; each is a row of DEVICE_OPTIONS (device-options.ts), where its range and default are. */
-export interface DeviceOptions {
+/** Device options; UBLK_F_INTEGRITY's (`metadataSize` and the rest) are integrity.ts's. */
+export interface DeviceOptions extends IntegrityChoice {
   /** Built-in target name ('null', 'memory', 'loop') or the path/URL of a target module. */
   target: string | URL;
   /** Options for the target, checked against its `options` rows; `size` in bytes. */
@@ -79,21 +80,6 @@ export interface DeviceOptions {
   maxSegmentSize?: number;
   /** Bytes, a power of 2: no segment crosses a multiple of it. */
   segmentBoundary?: number;
-  /**
-   * UBLK_F_INTEGRITY (Linux 7.0, user copy): bytes of metadata per logical
-   * block, 1..255; the target keeps them (see integrity.ts for the rest).
-   */
-  metadataSize?: number;
-  /** Where the protection information tuple starts in a block's metadata. Default 0. */
-  piOffset?: number;
-  /** The protection information's checksum; 'none' (default): metadata without PI. */
-  csumType?: CsumType;
-  /** Bytes of the tuple that are an application tag. Default 0. */
-  tagSize?: number;
-  /** The device checks the PI itself (LBMD_PI_CAP_INTEGRITY). Default false. */
-  integrityCapable?: boolean;
-  /** The tuple carries a reference tag (LBMD_PI_CAP_REFTAG). Default false. */
-  integrityReftag?: boolean;
 }
 
 export interface CreateHooks {
