@@ -3,8 +3,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DeviceOptions } from '../ublk/control/device.js';
+import { RUN_DIR } from '../run-dir.js';
 
-export const STATE_DIR = process.env.UBLK_TS_RUN_DIR ?? '/run/ublk-ts';
+export const STATE_DIR = RUN_DIR;
 
 export interface DeviceState {
   id: number;
