@@ -2,10 +2,9 @@
 // the errno conventions shared by everything that calls it: hot-path calls
 // return -errno, the rest throw an Error with `.code` and `.errno`.
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageFile } from './package-files.js';
 
 /**
  * A uv_poll_t watching one fd for readability on the creating thread's event
@@ -59,17 +58,7 @@ export interface Native {
   createPoller(fd: number, drainEventfd: boolean, callback: PollerCallback): Poller;
 }
 
-// Compiled code runs from dist/src/, sources from src/: find the package root
-// by its package.json rather than by a fixed number of `..`.
-function packageRoot(from: string): string {
-  for (let dir = from; ; dir = dirname(dir)) {
-    const pj = join(dir, 'package.json');
-    if (existsSync(pj) && (JSON.parse(readFileSync(pj, 'utf8')) as { name?: string }).name === 'ublk-ts') return dir;
-    if (dirname(dir) === dir) throw new Error(`ublk-ts package root not found above ${from}`);
-  }
-}
-
-const ADDON = join(packageRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'Release', 'ublk_native.node');
+const ADDON = packageFile('build', 'Release', 'ublk_native.node');
 
 /**
  * The addon's exports, loaded with this module: the hot path calls them

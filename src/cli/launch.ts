@@ -6,8 +6,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { UblkControl } from '../ublk/control/control.js';
+import { packageFile } from '../package-files.js';
 import { print } from './command.js';
 import { exitCodeOf, oneLine, ReportedError } from './errors.js';
 import { closeInheritedFds, dropOwnDeviceMounts, inOwnMountNamespace } from './hygiene.js';
@@ -44,7 +44,7 @@ export async function launch(cfg: ServeConfig, foreground: boolean): Promise<voi
 
 /** A server (or supervisor) process for `cfg`, reporting on its IPC channel; stderr to `stderr`. */
 export function spawnServer(role: '__serve' | '__supervise', cfg: ServeConfig, stderr: number | 'inherit', detached: boolean): ChildProcess {
-  const main = fileURLToPath(new URL('./main.js', import.meta.url));
+  const main = packageFile('bin', 'ublk-ts.js');
   // A server started by a supervisor names it in its state file, so that `del` waits for both.
   const env = role === '__serve' && !detached ? { ...process.env, UBLK_TS_SUPERVISOR: String(process.pid) } : process.env;
   // A detached one gets a mount namespace of its own (hygiene.ts); a supervisor's server shares its supervisor's.

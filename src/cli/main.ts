@@ -1,5 +1,6 @@
 // ublk-ts command line: add | list | stats | resize | quiesce | recover | del | features.
 import { readFileSync } from 'node:fs';
+import { packageFile } from '../package-files.js';
 import { addCommand } from './add.js';
 import { serveChild } from './launch.js';
 import { superviseChild } from './supervisor.js';
@@ -16,7 +17,7 @@ import { statsCommand } from './stats.js';
 const COMMANDS: readonly Command[] = [addCommand, listCommand, statsCommand, resizeCommand, quiesceCommand, recoverCommand, delCommand, featuresCommand];
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(packageFile('package.json'), 'utf8')) as { version: string };
   return pkg.version;
 }
 

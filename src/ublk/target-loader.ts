@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { TargetOptionError, type TargetModule } from './target.js';
+import { compiled } from '../package-files.js';
 
 export const BUILTIN_TARGETS = ['null', 'memory', 'loop', 'stripe', 'fault-inject', 'zoned'] as const;
 
@@ -10,7 +11,7 @@ export const BUILTIN_TARGETS = ['null', 'memory', 'loop', 'stripe', 'fault-injec
 export function resolveTarget(target: string | URL): string {
   if (target instanceof URL) return target.href;
   if ((BUILTIN_TARGETS as readonly string[]).includes(target)) {
-    return new URL(`../targets/${target}.js`, import.meta.url).href;
+    return pathToFileURL(compiled('targets', `${target}.js`)).href;
   }
   if (target.startsWith('file:')) return target;
   if (target.includes('/') || /\.[cm]?js$/.test(target)) {

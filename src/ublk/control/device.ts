@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { native } from '../../native.js';
+import { compiled } from '../../package-files.js';
 import { processAlive } from '../../process-alive.js';
 import { EBUSY, EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
 import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
@@ -224,7 +225,7 @@ function sharedTagBuffers(mode: ServingMode, queues: number, bytes: number): num
 
 function startWorker(cfg: Omit<WorkerConfig, 'quitFd'>): QueueWorker {
   const quitFd = native.eventfd(0, EFD_CLOEXEC);
-  const worker = new Worker(new URL('../worker/worker.js', import.meta.url), { workerData: { ...cfg, quitFd } });
+  const worker = new Worker(compiled('ublk', 'worker', 'worker.js'), { workerData: { ...cfg, quitFd } });
   let onReady!: () => void, onFail!: (e: Error) => void, onDone!: (err?: string) => void;
   const ready = new Promise<void>((res, rej) => { onReady = res; onFail = rej; });
   const done = new Promise<string | undefined>((res) => { onDone = res; });
