@@ -1,9 +1,6 @@
 // How the command line reports a failure: one line on stderr, and the exit
 // code says whose it was — 2 for what the user typed (usage, options, a mode
 // that cannot be served as asked), 1 for what went wrong at run time.
-import { OptionError } from '../options/spec.js';
-import { TargetOptionError } from '../ublk/target.js';
-import { ModeError } from '../ublk/mode.js';
 
 /** Bad input from the user: printed as `ublk-ts: message`, exit code 2. */
 export class UsageError extends Error {
@@ -13,8 +10,14 @@ export class UsageError extends Error {
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;
 
+// By name, not instanceof: the CLI runs bundled (dist/ublk-ts.mjs) while a
+// target module it loads imports its own copy of the library from dist/src/,
+// so a TargetOptionError thrown by a target's setup is not an instance of the
+// bundle's class.
+const USAGE_ERRORS = new Set(['UsageError', 'OptionError', 'TargetOptionError', 'ModeError']);
+
 export function isUsageError(e: unknown): boolean {
-  return e instanceof UsageError || e instanceof OptionError || e instanceof TargetOptionError || e instanceof ModeError;
+  return e instanceof Error && USAGE_ERRORS.has(e.name);
 }
 
 /** A failure another process (the detached server) reported, with the exit code it would have had here. */
