@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { addDevice, assertClean, cli, delDevice, fioVerify, FULL_ONLY, idOf, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, FULL, FULL_ONLY, idOf, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -74,7 +74,8 @@ for (const [mode, args] of MODES) {
   test(`${mode}: bad results fail the request with EIO, and the device keeps serving`, { skip: mode === 'batch' && FULL_ONLY }, () => {
     withModule();
     // READ-side faults (the write side of each is a valid count or the fault itself).
-    for (const fault of ['undefined', 'string', 'misaligned', 'too-long', 'zero-write']) {
+    // npm test: a result of the wrong type and a WRITE that moved nothing; the other three in the full suite.
+    for (const fault of FULL ? ['undefined', 'string', 'misaligned', 'too-long', 'zero-write'] : ['string', 'zero-write']) {
       const dev = addDevice(MODULE, '--size', '16M', '--fault', fault, ...args);
       try {
         const read = dd(dev, false);

@@ -83,7 +83,7 @@ for (const [name, args] of CASES) {
   });
 }
 
-test('automatic restart: the server killed three times during a 30 s fio run, fio sees no error', async () => {
+test('automatic restart: the server killed twice during a 20 s fio run, fio sees no error', async () => {
   const dev = addDevice('loop', '--file', RAM, '--recovery', 'reissue', '--queues', '2');
   const id = idOf(dev);
   // The device's log outlives it, and its id may have served earlier tests: only what is new counts.
@@ -91,7 +91,7 @@ test('automatic restart: the server killed three times during a 30 s fio run, fi
   try {
     const fio = spawn('fio', [
       '--name=restart', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randrw', '--bs=4k',
-      '--numjobs=2', '--offset_increment=24m', '--time_based', '--runtime=30', '--size=24m', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0',
+      '--numjobs=2', '--offset_increment=24m', '--time_based', '--runtime=20', '--size=24m', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0',
       '--output-format=terse',
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -99,10 +99,14 @@ test('automatic restart: the server killed three times during a 30 s fio run, fi
     fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
     const done = new Promise<number | null>((r) => fio.on('exit', r));
     const killed: number[] = [];
-    for (let k = 0; k < 3; k++) {
-      await sleep(6000);
+    for (let k = 0; k < 2; k++) {
+      await sleep(5000);
       // Wait for a live server (the previous restart may still be attaching), then kill it.
-      for (let i = 0; i < 100 && !(listDevices()[0]?.state === 'live' && !killed.includes(listDevices()[0]!.pid!)); i++) await sleep(200);
+      for (let i = 0; i < 100; i++) {
+        const d = listDevices()[0]; // one CLI call: seconds in the VM
+        if (d?.state === 'live' && !killed.includes(d.pid!)) break;
+        await sleep(200);
+      }
       killed.push(killServer(id, false));
     }
     assert.equal(await done, 0, `fio saw no error:\n${out}`);
@@ -110,7 +114,7 @@ test('automatic restart: the server killed three times during a 30 s fio run, fi
     const d = listDevices().find((x) => x.id === id)!;
     assert.ok(!killed.includes(d.pid!), 'a new server serves the device');
     const log = fs.readFileSync(`/run/ublk-ts/${id}.log`, 'utf8').slice(logStart);
-    assert.equal((log.match(/re-attached to \/dev\/ublkb\d+/g) ?? []).length, 3, log);
+    assert.equal((log.match(/re-attached to \/dev\/ublkb\d+/g) ?? []).length, 2, log);
   } finally {
     delDevice(dev);
   }
