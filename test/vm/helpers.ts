@@ -99,7 +99,7 @@ export function serverPids(): number[] {
     try {
       const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
       const args = cmd.split('\0');
-      // The detached server runs `node .../cli/main.js __serve ...`; a foreground one `ublk-ts.js add ... --foreground`.
+      // The detached server runs `node .../bin/ublk-ts.js __serve ...`; a foreground one `ublk-ts.js add ... --foreground`.
       if (args.includes('__serve') || args.includes('__supervise') ||
         (args.some((a) => a.endsWith('ublk-ts.js')) && args.includes('--foreground'))) pids.push(Number(p));
     } catch { /* exited meanwhile */ }
