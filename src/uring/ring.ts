@@ -132,6 +132,18 @@ export class Ring {
     return s;
   }
 
+  /**
+   * The SQE handed out just before `s`, if both are still unsubmitted (so
+   * still ours to change); -1 otherwise. Lets a caller walk back along an
+   * IOSQE_IO_LINK chain that ends at `s`.
+   */
+  sqeBefore(s: number): number {
+    const unsubmitted = (this.sqeTail - Atomics.load(this.sq, this.sqTail)) >>> 0;
+    const slot = s >> this.sqeShift;
+    const back = ((this.sqeTail - 1 - slot) & this.sqMask) + 1; // s is the back-th newest
+    return back < unsubmitted ? ((slot - 1) & this.sqMask) << this.sqeShift : -1;
+  }
+
   /** SQEs that getSqe() can still hand out before a submit is needed. */
   sqSpace(): number {
     return this.sqEntries - this.pending();

@@ -16,8 +16,8 @@
 // The dispatcher is also the target's `ctx.io`.
 import { EIO, EOPNOTSUPP } from '../../sys.js';
 import type { Ring } from '../../uring/ring.js';
-import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData } from '../../uring/prep.js';
-import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
+import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData, sqeFlags } from '../../uring/prep.js';
+import { IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
 import type { ServingMode } from '../mode.js';
 import type { CommitSink, ServedQueue } from './engine.js';
@@ -114,11 +114,25 @@ export class Dispatcher implements TargetIo {
 
   linkCommit(req: UblkRequest, s: number, result: number): boolean {
     // A step after the target (copy out, unregister) must come before the commit.
-    const commitNext = this.sink.commitNext;
-    if (!commitNext || this.stageUserCopy || req.registered || this.ring.sqSpace() < 1) return false;
-    addSqeFlags(this.ring, s, IOSQE_IO_LINK);
+    const commitNext = this.sink.commitNext, ring = this.ring;
+    if (!commitNext || this.stageUserCopy || req.registered || ring.sqSpace() < 1) return false;
+    // IOSQE_CQE_SKIP_SUCCESS on every SQE of the chain: a chain that succeeds
+    // posts only the commit's CQE (the tag's next request), so the request
+    // costs no wake-up and no JavaScript turn of its own. One that fails posts
+    // the failed SQE's CQE and, the chain not being IOSQE_IO_HARDLINK, none
+    // for the rest, the cancelled commit included (io_uring_enter(2)).
+    let chain = 1;
+    addSqeFlags(ring, s, IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
+    for (let p = ring.sqeBefore(s); p >= 0 && sqeFlags(ring, p) & IOSQE_IO_LINK; p = ring.sqeBefore(p)) {
+      addSqeFlags(ring, p, IOSQE_CQE_SKIP_SUCCESS);
+      chain++;
+    }
     commitNext(req, result);
+    // Done as far as this thread knows: nothing more comes for it unless the chain fails (onCqe).
+    req.ringOps -= chain;
     req.linkedResult = result;
+    req.owned = false;
+    this.count(req, result);
     return true;
   }
 
@@ -127,6 +141,7 @@ export class Dispatcher implements TargetIo {
   dispatch(req: UblkRequest): void {
     this.dispatched++;
     req.owned = true;
+    req.linkedResult = NaN; // a linked chain before this request succeeded (its commit fetched this one)
     req.generation++;
     const op = req.op, st = this.stats, b = this.statBase[req.queue]!;
     st[b + C_INFLIGHT]!++;
@@ -158,6 +173,7 @@ export class Dispatcher implements TargetIo {
   /** A CQE of kind KIND_TARGET or KIND_STAGE for `req`; `hi` is the upper user_data half. */
   onCqe(req: UblkRequest, kind: number, hi: number, res: number, flags: number): void {
     if (kind === KIND_TARGET) {
+      if (!req.owned && req.linkedResult === req.linkedResult) this.linkFailed(req);
       req.ringOps--;
       try {
         this.target.onCqe!(req, res, flags, hi);
@@ -238,13 +254,25 @@ export class Dispatcher implements TargetIo {
   }
 
   /**
+   * A CQE from a chain whose commit was linked (linkCommit): the chain failed,
+   * the kernel cancelled the commit, and the request is the target's again,
+   * to commit the error (or retry).
+   */
+  private linkFailed(req: UblkRequest): void {
+    req.linkedResult = NaN;
+    req.owned = true;
+    req.ringOps++; // this CQE, discounted when the chain was linked
+    this.stats[this.statBase[req.queue]! + C_INFLIGHT]!++;
+  }
+
+  /**
    * A request the target still owns with none of its ring operations in
    * flight completes from elsewhere (a timer, a socket, a MessagePort): it
    * counts as async, so the serving loop runs the event loop instead of
    * blocking in io_uring_enter, where no timer could fire.
    */
   private awaitElsewhere(req: UblkRequest): void {
-    if (req.owned && req.ringOps === 0 && !req.external && req.linkedResult !== req.linkedResult) {
+    if (req.owned && req.ringOps === 0 && !req.external) {
       req.external = true;
       this.asyncInFlight++;
     }
@@ -265,15 +293,6 @@ export class Dispatcher implements TargetIo {
     if (!req.owned) {
       this.failed(new Error(`queue ${req.queue} tag ${req.tag} completed twice`));
       return;
-    }
-    if (req.linkedResult === req.linkedResult) { // not NaN: a commit was linked to the target's IO
-      const linked = req.linkedResult;
-      req.linkedResult = NaN;
-      if (result === linked) {
-        req.owned = false; // the kernel has committed it already
-        this.count(req, result);
-        return;
-      }
     }
     req.result = result;
     if (this.stageUserCopy && dataOut(req.op) && result > 0) this.step(req, STEP_COPY_OUT);
