@@ -22,7 +22,7 @@ import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } fro
 import type { ServingMode } from '../mode.js';
 import type { CommitSink, ServedQueue } from './engine.js';
 import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_SHMEM, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
-import type { UblkRequest } from './request.js';
+import type { PromiseSettlers, UblkRequest } from './request.js';
 import type { Waker } from './waker.js';
 import type { ShmemViews } from './shmem-views.js';
 import {
@@ -142,7 +142,7 @@ export class Dispatcher implements TargetIo {
     this.dispatched++;
     req.owned = true;
     req.linkedResult = NaN; // a linked chain before this request succeeded (its commit fetched this one)
-    req.generation++;
+    req.awaitsPromise = false;
     const op = req.op, st = this.stats, b = this.statBase[req.queue]!;
     st[b + C_INFLIGHT]!++;
     if (op === UBLK_IO_OP_READ) {
@@ -243,11 +243,10 @@ export class Dispatcher implements TargetIo {
       this.awaitElsewhere(req);
     } else if (r !== null && typeof r === 'object' && typeof (r as Promise<number>).then === 'function') {
       this.asyncInFlight++;
-      const generation = req.generation;
-      r.then(
-        (v) => this.settle(req, generation, v, null),
-        (e: unknown) => this.settle(req, generation, 0, e),
-      );
+      req.promises++;
+      req.awaitsPromise = true;
+      const s = (req.settlers ??= this.settlersFor(req));
+      r.then(s.fulfilled, s.rejected);
     } else {
       this.finish(req, this.check(req, r)); // not a result at all (a forgotten `return`): the target's bug
     }
@@ -278,13 +277,32 @@ export class Dispatcher implements TargetIo {
     }
   }
 
-  private settle(req: UblkRequest, generation: number, value: unknown, error: unknown): void {
+  private settlersFor(req: UblkRequest): PromiseSettlers {
+    return {
+      fulfilled: (value: unknown) => this.settle(req, value, false),
+      rejected: (error: unknown) => this.settle(req, error, true),
+    };
+  }
+
+  /**
+   * A target's promise settled. The handlers are the tag's, not the
+   * request's: a promise of an earlier request on the tag (which the target
+   * completed some other way, its bug) is told apart by the request not
+   * waiting for one; with two of the tag's promises pending, which is whose
+   * cannot be told, and the current request fails rather than take a stale result.
+   */
+  private settle(req: UblkRequest, value: unknown, rejected: boolean): void {
     this.asyncInFlight--;
-    if (generation !== req.generation || !req.owned) {
+    req.promises--;
+    if (!req.owned || !req.awaitsPromise) {
       this.failed(new Error(`queue ${req.queue} tag ${req.tag}: a promise settled after its request was completed (ignored)`));
       return;
     }
-    this.finish(req, error === null ? this.check(req, value) : this.failed(error));
+    req.awaitsPromise = false;
+    const result = req.promises > 0
+      ? this.failed(new Error(`queue ${req.queue} tag ${req.tag}: a promise settled while one of an earlier request on the tag is pending`))
+      : rejected ? this.failed(value) : this.check(req, value);
+    this.finish(req, result);
     this.waker.wake();
   }
 

@@ -10,6 +10,12 @@ import {
 } from '../abi/uapi.js';
 import { LAYOUTS } from '../abi/layout.js';
 
+/** The two functions a target's promise is given (then), made once per tag rather than per request. */
+export interface PromiseSettlers {
+  readonly fulfilled: (value: unknown) => void;
+  readonly rejected: (error: unknown) => void;
+}
+
 const SECTOR = 512;
 /** REPORT_ZONES: bytes per zone in the reply (struct blk_zone). */
 const ZONE_BYTES = LAYOUTS.blk_zone.size;
@@ -80,8 +86,12 @@ export class UblkRequest {
    * elsewhere (a timer, a socket), so the serving loop must keep the event loop running
    */
   external = false;
-  /** @internal counts dispatches of this tag: a promise settling for an earlier one is stale */
-  generation = 0;
+  /** @internal the current request waits for the promise its target returned */
+  awaitsPromise = false;
+  /** @internal promises returned for this tag's requests that have not settled yet (more than one: a target's bug) */
+  promises = 0;
+  /** @internal this tag's handlers for such a promise, made at its first (dispatch.ts) */
+  settlers: PromiseSettlers | null = null;
 
   /** Where the data lies (the tag buffer, a shared memory region; null: no data), from which byte, how many. */
   private dataIn: Uint8Array | null = null;
