@@ -80,11 +80,9 @@ class LoopQueue implements Target {
   flush(req: UblkRequest): IoResult {
     const io = this.state(req);
     io.error = 0;
-    io.cqes = 0;
-    for (const fd of this.metaFd < 0 ? [this.fd] : [this.fd, this.metaFd]) {
-      prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), fd, IORING_FSYNC_DATASYNC);
-      io.cqes++;
-    }
+    io.cqes = this.metaFd < 0 ? 1 : 2;
+    prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), this.fd, IORING_FSYNC_DATASYNC);
+    if (this.metaFd >= 0) prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), this.metaFd, IORING_FSYNC_DATASYNC);
     return PENDING;
   }
 
