@@ -104,7 +104,8 @@ export interface TargetIo {
    * or -ECANCELED for its first SQE when a later one was refused at
    * submission), the commit is cancelled, and the target completes the
    * request (or retries) as usual. Returns false where the engine cannot link
-   * (batch mode, or steps after the target): then every SQE posts its CQE.
+   * (batch mode, steps after the target, or operations of the request
+   * outside the chain still to complete): then every SQE posts its CQE.
    */
   linkCommit(req: UblkRequest, s: number, result: number): boolean;
 }

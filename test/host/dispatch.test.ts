@@ -8,8 +8,10 @@ import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_WORDS } from '../../src/ublk/worke
 import { Waker } from '../../src/ublk/worker/waker.js';
 import { servingMode } from '../../src/ublk/mode.js';
 import { SLOT_WORDS } from '../../src/ublk/stats.js';
-import type { Ring } from '../../src/uring/ring.js';
-import type { Target } from '../../src/ublk/target.js';
+import { Ring } from '../../src/uring/ring.js';
+import { prepNop, setSqeFlags, sqeFlags } from '../../src/uring/prep.js';
+import { IOSQE_CQE_SKIP_SUCCESS, IOSQE_IO_LINK } from '../../src/uring/constants.js';
+import { PENDING, type Target } from '../../src/ublk/target.js';
 import { UBLK_IO_OP_READ } from '../../src/ublk/abi/uapi.js';
 
 type Handlers = [(v: unknown) => void, (e: unknown) => void];
@@ -75,5 +77,47 @@ test('a target\'s promise that settles after its request was completed otherwise
     assert.ok(errors.length > 0, 'the target\'s bug logged');
   } finally {
     console.error = logged;
+  }
+});
+
+test('linkCommit links only a chain that holds every operation of the request still to complete', () => {
+  const ring = Ring.create({ entries: 16 });
+  try {
+    const mode = servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, { name: 'test' });
+    const sink = { commit: () => {}, commitNext: (_req: UblkRequest, _res: number) => void prepNop(ring, ring.getSqe()) };
+    const d = new Dispatcher(ring, mode, sink, new Waker(), { stats: new Float64Array(SLOT_WORDS), queues: [{ q: 0, slot: 0 }] });
+    const linked: boolean[] = [];
+    let linkFirst = false;
+    d.attach({
+      read: (req) => {
+        const a = d.sqe(req, 0);
+        prepNop(ring, a);
+        if (linkFirst) setSqeFlags(ring, a, IOSQE_IO_LINK);
+        const b = d.sqe(req, 0);
+        prepNop(ring, b);
+        linked.push(d.linkCommit(req, b, 4096));
+        return PENDING;
+      },
+      write: () => 0,
+      onCqe: () => {},
+    });
+    const desc = new Uint32Array(DESC_WORDS);
+    desc[DESC_OP_FLAGS] = UBLK_IO_OP_READ;
+    desc[DESC_NR_SECTORS] = 8;
+    const req = new UblkRequest(0, 0, null, 0, 0);
+    req.load(desc);
+    d.dispatch(req);
+    assert.deepEqual(linked, [false], 'the first NOP is not in the chain: its CQE would be taken for a failure');
+    ring.submit();
+    ring.reap((lo, hi, res, fl) => d.onCqe(req, 1, hi, res, fl));
+    d.complete(req, 4096);
+    linkFirst = true;
+    req.load(desc);
+    d.dispatch(req);
+    assert.deepEqual(linked, [false, true]);
+    assert.equal(sqeFlags(ring, 2 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'the chain\'s first SQE');
+    assert.equal(sqeFlags(ring, 3 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'its last, before the commit');
+  } finally {
+    ring.close();
   }
 });

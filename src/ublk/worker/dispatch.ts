@@ -122,14 +122,14 @@ export class Dispatcher implements TargetIo {
     // the failed SQE's CQE and, the chain not being IOSQE_IO_HARDLINK, none
     // for the rest, the cancelled commit included (io_uring_enter(2)).
     let chain = 1;
+    for (let p = ring.sqeBefore(s); p >= 0 && sqeFlags(ring, p) & IOSQE_IO_LINK; p = ring.sqeBefore(p)) chain++;
+    // Any other operation of the request still to post a CQE would be taken for the chain's failure.
+    if (req.ringOps !== chain) return false;
     addSqeFlags(ring, s, IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
-    for (let p = ring.sqeBefore(s); p >= 0 && sqeFlags(ring, p) & IOSQE_IO_LINK; p = ring.sqeBefore(p)) {
-      addSqeFlags(ring, p, IOSQE_CQE_SKIP_SUCCESS);
-      chain++;
-    }
+    for (let p = ring.sqeBefore(s); p >= 0 && sqeFlags(ring, p) & IOSQE_IO_LINK; p = ring.sqeBefore(p)) addSqeFlags(ring, p, IOSQE_CQE_SKIP_SUCCESS);
     commitNext(req, result);
     // Done as far as this thread knows: nothing more comes for it unless the chain fails (onCqe).
-    req.ringOps -= chain;
+    req.ringOps = 0;
     req.linkedResult = result;
     req.owned = false;
     this.count(req, result);
