@@ -36,10 +36,13 @@ function totals(dev: string): Totals {
 }
 
 /** fio randrw 4k at `iodepth` for `seconds`, running while the test reads the counters. */
-function load(dev: string, seconds: number, iodepth: number): { done: Promise<number | null> } {
+function load(dev: string, seconds: number, iodepth: number): { done: Promise<number | null>; output: () => string } {
   const fio = spawn('fio', ['--name=steady', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--rw=randrw', '--bs=4k',
-    `--iodepth=${iodepth}`, '--size=64m', '--time_based', `--runtime=${seconds}`, '--output-format=terse'], { stdio: 'ignore' });
-  return { done: new Promise((resolve) => fio.once('exit', resolve)) };
+    `--iodepth=${iodepth}`, '--size=64m', '--time_based', `--runtime=${seconds}`, '--output-format=terse'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  fio.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  fio.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  return { done: new Promise((resolve) => fio.once('exit', resolve)), output: () => out };
 }
 
 const CASES: Array<{ name: string; args: string[]; classic: boolean }> = [
@@ -65,7 +68,7 @@ for (const c of CASES) {
         const seen = `QD ${iodepth}: ${requests} requests; per request ${per('enters').toFixed(2)} enters, ${per('turns').toFixed(2)} turns, ` +
           `${per('cqes').toFixed(2)} CQEs, ${per('heapBytes').toFixed(1)} heap bytes; GCs ${b.gcMinor - a.gcMinor} minor, ${b.gcMajor - a.gcMajor} major`;
         t.diagnostic(seen);
-        assert.ok(requests > 1000, seen);
+        assert.ok(requests > 1000, `${seen}\nbefore ${JSON.stringify(a)}\nafter ${JSON.stringify(b)}\nfio: ${fio.output()}`);
         assert.ok(per('heapBytes') < 48, `allocates per request: ${seen}`);
         assert.ok(b.gcMinor - a.gcMinor <= 1 && b.gcMajor === a.gcMajor, `garbage collections: ${seen}`);
         // Classic at QD 1: the commit of one request is the fetch of the next, so
