@@ -3,7 +3,7 @@
 import type { CopyMode } from '../src/index.js';
 import { kernelLoop, loadRamDisk, RAM, unloadRamDisk } from './ramdisk.js';
 import { Results } from './report.js';
-import { cleanUp, cpuTable, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
+import { cleanUp, costTable, cpuTable, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
 
 /** The backing store of every subject: brd's one RAM disk, whole. */
 const BACKING = 256 * MiB;
@@ -38,7 +38,7 @@ export async function loopSuite(): Promise<string> {
       }
     }
     const results = new Results();
-    const { cpu } = measure(results, CASES, subjects, `${BACKING / MiB}m`);
+    const { cpu, costs } = measure(results, CASES, subjects, `${BACKING / MiB}m`);
     const names = subjects.map((s) => s.name);
     const casesIn = (unit: string) => CASES.filter((c) => (c.unit ?? 'IOPS') === unit).map((c) => c.name);
     const title = `loop: ${KLOOP} = kernel loop driver (losetup --direct-io=on); c-/b- = ublk-ts loop target, classic/batch, ` +
@@ -47,7 +47,7 @@ export async function loopSuite(): Promise<string> {
       results.table(title, 'IOPS', names, [], casesIn('IOPS')),
       results.table('loop: sequential', 'MB/s', names, [], casesIn('MB/s')),
       results.table(`loop: ublk-ts / ${KLOOP}`, '', [], names.filter((n) => n !== KLOOP).map((n) => [n, KLOOP])),
-      cpuTable(cpu, subjects),
+      cpuTable(cpu, subjects) + '\n\n' + costTable(costs, subjects),
     ].join('\n\n');
   } finally {
     await cleanUp(() => release(subjects), () => kloop && sh('losetup', '-d', kloop), unloadRamDisk);

@@ -6,7 +6,7 @@
 // VM run.
 import { kernelLoop, loadRamDisk, RAM, unloadRamDisk } from './ramdisk.js';
 import { Results } from './report.js';
-import { cleanUp, cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
+import { cleanUp, costTable, cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
 
 /** 1 ms: long enough to span the gap between requests at QD 1 in the emulated VM, so the server never sleeps while IO flows. */
 const POLL_USEC = Number(process.env.BENCH_POLL_US ?? 1000);
@@ -37,9 +37,9 @@ async function nullTable(): Promise<string> {
       vs.push(['classic', 'kublk'], ['classic-poll', 'kublk'], ['batch-poll', 'kublk']);
     }
     const results = new Results();
-    const { cpu } = measure(results, CASES, subjects, '128m');
+    const { cpu, costs } = measure(results, CASES, subjects, '128m');
     return results.table(`null target: --poll-us ${POLL_USEC} vs 0 (median of ${ROUNDS})`, 'IOPS', subjects.map((s) => s.name), vs) +
-      '\n\n' + cpuTable(cpu, subjects);
+      '\n\n' + cpuTable(cpu, subjects) + '\n\n' + costTable(costs, subjects);
   } finally {
     await release(subjects);
   }
@@ -57,10 +57,10 @@ async function loopTable(): Promise<string> {
       subjects.push(kublk('kublk-zc', 'loop', '-q', '1', '-d', '128', '--auto_zc', RAM));
     }
     const results = new Results();
-    const { cpu } = measure(results, CASES, subjects, '128m');
+    const { cpu, costs } = measure(results, CASES, subjects, '128m');
     const names = subjects.map((s) => s.name);
     return results.table(`loop target (zero copy) over brd, kloop = kernel loop driver: --poll-us ${POLL_USEC} vs 0 (median of ${ROUNDS})`,
-      'IOPS', names, names.filter((n) => n !== 'kloop').map((n): [string, string] => [n, 'kloop'])) + '\n\n' + cpuTable(cpu, subjects);
+      'IOPS', names, names.filter((n) => n !== 'kloop').map((n): [string, string] => [n, 'kloop'])) + '\n\n' + cpuTable(cpu, subjects) + '\n\n' + costTable(costs, subjects);
   } finally {
     await cleanUp(() => release(subjects), () => kloop && sh('losetup', '-d', kloop), unloadRamDisk);
   }

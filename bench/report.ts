@@ -23,11 +23,11 @@ export class Results {
   }
 
   /** One row per case (default: all, in the order measured): each subject's median, then subject/baseline ratios. */
-  table(title: string, unit: string, subjects: string[], ratios: Array<[string, string]>, cases = [...this.data.keys()]): string {
+  table(title: string, unit: string, subjects: string[], ratios: Array<[string, string]>, cases = [...this.data.keys()], digits = 0): string {
     const head = ['case', ...subjects.map((s) => `${s} (${unit})`), ...ratios.map(([a, b]) => `${a} / ${b}`)];
     const rows = cases.map((c) => [
       c,
-      ...subjects.map((s) => Math.round(this.get(c, s)).toString()),
+      ...subjects.map((s) => this.get(c, s).toFixed(digits)),
       ...ratios.map(([a, b]) => (this.get(c, a) / this.get(c, b)).toFixed(2) + 'x'),
     ]);
     const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

@@ -11,7 +11,7 @@
 import { loopSuite } from './loop.js';
 import { pollSuite } from './poll.js';
 import { median, Results } from './report.js';
-import { cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
+import { costTable, cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
 
 /** The batch subject's mean tags per FETCH completion, per case. */
 function tagsLine(cases: Case[], tags: Map<string, number[]>): string {
@@ -39,12 +39,12 @@ async function nullblkSuite(): Promise<string> {
       { name: `4k ${rw} QD64 fio batch 16`, rw, iodepth: 64, batch: 16 },
     ]);
     const results = new Results();
-    const { tags, cpu } = measure(results, cases, subjects, '1g');
+    const { tags, cpu, costs } = measure(results, cases, subjects, '1g');
     const vs: Array<[string, string]> = names.filter((n) => n !== 'null_blk').map((n) => [n, 'null_blk']);
     vs.push(['batch', 'classic']);
     if (KUBLK) vs.push(['kublk-b', 'kublk'], ['classic', 'kublk'], ['batch', 'kublk-b']);
     return results.table(`null target vs null_blk (1 queue, median of ${ROUNDS})`, 'IOPS', names, vs) +
-      '\n' + tagsLine(cases, tags) + '\n\n' + cpuTable(cpu, subjects);
+      '\n' + tagsLine(cases, tags) + '\n\n' + cpuTable(cpu, subjects) + '\n\n' + costTable(costs, subjects);
   } finally {
     await release(subjects);
     sh('rmmod', 'null_blk');
@@ -66,9 +66,9 @@ async function batchSuite(): Promise<string> {
           name: `4k ${rw} QD${qd}`, rw, iodepth: Math.max(1, qd / queues), jobs: queues,
         })));
         const results = new Results();
-        const { tags, cpu } = measure(results, cases, subjects, `${128 / queues}m`);
+        const { tags, cpu, costs } = measure(results, cases, subjects, `${128 / queues}m`);
         tables.push(results.table(`${target} target, ${queues} queue(s): batch vs classic (median of ${ROUNDS})`, 'IOPS',
-          ['classic', 'batch'], [['batch', 'classic']]) + '\n' + tagsLine(cases, tags) + '\n\n' + cpuTable(cpu, subjects));
+          ['classic', 'batch'], [['batch', 'classic']]) + '\n' + tagsLine(cases, tags) + '\n\n' + cpuTable(cpu, subjects) + '\n\n' + costTable(costs, subjects));
       } finally {
         await release(subjects);
       }

@@ -3,6 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
+import { totalStats } from '../src/ublk/stats.js';
 import { fio, type FioJob } from './fio.js';
 import { Results } from './report.js';
 
@@ -101,6 +102,8 @@ export interface Extras {
   tags: Map<string, number[]>;
   /** CPU use in % of one CPU: `subject` is the serving process, `subject fio` is fio. */
   cpu: Results;
+  /** ublk-ts subjects' costs per request: `subject enters`, `subject turns`, `subject CQEs`, `subject bytes` (heap allocated). */
+  costs: Results;
 }
 
 /**
@@ -112,12 +115,14 @@ export interface Extras {
 export function measure(results: Results, cases: Case[], subjects: Subject[], size: string): Extras {
   const tagsPerFetch = new Map<string, number[]>();
   const cpu = new Results();
+  const costs = new Results();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const c of cases) {
       const order = round % 2 ? subjects : [...subjects].reverse();
       for (const s of order) {
         const batch = s.dev && s.dev.flags & UBLK_F_BATCH_IO ? s.dev : undefined;
         const before = batch?.batchStats;
+        const costs0 = s.dev && totalStats(s.dev.stats());
         const cpu0 = s.pid === undefined ? 0 : cpuSeconds(s.pid);
         const t0 = performance.now();
         const r = fio({
@@ -129,18 +134,40 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
         const value = unit === 'IOPS' ? r.iops : r.mbps;
         results.add(c.name, s.name, value);
         let note = '';
+        if (costs0 && s.dev) {
+          const c1 = totalStats(s.dev.stats());
+          const requests = Math.max(1, c1.reads + c1.writes + c1.other - (costs0.reads + costs0.writes + costs0.other));
+          for (const [col, k] of COSTS) costs.add(c.name, `${s.name} ${col}`, (c1[k] - costs0[k]) / requests);
+          note = `, per request ${COSTS.map(([col, k]) => `${((c1[k] - costs0[k]) / requests).toFixed(2)} ${col}`).join(' ')}`;
+        }
         if (before && batch) {
           const after = batch.batchStats;
           const mean = (after.tags - before.tags) / Math.max(1, after.fetchCqes - before.fetchCqes);
           const key = `${c.name}|${s.name}`;
           tagsPerFetch.set(key, [...(tagsPerFetch.get(key) ?? []), mean]);
-          note = `, ${mean.toFixed(1)} tags/fetch`;
+          note += `, ${mean.toFixed(1)} tags/fetch`;
         }
         console.log(`round ${round}: ${c.name}: ${s.name}: ${Math.round(value)} ${unit}${note}`);
       }
     }
   }
-  return { tags: tagsPerFetch, cpu };
+  return { tags: tagsPerFetch, cpu, costs };
+}
+
+/** A request's costs in a ublk-ts server, beyond its own work: what the per-request table shows. */
+const COSTS: Array<[string, 'enters' | 'turns' | 'cqes' | 'heapBytes']> = [
+  ['enters', 'enters'], ['turns', 'turns'], ['CQEs', 'cqes'], ['bytes', 'heapBytes'],
+];
+
+/**
+ * Per request, in each ublk-ts subject's serving threads: io_uring_enter
+ * calls, serving-loop turns (a wake-up into JavaScript each), CQEs reaped,
+ * and bytes allocated on the JavaScript heap (next to tags per fetch
+ * completion, these say where a request's time goes).
+ */
+export function costTable(costs: Results, subjects: Subject[]): string {
+  const cols = subjects.filter((s) => s.dev).flatMap((s) => COSTS.map(([col]) => `${s.name} ${col}`));
+  return costs.table('per request in the server: io_uring_enter calls, loop turns, CQEs, heap bytes allocated', 'per IO', cols, [], undefined, 2);
 }
 
 /**

@@ -15,7 +15,9 @@ export const statsCommand: Command = {
   brief: 'live IOPS, bandwidth, requests in flight, errors and server CPU',
   synopsis: '[ID] [--watch] [--json] [--interval SECONDS]',
   summary: 'Show each device\'s (or device ID\'s) IOPS, bandwidth, requests in flight, requests per fetch\n' +
-    'completion (batch), errors and server CPU, measured over an interval, per device and per queue.',
+    'completion (batch), errors and server CPU, measured over an interval, per device and per queue; and what\n' +
+    'a request cost the serving threads: io_uring_enter calls, loop turns (wake-ups into JavaScript) and CQEs\n' +
+    'per request, the bytes they allocated per request and their garbage collections.',
   options: [
     idOption('only this device'),
     { key: 'watch', short: 'w', type: 'bool', help: 'print again every interval until interrupted' },
@@ -84,24 +86,38 @@ interface Rates {
   inFlight: number;
   /** Batch: tags per fetch completion in the interval (0 where there was none). */
   tagsPerFetch: number;
+  /** The serving threads' io_uring_enter calls, loop turns and CQEs per request in the interval (0 where there was none). */
+  entersPerRequest: number;
+  turnsPerRequest: number;
+  cqesPerRequest: number;
+  /** Garbage collections of the serving threads' heaps in the interval (minor and major), and bytes they allocated per request. */
+  gcs: number;
+  heapBytesPerRequest: number;
 }
 
 function rates(a: QueueStats, b: QueueStats, secs: number): Rates {
   const d = (k: keyof QueueStats) => ((b[k] as number) - (a[k] as number)) / secs;
   const fetches = b.fetchCqes - a.fetchCqes;
+  const requests = b.reads + b.writes + b.other - (a.reads + a.writes + a.other);
+  const perRequest = (k: keyof QueueStats) => (requests > 0 ? ((b[k] as number) - (a[k] as number)) / requests : 0);
   return {
     iops: d('reads') + d('writes') + d('other'), readIops: d('reads'), writeIops: d('writes'),
     readBytesPerSec: d('readBytes'), writeBytesPerSec: d('writeBytes'), errorsPerSec: d('errors'), inFlight: b.inFlight,
     tagsPerFetch: fetches > 0 ? (b.tags - a.tags) / fetches : 0,
+    entersPerRequest: perRequest('enters'), turnsPerRequest: perRequest('turns'), cqesPerRequest: perRequest('cqes'),
+    gcs: b.gcMinor + b.gcMajor - (a.gcMinor + a.gcMajor), heapBytesPerRequest: perRequest('heapBytes'),
   };
 }
 
 function line(r: Rates, total: QueueStats): string {
   const fetch = total.fetchCqes ? `, ${r.tagsPerFetch.toFixed(1)} tags/fetch` : '';
   const shmem = total.shmem ? `, ${total.shmem} served from shared memory` : '';
+  // A queue served by a thread that counts its costs in another queue's slot shows none.
+  const costs = total.turns ? `; per request ${r.entersPerRequest.toFixed(2)} io_uring_enter, ${r.turnsPerRequest.toFixed(2)} loop turns, ` +
+    `${r.cqesPerRequest.toFixed(2)} CQEs, ${Math.round(r.heapBytesPerRequest)} bytes allocated; ${r.gcs} GCs` : '';
   return `${Math.round(r.iops)} IOPS (read ${Math.round(r.readIops)}, write ${Math.round(r.writeIops)}), ` +
     `${formatSize(Math.round(r.readBytesPerSec))}/s read, ${formatSize(Math.round(r.writeBytesPerSec))}/s written, ` +
-    `${r.inFlight} in flight, ${total.errors} errors${fetch}${shmem}`;
+    `${r.inFlight} in flight, ${total.errors} errors${fetch}${shmem}${costs}`;
 }
 
 async function stats(argv: string[]): Promise<void> {

@@ -80,11 +80,9 @@ class LoopQueue implements Target {
   flush(req: UblkRequest): IoResult {
     const io = this.state(req);
     io.error = 0;
-    io.cqes = 0;
-    for (const fd of this.metaFd < 0 ? [this.fd] : [this.fd, this.metaFd]) {
-      prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), fd, IORING_FSYNC_DATASYNC);
-      io.cqes++;
-    }
+    io.cqes = this.metaFd < 0 ? 1 : 2;
+    prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), this.fd, IORING_FSYNC_DATASYNC);
+    if (this.metaFd >= 0) prepFsync(this.ring, this.io.sqe(req, SUB_SYNC), this.metaFd, IORING_FSYNC_DATASYNC);
     return PENDING;
   }
 
@@ -108,8 +106,12 @@ class LoopQueue implements Target {
     switch (sub) {
       case SUB_RW:
       case SUB_META:
-        // A linked pair posts both CQEs; a failed or short first one cancels the second.
-        if (res !== (sub === SUB_RW ? req.length : req.integrity) && io.error === 0 && res !== -ECANCELED) io.error = res < 0 ? res : SHORT;
+        // An unlinked pair posts both CQEs; a failed or short first one cancels the second,
+        // whose -ECANCELED gives way to the real error. A chain with a linked commit posts
+        // only its failure (TargetIo.linkCommit), -ECANCELED included.
+        if (res !== (sub === SUB_RW ? req.length : req.integrity) && (io.error === 0 || io.error === -ECANCELED)) {
+          io.error = res < 0 ? res : SHORT;
+        }
         if (--io.cqes > 0) return;
         if (io.error === 0) this.io.complete(req, req.length);
         else if (io.error === SHORT && ++io.retries <= MAX_RETRIES) this.startRw(req); // the whole transfer again
@@ -149,16 +151,16 @@ class LoopQueue implements Target {
   private startRw(req: UblkRequest): IoResult {
     const io = this.state(req);
     io.error = 0;
-    io.cqes = fileRwCqes(this.io);
     if (req.integrity) {
-      io.cqes += 2;
+      io.cqes = fileRwCqes(this.io) + 2;
       queueFileRw(this.io, req, SUB_RW, this.fd, req.offset, 0, req.length, 0);
       queueIntegrityRw(this.io, req, SUB_META, this.metaFd, req.integrityOffset, 0);
       return PENDING;
     }
     // One SQE more in the submission: the commit linked after the data's last move.
     const last = queueFileRw(this.io, req, SUB_RW, this.fd, req.offset, 0, req.length, 1);
-    this.io.linkCommit(req, last, req.length);
+    // Linked: a CQE comes only if the chain failed, and it is the only one.
+    io.cqes = this.io.linkCommit(req, last, req.length) ? 1 : fileRwCqes(this.io);
     return PENDING;
   }
 

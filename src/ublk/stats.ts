@@ -7,13 +7,19 @@ import { native } from '../native.js';
 import { MAP_SHARED, MFD_CLOEXEC, PROT_READ, PROT_WRITE } from '../sys.js';
 
 /** Float64 words per slot, and each counter's index within a slot. */
-export const SLOT_WORDS = 16;
+export const SLOT_WORDS = 24;
 export const C_QUEUE = 0; // the queue this slot counts (written once)
 export const C_READS = 1, C_WRITES = 2, C_OTHER = 3, C_READ_BYTES = 4, C_WRITE_BYTES = 5;
 export const C_ERRORS = 6; // requests completed with a negative result
 export const C_INFLIGHT = 7; // requests dispatched and not yet handed to the commit path
 export const C_FETCH_CQES = 8, C_TAGS = 9, C_COMMITS = 10, C_REARMS = 11; // batch mode
 export const C_SHMEM = 12; // requests served in place from shared memory (UBLK_IO_F_SHMEM_ZC)
+// The serving thread's costs, in the slot of the first queue it serves (0 in its others):
+export const C_ENTERS = 13; // io_uring_enter calls
+export const C_TURNS = 14; // serving-loop iterations: each a wake-up into JavaScript
+export const C_CQES = 15; // CQEs reaped
+export const C_GC_MINOR = 16, C_GC_MAJOR = 17; // garbage collections (scavenges; full mark-sweeps) of the thread's heap
+export const C_HEAP_BYTES = 18; // bytes the thread allocated on its JavaScript heap (gc-count.ts: sampled, approximate)
 
 export interface QueueStats {
   queue: number;
@@ -33,6 +39,19 @@ export interface QueueStats {
   rearms: number;
   /** UBLK_F_SHMEM_ZC: requests whose data the kernel left in the registered shared memory (no copy). */
   shmem: number;
+  /**
+   * The serving threads' io_uring_enter calls, serving-loop turns (a wake-up
+   * and a run of JavaScript each) and CQEs reaped; per request, they are what
+   * a request costs beyond its own work.
+   */
+  enters: number;
+  turns: number;
+  cqes: number;
+  /** Garbage collections in the serving threads: minor (scavenges) and major; none while a steady load allocates nothing. */
+  gcMinor: number;
+  gcMajor: number;
+  /** Bytes the serving threads allocated on their JavaScript heaps (sampled every 1024 loop turns). */
+  heapBytes: number;
 }
 
 export type BatchStats = Pick<QueueStats, 'fetchCqes' | 'tags' | 'commits' | 'rearms'>;
@@ -40,7 +59,8 @@ export type BatchStats = Pick<QueueStats, 'fetchCqes' | 'tags' | 'commits' | 're
 const FIELDS: Array<[keyof QueueStats, number]> = [
   ['reads', C_READS], ['writes', C_WRITES], ['other', C_OTHER], ['readBytes', C_READ_BYTES], ['writeBytes', C_WRITE_BYTES],
   ['errors', C_ERRORS], ['inFlight', C_INFLIGHT], ['fetchCqes', C_FETCH_CQES], ['tags', C_TAGS], ['commits', C_COMMITS],
-  ['rearms', C_REARMS], ['shmem', C_SHMEM],
+  ['rearms', C_REARMS], ['shmem', C_SHMEM], ['enters', C_ENTERS], ['turns', C_TURNS], ['cqes', C_CQES],
+  ['gcMinor', C_GC_MINOR], ['gcMajor', C_GC_MAJOR], ['heapBytes', C_HEAP_BYTES],
 ];
 
 export const statsBytes = (slots: number): number => Math.max(1, slots) * SLOT_WORDS * 8;
@@ -60,7 +80,7 @@ export function mapStats(fd: number, writable: boolean): Float64Array {
 
 const zeroStats = (queue: number): QueueStats => ({
   queue, reads: 0, writes: 0, other: 0, readBytes: 0, writeBytes: 0, errors: 0, inFlight: 0, fetchCqes: 0, tags: 0, commits: 0, rearms: 0,
-  shmem: 0,
+  shmem: 0, enters: 0, turns: 0, cqes: 0, gcMinor: 0, gcMajor: 0, heapBytes: 0,
 });
 
 /** The counters per queue (slots of threads sharing a queue added up), in queue order. */

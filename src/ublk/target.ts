@@ -96,12 +96,16 @@ export interface TargetIo {
   complete(req: UblkRequest, result: number): void;
   /**
    * Optional shortcut: links the request's commit, with `result`, to SQE `s`
-   * (the last of the target's chain), so the kernel completes the request as
-   * soon as `s` succeeds, with no further trip through JavaScript. Reserve one
-   * SQE more than the chain needs. The target still calls `complete()` from
-   * its CQE as usual: with `result` it is a no-op, with anything else (the
-   * chain failed, so the commit was cancelled) it commits that. Returns false
-   * where the engine cannot link (batch mode, or steps after the target).
+   * (the last of the target's IOSQE_IO_LINK chain), so the kernel completes
+   * the request as soon as the chain succeeds, with no further trip through
+   * JavaScript: the chain's SQEs get IOSQE_CQE_SKIP_SUCCESS, and a chain that
+   * succeeds posts no CQE to the target at all. Reserve one SQE more than the
+   * chain needs. If the chain fails, exactly one CQE comes (the failed SQE's,
+   * or -ECANCELED for its first SQE when a later one was refused at
+   * submission), the commit is cancelled, and the target completes the
+   * request (or retries) as usual. Returns false where the engine cannot link
+   * (batch mode, steps after the target, or operations of the request
+   * outside the chain still to complete): then every SQE posts its CQE.
    */
   linkCommit(req: UblkRequest, s: number, result: number): boolean;
 }

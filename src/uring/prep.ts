@@ -105,6 +105,11 @@ export function setSqeFlags(ring: Ring, s: number, iosqeFlags: number): void {
   ring.sqeU8[s + FLAGS] = iosqeFlags;
 }
 
+/** The IOSQE_* flags set. */
+export function sqeFlags(ring: Ring, s: number): number {
+  return ring.sqeU8[s + FLAGS]!;
+}
+
 /** Adds IOSQE_* flags to those already set. */
 export function addSqeFlags(ring: Ring, s: number, iosqeFlags: number): void {
   ring.sqeU8[s + FLAGS] |= iosqeFlags;

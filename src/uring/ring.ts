@@ -9,7 +9,7 @@ import { setupRing, type RingOptions, type RingSetup } from './setup.js';
 import {
   IORING_ENTER_EXT_ARG, IORING_ENTER_GETEVENTS, IORING_FEAT_MIN_TIMEOUT, IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_EVENTFD,
   IORING_REGISTER_FILES, IORING_RSRC_REGISTER_SPARSE, IORING_SETUP_DEFER_TASKRUN, IORING_SQ_CQ_OVERFLOW,
-  IORING_SQ_TASKRUN, IORING_UNREGISTER_BUFFERS, IORING_UNREGISTER_EVENTFD, IORING_UNREGISTER_FILES,
+  IORING_SETUP_TASKRUN_FLAG, IORING_SQ_TASKRUN, IORING_UNREGISTER_BUFFERS, IORING_UNREGISTER_EVENTFD, IORING_UNREGISTER_FILES,
 } from './constants.js';
 
 export type { RingOptions } from './setup.js';
@@ -61,8 +61,13 @@ export class Ring {
   private readonly cqMask: number;
   private readonly cqes: number;
   private readonly sqeShift: number;
-  /** GETEVENTS on every enter for DEFER_TASKRUN: deferred task work runs nowhere else. */
+  /**
+   * DEFER_TASKRUN without TASKRUN_FLAG: GETEVENTS on every enter, deferred
+   * task work running nowhere else and nothing saying when there is some.
+   */
   private readonly baseEnterFlags: number;
+  /** io_uring_enter calls made so far (submits, waits, overflow flushes): a cost per request the benchmark shows. */
+  enters = 0;
   /** Next SQE to hand out; published to the kernel's tail by submit(). */
   private sqeTail = 0;
   /** Last SQ head read from the kernel; only re-read when the SQ looks full. */
@@ -93,7 +98,7 @@ export class Ring {
     this.cqEntries = r.cqEntries;
     this.sqeSize = r.sqeSize;
     this.sqeShift = Math.log2(r.sqeSize);
-    this.baseEnterFlags = r.flags & IORING_SETUP_DEFER_TASKRUN ? IORING_ENTER_GETEVENTS : 0;
+    this.baseEnterFlags = r.flags & IORING_SETUP_DEFER_TASKRUN && !(r.flags & IORING_SETUP_TASKRUN_FLAG) ? IORING_ENTER_GETEVENTS : 0;
     this.maps = r.maps;
     this.sq = r.sq;
     this.cq = r.cq;
@@ -130,6 +135,18 @@ export class Ring {
     this.sqeTail = (this.sqeTail + 1) >>> 0;
     this.sqeU32.fill(0, s >> 2, (s + this.sqeSize) >> 2);
     return s;
+  }
+
+  /**
+   * The SQE handed out just before `s`, if both are still unsubmitted (so
+   * still ours to change); -1 otherwise. Lets a caller walk back along an
+   * IOSQE_IO_LINK chain that ends at `s`.
+   */
+  sqeBefore(s: number): number {
+    const unsubmitted = (this.sqeTail - Atomics.load(this.sq, this.sqTail)) >>> 0;
+    const slot = s >> this.sqeShift;
+    const back = ((this.sqeTail - 1 - slot) & this.sqMask) + 1; // s is the back-th newest
+    return back < unsubmitted ? ((slot - 1) & this.sqMask) << this.sqeShift : -1;
   }
 
   /** SQEs that getSqe() can still hand out before a submit is needed. */
@@ -178,11 +195,15 @@ export class Ring {
     const toSubmit = (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
     let flags = this.baseEnterFlags;
     // Overflowed CQEs and (TASKRUN_FLAG) pending task work are only flushed
-    // into the CQ by a GETEVENTS enter.
+    // into the CQ by a GETEVENTS enter; with TASKRUN_FLAG the kernel sets
+    // IORING_SQ_TASKRUN whenever it queues task work, DEFER_TASKRUN's too, so
+    // a submit with nothing to submit and no flag set needs no system call
+    // (liburing's submit decides the same way).
     if (waitNr > 0 || Atomics.load(this.sq, this.sqFlags) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) {
       flags |= IORING_ENTER_GETEVENTS;
     }
     if (toSubmit === 0 && flags === 0) return 0;
+    this.enters++;
     const res = extraFlags
       ? native.enterArg(this.fd, toSubmit, waitNr, flags | extraFlags, this.extArg)
       : native.enter(this.fd, toSubmit, waitNr, flags);
@@ -212,6 +233,7 @@ export class Ring {
         // overflow list and says so in the SQ flags; only an enter moves them
         // into the CQ, now that it has room.
         if (!(Atomics.load(this.sq, this.sqFlags) & IORING_SQ_CQ_OVERFLOW)) break;
+        this.enters++;
         const res = native.enter(this.fd, 0, 0, IORING_ENTER_GETEVENTS);
         if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
         if (Atomics.load(cq, this.cqTail) === head) break;

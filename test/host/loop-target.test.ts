@@ -12,7 +12,8 @@ import { Ring } from '../../src/uring/index.js';
 import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
 import { UblkRequest } from '../../src/ublk/worker/request.js';
 import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
-import { udKind, udTag } from '../../src/ublk/worker/worker-ring.js';
+import { KIND_UBLK, udKind, udTag, userDataLo } from '../../src/ublk/worker/worker-ring.js';
+import { prepNop, setUserData } from '../../src/uring/prep.js';
 import { Waker } from '../../src/ublk/worker/waker.js';
 import { prepIntegrityCopy } from '../../src/ublk/worker/integrity.js';
 import { servingMode } from '../../src/ublk/mode.js';
@@ -54,8 +55,17 @@ class Harness {
   readonly charFile: string;
   readonly charFd: number;
   target!: Target;
+  /** CQEs the last serve() reaped, and how many of them were the target's. */
+  cqes = 0;
+  targetCqes = 0;
+  /** Per tag: the result of a commit linked to the target's IO, committed when its NOP's CQE comes. */
+  private readonly linkedResults: number[] = [];
 
-  constructor(readonly copy: CopyMode, data: TargetData, metadataSize = 0) {
+  /**
+   * `linked`: the engine links commits as the classic one does (TargetIo.linkCommit),
+   * a NOP standing in for COMMIT_AND_FETCH_REQ.
+   */
+  constructor(readonly copy: CopyMode, data: TargetData, metadataSize = 0, linked = false) {
     this.charFile = path.join(metadataSize ? '/dev/shm' : dir, `char-${process.pid}-${Math.random().toString(36).slice(2)}`);
     this.charFd = fs.openSync(this.charFile, 'w+');
     this.ring.registerFiles([this.charFd]);
@@ -64,7 +74,13 @@ class Harness {
     // Zero copy: the tag's slot holds "the request's pages" — here the tag buffer itself.
     if (copy === 'zero') this.ring.registerBuffers(this.reqs.map((_, t) => new Uint8Array(this.mem, t * BUF, BUF)));
     const mode = servingMode({ batch: false, copy, autoBufReg: true, metadataSize }, { name: 'test', data, integrity: true });
-    const sink = { commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res), commitNext: null };
+    const commitNext = (req: UblkRequest, res: number): void => {
+      const s = this.ring.getSqe();
+      prepNop(this.ring, s);
+      setUserData(this.ring, s, userDataLo(KIND_UBLK, 0, req.tag), 0);
+      this.linkedResults[req.tag] = res;
+    };
+    const sink = { commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res), commitNext: linked ? commitNext : null };
     this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }] });
   }
 
@@ -83,10 +99,19 @@ class Harness {
     req.load(this.desc);
     this.results.delete(tag);
     this.dispatcher.dispatch(req);
+    this.cqes = this.targetCqes = 0;
     for (let turns = 0; !this.results.has(tag); turns++) {
       assert.ok(turns < 100, 'request completes');
       this.ring.submitAndWait(1);
-      this.ring.reap((lo, hi, res, fl) => this.dispatcher.onCqe(this.reqs[udTag(lo)]!, udKind(lo), hi, res, fl));
+      this.cqes += this.ring.reap((lo, hi, res, fl) => {
+        if (udKind(lo) === KIND_UBLK) {
+          assert.equal(res, 0, 'the linked commit ran');
+          this.results.set(udTag(lo), this.linkedResults[udTag(lo)]!);
+        } else {
+          this.targetCqes++;
+          this.dispatcher.onCqe(this.reqs[udTag(lo)]!, udKind(lo), hi, res, fl);
+        }
+      });
     }
     return this.results.get(tag)!;
   }
@@ -124,9 +149,9 @@ class Harness {
   }
 }
 
-async function loopOn(file: string, copy: CopyMode, options: Record<string, unknown> = {}): Promise<{ h: Harness; cleanup: () => void }> {
+async function loopOn(file: string, copy: CopyMode, options: Record<string, unknown> = {}, linked = false): Promise<{ h: Harness; cleanup: () => void }> {
   const setup = await setupLoop({ file, ...options });
-  const h = new Harness(copy, setup.data!);
+  const h = new Harness(copy, setup.data!, 0, linked);
   await h.open(loop, setup.shared);
   return { h, cleanup: () => { h.close(); void setup.cleanup?.(); } };
 }
@@ -181,6 +206,36 @@ test('loop: a READ beyond the end of a file that shrank fails with EIO after ret
     cleanup();
   }
 });
+
+for (const copy of ['kernel', 'user', 'zero'] as const) {
+  test(`loop, ${copy} copy, commit linked (classic): a request that succeeds posts one CQE, the commit's; a failed one only its failure`, async () => {
+    const file = backingFile(`linked-${copy}`, 1 * MiB);
+    const { h, cleanup } = await loopOn(file, copy, { buffered: true }, true);
+    try {
+      const data = pattern(8192, 5);
+      if (copy === 'user') fs.writeSync(h.charFd, data, 0, data.length, h.reqs[1]!.userCopyPos);
+      else h.tagBuffer(1).set(data);
+      assert.equal(h.serve(1, UBLK_IO_OP_WRITE, 65536, 8192), 8192);
+      assert.deepEqual([h.cqes, h.targetCqes], [1, 0], 'IOSQE_CQE_SKIP_SUCCESS: the backing IO posts no CQE, the commit one');
+      h.tagBuffer(1).fill(0);
+      if (copy === 'user') fs.writeSync(h.charFd, new Uint8Array(8192), 0, 8192, h.reqs[1]!.userCopyPos);
+      assert.equal(h.serve(1, UBLK_IO_OP_READ, 65536, 8192), 8192);
+      assert.deepEqual([h.cqes, h.targetCqes], [1, 0]);
+      const got = copy === 'user' ? new Uint8Array(h.charBytes(1, 8192)) : h.tagBuffer(1).slice(0, 8192);
+      assert.deepEqual(got, data, 'READ returns the file data');
+      // A READ past the end of a file that shrank: each attempt's short READ
+      // posts its CQE (the commit linked to it cancelled without one), and
+      // after the retries the target commits EIO itself.
+      fs.truncateSync(file, 512 * 1024);
+      assert.equal(h.serve(0, UBLK_IO_OP_READ, 768 * 1024, 4096), -5);
+      assert.deepEqual([h.cqes, h.targetCqes], [4, 4], 'one CQE per attempt (3 retries), none for the cancelled commits');
+      assert.equal(h.serve(0, UBLK_IO_OP_READ, 0, 4096), 4096, 'the tag serves again');
+      assert.deepEqual([h.stats[C_READS], h.stats[C_ERRORS], h.stats[C_INFLIGHT]], [3, 1, 0], 'each request counted once');
+    } finally {
+      cleanup();
+    }
+  });
+}
 
 test('loop: WRITE_ZEROES and DISCARD zero the range in the file, also where ZERO_RANGE is missing (tmpfs)', async (t) => {
   const shm = '/dev/shm';

@@ -65,6 +65,37 @@ for (const [name, opts] of MODES) {
   });
 }
 
+test('DEFER_TASKRUN|TASKRUN_FLAG: submit() makes a system call only with SQEs to submit or task work flagged', () => {
+  const ring = Ring.create({ entries: 4, singleIssuer: true, deferTaskrun: true, taskrunFlag: true });
+  const fd = pipeFd();
+  const buf = new Uint8Array(native.alloc(4096));
+  try {
+    assert.equal(ring.submit(), 0);
+    assert.equal(ring.enters, 0, 'nothing to submit, no task work: no io_uring_enter');
+    const s = ring.getSqe();
+    prepRead(ring, s, fd, native.addressOf(buf), 64, -1);
+    setUserData(ring, s, 5, 0);
+    assert.equal(ring.submit(), 1);
+    assert.equal(ring.enters, 1);
+    ring.submit();
+    assert.equal(ring.enters, 1, 'the READ waits for data: no task work yet');
+    fs.writeSync(fd, 'data'); // completes the READ as deferred task work, flagged IORING_SQ_TASKRUN
+    ring.submit();
+    assert.equal(ring.enters, 2, 'a GETEVENTS enter runs the task work');
+    assert.equal(ring.reap(() => {}), 1);
+    ring.submit();
+    assert.equal(ring.enters, 2);
+  } finally {
+    ring.close();
+    fs.closeSync(fd);
+  }
+  // Without TASKRUN_FLAG nothing tells when deferred task work waits: every submit enters.
+  const plain = Ring.create({ entries: 4, singleIssuer: true, deferTaskrun: true });
+  plain.submit();
+  assert.equal(plain.enters, 1);
+  plain.close();
+});
+
 test('onReadable/start/stop: a callback per wake while started, none after stop', { timeout: 10_000 }, async () => {
   const ring = Ring.create({ entries: 8, singleIssuer: true, deferTaskrun: true });
   const wakeup = new RingWakeup(ring);

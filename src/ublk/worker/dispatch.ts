@@ -16,13 +16,13 @@
 // The dispatcher is also the target's `ctx.io`.
 import { EIO, EOPNOTSUPP } from '../../sys.js';
 import type { Ring } from '../../uring/ring.js';
-import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData } from '../../uring/prep.js';
-import { IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
+import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData, sqeFlags } from '../../uring/prep.js';
+import { IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
 import type { ServingMode } from '../mode.js';
 import type { CommitSink, ServedQueue } from './engine.js';
 import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_SHMEM, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
-import type { UblkRequest } from './request.js';
+import type { PromiseSettlers, UblkRequest } from './request.js';
 import type { Waker } from './waker.js';
 import type { ShmemViews } from './shmem-views.js';
 import {
@@ -114,11 +114,25 @@ export class Dispatcher implements TargetIo {
 
   linkCommit(req: UblkRequest, s: number, result: number): boolean {
     // A step after the target (copy out, unregister) must come before the commit.
-    const commitNext = this.sink.commitNext;
-    if (!commitNext || this.stageUserCopy || req.registered || this.ring.sqSpace() < 1) return false;
-    addSqeFlags(this.ring, s, IOSQE_IO_LINK);
+    const commitNext = this.sink.commitNext, ring = this.ring;
+    if (!commitNext || this.stageUserCopy || req.registered || ring.sqSpace() < 1) return false;
+    // IOSQE_CQE_SKIP_SUCCESS on every SQE of the chain: a chain that succeeds
+    // posts only the commit's CQE (the tag's next request), so the request
+    // costs no wake-up and no JavaScript turn of its own. One that fails posts
+    // the failed SQE's CQE and, the chain not being IOSQE_IO_HARDLINK, none
+    // for the rest, the cancelled commit included (io_uring_enter(2)).
+    let chain = 1;
+    for (let p = ring.sqeBefore(s); p >= 0 && sqeFlags(ring, p) & IOSQE_IO_LINK; p = ring.sqeBefore(p)) chain++;
+    // Any other operation of the request still to post a CQE would be taken for the chain's failure.
+    if (req.ringOps !== chain) return false;
+    addSqeFlags(ring, s, IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
+    for (let p = ring.sqeBefore(s); p >= 0 && sqeFlags(ring, p) & IOSQE_IO_LINK; p = ring.sqeBefore(p)) addSqeFlags(ring, p, IOSQE_CQE_SKIP_SUCCESS);
     commitNext(req, result);
+    // Done as far as this thread knows: nothing more comes for it unless the chain fails (onCqe).
+    req.ringOps = 0;
     req.linkedResult = result;
+    req.owned = false;
+    this.count(req, result);
     return true;
   }
 
@@ -127,7 +141,8 @@ export class Dispatcher implements TargetIo {
   dispatch(req: UblkRequest): void {
     this.dispatched++;
     req.owned = true;
-    req.generation++;
+    req.linkedResult = NaN; // a linked chain before this request succeeded (its commit fetched this one)
+    req.awaitsPromise = false;
     const op = req.op, st = this.stats, b = this.statBase[req.queue]!;
     st[b + C_INFLIGHT]!++;
     if (op === UBLK_IO_OP_READ) {
@@ -158,6 +173,7 @@ export class Dispatcher implements TargetIo {
   /** A CQE of kind KIND_TARGET or KIND_STAGE for `req`; `hi` is the upper user_data half. */
   onCqe(req: UblkRequest, kind: number, hi: number, res: number, flags: number): void {
     if (kind === KIND_TARGET) {
+      if (!req.owned && req.linkedResult === req.linkedResult) this.linkFailed(req);
       req.ringOps--;
       try {
         this.target.onCqe!(req, res, flags, hi);
@@ -227,14 +243,25 @@ export class Dispatcher implements TargetIo {
       this.awaitElsewhere(req);
     } else if (r !== null && typeof r === 'object' && typeof (r as Promise<number>).then === 'function') {
       this.asyncInFlight++;
-      const generation = req.generation;
-      r.then(
-        (v) => this.settle(req, generation, v, null),
-        (e: unknown) => this.settle(req, generation, 0, e),
-      );
+      req.promises++;
+      req.awaitsPromise = true;
+      const s = (req.settlers ??= this.settlersFor(req));
+      r.then(s.fulfilled, s.rejected);
     } else {
       this.finish(req, this.check(req, r)); // not a result at all (a forgotten `return`): the target's bug
     }
+  }
+
+  /**
+   * A CQE from a chain whose commit was linked (linkCommit): the chain failed,
+   * the kernel cancelled the commit, and the request is the target's again,
+   * to commit the error (or retry).
+   */
+  private linkFailed(req: UblkRequest): void {
+    req.linkedResult = NaN;
+    req.owned = true;
+    req.ringOps++; // this CQE, discounted when the chain was linked
+    this.stats[this.statBase[req.queue]! + C_INFLIGHT]!++;
   }
 
   /**
@@ -244,19 +271,38 @@ export class Dispatcher implements TargetIo {
    * blocking in io_uring_enter, where no timer could fire.
    */
   private awaitElsewhere(req: UblkRequest): void {
-    if (req.owned && req.ringOps === 0 && !req.external && req.linkedResult !== req.linkedResult) {
+    if (req.owned && req.ringOps === 0 && !req.external) {
       req.external = true;
       this.asyncInFlight++;
     }
   }
 
-  private settle(req: UblkRequest, generation: number, value: unknown, error: unknown): void {
+  private settlersFor(req: UblkRequest): PromiseSettlers {
+    return {
+      fulfilled: (value: unknown) => this.settle(req, value, false),
+      rejected: (error: unknown) => this.settle(req, error, true),
+    };
+  }
+
+  /**
+   * A target's promise settled. The handlers are the tag's, not the
+   * request's: a promise of an earlier request on the tag (which the target
+   * completed some other way, its bug) is told apart by the request not
+   * waiting for one; with two of the tag's promises pending, which is whose
+   * cannot be told, and the current request fails rather than take a stale result.
+   */
+  private settle(req: UblkRequest, value: unknown, rejected: boolean): void {
     this.asyncInFlight--;
-    if (generation !== req.generation || !req.owned) {
+    req.promises--;
+    if (!req.owned || !req.awaitsPromise) {
       this.failed(new Error(`queue ${req.queue} tag ${req.tag}: a promise settled after its request was completed (ignored)`));
       return;
     }
-    this.finish(req, error === null ? this.check(req, value) : this.failed(error));
+    req.awaitsPromise = false;
+    const result = req.promises > 0
+      ? this.failed(new Error(`queue ${req.queue} tag ${req.tag}: a promise settled while one of an earlier request on the tag is pending`))
+      : rejected ? this.failed(value) : this.check(req, value);
+    this.finish(req, result);
     this.waker.wake();
   }
 
@@ -265,15 +311,6 @@ export class Dispatcher implements TargetIo {
     if (!req.owned) {
       this.failed(new Error(`queue ${req.queue} tag ${req.tag} completed twice`));
       return;
-    }
-    if (req.linkedResult === req.linkedResult) { // not NaN: a commit was linked to the target's IO
-      const linked = req.linkedResult;
-      req.linkedResult = NaN;
-      if (result === linked) {
-        req.owned = false; // the kernel has committed it already
-        this.count(req, result);
-        return;
-      }
     }
     req.result = result;
     if (this.stageUserCopy && dataOut(req.op) && result > 0) this.step(req, STEP_COPY_OUT);

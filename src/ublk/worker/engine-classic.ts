@@ -5,7 +5,6 @@
 // UBLK_F_PER_IO_DAEMON a thread serves the tags of several queues it was
 // dealt (mode.ts, assignQueues), each its own daemon.
 import type { Ring } from '../../uring/ring.js';
-import { ECANCELED } from '../../sys.js';
 import { setAddr } from '../../uring/prep.js';
 import {
   UBLK_AUTO_BUF_REG_FALLBACK, UBLK_IO_OP_ZONE_APPEND, UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK,
@@ -29,14 +28,11 @@ class ClassicQueue {
    * field, {index = the tag's buffer-table slot, flags = FALLBACK}.
    */
   readonly autoBufReg: number[] = [];
-  /** Per tag: COMMIT_AND_FETCHes linked to a target's IO (TargetIo.linkCommit) whose CQE is still to come. */
-  readonly linked: Uint8Array;
   readonly tags: number[];
 
   constructor(readonly q: number, readonly desc: Uint32Array, mode: ServingMode, depth: number, bufs: ServedQueue['bufs'],
     tags: number[] | undefined, slotBase: number) {
     this.tags = tags ?? Array.from({ length: depth }, (_, t) => t);
-    this.linked = new Uint8Array(depth);
     for (let t = 0; t < depth; t++) {
       // This ring's i-th queue owns buffer-table slots [i*depth, (i+1)*depth).
       this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, slotBase + t, bufs?.addrs[t] ?? 0));
@@ -95,11 +91,9 @@ export class ClassicEngine implements Engine, CommitSink {
     this.queueCommit(this.byId[req.queue]!, req, result);
   };
 
-  readonly commitNext = (req: UblkRequest, result: number): void => {
-    const cq = this.byId[req.queue]!;
-    cq.linked[req.tag]!++;
-    this.queueCommit(cq, req, result);
-  };
+  // A commit linked to the target's chain (TargetIo.linkCommit) is an
+  // ordinary one; if the chain fails, the kernel cancels it without a CQE.
+  readonly commitNext = this.commit;
 
   /** COMMIT_AND_FETCH_REQ; a ZONE_APPEND's carries the sector written in its addr (zone_append_lba; zoned needs user or zero copy, where addr is free). */
   private queueCommit(cq: ClassicQueue, req: UblkRequest, result: number): void {
@@ -114,12 +108,6 @@ export class ClassicEngine implements Engine, CommitSink {
       return;
     }
     if (kind !== KIND_UBLK) return;
-    // A commit linked to a target's IO that failed was cancelled: the tag is
-    // still armed, the target commits again.
-    if (cq.linked[tag]! > 0) {
-      cq.linked[tag]!--; // each linked commit posts one CQE: cancelled, or its next fetch
-      if (res === -ECANCELED) return;
-    }
     if (res === UBLK_IO_RES_OK) {
       const req = cq.reqs[tag]!;
       req.load(cq.desc);

@@ -1,12 +1,20 @@
 // One block request as a target sees it. Queue engines keep one object per tag
-// and refill it for every request, so serving an IO allocates nothing but the
-// data view.
+// and refill it for every request, so serving an IO allocates nothing: the
+// data view is made only when a target asks for `buffer` (targets that do
+// their IO through the ring never do), and kept while the next request's data
+// lies in the same place.
 import { DESC_ADDR, DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from './queue-memory.js';
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_F_SHMEM_ZC, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES,
   UBLK_IO_OP_WRITE, UBLK_IO_OP_ZONE_APPEND, UBLK_QID_OFF, UBLK_SHMEM_ZC_IDX_MASK, UBLK_TAG_OFF, UBLKSRV_IO_BUF_OFFSET,
 } from '../abi/uapi.js';
 import { LAYOUTS } from '../abi/layout.js';
+
+/** The two functions a target's promise is given (then), made once per tag rather than per request. */
+export interface PromiseSettlers {
+  readonly fulfilled: (value: unknown) => void;
+  readonly rejected: (error: unknown) => void;
+}
 
 const SECTOR = 512;
 /** REPORT_ZONES: bytes per zone in the reply (struct blk_zone). */
@@ -23,8 +31,6 @@ export class UblkRequest {
   sector = 0;
   /** Length in 512-byte sectors (REPORT_ZONES: the number of zones, nr_zones). */
   sectors = 0;
-  /** The request's data: WRITE data to consume, or where READ data goes (empty for other ops). */
-  buffer: Uint8Array;
   /**
    * Kernel and user copy: address of this tag's buffer (`buffer` starts
    * there), for the target's own io_uring IO. Zero copy: the address of the
@@ -80,15 +86,46 @@ export class UblkRequest {
    * elsewhere (a timer, a socket), so the serving loop must keep the event loop running
    */
   external = false;
-  /** @internal counts dispatches of this tag: a promise settling for an earlier one is stale */
-  generation = 0;
+  /** @internal the current request waits for the promise its target returned */
+  awaitsPromise = false;
+  /** @internal promises returned for this tag's requests that have not settled yet (more than one: a target's bug) */
+  promises = 0;
+  /** @internal this tag's handlers for such a promise, made at its first (dispatch.ts) */
+  settlers: PromiseSettlers | null = null;
+
+  /** Where the data lies (the tag buffer, a shared memory region; null: no data), from which byte, how many. */
+  private dataIn: Uint8Array | null = null;
+  private dataOffset = 0;
+  private dataLength = 0;
+  /** The last view `buffer` made, and of what. */
+  private view: Uint8Array = EMPTY;
+  private viewOf: Uint8Array | null = null;
+  private viewOffset = 0;
 
   constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number,
     private readonly tagAddress: number) {
-    this.buffer = EMPTY;
     this.bufIndex = bufIndex;
     this.bufferAddress = tagAddress;
     this.userCopyPos = UBLKSRV_IO_BUF_OFFSET + queue * 2 ** UBLK_QID_OFF + tag * 2 ** UBLK_TAG_OFF;
+  }
+
+  /** The request's data: WRITE data to consume, or where READ data goes (empty for other ops). */
+  get buffer(): Uint8Array {
+    const data = this.dataIn;
+    if (data === null) return EMPTY;
+    if (this.viewOf !== data || this.viewOffset !== this.dataOffset || this.view.length !== this.dataLength) {
+      this.view = data.subarray(this.dataOffset, this.dataOffset + this.dataLength);
+      this.viewOf = data;
+      this.viewOffset = this.dataOffset;
+    }
+    return this.view;
+  }
+
+  /** @internal the data lies in `region` from byte `offset` (UBLK_F_SHMEM_ZC) */
+  placeData(region: Uint8Array, offset: number): void {
+    this.dataIn = region;
+    this.dataOffset = offset;
+    this.dataLength = this.length;
   }
 
   /** Byte offset on the device. */
@@ -113,8 +150,10 @@ export class UblkRequest {
     this.sectors = desc[b + DESC_NR_SECTORS]!;
     this.sector = desc[b + DESC_START_SECTOR]! + desc[b + DESC_START_SECTOR + 1]! * TWO_32;
     this.integrity = 0; // set by the dispatcher where UBLK_IO_F_INTEGRITY says so
-    this.buffer = this.tagBuffer !== null && (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND ||
-      op === UBLK_IO_OP_REPORT_ZONES) ? this.tagBuffer.subarray(0, this.length) : EMPTY;
+    this.dataIn = this.tagBuffer !== null && (op === UBLK_IO_OP_READ || op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND ||
+      op === UBLK_IO_OP_REPORT_ZONES) ? this.tagBuffer : null;
+    this.dataOffset = 0;
+    this.dataLength = this.length;
     this.bufferAddress = this.tagAddress;
     if (opFlags & UBLK_IO_F_SHMEM_ZC) {
       this.shmemIndex = desc[b + DESC_ADDR + 1]! & UBLK_SHMEM_ZC_IDX_MASK;

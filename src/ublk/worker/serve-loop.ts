@@ -34,6 +34,8 @@ import { native } from '../../native.js';
 import type { Engine } from './engine.js';
 import type { Waker } from './waker.js';
 import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
+import { C_CQES, C_ENTERS, C_TURNS } from '../stats.js';
+import { GcCount } from './gc-count.js';
 
 export class QuitReader {
   fired = false;
@@ -54,6 +56,15 @@ export interface LoopOptions {
   /** Spin window in µs before blocking, after a busy turn (0: off). */
   pollUsec: number;
 }
+
+/** Where the loop counts its costs: the device's counters (stats.ts) and this thread's slot in them. */
+export interface LoopCounters {
+  words: Float64Array;
+  base: number;
+}
+
+/** Turns between two looks at the garbage collector's count (GcCount.sample allocates a little). */
+const GC_SAMPLE_TURNS = 1024;
 
 /**
  * Spins until the ring has more than `seen` CQEs, or until `end`
@@ -89,7 +100,17 @@ function waitPastInline(ring: Ring, inline: number): void {
 const COMMIT_GUARD_USEC = 5000;
 
 export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
-  opts: LoopOptions): Promise<void> {
+  opts: LoopOptions, counters: LoopCounters): Promise<void> {
+  const gc = new GcCount(counters.words, counters.base);
+  try {
+    await serve(ring, wakeup, waker, client, quit, opts, counters, gc);
+  } finally {
+    gc.stop();
+  }
+}
+
+async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
+  opts: LoopOptions, { words, base }: LoopCounters, gc: GcCount): Promise<void> {
   const onCqe: CqeHandler = (lo, hi, res, flags) => {
     if (udKind(lo) === KIND_QUIT) quit.fired = true;
     else client.onCqe(lo, hi, res, flags);
@@ -100,9 +121,18 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, cl
   let seen = 0;
   let polled = -1;
   let pollEnd = 0;
+  // The eventfd is watched from the first turn that awaits until the first
+  // that blocks in io_uring_enter, not started and stopped around every wait:
+  // two epoll_ctl calls per wake saved. A wake it reports while no one waits
+  // is dropped (Waker), and the turn after a wait looks at the ring anyway.
+  let watching = false;
   while (client.active && !quit.fired) {
     const inline = client.flush();
     if (d.asyncInFlight === 0) {
+      if (watching) {
+        wakeup.stop();
+        watching = false;
+      }
       const burst = d.dispatched - seen > 1;
       seen = d.dispatched;
       // Ring.submit*() throw on real errors; -EINTR (a process signal landed on
@@ -126,12 +156,16 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, cl
     } else {
       ring.submit();
       if (ring.cqReady() <= inline) {
-        wakeup.start();
+        if (!watching) {
+          wakeup.start();
+          watching = true;
+        }
         await waker.wait();
-        wakeup.stop();
-        ring.submit(); // runs the deferred task work that woke us
+        ring.submit(); // runs the deferred task work that woke us, if that was it (IORING_SQ_TASKRUN)
       }
     }
-    ring.reap(onCqe);
+    words[base + C_CQES]! += ring.reap(onCqe);
+    words[base + C_ENTERS] = ring.enters;
+    if (++words[base + C_TURNS]! % GC_SAMPLE_TURNS === 0) gc.sample();
   }
 }

@@ -37,7 +37,7 @@ export class ShmemViews {
     if (op !== UBLK_IO_OP_READ && op !== UBLK_IO_OP_WRITE) return true; // no data
     const i = req.shmemIndex, view = this.views[i], off = req.shmemOffset, len = req.length;
     if (view === undefined || off + len > view.byteLength || (op === UBLK_IO_OP_READ && this.readOnly[i])) return false;
-    req.buffer = view.subarray(off, off + len);
+    req.placeData(view, off);
     req.bufferAddress = this.addrs[i]! + off;
     return true;
   }

@@ -101,7 +101,8 @@ async function main(cfg: WorkerConfig): Promise<void> {
     // quit written meanwhile (another queue failed to start) stays in the eventfd.
     const quit = new QuitReader(ring, cfg.quitFd);
     post({ type: 'ready', ringFd: ring.fd });
-    await serveLoop(ring, wakeup, waker, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: perRing, pollUsec: cfg.pollUsec });
+    await serveLoop(ring, wakeup, waker, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: perRing, pollUsec: cfg.pollUsec },
+      { words: stats, base: served[0]!.slot * SLOT_WORDS });
     await target.close?.();
     if (engine.error) throw new Error(engine.error);
     stopped = !quit.fired; // told to quit: other threads may still serve with addresses we gave

@@ -1,0 +1,123 @@
+// The dispatcher's handling of a target's promise, without a ring or a driver:
+// the target returns thenables whose handlers the test holds and calls.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
+import { UblkRequest } from '../../src/ublk/worker/request.js';
+import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
+import { Waker } from '../../src/ublk/worker/waker.js';
+import { servingMode } from '../../src/ublk/mode.js';
+import { SLOT_WORDS } from '../../src/ublk/stats.js';
+import { Ring } from '../../src/uring/ring.js';
+import { prepNop, setSqeFlags, sqeFlags } from '../../src/uring/prep.js';
+import { IOSQE_CQE_SKIP_SUCCESS, IOSQE_IO_LINK } from '../../src/uring/constants.js';
+import { PENDING, type Target } from '../../src/ublk/target.js';
+import { UBLK_IO_OP_READ } from '../../src/ublk/abi/uapi.js';
+
+type Handlers = [(v: unknown) => void, (e: unknown) => void];
+
+function setup() {
+  const results: [number, number][] = [];
+  const handed: Handlers[] = [];
+  const mode = servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, { name: 'test' });
+  const sink = { commit: (req: UblkRequest, res: number) => void results.push([req.tag, res]), commitNext: null };
+  // No ring operation happens here: the dispatcher only keeps the reference.
+  const d = new Dispatcher(null as unknown as Ring, mode, sink, new Waker(), { stats: new Float64Array(SLOT_WORDS), queues: [{ q: 0, slot: 0 }] });
+  const target: Target = {
+    read: () => ({ then: (f: Handlers[0], r: Handlers[1]) => void handed.push([f, r]) }) as unknown as Promise<number>,
+    write: () => 0,
+  };
+  d.attach(target);
+  const desc = new Uint32Array(2 * DESC_WORDS);
+  const reqs = [0, 1].map((t) => {
+    desc[t * DESC_WORDS + DESC_OP_FLAGS] = UBLK_IO_OP_READ;
+    desc[t * DESC_WORDS + DESC_NR_SECTORS] = 8;
+    return new UblkRequest(0, t, null, t, 0);
+  });
+  const dispatch = (tag: number) => {
+    reqs[tag]!.load(desc);
+    d.dispatch(reqs[tag]!);
+  };
+  return { d, reqs, results, handed, dispatch };
+}
+
+test('a target\'s promise: its tag\'s handlers, made once and not per request, settle the right request', () => {
+  const { d, results, handed, dispatch } = setup();
+  dispatch(0);
+  dispatch(1);
+  handed[1]![0](4096);
+  handed[0]![1](new Error('backing store gone'));
+  dispatch(0);
+  handed[2]![0](4096);
+  assert.deepEqual(results, [[1, 4096], [0, -5], [0, 4096]]);
+  assert.equal(handed[2]![0], handed[0]![0], 'the same function for the tag\'s next request: no closure per IO');
+  assert.equal(handed[2]![1], handed[0]![1]);
+  assert.notEqual(handed[1]![0], handed[0]![0], 'each tag its own');
+  assert.equal(d.asyncInFlight, 0);
+});
+
+test('a target\'s promise that settles after its request was completed otherwise never completes the tag\'s next request', () => {
+  const { d, reqs, results, handed, dispatch } = setup();
+  const errors: unknown[] = [];
+  const logged = console.error;
+  console.error = (...a: unknown[]) => void errors.push(a);
+  try {
+    dispatch(0);
+    d.complete(reqs[0]!, 4096); // the target's bug: it returned a promise and completed the request too
+    handed[0]![0](4096); // stale: ignored
+    assert.deepEqual(results, [[0, 4096]]);
+    dispatch(0);
+    d.complete(reqs[0]!, 4096);
+    dispatch(0); // two of the tag's promises pending now; the older one's result must not be taken
+    handed[1]![0](4096);
+    assert.deepEqual(results.at(-1), [0, -5], 'which promise is whose cannot be told: EIO rather than a stale result');
+    handed[2]![0](4096);
+    assert.equal(results.length, 3, 'the last one ignored');
+    assert.equal(d.asyncInFlight, 0);
+    assert.ok(errors.length > 0, 'the target\'s bug logged');
+  } finally {
+    console.error = logged;
+  }
+});
+
+test('linkCommit links only a chain that holds every operation of the request still to complete', () => {
+  const ring = Ring.create({ entries: 16 });
+  try {
+    const mode = servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, { name: 'test' });
+    const sink = { commit: () => {}, commitNext: (_req: UblkRequest, _res: number) => void prepNop(ring, ring.getSqe()) };
+    const d = new Dispatcher(ring, mode, sink, new Waker(), { stats: new Float64Array(SLOT_WORDS), queues: [{ q: 0, slot: 0 }] });
+    const linked: boolean[] = [];
+    let linkFirst = false;
+    d.attach({
+      read: (req) => {
+        const a = d.sqe(req, 0);
+        prepNop(ring, a);
+        if (linkFirst) setSqeFlags(ring, a, IOSQE_IO_LINK);
+        const b = d.sqe(req, 0);
+        prepNop(ring, b);
+        linked.push(d.linkCommit(req, b, 4096));
+        return PENDING;
+      },
+      write: () => 0,
+      onCqe: () => {},
+    });
+    const desc = new Uint32Array(DESC_WORDS);
+    desc[DESC_OP_FLAGS] = UBLK_IO_OP_READ;
+    desc[DESC_NR_SECTORS] = 8;
+    const req = new UblkRequest(0, 0, null, 0, 0);
+    req.load(desc);
+    d.dispatch(req);
+    assert.deepEqual(linked, [false], 'the first NOP is not in the chain: its CQE would be taken for a failure');
+    ring.submit();
+    ring.reap((lo, hi, res, fl) => d.onCqe(req, 1, hi, res, fl));
+    d.complete(req, 4096);
+    linkFirst = true;
+    req.load(desc);
+    d.dispatch(req);
+    assert.deepEqual(linked, [false, true]);
+    assert.equal(sqeFlags(ring, 2 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'the chain\'s first SQE');
+    assert.equal(sqeFlags(ring, 3 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'its last, before the commit');
+  } finally {
+    ring.close();
+  }
+});
