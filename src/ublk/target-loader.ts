@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { TargetOptionError, type TargetModule } from './target.js';
 
-export const BUILTIN_TARGETS = ['null', 'memory', 'loop', 'stripe', 'fault-inject', 'zoned'] as const;
+export const BUILTIN_TARGETS = ['null', 'memory', 'loop', 'stripe', 'fault-inject', 'zoned', 'nbd'] as const;
 
 /** The module URL for a target name or path; throws TargetOptionError if there is none. */
 export function resolveTarget(target: string | URL): string {
