@@ -254,9 +254,6 @@ export class NbdConnection {
     this.onDead(pending, why);
   }
 
-  /** Whether an operation of ours is still in flight on the ring (its buffers must stay). */
+  /** Whether an operation of ours is still in flight on the ring (the kernel may still use our memory). */
   get armed(): boolean { return this.sending || this.recvArmed || this.shutting; }
-
-  /** The memory of the connection, once nothing of it is in flight (or the ring is gone). */
-  free_(): void { native.munmap(this.mem); }
 }

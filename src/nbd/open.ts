@@ -12,7 +12,8 @@ export async function openNbd(a: NbdAddress, exportName: string, timeoutMs: numb
   const socket = await connectSocket(a, timeoutMs);
   try {
     const io = new SocketIo(socket, where);
-    const timer = setTimeout(() => socket.destroy(new Error(`no handshake after ${timeoutMs / 1000} s`)), timeoutMs);
+    const timer = setTimeout(() => socket.destroy(new Error(`no handshake after ${timeoutMs / 1000} s ` +
+      '(a server that has as many clients as it takes keeps new ones waiting: e.g. qemu-nbd --shared N)')), timeoutMs);
     let info: ExportInfo;
     try {
       info = await negotiate(io, exportName, where);

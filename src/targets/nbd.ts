@@ -14,73 +14,22 @@
 //   DISCARD            NBD_CMD_TRIM
 //   WRITE_ZEROES       NBD_CMD_WRITE_ZEROES (NOUNMAP: NBD_CMD_FLAG_NO_HOLE)
 //
-// A connection that fails (closed, a malformed or unexpected reply) fails
-// the requests it had in flight and those that come after it with EIO.
-import type net from 'node:net';
-import { EIO } from '../sys.js';
-import { defineTarget, PENDING, TargetOptionError, type IoResult, type Target, type TargetIo, type TargetOptions } from '../ublk/target.js';
-import type { UblkRequest } from '../ublk/worker/request.js';
+// A dropped connection is made again while its requests wait, up to
+// --timeout (src/nbd/queue.ts).
+import { defineTarget, TargetOptionError, type TargetOptions } from '../ublk/target.js';
 import {
-  NBD_CMD_FLAG_FUA, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES,
   NBD_DEFAULT_PORT, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
 } from '../nbd/constants.js';
 import { NbdError, type ExportInfo } from '../nbd/handshake.js';
-import { NbdConnection, subConn, subOp } from '../nbd/connection.js';
+import { NbdQueue } from '../nbd/queue.js';
 import { openNbd } from '../nbd/open.js';
 import { describeAddress, type NbdAddress } from '../nbd/socket-io.js';
 
 interface Options extends TargetOptions {
-  host?: string; port: number; socket?: string; export: string; connections: number; timeout: number;
+  host?: string; port: number; socket?: string; export?: string; connections: number; timeout: number;
 }
 
 interface Shared { address: NbdAddress; exportName: string; size: number; flags: number; maxPayload: number; timeoutMs: number }
-
-class NbdQueue implements Target {
-  private readonly conns: NbdConnection[] = [];
-  private readonly sockets: net.Socket[] = [];
-  private warned = false;
-
-  constructor(private readonly io: TargetIo, private readonly where: string) {}
-
-  add(socket: net.Socket, fd: number): void {
-    const host = { ring: this.io.ring, ownSqe: (sub: number) => this.io.ownSqe(sub), replied: (req: UblkRequest, r: number) => this.io.complete(req, r) };
-    this.conns.push(new NbdConnection(host, fd, this.conns.length, (pending, why) => this.dead(pending, why)));
-    this.sockets.push(socket);
-  }
-
-  read(req: UblkRequest): IoResult { return this.send(req, NBD_CMD_READ, 0); }
-  write(req: UblkRequest): IoResult { return this.send(req, NBD_CMD_WRITE, req.fua ? NBD_CMD_FLAG_FUA : 0); }
-  flush(req: UblkRequest): IoResult { return this.send(req, NBD_CMD_FLUSH, 0); }
-  discard(req: UblkRequest): IoResult { return this.send(req, NBD_CMD_TRIM, 0); }
-  writeZeroes(req: UblkRequest): IoResult {
-    return this.send(req, NBD_CMD_WRITE_ZEROES, (req.noUnmap ? NBD_CMD_FLAG_NO_HOLE : 0) | (req.fua ? NBD_CMD_FLAG_FUA : 0));
-  }
-
-  onOwnCqe(res: number, _flags: number, sub: number): void {
-    this.conns[subConn(sub)]!.onCqe(subOp(sub), res);
-  }
-
-  private send(req: UblkRequest, type: number, flags: number): IoResult {
-    // The least busy live connection.
-    let best: NbdConnection | null = null;
-    for (const c of this.conns) if (!c.dead && (best === null || c.busy < best.busy)) best = c;
-    if (best === null) return -EIO;
-    best.queue(req, type, flags);
-    return PENDING;
-  }
-
-  private dead(pending: UblkRequest[], why: string): void {
-    if (!this.warned) {
-      this.warned = true;
-      console.error(`ublk-ts: nbd: connection to ${this.where} lost: ${why}; its requests fail with EIO`);
-    }
-    for (const req of pending) this.io.complete(req, -EIO);
-  }
-
-  close(): void {
-    for (const s of this.sockets) s.destroy();
-  }
-}
 
 const MAX_CONNECTIONS = 16;
 
@@ -110,9 +59,9 @@ export default defineTarget<Options, Shared>({
     { key: 'host', type: 'string', arg: 'HOST', help: 'the NBD server\'s host name or address (TCP)' },
     { key: 'port', type: 'int', arg: 'PORT', min: 1, max: 65535, default: NBD_DEFAULT_PORT, help: 'the NBD server\'s TCP port' },
     { key: 'socket', type: 'string', arg: 'PATH', help: 'the NBD server\'s Unix socket (instead of --host)' },
-    { key: 'export', type: 'string', arg: 'NAME', default: '', help: 'the export\'s name (default: the server\'s default export)' },
+    { key: 'export', type: 'string', arg: 'NAME', help: 'the export\'s name (default: the server\'s default export)' },
     { key: 'connections', type: 'int', arg: 'N', min: 1, max: MAX_CONNECTIONS, default: 1, help: 'connections per serving thread' },
-    { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long to wait for the server when connecting' },
+    { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long requests wait for the server to come back (and a connection for its handshake) before they fail with EIO' },
   ],
   async setup(o) {
     const a = address(o);
@@ -121,7 +70,7 @@ export default defineTarget<Options, Shared>({
     const timeoutMs = o.timeout * 1000;
     let info: ExportInfo;
     try {
-      const c = await openNbd(a, o.export, timeoutMs);
+      const c = await openNbd(a, o.export ?? '', timeoutMs);
       c.socket.destroy();
       info = c.info;
     } catch (e) {
@@ -141,7 +90,7 @@ export default defineTarget<Options, Shared>({
         discard: (f & NBD_FLAG_SEND_TRIM) !== 0, writeZeroes: (f & NBD_FLAG_SEND_WRITE_ZEROES) !== 0,
       },
       data: 'buffer', // the data moves by io_uring between the socket and the tag buffer (req.bufferAddress)
-      shared: { address: a, exportName: o.export, size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs },
+      shared: { address: a, exportName: o.export ?? '', size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs },
     };
   },
   async open(ctx) {
@@ -149,15 +98,9 @@ export default defineTarget<Options, Shared>({
     if (ctx.maxIoBytes > s.maxPayload) {
       throw new Error(`${where} takes requests of at most ${s.maxPayload} bytes, but the device's are up to ${ctx.maxIoBytes}`);
     }
-    const q = new NbdQueue(ctx.io, where);
+    const q = new NbdQueue(ctx.io, { ...s, connections: ctx.options.connections });
     try {
-      for (let i = 0; i < ctx.options.connections; i++) {
-        const c = await openNbd(s.address, s.exportName, s.timeoutMs);
-        q.add(c.socket, c.fd);
-        if (c.info.size !== s.size || c.info.flags !== s.flags) {
-          throw new Error(`${where} changed the export (size ${c.info.size}, flags 0x${c.info.flags.toString(16)}) since the device was set up`);
-        }
-      }
+      await q.connect();
     } catch (e) {
       q.close();
       throw e;

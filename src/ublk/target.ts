@@ -107,6 +107,12 @@ export interface TargetIo {
    * none in flight.
    */
   ownSqe(sub: number): number;
+  /**
+   * The target keeps a request it returned PENDING for that now waits for
+   * something outside the ring (a timer, a connection being made again): the
+   * serving loop keeps the event loop running until it is completed.
+   */
+  hold(req: UblkRequest): void;
   /** Completes a request for which the target returned PENDING. */
   complete(req: UblkRequest, result: number): void;
   /**

@@ -224,7 +224,7 @@ const rogues: [string, (s: net.Socket, hdr: Buffer) => void][] = [
 ];
 
 for (const [what, misbehave] of rogues) {
-  test(`nbd: a server that sends ${what} fails the connection with EIO, and the data is not touched`, async () => {
+  test(`nbd: a server that sends ${what} loses the connection; the request, sent 4 times, fails with EIO, its buffer untouched`, async () => {
     const sock = path.join(dir, `rogue-${rogues.findIndex((r) => r[0] === what)}.sock`);
     let requests = 0;
     const server = await rogueServer(sock, (s, hdr) => { requests++; misbehave(s, hdr); });
@@ -236,11 +236,10 @@ for (const [what, misbehave] of rogues) {
         h.tagBuffer(0).fill(0x11, 0, 4096);
         assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), -EIO);
         if (!what.startsWith('short READ')) assert.ok(h.tagBuffer(0).subarray(0, 4096).every((b) => b === 0x11), 'buffer untouched');
-        // The connection is gone: later requests fail at once.
-        assert.equal(await h.serve(1, UBLK_IO_OP_READ, 0, 4096), -EIO);
       });
-      assert.equal(requests, 1);
-      assert.match(String(errors[0]), /connection to NBD server at .* lost/);
+      // Sent on a new connection each time the server broke one, then given up.
+      assert.equal(requests, 4, JSON.stringify(errors));
+      assert.match(String(errors[0]), /connection to NBD server at .* lost \(.+\); 1 requests to send again/);
     } finally {
       console.error = origError;
       server.close();
@@ -262,4 +261,75 @@ test('nbd: an error reply fails that request only, with the server\'s errno', as
   } finally {
     server.close();
   }
+});
+
+// ---- resilience ----
+
+/** console.error's lines while `fn` runs. */
+async function capturingErrors<T>(fn: (lines: string[]) => Promise<T>): Promise<T> {
+  const lines: string[] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => void lines.push(a.map(String).join(' '));
+  try {
+    return await fn(lines);
+  } finally {
+    console.error = orig;
+  }
+}
+
+test('nbd: the server killed and restarted mid-stream: requests wait, are sent again, complete once, data intact', async () => {
+  const img = path.join(dir, 'restart.img');
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 16 * MiB);
+  const sock = path.join(dir, 'restart.sock');
+  const qemuNbd = ['-f', 'raw', '-k', sock, '-t', img];
+  let srv: Server = await startServer('qemu-nbd', qemuNbd, { path: sock });
+  try {
+    await capturingErrors(async (lines) => {
+      await withTarget({ socket: sock, timeout: 20 }, async (h) => {
+        for (let round = 0; round < 3; round++) {
+          const tags = [0, 1, 2, 3, 4, 5, 6, 7];
+          for (const t of tags) {
+            h.tagBuffer(t).set(pattern(MiB, round * 8 + t));
+            h.start(t, UBLK_IO_OP_WRITE, t * 2 * MiB, MiB);
+          }
+          // Kill it once the first is done and the rest are on the wire; it comes back after 300 ms.
+          assert.deepEqual(await h.wait([0]), [MiB]);
+          srv.proc.kill('SIGKILL');
+          await srv.stop();
+          const restarted = new Promise<Server>((resolve, reject) => setTimeout(() => startServer('qemu-nbd', qemuNbd, { path: sock }).then(resolve, reject), 300));
+          assert.deepEqual(await h.wait(tags, 20000), tags.map(() => MiB));
+          srv = await restarted;
+          for (const t of tags) h.start(t, UBLK_IO_OP_READ, t * 2 * MiB, MiB);
+          assert.deepEqual(await h.wait(tags), tags.map(() => MiB));
+          for (const t of tags) assert.deepEqual(h.tagBuffer(t).subarray(0, MiB), pattern(MiB, round * 8 + t), `round ${round} tag ${t}`);
+        }
+      });
+      assert.ok(lines.some((l) => /lost \(.+\); [1-9]\d* requests to send again/.test(l)), lines.join('\n'));
+      assert.ok(lines.some((l) => /connected to NBD server at .* again/.test(l)), lines.join('\n'));
+      assert.ok(!lines.some((l) => /completed twice/.test(l)), lines.join('\n'));
+    });
+  } finally {
+    await srv.stop();
+  }
+});
+
+test('nbd: a server gone for good fails the waiting requests with EIO after --timeout, and later ones at once', async () => {
+  const sock = path.join(dir, 'gone.sock');
+  const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '4M'], { path: sock });
+  await capturingErrors(async (lines) => {
+    await withTarget({ socket: sock, timeout: 1 }, async (h) => {
+      assert.equal(await h.serve(0, UBLK_IO_OP_WRITE, 0, 4096), 4096);
+      srv.proc.kill('SIGKILL'); // nbdkit waits for its clients on SIGTERM
+      await srv.stop();
+      const t0 = Date.now();
+      assert.equal(await h.serve(1, UBLK_IO_OP_READ, 0, 4096), -EIO);
+      const waited = Date.now() - t0;
+      assert.ok(waited >= 900 && waited < 5000, `failed after ${waited} ms (--timeout 1)`);
+      const t1 = Date.now();
+      assert.equal(await h.serve(2, UBLK_IO_OP_READ, 0, 4096), -EIO);
+      assert.ok(Date.now() - t1 < 1000, 'a later request fails after one attempt');
+    });
+    assert.ok(lines.some((l) => /unreachable .*; 1 requests fail with EIO/.test(l)), lines.join('\n'));
+  });
 });

@@ -107,7 +107,16 @@ export class Dispatcher implements TargetIo {
     const s = nextSqe(this.ring);
     setUserData(this.ring, s, userDataLo(KIND_OWN, 0, 0), sub);
     this.ownOps++;
+    // Asked for from outside a CQE (a socket connected again): the loop may be waiting on the event loop.
+    if (this.asyncInFlight > 0) this.waker.wake();
     return s;
+  }
+
+  hold(req: UblkRequest): void {
+    if (req.owned && !req.external) {
+      req.external = true;
+      this.asyncInFlight++;
+    }
   }
 
   complete(req: UblkRequest, result: number): void {
