@@ -10,14 +10,12 @@ import { native } from '../native.js';
 import type { Ring } from '../uring/ring.js';
 import { prepRecv, prepSendmsg, prepShutdown } from '../uring/prep.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
-import {
-  NBD_CMD_DISC, NBD_CMD_READ, NBD_ERRNOS, REQUEST_BYTES, SIMPLE_REPLY_BYTES,
-} from './constants.js';
-import { decodeSimpleReply, encodeRequest, type SimpleReply } from './wire.js';
+import { NBD_CMD_WRITE, REQUEST_BYTES, SIMPLE_REPLY_BYTES } from './constants.js';
+import { encodeRequest, type SimpleReply } from './wire.js';
+import { InFlight, SETTLED } from './in-flight.js';
 
 const MSG_NOSIGNAL = 0x4000;
 const MSG_WAITALL = 0x100;
-const EIO = 5;
 
 /** Requests per SENDMSG: two iovecs each, below IOV_MAX (1024). */
 const BATCH = 256;
@@ -44,13 +42,7 @@ export interface ConnectionHost {
 export interface Command { type: number; flags: number }
 
 export class NbdConnection {
-  /** Requests by slot (the handle's low half); null: free. */
-  private readonly reqs: (UblkRequest | null)[] = [];
-  private readonly cmds: number[] = [];
-  /** Per slot: a counter in the handle's high half, so that a stale reply cannot match a later request. */
-  private readonly seqs: number[] = [];
-  private readonly free: number[] = [];
-  private inFlight = 0;
+  private readonly inFlight = new InFlight();
   /** Slots waiting for their request to be sent (FIFO). */
   private readonly sendQ: number[] = [];
   private sendHead = 0;
@@ -85,22 +77,11 @@ export class NbdConnection {
     this.armRecv();
   }
 
-  get busy(): number { return this.inFlight; }
+  get busy(): number { return this.inFlight.count; }
 
   /** Sends command `type` with `flags` for `req` (its offset and length; WRITE: its data). */
   queue(req: UblkRequest, type: number, flags: number): void {
-    let slot = this.free.pop();
-    if (slot === undefined) {
-      slot = this.reqs.length;
-      this.reqs.push(null);
-      this.cmds.push(0);
-      this.seqs.push(0);
-    }
-    this.reqs[slot] = req;
-    this.cmds[slot] = type | (flags << 16);
-    this.seqs[slot] = (this.seqs[slot]! + 1) >>> 0;
-    this.inFlight++;
-    this.sendQ.push(slot);
+    this.sendQ.push(this.inFlight.add(req, type, flags));
     if (!this.sending) this.sendBatch();
   }
 
@@ -114,11 +95,10 @@ export class NbdConnection {
     const q = this.sendQ, v = this.view, u32 = this.u32;
     let iov = this.iovAt >> 2, n = 0, iovs = 0;
     while (this.sendHead < q.length && n < BATCH) {
-      const slot = q[this.sendHead++]!, req = this.reqs[slot]!, cmd = this.cmds[slot]!;
-      const type = cmd & 0xffff;
-      const isWrite = type === 1;
+      const slot = q[this.sendHead++]!, f = this.inFlight, req = f.req(slot), type = f.type(slot);
+      const isWrite = type === NBD_CMD_WRITE;
       const hdr = this.hdrAt + n * 32;
-      encodeRequest(v, hdr, type, cmd >>> 16, slot, this.seqs[slot]!, req.offset, type === NBD_CMD_DISC ? 0 : req.length);
+      encodeRequest(v, hdr, type, f.flags(slot), slot, f.seq(slot), req.offset, req.length);
       iov = this.putIov(u32, iov, this.base + hdr, REQUEST_BYTES);
       iovs++;
       if (isWrite) {
@@ -181,7 +161,7 @@ export class NbdConnection {
   private armRecv(): void {
     let addr: number, len: number;
     if (this.dataSlot >= 0) {
-      const req = this.reqs[this.dataSlot]!;
+      const req = this.inFlight.req(this.dataSlot);
       addr = req.bufferAddress + this.got;
       len = req.length - this.got;
     } else {
@@ -198,54 +178,27 @@ export class NbdConnection {
     if (res <= 0) return this.die(res === 0 ? 'the server closed the connection' : `recv failed (errno ${-res})`);
     this.got += res;
     if (this.dataSlot >= 0) {
-      const slot = this.dataSlot, req = this.reqs[slot]!;
+      const slot = this.dataSlot, req = this.inFlight.req(slot);
       if (this.got < req.length) return this.armRecv();
       this.dataSlot = -1;
       this.got = 0;
-      this.release(slot);
+      this.inFlight.release(slot);
       this.host.replied(req, req.length);
       return this.armRecv();
     }
     if (this.got < SIMPLE_REPLY_BYTES) return this.armRecv();
     this.got = 0;
-    const r = this.reply;
-    const bad = decodeSimpleReply(this.view, this.replyAt, r);
-    if (bad !== null) return this.die(`the server sent ${bad}`);
-    const slot = r.handleLo;
-    if (slot >= this.reqs.length || this.reqs[slot] === null || this.seqs[slot] !== r.handleHi) {
-      return this.die(`the server replied to handle ${r.handleHi}:${r.handleLo}, which is not in flight`);
-    }
-    const req = this.reqs[slot]!, type = this.cmds[slot]! & 0xffff;
-    if (r.error !== 0) {
-      this.release(slot);
-      this.host.replied(req, -(NBD_ERRNOS.has(r.error) ? r.error : EIO));
-    } else if (type === NBD_CMD_READ) {
-      this.dataSlot = slot; // its data follows
-    } else {
-      this.release(slot);
-      this.host.replied(req, type === 1 ? req.length : 0);
-    }
+    const m = this.inFlight.settle(this.view, this.replyAt, this.reply, this.host.replied);
+    if (typeof m === 'string') return this.die(m);
+    if (m !== SETTLED) this.dataSlot = m; // its data follows
     this.armRecv();
-  }
-
-  private release(slot: number): void {
-    this.reqs[slot] = null;
-    this.free.push(slot);
-    this.inFlight--;
   }
 
   /** Ends the connection: the socket is shut, the requests without a reply go back to the owner. */
   die(why: string): void {
     if (this.dead) return;
     this.dead = true;
-    const pending: UblkRequest[] = [];
-    for (let slot = 0; slot < this.reqs.length; slot++) {
-      const req = this.reqs[slot];
-      if (req) {
-        pending.push(req);
-        this.release(slot);
-      }
-    }
+    const pending = this.inFlight.drain();
     this.sendQ.length = 0;
     this.sendHead = 0;
     // Our recv (and a send) may still wait on the socket: shutting it down ends them.

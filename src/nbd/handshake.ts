@@ -5,7 +5,7 @@
 // an NbdError that says what the server did.
 import {
   CLISERV_MAGIC, IHAVEOPT, NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS,
-  NBD_FLAG_NO_ZEROES, NBD_INFO_BLOCK_SIZE, NBD_INFO_EXPORT, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_LIST,
+  NBD_FLAG_NO_ZEROES, NBD_INFO_BLOCK_SIZE, NBD_INFO_EXPORT, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_LIST, NBD_OPT_STARTTLS,
   NBD_REP_ACK, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP, NBD_REP_FLAG_ERROR, NBD_REP_INFO,
   NBD_REP_SERVER, NBDMAGIC, OPT_REPLY_MAGIC, REP_ERROR_NAMES,
 } from './constants.js';
@@ -143,10 +143,23 @@ const shown = (name: string): string => (name === '' ? 'the default export' : `e
 /**
  * The handshake on a fresh connection, ending in the transmission phase on
  * export `name` ('' : the server's default). `where` names the server in errors.
+ * With `startTls`, NBD_OPT_STARTTLS comes first, and once the server agreed,
+ * `startTls` returns the stream (TLS over the same connection) the rest goes through.
  */
-export async function negotiate(io: HandshakeIo, name: string, where: string): Promise<ExportInfo> {
+export async function negotiate(io: HandshakeIo, name: string, where: string,
+  startTls?: () => Promise<HandshakeIo>): Promise<ExportInfo> {
   const noZeroes = await greet(io);
   const nameBytes = checkName(name);
+  if (startTls) {
+    await io.write(optionHeader(NBD_OPT_STARTTLS, 0));
+    const r = await readOptionReply(io, NBD_OPT_STARTTLS);
+    if (r.type & NBD_REP_FLAG_ERROR) {
+      await abort(io);
+      throw new NbdError(`${where} does not do TLS (NBD_OPT_STARTTLS: ${describeError(r)})`);
+    }
+    if (r.type !== NBD_REP_ACK || r.data.length) throw new NbdError(`server sent reply type ${r.type} of ${r.data.length} bytes to NBD_OPT_STARTTLS`);
+    io = await startTls();
+  }
   const go = optionHeader(NBD_OPT_GO, 4 + nameBytes.length + 2 + 2);
   go.writeUInt32BE(nameBytes.length, 16);
   nameBytes.copy(go, 20);

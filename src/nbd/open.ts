@@ -1,28 +1,67 @@
 // A connection to an export, through the handshake and ready for the
 // transmission phase: the socket and its fd (for io_uring), and what the
-// server told of the export.
-import type net from 'node:net';
-import { negotiate, type ExportInfo } from './handshake.js';
+// server told of the export. With TLS, the socket is the TLS stream instead
+// (fd -1): Node encrypts and decrypts, on the serving thread's event loop.
+import net from 'node:net';
+import tls from 'node:tls';
+import { negotiate, NbdError, type ExportInfo } from './handshake.js';
 import { connectSocket, describeAddress, SocketIo, type NbdAddress } from './socket-io.js';
+
+/** X.509 material (PEM) for NBD_OPT_STARTTLS; the server's certificate is always verified against `ca`. */
+export interface TlsConfig {
+  ca: string;
+  cert?: string;
+  key?: string;
+  /** The name the server's certificate must carry (default: the host; over a Unix socket: the chain only is checked). */
+  hostname?: string;
+}
 
 export interface OpenExport { socket: net.Socket; fd: number; info: ExportInfo }
 
-export async function openNbd(a: NbdAddress, exportName: string, timeoutMs: number): Promise<OpenExport> {
+function startTls(io: SocketIo, a: NbdAddress, t: TlsConfig, where: string): () => Promise<SocketIo> {
+  return () => new Promise((resolve, reject) => {
+    io.release();
+    const name = t.hostname ?? ('host' in a ? a.host : undefined);
+    const s = tls.connect({
+      socket: io.socket, ca: t.ca, cert: t.cert, key: t.key, servername: name !== undefined && net.isIP(name) === 0 ? name : undefined,
+      // Over a Unix socket without --tls-hostname there is no name to check: the chain to --tls-ca is.
+      checkServerIdentity: name === undefined ? () => undefined : (_h, cert) => tls.checkServerIdentity(name, cert),
+    });
+    s.once('secureConnect', () => {
+      s.off('error', onError);
+      resolve(new SocketIo(s, where, 'TLS: '));
+    });
+    const onError = (e: Error): void => reject(new NbdError(`${where}: TLS: ${e.message}`));
+    s.once('error', onError);
+  });
+}
+
+export async function openNbd(a: NbdAddress, exportName: string, timeoutMs: number, t?: TlsConfig): Promise<OpenExport> {
   const where = describeAddress(a);
-  const socket = await connectSocket(a, timeoutMs);
+  const plain = await connectSocket(a, timeoutMs);
+  let socket: net.Socket = plain;
   try {
-    const io = new SocketIo(socket, where);
-    const timer = setTimeout(() => socket.destroy(new Error(`no handshake after ${timeoutMs / 1000} s ` +
+    let io = new SocketIo(plain, where);
+    const timer = setTimeout(() => plain.destroy(new Error(`no handshake after ${timeoutMs / 1000} s ` +
       '(a server that has as many clients as it takes keeps new ones waiting: e.g. qemu-nbd --shared N)')), timeoutMs);
     let info: ExportInfo;
     try {
-      info = await negotiate(io, exportName, where);
+      info = await negotiate(io, exportName, where, t && (async () => {
+        io = await startTls(io, a, t, where)();
+        socket = io.socket;
+        return io;
+      }));
     } finally {
       clearTimeout(timer);
+    }
+    if (t) {
+      io.release();
+      return { socket, fd: -1, info };
     }
     return { socket, fd: io.detach(), info };
   } catch (e) {
     socket.destroy();
+    plain.destroy();
     throw e;
   }
 }

@@ -21,7 +21,8 @@ import {
   NBD_CMD_FLAG_FUA, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES,
 } from './constants.js';
 import { NbdConnection, subConn, subOp, type ConnectionHost } from './connection.js';
-import { openNbd } from './open.js';
+import { openNbd, type TlsConfig } from './open.js';
+import { TlsConnection } from './tls-connection.js';
 import { describeAddress, type NbdAddress } from './socket-io.js';
 
 /** A request sent this often without a reply fails with EIO (a server that breaks the protocol on it every time). */
@@ -53,13 +54,17 @@ export interface QueueConfig {
   flags: number;
   connections: number;
   timeoutMs: number;
+  tls?: TlsConfig;
 }
+
+/** A connection in the transmission phase: on the ring (connection.ts) or over TLS (tls-connection.ts). */
+type Connection = NbdConnection | TlsConnection;
 
 export class NbdQueue implements Target {
   /** Every connection made, by the index in its SQEs' sub (a dead one keeps its place, so its late CQEs find it). */
-  private readonly conns: NbdConnection[] = [];
+  private readonly conns: Connection[] = [];
   private readonly sockets: (net.Socket | null)[] = [];
-  private readonly live: NbdConnection[] = [];
+  private readonly live: Connection[] = [];
   /** Requests waiting for a connection (held: the serving loop keeps the event loop running). */
   private waiting: UblkRequest[] = [];
   private connecting = false;
@@ -124,14 +129,14 @@ export class NbdQueue implements Target {
   }
 
   /** The least busy live connection, or null. */
-  private pick(): NbdConnection | null {
-    let best: NbdConnection | null = null;
+  private pick(): Connection | null {
+    let best: Connection | null = null;
     for (const c of this.live) if (best === null || c.busy < best.busy) best = c;
     return best;
   }
 
   private async addConnection(): Promise<void> {
-    const c = await openNbd(this.cfg.address, this.cfg.exportName, this.cfg.timeoutMs);
+    const c = await openNbd(this.cfg.address, this.cfg.exportName, this.cfg.timeoutMs, this.cfg.tls);
     if (c.info.size !== this.cfg.size || c.info.flags !== this.cfg.flags) {
       c.socket.destroy();
       throw new Error(`${this.where} now has another export (size ${c.info.size}, flags 0x${c.info.flags.toString(16)}) than when the device was made`);
@@ -141,7 +146,9 @@ export class NbdQueue implements Target {
       return;
     }
     const index = this.conns.length;
-    const conn = new NbdConnection(this.host, c.fd, index, (pending, why) => this.dead(index, pending, why));
+    const onDead = (pending: UblkRequest[], why: string): void => this.dead(index, pending, why);
+    const conn = c.fd < 0 ? new TlsConnection({ hold: (req) => this.io.hold(req), replied: this.host.replied }, c.socket, onDead)
+      : new NbdConnection(this.host, c.fd, index, onDead);
     this.conns.push(conn);
     this.sockets.push(c.socket);
     this.live.push(conn);

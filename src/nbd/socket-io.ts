@@ -14,21 +14,34 @@ export class SocketIo implements HandshakeIo {
   private want = 0;
   private waiter: { resolve: (b: Uint8Array) => void; reject: (e: Error) => void } | null = null;
   private failure: Error | null = null;
+  private readonly onData = (b: Buffer): void => {
+    this.chunks.push(b);
+    this.have += b.length;
+    this.deliver();
+  };
+  private readonly onError = (e: Error): void => this.fail(new NbdError(`${this.where}: ${this.layer}${e.message}`));
+  private readonly onClose = (): void => this.fail(new NbdError(`${this.where} closed the connection during the handshake`));
 
-  constructor(readonly socket: net.Socket, private readonly where: string) {
-    socket.on('data', (b: Buffer) => {
-      this.chunks.push(b);
-      this.have += b.length;
-      this.deliver();
-    });
-    const fail = (e: Error): void => {
-      this.failure ??= e;
-      const w = this.waiter;
-      this.waiter = null;
-      w?.reject(this.failure);
-    };
-    socket.on('error', (e) => fail(new NbdError(`${where}: ${e.message}`)));
-    socket.on('close', () => fail(new NbdError(`${where} closed the connection during the handshake`)));
+  /** `layer` prefixes socket errors, e.g. 'TLS: '. */
+  constructor(readonly socket: net.Socket, private readonly where: string, private readonly layer = '') {
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(this.failure);
+  }
+
+  /** Ends this reader's part: the server must have sent nothing beyond what was read. */
+  release(): void {
+    this.socket.off('data', this.onData);
+    this.socket.off('error', this.onError);
+    this.socket.off('close', this.onClose);
+    if (this.have) throw new NbdError(`${this.where} sent ${this.have} unexpected bytes after the handshake`);
   }
 
   read(n: number): Promise<Uint8Array> {
@@ -64,8 +77,7 @@ export class SocketIo implements HandshakeIo {
    */
   detach(): number {
     this.socket.pause();
-    this.socket.removeAllListeners('data');
-    if (this.have) throw new NbdError(`${this.where} sent ${this.have} unexpected bytes after the handshake`);
+    this.release();
     const handle = (this.socket as unknown as { _handle?: { fd?: number; readStop?: () => number } })._handle;
     handle?.readStop?.();
     const fd = handle?.fd;

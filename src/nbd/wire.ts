@@ -1,7 +1,10 @@
 // Transmission-phase codecs: the 28-byte request header, and the check of a
 // 16-byte simple reply header. Both work in place on preallocated memory
 // (no allocation per request); 64-bit fields travel as two u32 halves.
-import { NBD_REQUEST_MAGIC, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, REQUEST_BYTES } from './constants.js';
+import type { UblkRequest } from '../ublk/worker/request.js';
+import {
+  NBD_CMD_READ, NBD_CMD_WRITE, NBD_ERRNOS, NBD_REQUEST_MAGIC, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, REQUEST_BYTES,
+} from './constants.js';
 
 const TWO_32 = 2 ** 32;
 
@@ -36,4 +39,19 @@ export function decodeSimpleReply(v: DataView, at: number, out: SimpleReply): st
   out.handleHi = v.getUint32(at + 8);
   out.handleLo = v.getUint32(at + 12);
   return null;
+}
+
+/** replyResult(): a successful READ's data follows the header. */
+export const DATA_FOLLOWS = 1;
+const EIO = 5;
+
+/**
+ * What a valid simple reply to a command of `type` for `req` completes it
+ * with: the server's errno (one of the specification's, else EIO), the bytes
+ * of a WRITE, 0 for other commands; or DATA_FOLLOWS for a READ.
+ */
+export function replyResult(r: SimpleReply, type: number, req: UblkRequest): number {
+  if (r.error !== 0) return -(NBD_ERRNOS.has(r.error) ? r.error : EIO);
+  if (type === NBD_CMD_READ) return DATA_FOLLOWS;
+  return type === NBD_CMD_WRITE ? req.length : 0;
 }

@@ -15,21 +15,28 @@
 //   WRITE_ZEROES       NBD_CMD_WRITE_ZEROES (NOUNMAP: NBD_CMD_FLAG_NO_HOLE)
 //
 // A dropped connection is made again while its requests wait, up to
-// --timeout (src/nbd/queue.ts).
+// --timeout (src/nbd/queue.ts). With --tls-ca the connections use TLS
+// (NBD_OPT_STARTTLS, the server's certificate verified against that CA); Node
+// then does the socket IO and the cryptography, on the same serving thread's
+// event loop (src/nbd/tls-connection.ts).
+import fs from 'node:fs';
 import { defineTarget, TargetOptionError, type TargetOptions } from '../ublk/target.js';
 import {
   NBD_DEFAULT_PORT, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
 } from '../nbd/constants.js';
 import { NbdError, type ExportInfo } from '../nbd/handshake.js';
 import { NbdQueue } from '../nbd/queue.js';
-import { openNbd } from '../nbd/open.js';
+import { openNbd, type TlsConfig } from '../nbd/open.js';
 import { describeAddress, type NbdAddress } from '../nbd/socket-io.js';
 
 interface Options extends TargetOptions {
   host?: string; port: number; socket?: string; export?: string; connections: number; timeout: number;
+  tlsCa?: string; tlsCert?: string; tlsKey?: string; tlsHostname?: string;
 }
 
-interface Shared { address: NbdAddress; exportName: string; size: number; flags: number; maxPayload: number; timeoutMs: number }
+interface Shared {
+  address: NbdAddress; exportName: string; size: number; flags: number; maxPayload: number; timeoutMs: number; tls?: TlsConfig;
+}
 
 const MAX_CONNECTIONS = 16;
 
@@ -43,6 +50,31 @@ function address(o: Options): NbdAddress {
   }
   if (o.host === '') throw new TargetOptionError('--host needs a name or address');
   return { host: o.host!, port: o.port };
+}
+
+/** The TLS options checked and their files read, or undefined without --tls-ca. */
+function tlsConfig(o: Options): TlsConfig | undefined {
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+    throw new TargetOptionError(o.tlsCert === undefined ? '--tls-key needs --tls-cert (the client certificate it belongs to)' : '--tls-cert needs --tls-key (its private key)');
+  }
+  if (o.tlsCa === undefined) {
+    const stray = o.tlsCert !== undefined ? '--tls-cert' : o.tlsHostname !== undefined ? '--tls-hostname' : null;
+    if (stray) throw new TargetOptionError(`${stray} needs --tls-ca (the CA that signed the server's certificate)`);
+    return undefined;
+  }
+  const read = (flag: string, file: string): string => {
+    try {
+      return fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new TargetOptionError(`cannot read ${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  return {
+    ca: read('--tls-ca', o.tlsCa),
+    cert: o.tlsCert === undefined ? undefined : read('--tls-cert', o.tlsCert),
+    key: o.tlsKey === undefined ? undefined : read('--tls-key', o.tlsKey),
+    hostname: o.tlsHostname,
+  };
 }
 
 /** The device's logical block: 512, or 4096 where the export's minimum block is bigger than 512. */
@@ -61,6 +93,10 @@ export default defineTarget<Options, Shared>({
     { key: 'socket', type: 'string', arg: 'PATH', help: 'the NBD server\'s Unix socket (instead of --host)' },
     { key: 'export', type: 'string', arg: 'NAME', help: 'the export\'s name (default: the server\'s default export)' },
     { key: 'connections', type: 'int', arg: 'N', min: 1, max: MAX_CONNECTIONS, default: 1, help: 'connections per serving thread' },
+    { key: 'tlsCa', type: 'string', arg: 'FILE', help: 'use TLS (NBD_OPT_STARTTLS); the server\'s certificate must be signed by this CA (PEM)' },
+    { key: 'tlsCert', type: 'string', arg: 'FILE', help: 'with --tls-ca: our client certificate (PEM), for servers that check clients' },
+    { key: 'tlsKey', type: 'string', arg: 'FILE', help: 'with --tls-cert: its private key (PEM)' },
+    { key: 'tlsHostname', type: 'string', arg: 'NAME', help: 'with --tls-ca: the name the server\'s certificate must carry (default: --host; with --socket: none checked)' },
     { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long requests wait for the server to come back (and a connection for its handshake) before they fail with EIO' },
   ],
   async setup(o) {
@@ -68,9 +104,10 @@ export default defineTarget<Options, Shared>({
     if (o.socket !== undefined && o.port !== NBD_DEFAULT_PORT) throw new TargetOptionError('--port only applies with --host');
     const where = describeAddress(a);
     const timeoutMs = o.timeout * 1000;
+    const tls = tlsConfig(o);
     let info: ExportInfo;
     try {
-      const c = await openNbd(a, o.export ?? '', timeoutMs);
+      const c = await openNbd(a, o.export ?? '', timeoutMs, tls);
       c.socket.destroy();
       info = c.info;
     } catch (e) {
@@ -90,7 +127,7 @@ export default defineTarget<Options, Shared>({
         discard: (f & NBD_FLAG_SEND_TRIM) !== 0, writeZeroes: (f & NBD_FLAG_SEND_WRITE_ZEROES) !== 0,
       },
       data: 'buffer', // the data moves by io_uring between the socket and the tag buffer (req.bufferAddress)
-      shared: { address: a, exportName: o.export ?? '', size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs },
+      shared: { address: a, exportName: o.export ?? '', size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs, tls },
     };
   },
   async open(ctx) {

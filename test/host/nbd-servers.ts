@@ -15,6 +15,10 @@ import { Waker } from '../../src/ublk/worker/waker.js';
 import { servingMode } from '../../src/ublk/mode.js';
 import { SLOT_WORDS } from '../../src/ublk/stats.js';
 import { checkTargetOptions, type Target, type TargetModule, type TargetSetup } from '../../src/ublk/target.js';
+import { UBLK_IO_F_FUA, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from '../../src/ublk/abi/uapi.js';
+import nbd from '../../src/targets/nbd.js';
+
+const MiB = 1 << 20;
 
 export interface Server { proc: ChildProcess; args: string[]; stop(): Promise<void> }
 
@@ -124,4 +128,37 @@ export class Harness {
     this.ring.close();
     native.munmap(this.mem);
   }
+}
+
+export function pattern(len: number, seed: number): Uint8Array {
+  const b = new Uint8Array(len);
+  for (let i = 0; i < len; i++) b[i] = (i * 131 + seed * 7 + (i >> 9)) & 0xff;
+  return b;
+}
+
+export async function withTarget(given: Record<string, unknown>, fn: (h: Harness) => Promise<void>): Promise<void> {
+  const h = new Harness();
+  try {
+    await h.open(nbd, given);
+    await fn(h);
+  } finally {
+    await h.close();
+  }
+}
+
+/** WRITE then READ back at several offsets and sizes, some at once; FUA and FLUSH. */
+export async function readWrite(h: Harness, size: number): Promise<void> {
+  const cases = [[0, 0, 4096], [1, MiB + 512, 256 << 10], [2, size - 4096, 4096], [3, 3 * MiB, MiB]] as const;
+  for (const [tag, offset, len] of cases) {
+    h.tagBuffer(tag).set(pattern(len, tag + 1));
+    h.start(tag, UBLK_IO_OP_WRITE, offset, len, tag === 2 ? UBLK_IO_F_FUA : 0);
+  }
+  assert.deepEqual(await h.wait(cases.map((c) => c[0])), cases.map((c) => c[2]));
+  assert.equal(await h.serve(0, UBLK_IO_OP_FLUSH, 0, 0), 0);
+  for (const [tag, offset, len] of cases) {
+    h.tagBuffer(tag + 4).fill(0xee, 0, len);
+    h.start(tag + 4, UBLK_IO_OP_READ, offset, len);
+  }
+  assert.deepEqual(await h.wait(cases.map((c) => c[0] + 4)), cases.map((c) => c[2]));
+  for (const [tag, , len] of cases) assert.deepEqual(h.tagBuffer(tag + 4).subarray(0, len), pattern(len, tag + 1), `tag ${tag}'s data read back`);
 }
