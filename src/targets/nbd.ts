@@ -22,7 +22,7 @@
 import fs from 'node:fs';
 import { defineTarget, TargetOptionError, type TargetOptions } from '../ublk/target.js';
 import {
-  NBD_DEFAULT_PORT, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_DEFAULT_PORT, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
 } from '../nbd/constants.js';
 import { NbdError, type ExportInfo } from '../nbd/handshake.js';
 import { NbdQueue } from '../nbd/queue.js';
@@ -113,6 +113,10 @@ export default defineTarget<Options, Shared>({
     } catch (e) {
       if (e instanceof NbdError) throw new TargetOptionError(e.message);
       throw e;
+    }
+    // Without it, a FLUSH on one connection need not cover writes that went through another.
+    if (o.connections > 1 && !(info.flags & NBD_FLAG_CAN_MULTI_CONN)) {
+      throw new TargetOptionError(`--connections ${o.connections}: ${where} does not allow several connections to the export (no NBD_FLAG_CAN_MULTI_CONN); use 1`);
     }
     const lbs = logicalBlock(info, where);
     const size = info.size - (info.size % lbs);

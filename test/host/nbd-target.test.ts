@@ -214,6 +214,17 @@ for (const [what, misbehave] of rogues) {
   });
 }
 
+test('nbd: --connections 2 is refused where the export does not allow several (no NBD_FLAG_CAN_MULTI_CONN)', async () => {
+  const sock = path.join(dir, 'single.sock');
+  const server = await rogueServer(sock, () => {});
+  try {
+    await assert.rejects(async () => nbd.setup({ socket: sock, port: 10809, connections: 2, timeout: 5 }),
+      { message: `--connections 2: NBD server at ${sock} does not allow several connections to the export (no NBD_FLAG_CAN_MULTI_CONN); use 1` });
+  } finally {
+    server.close();
+  }
+});
+
 test('nbd: an error reply fails that request only, with the server\'s errno', async () => {
   const sock = path.join(dir, 'errno.sock');
   const server = await rogueServer(sock, (s, hdr) => {
