@@ -93,3 +93,37 @@ test('nbd on qemu-nbd, qcow2 over TCP: fio verify, then data written reads back 
   sh('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', img, ref);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('nbd on qemu-nbd, raw image: the server killed and restarted under fio, zero fio errors', async () => {
+  const dir = fs.mkdtempSync('/tmp/nbd-');
+  const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 32 * MiB);
+  const args = ['-f', 'raw', '-k', sock, '-t', img];
+  let srv = await server('qemu-nbd', args, { path: sock });
+  try {
+    const dev = addDevice('nbd', '--socket', sock, '--timeout', '60');
+    try {
+      const fio = spawn('fio', ['--name=verify', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16',
+        '--rw=randwrite', '--bsrange=4k-256k', '--size=24m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1',
+        '--verify_state_save=0', '--output-format=terse'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      fio.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+      fio.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
+      const done = new Promise<number | null>((resolve) => fio.once('exit', (code) => resolve(code)));
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(fio.exitCode, null, `fio still runs when the server is killed:\n${out}`);
+      srv.kill('SIGKILL');
+      await stop(srv);
+      await new Promise((r) => setTimeout(r, 500));
+      srv = await server('qemu-nbd', args, { path: sock });
+      assert.equal(await done, 0, `fio verify across the restart:\n${out}`);
+      assert.doesNotMatch(out, /verify.*(bad|fail)|io_u error/i);
+    } finally {
+      delDevice(dev);
+    }
+  } finally {
+    await stop(srv);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
