@@ -5,6 +5,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { negotiate, NbdError, type ExportInfo } from './handshake.js';
+import { NBD_CMD_DISC, REQUEST_BYTES } from './constants.js';
+import { encodeRequest } from './wire.js';
 import { connectSocket, describeAddress, SocketIo, type NbdAddress } from './socket-io.js';
 
 /** X.509 material (PEM) for NBD_OPT_STARTTLS; the server's certificate is always verified against `ca`. */
@@ -64,4 +66,16 @@ export async function openNbd(a: NbdAddress, exportName: string, timeoutMs: numb
     plain.destroy();
     throw e;
   }
+}
+
+/**
+ * Ends a connection in the transmission phase with no request in flight as
+ * the specification asks: NBD_CMD_DISC, then closing our side.
+ */
+export function disconnect(socket: net.Socket): void {
+  const disc = Buffer.alloc(REQUEST_BYTES);
+  encodeRequest(new DataView(disc.buffer, disc.byteOffset, REQUEST_BYTES), 0, NBD_CMD_DISC, 0, 0, 0, 0, 0);
+  socket.on('error', () => {}); // a server already gone: nothing to tell it
+  socket.end(disc);
+  socket.destroySoon();
 }

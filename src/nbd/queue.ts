@@ -21,7 +21,7 @@ import {
   NBD_CMD_FLAG_FUA, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES,
 } from './constants.js';
 import { NbdConnection, subConn, subOp, type ConnectionHost } from './connection.js';
-import { openNbd, type TlsConfig } from './open.js';
+import { disconnect, openNbd, type TlsConfig } from './open.js';
 import { TlsConnection } from './tls-connection.js';
 import { describeAddress, type NbdAddress } from './socket-io.js';
 
@@ -111,7 +111,13 @@ export class NbdQueue implements Target {
 
   close(): void {
     this.closed = true;
-    for (const s of this.sockets) s?.destroy();
+    // Every request has completed when the queue stops: the live connections can say goodbye.
+    for (let i = 0; i < this.conns.length; i++) {
+      const s = this.sockets[i];
+      if (s === null || s === undefined) continue;
+      if (this.conns[i]!.dead) s.destroy();
+      else disconnect(s);
+    }
     this.failWaiting();
   }
 

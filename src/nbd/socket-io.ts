@@ -78,6 +78,7 @@ export class SocketIo implements HandshakeIo {
   detach(): number {
     this.socket.pause();
     this.release();
+    this.socket.on('error', () => {}); // Node no longer reads or writes it: an error here is seen on the ring
     const handle = (this.socket as unknown as { _handle?: { fd?: number; readStop?: () => number } })._handle;
     handle?.readStop?.();
     const fd = handle?.fd;

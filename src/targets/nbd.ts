@@ -26,7 +26,7 @@ import {
 } from '../nbd/constants.js';
 import { NbdError, type ExportInfo } from '../nbd/handshake.js';
 import { NbdQueue } from '../nbd/queue.js';
-import { openNbd, type TlsConfig } from '../nbd/open.js';
+import { disconnect, openNbd, type TlsConfig } from '../nbd/open.js';
 import { describeAddress, type NbdAddress } from '../nbd/socket-io.js';
 
 interface Options extends TargetOptions {
@@ -108,7 +108,7 @@ export default defineTarget<Options, Shared>({
     let info: ExportInfo;
     try {
       const c = await openNbd(a, o.export ?? '', timeoutMs, tls);
-      c.socket.destroy();
+      disconnect(c.socket);
       info = c.info;
     } catch (e) {
       if (e instanceof NbdError) throw new TargetOptionError(e.message);

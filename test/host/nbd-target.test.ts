@@ -124,7 +124,10 @@ test('nbd: options are checked (one line each)', async () => {
 
 // ---- a server of our own that breaks the protocol ----
 
-/** Does the server side of the handshake for a 1 MiB export, then hands each request header (28 bytes) to `onRequest`. */
+/** NBD_CMD_DISCs the rogue servers got (setup's connection says goodbye). */
+let disconnects = 0;
+
+/** Does the server side of the handshake for a 1 MiB export, then hands each request header (28 bytes) but NBD_CMD_DISC to `onRequest`. */
 function rogueServer(sock: string, onRequest: (s: net.Socket, hdr: Buffer) => void): Promise<net.Server> {
   const server = net.createServer((s) => {
     let buf = Buffer.alloc(0), stage = 0;
@@ -163,6 +166,11 @@ function rogueServer(sock: string, onRequest: (s: net.Socket, hdr: Buffer) => vo
           const type = hdr.readUInt16BE(6), len = hdr.readUInt32BE(24);
           if (type === 1 && buf.length < 28 + len) break;
           buf = buf.subarray(28 + (type === 1 ? len : 0));
+          if (type === 2) { // NBD_CMD_DISC: no reply, the client is going
+            disconnects++;
+            s.end();
+            break;
+          }
           onRequest(s, Buffer.from(hdr));
           continue;
         }
@@ -196,6 +204,7 @@ for (const [what, misbehave] of rogues) {
     let requests = 0;
     const server = await rogueServer(sock, (s, hdr) => { requests++; misbehave(s, hdr); });
     const errors: unknown[] = [];
+    const discs = disconnects;
     const origError = console.error;
     console.error = (...a: unknown[]) => void errors.push(a);
     try {
@@ -206,6 +215,7 @@ for (const [what, misbehave] of rogues) {
       });
       // Sent on a new connection each time the server broke one, then given up.
       assert.equal(requests, 4, JSON.stringify(errors));
+      assert.equal(disconnects - discs, 1, 'setup\'s connection ended with NBD_CMD_DISC');
       assert.match(String(errors[0]), /connection to NBD server at .* lost \(.+\); 1 requests to send again/);
     } finally {
       console.error = origError;
