@@ -99,7 +99,7 @@ export default defineTarget<Options, Shared>({
     { key: 'tlsHostname', type: 'string', arg: 'NAME', help: 'with --tls-ca: the name the server\'s certificate must carry (default: --host; with --socket: none checked)' },
     { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long requests wait for the server to come back (and a connection for its handshake) before they fail with EIO' },
   ],
-  async setup(o) {
+  async setup(o, device) {
     const a = address(o);
     if (o.socket !== undefined && o.port !== NBD_DEFAULT_PORT) throw new TargetOptionError('--port only applies with --host');
     const where = describeAddress(a);
@@ -115,8 +115,10 @@ export default defineTarget<Options, Shared>({
       throw e;
     }
     // Without it, a FLUSH on one connection need not cover writes that went through another.
-    if (o.connections > 1 && !(info.flags & NBD_FLAG_CAN_MULTI_CONN)) {
-      throw new TargetOptionError(`--connections ${o.connections}: ${where} does not allow several connections to the export (no NBD_FLAG_CAN_MULTI_CONN); use 1`);
+    const threads = device?.threads ?? 1, total = o.connections * threads;
+    if (total > 1 && !(info.flags & NBD_FLAG_CAN_MULTI_CONN)) {
+      const why = threads > 1 ? `${threads} serving threads (--queues/--threads) × --connections ${o.connections}` : `--connections ${o.connections}`;
+      throw new TargetOptionError(`${why}: ${where} does not allow several connections to the export (no NBD_FLAG_CAN_MULTI_CONN); use one queue and one connection`);
     }
     const lbs = logicalBlock(info, where);
     const size = info.size - (info.size % lbs);

@@ -194,6 +194,11 @@ export interface TargetSetup<Shared = unknown> {
 export interface DeviceContext {
   /** UBLK_F_INTEGRITY: bytes of metadata per logical block (0: none). */
   metadataSize: number;
+  /**
+   * Serving threads asked for (each opens the target once): --threads, else
+   * --queues. An upper bound: the kernel may give fewer queues (one per CPU at most).
+   */
+  threads?: number;
 }
 
 export interface QueueContext<Options extends TargetOptions = TargetOptions, Shared = unknown> {

@@ -224,12 +224,15 @@ for (const [what, misbehave] of rogues) {
   });
 }
 
-test('nbd: --connections 2 is refused where the export does not allow several (no NBD_FLAG_CAN_MULTI_CONN)', async () => {
+test('nbd: several connections (--connections, --queues) are refused where the export does not allow them (no NBD_FLAG_CAN_MULTI_CONN)', async () => {
   const sock = path.join(dir, 'single.sock');
   const server = await rogueServer(sock, () => {});
   try {
-    await assert.rejects(async () => nbd.setup({ socket: sock, port: 10809, connections: 2, timeout: 5 }),
-      { message: `--connections 2: NBD server at ${sock} does not allow several connections to the export (no NBD_FLAG_CAN_MULTI_CONN); use 1` });
+    const o = { socket: sock, port: 10809, connections: 1, timeout: 5 };
+    const refusal = (why: string) => ({ message: `${why}: NBD server at ${sock} does not allow several connections to the export (no NBD_FLAG_CAN_MULTI_CONN); use one queue and one connection` });
+    await assert.rejects(async () => nbd.setup({ ...o, connections: 2 }), refusal('--connections 2'));
+    await assert.rejects(async () => nbd.setup(o, { metadataSize: 0, threads: 4 }), refusal('4 serving threads (--queues/--threads) × --connections 1'));
+    await nbd.setup(o, { metadataSize: 0, threads: 1 }); // one connection: fine
   } finally {
     server.close();
   }

@@ -339,7 +339,7 @@ export class UblkDevice {
     const targetUrl = resolveTarget(target);
     const mod = await loadTarget(targetUrl);
     const targetOptions = checkTargetOptions(mod, options ?? {}, 'library');
-    const setup = await mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0 });
+    const setup = await mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0, threads: o.threads ?? o.queues ?? 1 });
     let ctrl: UblkControl | null = null;
     let info: DevInfo | null = null;
     let charFd = -1;
