@@ -10,9 +10,10 @@ import { native } from '../native.js';
 import type { Ring } from '../uring/ring.js';
 import { prepRecv, prepSendmsg, prepShutdown } from '../uring/prep.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
-import { NBD_CMD_WRITE, REQUEST_BYTES, SIMPLE_REPLY_BYTES } from './constants.js';
-import { encodeRequest, type SimpleReply } from './wire.js';
-import { InFlight, SETTLED } from './in-flight.js';
+import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
+import { encodeRequest } from './wire.js';
+import { InFlight } from './in-flight.js';
+import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
 
 const MSG_NOSIGNAL = 0x4000;
 const MSG_WAITALL = 0x100;
@@ -58,20 +59,20 @@ export class NbdConnection {
   private readonly iovAt = BATCH * 32;
   private readonly msgAt = BATCH * 32 + 2 * BATCH * IOV_BYTES;
   private readonly replyAt = this.msgAt + MSGHDR_BYTES + 8;
-  private readonly reply: SimpleReply = { error: 0, handleLo: 0, handleHi: 0 };
-  /** Receiving: bytes of the reply header so far, or of READ data (`dataSlot` >= 0). */
+  private readonly parser: ReplyParser;
+  /** Bytes of what the parser wants received so far. */
   private got = 0;
-  private dataSlot = -1;
   dead = false;
   private shutting = false;
 
-  constructor(private readonly host: ConnectionHost, readonly fd: number, private readonly index: number,
+  constructor(private readonly host: ConnectionHost, readonly fd: number, private readonly index: number, structured: boolean,
     /** The connection died: these requests had no reply (the owner resends or fails them); `why` says what happened. */
     private readonly onDead: (pending: UblkRequest[], why: string) => void) {
-    this.mem = native.alloc(this.replyAt + 64);
+    this.mem = native.alloc(this.replyAt + SCRATCH_BYTES);
     this.view = new DataView(this.mem);
     this.u32 = new Uint32Array(this.mem);
     this.base = native.addressOf(this.mem);
+    this.parser = new ReplyParser(this.inFlight, new DataView(this.mem, this.replyAt, SCRATCH_BYTES), structured, host.replied);
     const msg = this.msgAt >> 2;
     this.u32.fill(0, msg, msg + MSGHDR_BYTES / 4);
     this.armRecv();
@@ -159,17 +160,10 @@ export class NbdConnection {
   }
 
   private armRecv(): void {
-    let addr: number, len: number;
-    if (this.dataSlot >= 0) {
-      const req = this.inFlight.req(this.dataSlot);
-      addr = req.bufferAddress + this.got;
-      len = req.length - this.got;
-    } else {
-      addr = this.base + this.replyAt + this.got;
-      len = SIMPLE_REPLY_BYTES - this.got;
-    }
+    const p = this.parser;
+    const addr = p.into !== null ? p.into.bufferAddress + p.intoAt + this.got : this.base + this.replyAt + p.scratchAt + this.got;
     this.recvArmed = true;
-    prepRecv(this.host.ring, this.host.ownSqe(subOf(this.index, OP_RECV)), this.fd, addr, len, MSG_WAITALL);
+    prepRecv(this.host.ring, this.host.ownSqe(subOf(this.index, OP_RECV)), this.fd, addr, p.want - this.got, MSG_WAITALL);
   }
 
   private onRecv(res: number): void {
@@ -177,20 +171,10 @@ export class NbdConnection {
     if (this.dead) return;
     if (res <= 0) return this.die(res === 0 ? 'the server closed the connection' : `recv failed (errno ${-res})`);
     this.got += res;
-    if (this.dataSlot >= 0) {
-      const slot = this.dataSlot, req = this.inFlight.req(slot);
-      if (this.got < req.length) return this.armRecv();
-      this.dataSlot = -1;
-      this.got = 0;
-      this.inFlight.release(slot);
-      this.host.replied(req, req.length);
-      return this.armRecv();
-    }
-    if (this.got < SIMPLE_REPLY_BYTES) return this.armRecv();
+    if (this.got < this.parser.want) return this.armRecv();
     this.got = 0;
-    const m = this.inFlight.settle(this.view, this.replyAt, this.reply, this.host.replied);
-    if (typeof m === 'string') return this.die(m);
-    if (m !== SETTLED) this.dataSlot = m; // its data follows
+    const bad = this.parser.advance();
+    if (bad !== null) return this.die(bad);
     this.armRecv();
   }
 

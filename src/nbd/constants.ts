@@ -22,6 +22,7 @@ export const NBD_OPT_ABORT = 2;
 export const NBD_OPT_LIST = 3;
 export const NBD_OPT_STARTTLS = 5;
 export const NBD_OPT_GO = 7;
+export const NBD_OPT_STRUCTURED_REPLY = 8;
 
 // Option reply types; errors have bit 31 set.
 export const NBD_REP_ACK = 1;

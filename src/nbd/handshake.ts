@@ -5,7 +5,7 @@
 // an NbdError that says what the server did.
 import {
   CLISERV_MAGIC, IHAVEOPT, NBD_FLAG_C_FIXED_NEWSTYLE, NBD_FLAG_C_NO_ZEROES, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS,
-  NBD_FLAG_NO_ZEROES, NBD_INFO_BLOCK_SIZE, NBD_INFO_EXPORT, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_LIST, NBD_OPT_STARTTLS,
+  NBD_FLAG_NO_ZEROES, NBD_INFO_BLOCK_SIZE, NBD_INFO_EXPORT, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_LIST, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP, NBD_REP_FLAG_ERROR, NBD_REP_INFO,
   NBD_REP_SERVER, NBDMAGIC, OPT_REPLY_MAGIC, REP_ERROR_NAMES,
 } from './constants.js';
@@ -30,6 +30,8 @@ export interface ExportInfo {
   minBlock: number;
   preferredBlock: number;
   maxPayload: number;
+  /** The server agreed to structured replies (NBD_OPT_STRUCTURED_REPLY): READs are answered in chunks, holes included. */
+  structured: boolean;
 }
 
 /** Longest option reply we take in: info and error texts are short, and a bigger length is a broken server. */
@@ -110,12 +112,13 @@ function exportInfoReply(d: Buffer, info: Partial<ExportInfo>): void {
   } // other information types: ignored, as the specification says
 }
 
-function finish(info: Partial<ExportInfo>): ExportInfo {
+function finish(info: Partial<ExportInfo>, structured: boolean): ExportInfo {
   if (info.size === undefined || info.flags === undefined) throw new NbdError('server ended NBD_OPT_GO without NBD_INFO_EXPORT');
   if (!(info.flags & NBD_FLAG_HAS_FLAGS)) throw new NbdError(`server sent transmission flags 0x${info.flags.toString(16)} without NBD_FLAG_HAS_FLAGS`);
   return {
     size: info.size, flags: info.flags,
     minBlock: info.minBlock ?? 1, preferredBlock: info.preferredBlock ?? 4096, maxPayload: info.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+    structured,
   };
 }
 
@@ -160,6 +163,13 @@ export async function negotiate(io: HandshakeIo, name: string, where: string,
     if (r.type !== NBD_REP_ACK || r.data.length) throw new NbdError(`server sent reply type ${r.type} of ${r.data.length} bytes to NBD_OPT_STARTTLS`);
     io = await startTls();
   }
+  // Structured replies (sparse reads) where the server has them; any refusal means simple replies.
+  await io.write(optionHeader(NBD_OPT_STRUCTURED_REPLY, 0));
+  const sr = await readOptionReply(io, NBD_OPT_STRUCTURED_REPLY);
+  if (!(sr.type & NBD_REP_FLAG_ERROR) && (sr.type !== NBD_REP_ACK || sr.data.length)) {
+    throw new NbdError(`server sent reply type ${sr.type} of ${sr.data.length} bytes to NBD_OPT_STRUCTURED_REPLY`);
+  }
+  const structured = sr.type === NBD_REP_ACK;
   const go = optionHeader(NBD_OPT_GO, 4 + nameBytes.length + 2 + 2);
   go.writeUInt32BE(nameBytes.length, 16);
   nameBytes.copy(go, 20);
@@ -173,9 +183,9 @@ export async function negotiate(io: HandshakeIo, name: string, where: string,
       exportInfoReply(r.data, info);
     } else if (r.type === NBD_REP_ACK) {
       if (r.data.length) throw new NbdError(`server sent NBD_REP_ACK with ${r.data.length} bytes of data`);
-      return finish(info);
+      return finish(info, structured);
     } else if (r.type === NBD_REP_ERR_UNSUP) {
-      return exportName(io, nameBytes, noZeroes);
+      return exportName(io, nameBytes, noZeroes, structured);
     } else if (r.type === NBD_REP_ERR_UNKNOWN) {
       const names = await listExports(io).catch(() => null);
       await abort(io);
@@ -194,12 +204,12 @@ export async function negotiate(io: HandshakeIo, name: string, where: string,
 }
 
 /** NBD_OPT_EXPORT_NAME, for servers without NBD_OPT_GO: a missing export is a closed connection. */
-async function exportName(io: HandshakeIo, nameBytes: Buffer, noZeroes: boolean): Promise<ExportInfo> {
+async function exportName(io: HandshakeIo, nameBytes: Buffer, noZeroes: boolean, structured: boolean): Promise<ExportInfo> {
   const o = optionHeader(NBD_OPT_EXPORT_NAME, nameBytes.length);
   nameBytes.copy(o, 16);
   await io.write(o);
   const d = Buffer.from(await io.read(noZeroes ? 10 : 134));
   const size = d.readBigUInt64BE(0);
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdError(`server announced an export of ${size} bytes, too big`);
-  return finish({ size: Number(size), flags: d.readUInt16BE(8) });
+  return finish({ size: Number(size), flags: d.readUInt16BE(8) }, structured);
 }

@@ -2,10 +2,6 @@
 // handle's low half is a slot, its high half a per-slot counter, so a reply to
 // a request that is gone (or a stale one for an earlier user of the slot) matches nothing.
 import type { UblkRequest } from '../ublk/worker/request.js';
-import { DATA_FOLLOWS, decodeSimpleReply, replyResult, type SimpleReply } from './wire.js';
-
-/** settle(): the reply completed its request. */
-export const SETTLED = -1;
 
 export class InFlight {
   /** Requests by slot; null: free. */
@@ -14,6 +10,10 @@ export class InFlight {
   private readonly cmds: number[] = [];
   private readonly seqs: number[] = [];
   private readonly free: number[] = [];
+  /** Structured replies, per slot: bytes of the request covered by chunks so far, their spans (start, end, ...), the first error. */
+  private readonly coveredBytes: number[] = [];
+  private readonly spans: number[][] = [];
+  private readonly errors: number[] = [];
   count = 0;
 
   /** Takes a slot for `req`; its handle is (slot, seq(slot)). */
@@ -24,7 +24,13 @@ export class InFlight {
       this.reqs.push(null);
       this.cmds.push(0);
       this.seqs.push(0);
+      this.coveredBytes.push(0);
+      this.spans.push([]);
+      this.errors.push(0);
     }
+    this.coveredBytes[slot] = 0;
+    this.spans[slot]!.length = 0;
+    this.errors[slot] = 0;
     this.reqs[slot] = req;
     this.cmds[slot] = type | (flags << 16);
     this.seqs[slot] = (this.seqs[slot]! + 1) >>> 0;
@@ -42,28 +48,24 @@ export class InFlight {
     return handleLo < this.reqs.length && this.reqs[handleLo] !== null && this.seqs[handleLo] === handleHi ? handleLo : -1;
   }
 
+  /** Marks [at, at + len) of the request as covered by a chunk; false if that overlaps an earlier chunk. */
+  cover(slot: number, at: number, len: number): boolean {
+    const sp = this.spans[slot]!;
+    for (let i = 0; i < sp.length; i += 2) if (at < sp[i + 1]! && sp[i]! < at + len) return false;
+    sp.push(at, at + len);
+    this.coveredBytes[slot]! += len;
+    return true;
+  }
+
+  covered(slot: number): number { return this.coveredBytes[slot]!; }
+  /** Records an error chunk's errno (the first one counts). */
+  fail(slot: number, errno: number): void { if (this.errors[slot] === 0) this.errors[slot] = errno; }
+  error(slot: number): number { return this.errors[slot]!; }
+
   release(slot: number): void {
     this.reqs[slot] = null;
     this.free.push(slot);
     this.count--;
-  }
-
-  /**
-   * Takes the simple reply header at byte `at` of `v` (decoded into `r`): the
-   * request it answers is completed through `replied`, or its slot returned
-   * when READ data follows (SETTLED otherwise); a string says what is wrong
-   * with the reply (the connection is then unusable, nothing was completed).
-   */
-  settle(v: DataView, at: number, r: SimpleReply, replied: (req: UblkRequest, result: number) => void): number | string {
-    const bad = decodeSimpleReply(v, at, r);
-    if (bad !== null) return `the server sent ${bad}`;
-    const slot = this.find(r.handleLo, r.handleHi);
-    if (slot < 0) return `the server replied to handle ${r.handleHi}:${r.handleLo}, which is not in flight`;
-    const req = this.reqs[slot]!, result = replyResult(r, this.type(slot), req);
-    if (result === DATA_FOLLOWS) return slot;
-    this.release(slot);
-    replied(req, result);
-    return SETTLED;
   }
 
   /** Forgets every request, returning them. */

@@ -153,8 +153,8 @@ export class NbdQueue implements Target {
     }
     const index = this.conns.length;
     const onDead = (pending: UblkRequest[], why: string): void => this.dead(index, pending, why);
-    const conn = c.fd < 0 ? new TlsConnection({ hold: (req) => this.io.hold(req), replied: this.host.replied }, c.socket, onDead)
-      : new NbdConnection(this.host, c.fd, index, onDead);
+    const conn = c.fd < 0 ? new TlsConnection({ hold: (req) => this.io.hold(req), replied: this.host.replied }, c.socket, c.info.structured, onDead)
+      : new NbdConnection(this.host, c.fd, index, c.info.structured, onDead);
     this.conns.push(conn);
     this.sockets.push(c.socket);
     this.live.push(conn);

@@ -5,9 +5,10 @@
 // connection and hands its requests back, never completing one twice.
 import type net from 'node:net';
 import type { UblkRequest } from '../ublk/worker/request.js';
-import { NBD_CMD_WRITE, REQUEST_BYTES, SIMPLE_REPLY_BYTES } from './constants.js';
-import { InFlight, SETTLED } from './in-flight.js';
-import { encodeRequest, type SimpleReply } from './wire.js';
+import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
+import { InFlight } from './in-flight.js';
+import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
+import { encodeRequest } from './wire.js';
 
 export interface TlsHost {
   hold(req: UblkRequest): void;
@@ -16,17 +17,17 @@ export interface TlsHost {
 
 export class TlsConnection {
   private readonly inFlight = new InFlight();
-  private readonly hdr = Buffer.alloc(SIMPLE_REPLY_BYTES);
-  private readonly hdrView = new DataView(this.hdr.buffer, this.hdr.byteOffset, SIMPLE_REPLY_BYTES);
-  private readonly reply: SimpleReply = { error: 0, handleLo: 0, handleHi: 0 };
+  private readonly scratch = Buffer.alloc(SCRATCH_BYTES);
+  private readonly parser: ReplyParser;
+  /** Bytes of what the parser wants received so far. */
   private got = 0;
-  private dataSlot = -1;
   dead = false;
   /** Nothing of ours is on the ring. */
   readonly armed = false;
 
-  constructor(private readonly host: TlsHost, private readonly socket: net.Socket,
+  constructor(private readonly host: TlsHost, private readonly socket: net.Socket, structured: boolean,
     private readonly onDead: (pending: UblkRequest[], why: string) => void) {
+    this.parser = new ReplyParser(this.inFlight, new DataView(this.scratch.buffer, this.scratch.byteOffset, SCRATCH_BYTES), structured, host.replied);
     socket.on('data', (b: Buffer) => this.onData(b));
     socket.on('error', (e) => this.die(`TLS: ${e.message}`));
     socket.on('close', () => this.die('the server closed the connection'));
@@ -49,36 +50,19 @@ export class TlsConnection {
   onCqe(): void { /* no ring operations */ }
 
   private onData(b: Buffer): void {
+    const p = this.parser;
     let at = 0;
     while (at < b.length && !this.dead) {
-      if (this.dataSlot >= 0) {
-        const req = this.inFlight.req(this.dataSlot);
-        const n = Math.min(b.length - at, req.length - this.got);
-        req.buffer.set(b.subarray(at, at + n), this.got);
-        at += n;
-        this.got += n;
-        if (this.got === req.length) {
-          this.inFlight.release(this.dataSlot);
-          this.dataSlot = -1;
-          this.got = 0;
-          this.host.replied(req, req.length);
-        }
-        continue;
-      }
-      const n = Math.min(b.length - at, SIMPLE_REPLY_BYTES - this.got);
-      b.copy(this.hdr, this.got, at, at + n);
+      const n = Math.min(b.length - at, p.want - this.got);
+      if (p.into !== null) p.into.buffer.set(b.subarray(at, at + n), p.intoAt + this.got);
+      else b.copy(this.scratch, p.scratchAt + this.got, at, at + n);
       at += n;
       this.got += n;
-      if (this.got < SIMPLE_REPLY_BYTES) break;
+      if (this.got < p.want) break;
       this.got = 0;
-      this.onHeader();
+      const bad = p.advance();
+      if (bad !== null) this.die(bad);
     }
-  }
-
-  private onHeader(): void {
-    const m = this.inFlight.settle(this.hdrView, 0, this.reply, this.host.replied);
-    if (typeof m === 'string') this.die(m);
-    else if (m !== SETTLED) this.dataSlot = m; // its data follows
   }
 
   die(why: string): void {

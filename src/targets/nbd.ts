@@ -14,6 +14,9 @@
 //   DISCARD            NBD_CMD_TRIM
 //   WRITE_ZEROES       NBD_CMD_WRITE_ZEROES (NOUNMAP: NBD_CMD_FLAG_NO_HOLE)
 //
+// Structured replies are used where the server has them (sparse reads: a
+// hole arrives as a chunk header, not as zeros on the wire; src/nbd/reply-parser.ts).
+//
 // A dropped connection is made again while its requests wait, up to
 // --timeout (src/nbd/queue.ts). With --tls-ca the connections use TLS
 // (NBD_OPT_STARTTLS, the server's certificate verified against that CA); Node

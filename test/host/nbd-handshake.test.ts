@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { negotiate, NbdError, type HandshakeIo } from '../../src/nbd/handshake.js';
 import {
   CLISERV_MAGIC, IHAVEOPT, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS, NBD_FLAG_NO_ZEROES, NBD_FLAG_READ_ONLY, NBD_OPT_GO,
-  NBD_OPT_LIST, NBD_REP_ACK, NBD_REP_ERR_POLICY, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
+  NBD_OPT_LIST, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_ERR_POLICY, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
   NBD_REP_SERVER, NBDMAGIC, OPT_REPLY_MAGIC,
 } from '../../src/nbd/constants.js';
 
@@ -57,7 +57,8 @@ function infoBlockSize(min: number, pref: number, max: number): Buffer {
   return d;
 }
 
-const go = (...parts: Uint8Array[]): Scripted => new Scripted(Buffer.concat([greeting(), ...parts]));
+/** A server that refuses structured replies, then answers NBD_OPT_GO with `parts`. */
+const go = (...parts: Uint8Array[]): Scripted => new Scripted(Buffer.concat([greeting(), reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP), ...parts]));
 const W = 'the server';
 
 test('handshake: NBD_OPT_GO with NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE, unknown info ignored', async () => {
@@ -66,10 +67,12 @@ test('handshake: NBD_OPT_GO with NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE, unknow
     reply(NBD_OPT_GO, NBD_REP_INFO, infoExport(1n << 40n, NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY)),
     reply(NBD_OPT_GO, NBD_REP_ACK));
   const info = await negotiate(io, 'disk', W);
-  assert.deepEqual(info, { size: 2 ** 40, flags: NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY, minBlock: 512, preferredBlock: 4096, maxPayload: 1 << 25 });
-  // Client flags, then IHAVEOPT GO: name length, name, one info request (BLOCK_SIZE).
+  assert.deepEqual(info, { size: 2 ** 40, flags: NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY, minBlock: 512, preferredBlock: 4096, maxPayload: 1 << 25, structured: false });
+  // Client flags, NBD_OPT_STRUCTURED_REPLY, then IHAVEOPT GO: name length, name, one info request (BLOCK_SIZE).
   assert.deepEqual(io.written[0], Buffer.from([0, 0, 0, 1]));
-  const o = io.written[1]!;
+  assert.equal(io.written[1]!.readUInt32BE(8), NBD_OPT_STRUCTURED_REPLY);
+  assert.equal(io.written[1]!.length, 16);
+  const o = io.written[2]!;
   assert.equal(o.readBigUInt64BE(0), IHAVEOPT);
   assert.equal(o.readUInt32BE(8), NBD_OPT_GO);
   assert.equal(o.readUInt32BE(12), 4 + 4 + 4);
@@ -84,9 +87,10 @@ test('handshake: a server without NBD_OPT_GO gets NBD_OPT_EXPORT_NAME (with and 
     tail.writeBigUInt64BE(4096n, 0);
     tail.writeUInt16BE(NBD_FLAG_HAS_FLAGS, 8);
     const io = new Scripted(Buffer.concat([greeting(NBD_FLAG_FIXED_NEWSTYLE | (noZeroes ? NBD_FLAG_NO_ZEROES : 0)),
-      reply(NBD_OPT_GO, NBD_REP_ERR_UNSUP), tail]));
+      reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK), reply(NBD_OPT_GO, NBD_REP_ERR_UNSUP), tail]));
     const info = await negotiate(io, '', W);
     assert.equal(info.size, 4096);
+    assert.equal(info.structured, true);
     assert.equal(io.written[0]!.readUInt32BE(0), noZeroes ? 3 : 1);
   }
 });
@@ -122,6 +126,8 @@ const bad: [string, () => Scripted, RegExp][] = [
   ['ACK with data', () => go(reply(NBD_OPT_GO, NBD_REP_INFO, infoExport(1n, 1)), reply(NBD_OPT_GO, NBD_REP_ACK, Buffer.alloc(2))), /ACK with 2 bytes/],
   ['no HAS_FLAGS', () => go(reply(NBD_OPT_GO, NBD_REP_INFO, infoExport(1n, 0)), reply(NBD_OPT_GO, NBD_REP_ACK)), /without NBD_FLAG_HAS_FLAGS/],
   ['unknown reply type', () => go(reply(NBD_OPT_GO, 77)), /reply type 77 to NBD_OPT_GO/],
+  ['a bad reply to NBD_OPT_STRUCTURED_REPLY', () => new Scripted(Buffer.concat([greeting(), reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, Buffer.alloc(1))])),
+    /reply type 1 of 1 bytes to NBD_OPT_STRUCTURED_REPLY/],
 ];
 
 for (const [what, io, message] of bad) {

@@ -14,7 +14,10 @@ import { TargetOptionError } from '../../src/ublk/target.js';
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES,
 } from '../../src/ublk/abi/uapi.js';
-import { IHAVEOPT, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS, NBD_OPT_GO, NBD_REP_ACK, NBD_REP_INFO, NBD_SIMPLE_REPLY_MAGIC, NBDMAGIC, OPT_REPLY_MAGIC } from '../../src/nbd/constants.js';
+import {
+  IHAVEOPT, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS, NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
+  NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, NBDMAGIC, OPT_REPLY_MAGIC,
+} from '../../src/nbd/constants.js';
 import { freePort, Harness, pattern, readWrite, startServer, withTarget, type Server } from './nbd-servers.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbd-target-'));
@@ -79,7 +82,10 @@ test('nbd on qemu-nbd, qcow2 over a Unix socket: qemu-img compare matches what w
   const sock = path.join(dir, 'qemu.sock');
   const srv = await startServer('qemu-nbd', ['-f', 'qcow2', '-k', sock, '-t', img], { path: sock });
   try {
-    await withTarget({ socket: sock }, (h) => readWrite(h, 8 * MiB));
+    await withTarget({ socket: sock }, async (h) => {
+      await readWrite(h, 8 * MiB);
+      await zeroed(h, 0, 5 * MiB, MiB); // never written: qemu-nbd answers with a hole chunk
+    });
   } finally {
     await srv.stop();
   }
@@ -128,7 +134,7 @@ test('nbd: options are checked (one line each)', async () => {
 let disconnects = 0;
 
 /** Does the server side of the handshake for a 1 MiB export, then hands each request header (28 bytes) but NBD_CMD_DISC to `onRequest`. */
-function rogueServer(sock: string, onRequest: (s: net.Socket, hdr: Buffer) => void): Promise<net.Server> {
+function rogueServer(sock: string, onRequest: (s: net.Socket, hdr: Buffer) => void, structured = false): Promise<net.Server> {
   const server = net.createServer((s) => {
     let buf = Buffer.alloc(0), stage = 0;
     const hello = Buffer.alloc(18);
@@ -143,15 +149,19 @@ function rogueServer(sock: string, onRequest: (s: net.Socket, hdr: Buffer) => vo
         if (stage === 1 && buf.length >= 16 && buf.length >= 16 + buf.readUInt32BE(12)) {
           const opt = buf.readUInt32BE(8), len = buf.readUInt32BE(12);
           buf = buf.subarray(16 + len);
-          assert.equal(opt, NBD_OPT_GO);
           const rep = (type: number, data: Buffer) => {
             const r = Buffer.alloc(20);
             r.writeBigUInt64BE(OPT_REPLY_MAGIC, 0);
             r.writeUInt32BE(opt, 8);
-            r.writeUInt32BE(type, 12);
+            r.writeUInt32BE(type >>> 0, 12);
             r.writeUInt32BE(data.length, 16);
             s.write(Buffer.concat([r, data]));
           };
+          if (opt === NBD_OPT_STRUCTURED_REPLY) {
+            rep(structured ? NBD_REP_ACK : NBD_REP_ERR_UNSUP, Buffer.alloc(0));
+            continue;
+          }
+          assert.equal(opt, NBD_OPT_GO);
           const info = Buffer.alloc(12);
           info.writeUInt16BE(0, 0);
           info.writeBigUInt64BE(BigInt(MiB), 2);
@@ -237,6 +247,83 @@ test('nbd: several connections (--connections, --queues) are refused where the e
     server.close();
   }
 });
+
+/** A structured reply chunk to request `hdr`. */
+function chunk(hdr: Buffer, type: number, payload: Buffer, done: boolean): Buffer {
+  const c = Buffer.alloc(20);
+  c.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
+  c.writeUInt16BE(done ? 1 : 0, 4);
+  c.writeUInt16BE(type, 6);
+  hdr.copy(c, 8, 8, 16);
+  c.writeUInt32BE(payload.length, 16);
+  return Buffer.concat([c, payload]);
+}
+const dataChunk = (hdr: Buffer, at: number, data: Buffer, done = false) => {
+  const p = Buffer.alloc(8 + data.length);
+  p.writeBigUInt64BE(BigInt(Number(hdr.readBigUInt64BE(16)) + at), 0);
+  data.copy(p, 8);
+  return chunk(hdr, 1, p, done);
+};
+const holeChunk = (hdr: Buffer, at: number, size: number, done = false) => {
+  const p = Buffer.alloc(12);
+  p.writeBigUInt64BE(BigInt(Number(hdr.readBigUInt64BE(16)) + at), 0);
+  p.writeUInt32BE(size, 8);
+  return chunk(hdr, 2, p, done);
+};
+
+test('nbd: structured READ replies: chunks in any order and holes assemble the data; an error chunk fails the request', async () => {
+  const sock = path.join(dir, 'structured.sock');
+  const server = await rogueServer(sock, (s, hdr) => {
+    const offset = Number(hdr.readBigUInt64BE(16));
+    if (hdr.readUInt16BE(6) !== 0) return void s.write(chunk(hdr, 0, Buffer.alloc(0), true)); // NONE, DONE
+    if (offset === 0) {
+      s.write(Buffer.concat([dataChunk(hdr, 3072, Buffer.alloc(1024, 3)), holeChunk(hdr, 1024, 2048), dataChunk(hdr, 0, Buffer.alloc(1024, 1), true)]));
+    } else {
+      const err = Buffer.alloc(6 + 4);
+      err.writeUInt32BE(28, 0);
+      err.writeUInt16BE(4, 4);
+      err.write('full', 6);
+      s.write(Buffer.concat([dataChunk(hdr, 0, Buffer.alloc(512, 9)), chunk(hdr, 0x8001, err, true)]));
+    }
+  }, true);
+  try {
+    await withTarget({ socket: sock }, async (h) => {
+      h.tagBuffer(0).fill(0xee, 0, 4096);
+      assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), 4096);
+      const want = Buffer.concat([Buffer.alloc(1024, 1), Buffer.alloc(2048, 0), Buffer.alloc(1024, 3)]);
+      assert.deepEqual(Buffer.from(h.tagBuffer(0).subarray(0, 4096)), want);
+      assert.equal(await h.serve(1, UBLK_IO_OP_READ, 8192, 4096), -28);
+      assert.equal(await h.serve(2, UBLK_IO_OP_WRITE, 0, 4096), 4096);
+    });
+  } finally {
+    server.close();
+  }
+});
+
+const badChunks: [string, (hdr: Buffer) => Buffer][] = [
+  ['overlapping chunks', (hdr) => Buffer.concat([dataChunk(hdr, 0, Buffer.alloc(2048)), holeChunk(hdr, 1024, 3072, true)])],
+  ['a chunk outside the request', (hdr) => dataChunk(hdr, 2048, Buffer.alloc(4096), true)],
+  ['DONE before the data covers the request', (hdr) => dataChunk(hdr, 0, Buffer.alloc(2048), true)],
+  ['a NONE chunk with data', (hdr) => chunk(hdr, 0, Buffer.alloc(4), true)],
+  ['a hole chunk of 13 bytes', (hdr) => chunk(hdr, 2, Buffer.alloc(13), true)],
+  ['a chunk of an unknown type', (hdr) => chunk(hdr, 7, Buffer.alloc(0), true)],
+  ['a simple reply with data to a READ', (hdr) => Buffer.concat([simpleReply(hdr), Buffer.alloc(4096)])],
+];
+
+for (const [what, reply] of badChunks) {
+  test(`nbd: structured replies: ${what} loses the connection, the request fails with EIO`, async () => {
+    const sock = path.join(dir, `bad-chunk-${badChunks.findIndex((b) => b[0] === what)}.sock`);
+    const server = await rogueServer(sock, (s, hdr) => s.write(reply(hdr)), true);
+    try {
+      await capturingErrors(async (lines) => {
+        await withTarget({ socket: sock }, async (h) => assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), -EIO));
+        assert.match(lines[0] ?? '', /lost \(the server /);
+      });
+    } finally {
+      server.close();
+    }
+  });
+}
 
 test('nbd: an error reply fails that request only, with the server\'s errno', async () => {
   const sock = path.join(dir, 'errno.sock');
