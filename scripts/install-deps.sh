@@ -40,14 +40,18 @@ PKGS=(
   "gcc             gcc                uapi"
   "make            make               fio"
   "libaio-dev      /usr/include/libaio.h fio"
+  "qemu-utils      qemu-nbd           nbd"
+  "nbdkit          nbdkit             nbd"
+  "nbd-client      nbd-client         nbd"
 )
 declare -A WHY=(
   [vm]="scripts/vmrun boots the test kernel in qemu from a busybox initrd"
   [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk (mkfs.btrfs: zone appends)"
   [uapi]="the host tests compile the kernel's UAPI headers to check the codecs"
   [fio]="scripts/build-fio.sh builds fio 3.42 (with libaio) for the kernel's integrity selftests"
+  [nbd]="the nbd target's tests serve exports with qemu-nbd and nbdkit (qemu-img makes and compares images); the benchmark compares with nbd-client"
 )
-GROUPS_ORDER=(vm devices uapi fio)
+GROUPS_ORDER=(vm devices uapi fio nbd)
 
 declare -A group=() cmd=()
 wanted=()

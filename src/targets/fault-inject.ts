@@ -86,6 +86,7 @@ class FaultQueue implements Target {
   discard?: Target['discard'];
   writeZeroes?: Target['writeZeroes'];
   onCqe?: Target['onCqe'];
+  onOwnCqe?: Target['onOwnCqe'];
 
   constructor(private readonly inner: Target, private readonly io: TargetIo, private readonly o: Options, shared: Shared) {
     this.seen = new Int32Array(shared.seen);
@@ -95,6 +96,7 @@ class FaultQueue implements Target {
     if (inner.discard) this.discard = (req) => this.serve(req, inner.discard!);
     if (inner.writeZeroes) this.writeZeroes = (req) => this.serve(req, inner.writeZeroes!);
     if (inner.onCqe) this.onCqe = inner.onCqe.bind(inner);
+    if (inner.onOwnCqe) this.onOwnCqe = inner.onOwnCqe.bind(inner);
   }
 
   private readonly errno: number;

@@ -5,7 +5,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { TargetOptionError, type TargetModule } from './target.js';
 import { compiled } from '../package-files.js';
 
-export const BUILTIN_TARGETS = ['null', 'memory', 'loop', 'stripe', 'fault-inject', 'zoned'] as const;
+export const BUILTIN_TARGETS = ['null', 'memory', 'loop', 'stripe', 'fault-inject', 'zoned', 'nbd'] as const;
 
 /** The module URL for a target name or path; throws TargetOptionError if there is none. */
 export function resolveTarget(target: string | URL): string {

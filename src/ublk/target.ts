@@ -75,6 +75,11 @@ export interface Target {
    * flags, and the target's own `sub` value.
    */
   onCqe?(req: UblkRequest, res: number, flags: number, sub: number): void;
+  /**
+   * Completion of an io_uring operation the target submitted with
+   * `ctx.io.ownSqe(sub)`, one tied to no request (e.g. a standing recv on a socket).
+   */
+  onOwnCqe?(res: number, flags: number, sub: number): void;
   /** Called in the worker after the queue stopped. */
   close?(): void | Promise<void>;
 }
@@ -92,6 +97,22 @@ export interface TargetIo {
    */
   sqe(req: UblkRequest, sub: number): number;
   reserve(n: number): void;
+  /**
+   * A zeroed SQE tied to no request, whose CQE goes to `target.onOwnCqe(res,
+   * flags, sub)`. While any such operation is in flight, a request the target
+   * holds (returned PENDING) with no operation of its own counts as waiting
+   * for one of them, so the serving loop keeps blocking in io_uring_enter: a
+   * target that holds requests must keep an own operation armed (a recv, a
+   * timeout) until it completes them, or complete them from elsewhere with
+   * none in flight.
+   */
+  ownSqe(sub: number): number;
+  /**
+   * The target keeps a request it returned PENDING for that now waits for
+   * something outside the ring (a timer, a connection being made again): the
+   * serving loop keeps the event loop running until it is completed.
+   */
+  hold(req: UblkRequest): void;
   /** Completes a request for which the target returned PENDING. */
   complete(req: UblkRequest, result: number): void;
   /**
@@ -142,6 +163,8 @@ export interface TargetSetup<Shared = unknown> {
   size: number;
   /** Whether workers' targets implement flush/discard/writeZeroes (announced to the kernel). */
   caps?: { flush?: boolean; fua?: boolean; discard?: boolean; writeZeroes?: boolean };
+  /** A read-only device (UBLK_ATTR_READ_ONLY): the kernel refuses writes before they reach the target. */
+  readOnly?: boolean;
   /** How the target touches request data (default `buffer`). */
   data?: TargetData;
   /** Logical block size in bytes: 512 (default) or 4096 (e.g. O_DIRECT on a 4K-sector disk). */
@@ -175,6 +198,11 @@ export interface TargetSetup<Shared = unknown> {
 export interface DeviceContext {
   /** UBLK_F_INTEGRITY: bytes of metadata per logical block (0: none). */
   metadataSize: number;
+  /**
+   * Serving threads asked for (each opens the target once): --threads, else
+   * --queues. An upper bound: the kernel may give fewer queues (one per CPU at most).
+   */
+  threads?: number;
 }
 
 export interface QueueContext<Options extends TargetOptions = TargetOptions, Shared = unknown> {

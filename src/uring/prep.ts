@@ -6,8 +6,8 @@
 import type { Ring } from './ring.js';
 import { LAYOUTS } from './layout.js';
 import {
-  IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ, IORING_OP_READ_FIXED,
-  IORING_OP_TIMEOUT, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITE_FIXED,
+  IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ, IORING_OP_READ_FIXED, IORING_OP_RECV,
+  IORING_OP_SENDMSG, IORING_OP_SHUTDOWN, IORING_OP_TIMEOUT, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITE_FIXED,
 } from './constants.js';
 
 const F = LAYOUTS.io_uring_sqe.fields;
@@ -92,6 +92,23 @@ export function prepUringCmd(ring: Ring, s: number, fd: number, cmdOp: number): 
 export function prepTimeout(ring: Ring, s: number, tsAddr: number, count: number, timeoutFlags: number): void {
   prepRw(ring, s, IORING_OP_TIMEOUT, -1, tsAddr, 1, count);
   ring.sqeU32[(s >> 2) + TIMEOUT_FLAGS] = timeoutFlags;
+}
+
+/** sendmsg(2) of the struct msghdr at `msgAddr`, with MSG_* `msgFlags`. */
+export function prepSendmsg(ring: Ring, s: number, fd: number, msgAddr: number, msgFlags: number): void {
+  prepRw(ring, s, IORING_OP_SENDMSG, fd, msgAddr, 1, 0);
+  ring.sqeU32[(s >> 2) + RW_FLAGS] = msgFlags;
+}
+
+/** recv(2) of up to `len` bytes into memory at `addr`, with MSG_* `msgFlags`. */
+export function prepRecv(ring: Ring, s: number, fd: number, addr: number, len: number, msgFlags: number): void {
+  prepRw(ring, s, IORING_OP_RECV, fd, addr, len, 0);
+  ring.sqeU32[(s >> 2) + RW_FLAGS] = msgFlags;
+}
+
+/** shutdown(2) of a socket (`how`: SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2): a recv waiting on it returns 0. */
+export function prepShutdown(ring: Ring, s: number, fd: number, how: number): void {
+  prepRw(ring, s, IORING_OP_SHUTDOWN, fd, 0, how, 0);
 }
 
 export function setUserData(ring: Ring, s: number, lo: number, hi: number): void {

@@ -11,7 +11,8 @@ import { native } from '../../src/native.js';
 import { Ring } from '../../src/uring/index.js';
 import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
 import { UblkRequest } from '../../src/ublk/worker/request.js';
-import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
+import { DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
+import { loadRequest } from './request-desc.js';
 import { KIND_UBLK, udKind, udTag, userDataLo } from '../../src/ublk/worker/worker-ring.js';
 import { prepNop, setUserData } from '../../src/uring/prep.js';
 import { Waker } from '../../src/ublk/worker/waker.js';
@@ -91,12 +92,8 @@ class Harness {
 
   /** Dispatches a request on `tag` and serves the ring until it is committed; returns its result. */
   serve(tag: number, op: number, offset: number, length: number, flags = 0): number {
-    const w = tag * DESC_WORDS;
-    this.desc[w + DESC_OP_FLAGS] = op | flags;
-    this.desc[w + DESC_NR_SECTORS] = length / 512;
-    this.desc[w + DESC_START_SECTOR] = offset / 512;
     const req = this.reqs[tag]!;
-    req.load(this.desc);
+    loadRequest(this.desc, req, op, offset, length, flags);
     this.results.delete(tag);
     this.dispatcher.dispatch(req);
     this.cqes = this.targetCqes = 0;

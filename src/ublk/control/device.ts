@@ -11,7 +11,7 @@ import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type De
 import { checkDeviceOptions, type CheckedDeviceOptions } from './device-options.js';
 import { kernelHasZonedDevices, NO_ZONED_DEVICES } from './kernel-zoned.js';
 import type { UblkParams } from '../abi/params.js';
-import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_F_ZONED,
+import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_READ_ONLY, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_F_ZONED,
   UBLK_S_DEV_FAIL_IO, UBLK_S_DEV_QUIESCED } from '../abi/uapi.js';
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
@@ -106,7 +106,7 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOp
   const caps = setup.caps ?? {};
   const p: UblkParams = {
     basic: {
-      attrs: (caps.flush ? UBLK_ATTR_VOLATILE_CACHE : 0) | (caps.fua ? UBLK_ATTR_FUA : 0),
+      attrs: (caps.flush ? UBLK_ATTR_VOLATILE_CACHE : 0) | (caps.fua ? UBLK_ATTR_FUA : 0) | (setup.readOnly ? UBLK_ATTR_READ_ONLY : 0),
       logical_bs_shift: setup.logicalBlockSize === 4096 ? 12 : 9,
       physical_bs_shift: 12,
       io_opt_shift: 12,
@@ -340,7 +340,7 @@ export class UblkDevice {
     const targetUrl = resolveTarget(target);
     const mod = await loadTarget(targetUrl);
     const targetOptions = checkTargetOptions(mod, options ?? {}, 'library');
-    const setup = await mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0 });
+    const setup = await mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0, threads: o.threads ?? o.queues ?? 1 });
     let ctrl: UblkControl | null = null;
     let info: DevInfo | null = null;
     let charFd = -1;

@@ -17,7 +17,7 @@
 import { EIO, EOPNOTSUPP } from '../../sys.js';
 import type { Ring } from '../../uring/ring.js';
 import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData, sqeFlags } from '../../uring/prep.js';
-import { IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
+import { IORING_CQE_F_MORE, IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
 import type { ServingMode } from '../mode.js';
 import type { CommitSink, ServedQueue } from './engine.js';
@@ -31,7 +31,7 @@ import {
   UBLK_IO_OP_ZONE_RESET, UBLK_IO_OP_ZONE_RESET_ALL, UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
 } from '../abi/uapi.js';
 import { prepIntegrityCopy, RequestIntegrity } from './integrity.js';
-import { CHAR_DEV_FIXED, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
+import { CHAR_DEV_FIXED, KIND_OWN, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
 
 const OP_NAMES: Record<number, string> = {
   [UBLK_IO_OP_READ]: 'READ', [UBLK_IO_OP_WRITE]: 'WRITE', [UBLK_IO_OP_FLUSH]: 'FLUSH', [UBLK_IO_OP_DISCARD]: 'DISCARD',
@@ -49,6 +49,8 @@ export class Dispatcher implements TargetIo {
   asyncInFlight = 0;
   /** Requests dispatched so far. */
   dispatched = 0;
+  /** The target's request-less operations in flight (ownSqe). */
+  ownOps = 0;
   readonly copy: CopyMode;
   readonly charDevFixed = CHAR_DEV_FIXED;
   private target!: Target;
@@ -99,6 +101,22 @@ export class Dispatcher implements TargetIo {
 
   reserve(n: number): void {
     reserveSqes(this.ring, n);
+  }
+
+  ownSqe(sub: number): number {
+    const s = nextSqe(this.ring);
+    setUserData(this.ring, s, userDataLo(KIND_OWN, 0, 0), sub);
+    this.ownOps++;
+    // Asked for from outside a CQE (a socket connected again): the loop may be waiting on the event loop.
+    if (this.asyncInFlight > 0) this.waker.wake();
+    return s;
+  }
+
+  hold(req: UblkRequest): void {
+    if (req.owned && !req.external) {
+      req.external = true;
+      this.asyncInFlight++;
+    }
   }
 
   complete(req: UblkRequest, result: number): void {
@@ -168,6 +186,16 @@ export class Dispatcher implements TargetIo {
       if (this.mayRegister && (this.registerAll || req.needsRegistration)) return this.step(req, STEP_REGISTER);
     }
     this.run(req);
+  }
+
+  /** A CQE of kind KIND_OWN (a multishot operation's last one has no IORING_CQE_F_MORE). */
+  onOwnCqe(hi: number, res: number, flags: number): void {
+    if (!(flags & IORING_CQE_F_MORE)) this.ownOps--;
+    try {
+      this.target.onOwnCqe!(res, flags, hi);
+    } catch (e) {
+      this.failed(e);
+    }
   }
 
   /** A CQE of kind KIND_TARGET or KIND_STAGE for `req`; `hi` is the upper user_data half. */
@@ -271,7 +299,7 @@ export class Dispatcher implements TargetIo {
    * blocking in io_uring_enter, where no timer could fire.
    */
   private awaitElsewhere(req: UblkRequest): void {
-    if (req.owned && req.ringOps === 0 && !req.external) {
+    if (req.owned && req.ringOps === 0 && this.ownOps === 0 && !req.external) {
       req.external = true;
       this.asyncInFlight++;
     }

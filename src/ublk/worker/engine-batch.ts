@@ -41,7 +41,7 @@ import { C_COMMITS, C_FETCH_CQES, C_REARMS, C_TAGS, SLOT_WORDS } from '../stats.
 import { Dispatcher } from './dispatch.js';
 import type { CommitSink, Engine, EngineDeps, ServedQueue } from './engine.js';
 import { UblkRequest } from './request.js';
-import { CHAR_DEV_FIXED, KIND_BATCH, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, udKind, udQueue, udTag, userDataLo } from './worker-ring.js';
+import { CHAR_DEV_FIXED, KIND_BATCH, KIND_OWN, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, udKind, udQueue, udTag, userDataLo } from './worker-ring.js';
 
 // struct ublk_batch_io in the SQE's command area, as typed-array indices.
 const CMD = URING.io_uring_sqe.fields.cmd[0];
@@ -298,6 +298,7 @@ export class BatchEngine implements Engine, CommitSink {
     const kind = udKind(lo);
     if (kind === KIND_UBLK) this.onFetch(this.byId[udQueue(lo)]!, udTag(lo), res, flags);
     else if (kind === KIND_TARGET || kind === KIND_STAGE) this.dispatcher.onCqe(this.byId[udQueue(lo)]!.reqs[udTag(lo)]!, kind, hi, res, flags);
+    else if (kind === KIND_OWN) this.dispatcher.onOwnCqe(hi, res, flags);
     else if (kind === KIND_BATCH) this.onElements(this.byId[udQueue(lo)]!, udTag(lo), hi, res);
   };
 

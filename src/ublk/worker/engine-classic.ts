@@ -14,7 +14,7 @@ import { Dispatcher } from './dispatch.js';
 import type { CommitSink, Engine, EngineDeps, ServedQueue } from './engine.js';
 import type { ServingMode } from '../mode.js';
 import { UblkRequest } from './request.js';
-import { KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, prepIoCmd, setUserDataLo, udKind, udQueue, udTag } from './worker-ring.js';
+import { KIND_OWN, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, prepIoCmd, setUserDataLo, udKind, udQueue, udTag } from './worker-ring.js';
 
 /** What this thread keeps per queue it serves. */
 class ClassicQueue {
@@ -105,6 +105,10 @@ export class ClassicEngine implements Engine, CommitSink {
     const kind = udKind(lo), tag = udTag(lo), cq = this.byId[udQueue(lo)]!;
     if (kind === KIND_TARGET || kind === KIND_STAGE) {
       this.dispatcher.onCqe(cq.reqs[tag]!, kind, hi, res, flags);
+      return;
+    }
+    if (kind === KIND_OWN) {
+      this.dispatcher.onOwnCqe(hi, res, flags);
       return;
     }
     if (kind !== KIND_UBLK) return;

@@ -19,6 +19,7 @@ export const KIND_TARGET = 1; // a target's own IO on the worker ring
 export const KIND_BATCH = 2; // PREP_IO_CMDS / COMMIT_IO_CMDS
 export const KIND_QUIT = 3; // the READ on the worker's quit eventfd
 export const KIND_STAGE = 4; // the engine's per-request steps: user-copy staging, buffer (un)registration
+export const KIND_OWN = 5; // a target's own IO tied to no request (TargetIo.ownSqe)
 
 export const userDataLo = (kind: number, queue: number, tag: number): number =>
   ((kind << 28) | (queue << 16) | tag) >>> 0;

@@ -1,0 +1,160 @@
+// The reply stream of one NBD connection, parsed piece by piece: the parser
+// says what to receive next (`want` bytes, into its scratch memory at
+// `scratchAt`, or into request `into`'s buffer at `intoAt`), and the
+// connection, having received exactly that, calls `advance()`. READ data thus
+// lands straight in the request's buffer, whichever way the bytes arrive
+// (io_uring recv, or a TLS stream's chunks).
+//
+// Simple replies, and structured replies where negotiated: chunks of
+// OFFSET_DATA and OFFSET_HOLE (a hole is zeroed in the buffer: sparse
+// reads), in any order but never overlapping or outside the request, NONE,
+// and the error chunks. Anything the specification does not allow is a
+// complaint (a string): the connection must end, and nothing was completed.
+import type { UblkRequest } from '../ublk/worker/request.js';
+import { NBD_CMD_READ, NBD_CMD_WRITE, NBD_ERRNOS, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC } from './constants.js';
+import type { InFlight } from './in-flight.js';
+
+const NBD_REPLY_FLAG_DONE = 1;
+const NBD_REPLY_TYPE_NONE = 0, NBD_REPLY_TYPE_OFFSET_DATA = 1, NBD_REPLY_TYPE_OFFSET_HOLE = 2;
+const NBD_REPLY_TYPE_ERROR = 0x8001, NBD_REPLY_TYPE_ERROR_OFFSET = 0x8002;
+/** Bit 15 of a chunk type: an error chunk (known or not). */
+const ERROR_CHUNK = 0x8000;
+const MAX_MESSAGE = 4096;
+/** Scratch: a structured header (20 bytes), then a chunk's fixed payload or an error chunk. */
+export const SCRATCH_BYTES = 64 + MAX_MESSAGE;
+const PAYLOAD_AT = 20;
+const EIO = 5;
+const TWO_32 = 2 ** 32;
+
+const S_HEADER = 0, S_SIMPLE_DATA = 1, S_CHUNK_HEADER = 2, S_DATA_OFFSET = 3, S_DATA = 4, S_HOLE = 5, S_ERROR = 6;
+
+export class ReplyParser {
+  /** What to receive next: `want` bytes, into `into`'s buffer at `intoAt` or (into null) the scratch at `scratchAt`. */
+  want = 16;
+  into: UblkRequest | null = null;
+  intoAt = 0;
+  scratchAt = 0;
+  private state = S_HEADER;
+  /** The reply being read: its request's slot, and for a chunk its flags, type and length. */
+  private slot = -1;
+  private flags = 0;
+  private type = 0;
+  private length = 0;
+
+  constructor(private readonly inFlight: InFlight, private readonly v: DataView, private readonly structured: boolean,
+    private readonly replied: (req: UblkRequest, result: number) => void) {}
+
+  /** The `want` bytes are in: null, or what is wrong with the reply. */
+  advance(): string | null {
+    switch (this.state) {
+      case S_HEADER: return this.header();
+      case S_SIMPLE_DATA: return this.complete(this.inFlight.req(this.slot).length);
+      case S_CHUNK_HEADER: return this.chunkHeader();
+      case S_DATA_OFFSET: return this.dataOffset();
+      case S_DATA: return this.chunkDone();
+      case S_HOLE: return this.hole();
+      default: return this.errorChunk();
+    }
+  }
+
+  private next(state: number, want: number, scratchAt: number, into: UblkRequest | null = null, intoAt = 0): null {
+    this.state = state;
+    this.want = want;
+    this.scratchAt = scratchAt;
+    this.into = into;
+    this.intoAt = intoAt;
+    return null;
+  }
+
+  private find(lo: number, hi: number): string | null {
+    this.slot = this.inFlight.find(lo, hi);
+    return this.slot < 0 ? `the server replied to handle ${hi}:${lo}, which is not in flight` : null;
+  }
+
+  private header(): string | null {
+    const v = this.v, magic = v.getUint32(0);
+    if (magic === NBD_STRUCTURED_REPLY_MAGIC) {
+      if (!this.structured) return 'the server sent a structured reply, which was not negotiated';
+      return this.next(S_CHUNK_HEADER, 4, 16);
+    }
+    if (magic !== NBD_SIMPLE_REPLY_MAGIC) return `the server sent a reply with bad magic 0x${magic.toString(16)}`;
+    const bad = this.find(v.getUint32(12), v.getUint32(8));
+    if (bad !== null) return bad;
+    const error = v.getUint32(4), type = this.inFlight.type(this.slot), req = this.inFlight.req(this.slot);
+    if (error !== 0) return this.complete(-(NBD_ERRNOS.has(error) ? error : EIO));
+    if (type !== NBD_CMD_READ) return this.complete(type === NBD_CMD_WRITE ? req.length : 0);
+    if (this.structured) return 'the server sent a simple reply with data to a READ, where structured replies were negotiated';
+    return this.next(S_SIMPLE_DATA, req.length, 0, req, 0);
+  }
+
+  private chunkHeader(): string | null {
+    const v = this.v;
+    const bad = this.find(v.getUint32(12), v.getUint32(8));
+    if (bad !== null) return bad;
+    this.flags = v.getUint16(4);
+    this.type = v.getUint16(6);
+    this.length = v.getUint32(16);
+    const read = this.inFlight.type(this.slot) === NBD_CMD_READ, t = this.type, len = this.length;
+    if (t === NBD_REPLY_TYPE_NONE) {
+      if (len !== 0 || !(this.flags & NBD_REPLY_FLAG_DONE)) return 'the server sent a NONE chunk with data or without DONE';
+      return this.chunkDone();
+    }
+    if (t === NBD_REPLY_TYPE_OFFSET_DATA && read && len > 8) return this.next(S_DATA_OFFSET, 8, PAYLOAD_AT);
+    if (t === NBD_REPLY_TYPE_OFFSET_HOLE && read && len === 12) return this.next(S_HOLE, 12, PAYLOAD_AT);
+    if (t & ERROR_CHUNK && len >= 6 && len <= 14 + MAX_MESSAGE) return this.next(S_ERROR, len, PAYLOAD_AT);
+    return `the server sent a chunk of type ${t} and ${len} bytes, not allowed there`;
+  }
+
+  /** The request-relative start of a chunk at absolute `offset` of `len` bytes, or a complaint. */
+  private place(offset: number, len: number): number | string {
+    const req = this.inFlight.req(this.slot), at = offset - req.offset;
+    if (len === 0 || at < 0 || at + len > req.length) return `the server sent a chunk of ${len} bytes at ${offset}, outside the request`;
+    if (!this.inFlight.cover(this.slot, at, len)) return `the server sent a chunk of ${len} bytes at ${offset} that overlaps an earlier one`;
+    return at;
+  }
+
+  private dataOffset(): string | null {
+    const v = this.v, offset = v.getUint32(PAYLOAD_AT) * TWO_32 + v.getUint32(PAYLOAD_AT + 4);
+    const at = this.place(offset, this.length - 8);
+    if (typeof at === 'string') return at;
+    return this.next(S_DATA, this.length - 8, 0, this.inFlight.req(this.slot), at);
+  }
+
+  private hole(): string | null {
+    const v = this.v, offset = v.getUint32(PAYLOAD_AT) * TWO_32 + v.getUint32(PAYLOAD_AT + 4), size = v.getUint32(PAYLOAD_AT + 8);
+    const at = this.place(offset, size);
+    if (typeof at === 'string') return at;
+    this.inFlight.req(this.slot).buffer.fill(0, at, at + size); // a hole reads as zeros
+    return this.chunkDone();
+  }
+
+  private errorChunk(): string | null {
+    const v = this.v, error = v.getUint32(PAYLOAD_AT), msgLen = v.getUint16(PAYLOAD_AT + 4);
+    const fixed = this.type === NBD_REPLY_TYPE_ERROR_OFFSET ? 14 : 6;
+    if (error === 0 || msgLen > this.length - fixed) return `the server sent an error chunk with error ${error} and a message of ${msgLen} bytes in ${this.length}`;
+    if (this.type !== NBD_REPLY_TYPE_ERROR && this.type !== NBD_REPLY_TYPE_ERROR_OFFSET) {
+      this.inFlight.fail(this.slot, EIO); // an error type we do not know: still an error
+    } else {
+      this.inFlight.fail(this.slot, NBD_ERRNOS.has(error) ? error : EIO);
+    }
+    return this.chunkDone();
+  }
+
+  private chunkDone(): string | null {
+    if (!(this.flags & NBD_REPLY_FLAG_DONE)) return this.next(S_HEADER, 16, 0);
+    const f = this.inFlight, slot = this.slot, req = f.req(slot), error = f.error(slot), type = f.type(slot);
+    if (error) return this.complete(-error);
+    if (type === NBD_CMD_READ) {
+      if (f.covered(slot) !== req.length) return `the server ended a READ reply with ${f.covered(slot)} of ${req.length} bytes`;
+      return this.complete(req.length);
+    }
+    return this.complete(type === NBD_CMD_WRITE ? req.length : 0);
+  }
+
+  private complete(result: number): null {
+    const req = this.inFlight.req(this.slot);
+    this.inFlight.release(this.slot);
+    this.replied(req, result);
+    return this.next(S_HEADER, 16, 0);
+  }
+}

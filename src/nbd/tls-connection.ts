@@ -1,0 +1,74 @@
+// An NBD connection in the transmission phase over TLS: Node's TLS stream
+// encrypts and decrypts on the serving thread's event loop, so requests wait
+// there (TargetIo.hold) rather than on the ring. Replies are checked exactly
+// as on the plain connection (connection.ts): anything wrong ends the
+// connection and hands its requests back, never completing one twice.
+import type net from 'node:net';
+import type { UblkRequest } from '../ublk/worker/request.js';
+import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
+import { InFlight } from './in-flight.js';
+import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
+import { encodeRequest } from './wire.js';
+
+export interface TlsHost {
+  hold(req: UblkRequest): void;
+  replied(req: UblkRequest, result: number): void;
+}
+
+export class TlsConnection {
+  private readonly inFlight = new InFlight();
+  private readonly scratch = Buffer.alloc(SCRATCH_BYTES);
+  private readonly parser: ReplyParser;
+  /** Bytes of what the parser wants received so far. */
+  private got = 0;
+  dead = false;
+  /** Nothing of ours is on the ring. */
+  readonly armed = false;
+
+  constructor(private readonly host: TlsHost, private readonly socket: net.Socket, structured: boolean,
+    private readonly onDead: (pending: UblkRequest[], why: string) => void) {
+    this.parser = new ReplyParser(this.inFlight, new DataView(this.scratch.buffer, this.scratch.byteOffset, SCRATCH_BYTES), structured, host.replied);
+    socket.on('data', (b: Buffer) => this.onData(b));
+    socket.on('error', (e) => this.die(`TLS: ${e.message}`));
+    socket.on('close', () => this.die('the server closed the connection'));
+  }
+
+  get busy(): number { return this.inFlight.count; }
+
+  queue(req: UblkRequest, type: number, flags: number): void {
+    this.host.hold(req);
+    const slot = this.inFlight.add(req, type, flags);
+    // The stream keeps what it is given until it is sent: a header of its own per request.
+    const h = Buffer.allocUnsafe(REQUEST_BYTES);
+    encodeRequest(new DataView(h.buffer, h.byteOffset, REQUEST_BYTES), 0, type, flags, slot, this.inFlight.seq(slot), req.offset, req.length);
+    this.socket.cork();
+    this.socket.write(h);
+    if (type === NBD_CMD_WRITE) this.socket.write(req.buffer); // the request, and so its buffer, lives until the reply
+    this.socket.uncork();
+  }
+
+  onCqe(): void { /* no ring operations */ }
+
+  private onData(b: Buffer): void {
+    const p = this.parser;
+    let at = 0;
+    while (at < b.length && !this.dead) {
+      const n = Math.min(b.length - at, p.want - this.got);
+      if (p.into !== null) p.into.buffer.set(b.subarray(at, at + n), p.intoAt + this.got);
+      else b.copy(this.scratch, p.scratchAt + this.got, at, at + n);
+      at += n;
+      this.got += n;
+      if (this.got < p.want) break;
+      this.got = 0;
+      const bad = p.advance();
+      if (bad !== null) this.die(bad);
+    }
+  }
+
+  die(why: string): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.socket.destroy();
+    this.onDead(this.inFlight.drain(), why);
+  }
+}

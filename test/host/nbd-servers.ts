@@ -1,0 +1,164 @@
+// NBD servers for the host tests: qemu-nbd and nbdkit started on loopback TCP
+// or a Unix socket, and stopped by the test; and the harness that drives the
+// nbd target on the host's real io_uring, without a ublk driver.
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import assert from 'node:assert/strict';
+import { native } from '../../src/native.js';
+import { Ring } from '../../src/uring/index.js';
+import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
+import { UblkRequest } from '../../src/ublk/worker/request.js';
+import { DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
+import { loadRequest } from './request-desc.js';
+import { KIND_OWN, udKind, udTag } from '../../src/ublk/worker/worker-ring.js';
+import { Waker } from '../../src/ublk/worker/waker.js';
+import { servingMode } from '../../src/ublk/mode.js';
+import { SLOT_WORDS } from '../../src/ublk/stats.js';
+import { checkTargetOptions, type Target, type TargetModule, type TargetSetup } from '../../src/ublk/target.js';
+import { UBLK_IO_F_FUA, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from '../../src/ublk/abi/uapi.js';
+import nbd from '../../src/targets/nbd.js';
+
+const MiB = 1 << 20;
+
+export interface Server { proc: ChildProcess; args: string[]; stop(): Promise<void> }
+
+let nextPort = 20000 + (process.pid % 20000);
+export const freePort = (): number => nextPort++;
+
+/** Resolves once something accepts connections at `a`. */
+export async function waitListening(a: { path: string } | { port: number }, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = 'path' in a ? net.connect(a.path) : net.connect(a.port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`nothing listens at ${JSON.stringify(a)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts `cmd args` (in the foreground) and waits until it listens at `a`. */
+export async function startServer(cmd: string, args: string[], a: { path: string } | { port: number }): Promise<Server> {
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  try {
+    await Promise.race([waitListening(a), exited.then(() => { throw new Error(`${cmd} exited: ${err.trim()}`); })]);
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw e;
+  }
+  return {
+    proc, args,
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
+export const DEPTH = 8;
+export const BUF = 1 << 20;
+
+/** A worker's data path for one queue, driven by hand (as test/host/loop-target.test.ts does for loop). */
+export class Harness {
+  readonly ring = Ring.create({ entries: 64, cqEntries: 128 });
+  readonly desc = new Uint32Array(DEPTH * DESC_WORDS);
+  readonly mem = native.alloc(DEPTH * BUF);
+  readonly reqs: UblkRequest[] = [];
+  readonly results = new Map<number, number>();
+  readonly dispatcher: Dispatcher;
+  readonly stats = new Float64Array(SLOT_WORDS);
+  target!: Target;
+
+  constructor() {
+    const base = native.addressOf(this.mem);
+    for (let t = 0; t < DEPTH; t++) this.reqs.push(new UblkRequest(0, t, new Uint8Array(this.mem, t * BUF, BUF), t, base + t * BUF));
+    const mode = servingMode({ batch: false, copy: 'kernel', autoBufReg: true, metadataSize: 0 }, { name: 'test', data: 'buffer', integrity: false });
+    const sink = { commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res), commitNext: null };
+    this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }] });
+  }
+
+  async open<O extends Record<string, unknown>>(mod: TargetModule, given: O): Promise<TargetSetup> {
+    const options = checkTargetOptions(mod, given, 'library');
+    const setup = await mod.setup(options);
+    this.target = await mod.open({ devId: 0, queueId: 0, depth: DEPTH, maxIoBytes: BUF, options, shared: setup.shared, io: this.dispatcher });
+    this.dispatcher.attach(this.target);
+    return setup;
+  }
+
+  /** Dispatches a request on `tag` (not waiting for it). */
+  start(tag: number, op: number, offset: number, length: number, flags = 0): void {
+    const req = this.reqs[tag]!;
+    loadRequest(this.desc, req, op, offset, length, flags);
+    this.results.delete(tag);
+    this.dispatcher.dispatch(req);
+  }
+
+  /** Serves the ring until every tag in `tags` has completed (or `ms` passed). */
+  async wait(tags: number[], ms = 10000): Promise<number[]> {
+    const end = Date.now() + ms;
+    while (!tags.every((t) => this.results.has(t))) {
+      assert.ok(Date.now() < end, `requests ${tags.filter((t) => !this.results.has(t))} complete`);
+      this.ring.submit();
+      if (this.ring.cqReady() === 0) await new Promise((r) => setTimeout(r, 1));
+      this.ring.reap((lo, hi, res, fl) => {
+        if (udKind(lo) === KIND_OWN) this.dispatcher.onOwnCqe(hi, res, fl);
+        else this.dispatcher.onCqe(this.reqs[udTag(lo)]!, udKind(lo), hi, res, fl);
+      });
+    }
+    return tags.map((t) => this.results.get(t)!);
+  }
+
+  async serve(tag: number, op: number, offset: number, length: number, flags = 0): Promise<number> {
+    this.start(tag, op, offset, length, flags);
+    return (await this.wait([tag]))[0]!;
+  }
+
+  tagBuffer(tag: number): Uint8Array { return new Uint8Array(this.mem, tag * BUF, BUF); }
+
+  async close(): Promise<void> {
+    await this.target?.close?.();
+    this.ring.close();
+    native.munmap(this.mem);
+  }
+}
+
+export function pattern(len: number, seed: number): Uint8Array {
+  const b = new Uint8Array(len);
+  for (let i = 0; i < len; i++) b[i] = (i * 131 + seed * 7 + (i >> 9)) & 0xff;
+  return b;
+}
+
+export async function withTarget(given: Record<string, unknown>, fn: (h: Harness) => Promise<void>): Promise<void> {
+  const h = new Harness();
+  try {
+    await h.open(nbd, given);
+    await fn(h);
+  } finally {
+    await h.close();
+  }
+}
+
+/** WRITE then READ back at several offsets and sizes, some at once; FUA and FLUSH. */
+export async function readWrite(h: Harness, size: number): Promise<void> {
+  const cases = [[0, 0, 4096], [1, MiB + 512, 256 << 10], [2, size - 4096, 4096], [3, 3 * MiB, MiB]] as const;
+  for (const [tag, offset, len] of cases) {
+    h.tagBuffer(tag).set(pattern(len, tag + 1));
+    h.start(tag, UBLK_IO_OP_WRITE, offset, len, tag === 2 ? UBLK_IO_F_FUA : 0);
+  }
+  assert.deepEqual(await h.wait(cases.map((c) => c[0])), cases.map((c) => c[2]));
+  assert.equal(await h.serve(0, UBLK_IO_OP_FLUSH, 0, 0), 0);
+  for (const [tag, offset, len] of cases) {
+    h.tagBuffer(tag + 4).fill(0xee, 0, len);
+    h.start(tag + 4, UBLK_IO_OP_READ, offset, len);
+  }
+  assert.deepEqual(await h.wait(cases.map((c) => c[0] + 4)), cases.map((c) => c[2]));
+  for (const [tag, , len] of cases) assert.deepEqual(h.tagBuffer(tag + 4).subarray(0, len), pattern(len, tag + 1), `tag ${tag}'s data read back`);
+}

@@ -1,0 +1,413 @@
+// The nbd target against real servers (nbdkit memory, qemu-nbd on raw and
+// qcow2 images) over Unix sockets and loopback TCP, and against a server of
+// our own that breaks the protocol. No ublk driver: the target runs on the
+// host's io_uring through a hand-driven dispatcher (nbd-servers.ts).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import nbd from '../../src/targets/nbd.js';
+import { TargetOptionError } from '../../src/ublk/target.js';
+import {
+  UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES,
+} from '../../src/ublk/abi/uapi.js';
+import {
+  IHAVEOPT, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS, NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
+  NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, NBDMAGIC, OPT_REPLY_MAGIC,
+} from '../../src/nbd/constants.js';
+import { freePort, Harness, pattern, readWrite, startServer, withTarget, type Server } from './nbd-servers.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbd-target-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+const MiB = 1 << 20;
+const EIO = 5;
+
+async function zeroed(h: Harness, tag: number, offset: number, len: number): Promise<void> {
+  h.tagBuffer(tag).fill(0x55, 0, len);
+  assert.equal(await h.serve(tag, UBLK_IO_OP_READ, offset, len), len);
+  assert.ok(h.tagBuffer(tag).subarray(0, len).every((b) => b === 0), `${len} bytes at ${offset} read as zeros`);
+}
+
+test('nbd on nbdkit memory (Unix socket): caps from the export, every command', async () => {
+  const sock = path.join(dir, 'nbdkit.sock');
+  const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '16M'], { path: sock });
+  try {
+    const h = new Harness();
+    try {
+      const setup = await h.open(nbd, { socket: sock });
+      assert.equal(setup.size, 16 * MiB);
+      assert.equal(setup.readOnly, false);
+      assert.deepEqual(setup.caps, { flush: true, fua: true, discard: true, writeZeroes: true });
+      await readWrite(h, 16 * MiB);
+      // TRIM and WRITE_ZEROES (with and without NOUNMAP): nbdkit memory reads zeros after each.
+      assert.equal(await h.serve(0, UBLK_IO_OP_DISCARD, 0, 4096), 0);
+      await zeroed(h, 1, 0, 4096);
+      assert.equal(await h.serve(0, UBLK_IO_OP_WRITE_ZEROES, MiB + 512, 64 << 10), 0);
+      await zeroed(h, 1, MiB + 512, 64 << 10);
+      assert.equal(await h.serve(0, UBLK_IO_OP_WRITE_ZEROES, 3 * MiB, 4096, UBLK_IO_F_NOUNMAP), 0);
+      await zeroed(h, 1, 3 * MiB, 4096);
+      // The rest of the 1 MiB written there is intact.
+      assert.equal(await h.serve(2, UBLK_IO_OP_READ, 3 * MiB + 4096, 4096), 4096);
+      assert.deepEqual(h.tagBuffer(2).subarray(0, 4096), pattern(MiB, 4).subarray(4096, 8192));
+    } finally {
+      await h.close();
+    }
+  } finally {
+    await srv.stop();
+  }
+});
+
+test('nbd on qemu-nbd, raw file over TCP: data lands in the image; with --connections 2', async () => {
+  const img = path.join(dir, 'raw.img');
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 8 * MiB);
+  const port = freePort();
+  const srv = await startServer('qemu-nbd', ['-f', 'raw', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '-t', '-e', '4', img], { port });
+  try {
+    await withTarget({ host: '127.0.0.1', port, export: 'disk', connections: 2 }, (h) => readWrite(h, 8 * MiB));
+  } finally {
+    await srv.stop();
+  }
+  const bytes = fs.readFileSync(img);
+  assert.deepEqual(new Uint8Array(bytes.subarray(MiB + 512, MiB + 512 + (256 << 10))), pattern(256 << 10, 2));
+  assert.deepEqual(new Uint8Array(bytes.subarray(3 * MiB, 4 * MiB)), pattern(MiB, 4));
+});
+
+test('nbd on qemu-nbd, qcow2 over a Unix socket: qemu-img compare matches what was written', async () => {
+  const img = path.join(dir, 'disk.qcow2'), ref = path.join(dir, 'ref.raw');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', img, '8M']);
+  const sock = path.join(dir, 'qemu.sock');
+  const srv = await startServer('qemu-nbd', ['-f', 'qcow2', '-k', sock, '-t', img], { path: sock });
+  try {
+    await withTarget({ socket: sock }, async (h) => {
+      await readWrite(h, 8 * MiB);
+      await zeroed(h, 0, 5 * MiB, MiB); // never written: qemu-nbd answers with a hole chunk
+    });
+  } finally {
+    await srv.stop();
+  }
+  const raw = Buffer.alloc(8 * MiB);
+  raw.set(pattern(4096, 1), 0);
+  raw.set(pattern(256 << 10, 2), MiB + 512);
+  raw.set(pattern(4096, 3), 8 * MiB - 4096);
+  raw.set(pattern(MiB, 4), 3 * MiB);
+  fs.writeFileSync(ref, raw);
+  execFileSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'raw', img, ref]); // throws on a difference
+});
+
+test('nbd: a read-only export gives a read-only device, a missing export is one clear line', async () => {
+  const img = path.join(dir, 'ro.img');
+  fs.writeFileSync(img, Buffer.alloc(MiB, 7));
+  const sock = path.join(dir, 'ro.sock');
+  const srv = await startServer('qemu-nbd', ['-f', 'raw', '-r', '-x', 'disk', '-k', sock, '-t', img], { path: sock });
+  try {
+    const h = new Harness();
+    try {
+      const setup = await h.open(nbd, { socket: sock, export: 'disk' });
+      assert.equal(setup.readOnly, true);
+      assert.equal(await h.serve(0, UBLK_IO_OP_READ, 4096, 4096), 4096);
+      assert.ok(h.tagBuffer(0).subarray(0, 4096).every((b) => b === 7));
+    } finally {
+      await h.close();
+    }
+    await assert.rejects(async () => nbd.setup({ socket: sock, export: 'nope', port: 10809, connections: 1, timeout: 5 }),
+      (e: Error) => e instanceof TargetOptionError && e.message === `NBD server at ${sock} has no export 'nope' (it has: disk)`);
+  } finally {
+    await srv.stop();
+  }
+});
+
+test('nbd: options are checked (one line each)', async () => {
+  const o = { port: 10809, export: '', connections: 1, timeout: 1 };
+  await assert.rejects(async () => nbd.setup({ ...o }), /nbd needs --host HOST or --socket PATH/);
+  await assert.rejects(async () => nbd.setup({ ...o, host: 'h', socket: '/s' }), /--host and --socket exclude each other/);
+  await assert.rejects(async () => nbd.setup({ ...o, socket: '/s', port: 99 }), /--port only applies with --host/);
+  await assert.rejects(async () => nbd.setup({ ...o, socket: path.join(dir, 'nobody.sock') }), /cannot connect to NBD server at .*nobody\.sock: ENOENT/);
+});
+
+// ---- a server of our own that breaks the protocol ----
+
+/** NBD_CMD_DISCs the rogue servers got (setup's connection says goodbye). */
+let disconnects = 0;
+
+/** Does the server side of the handshake for a 1 MiB export, then hands each request header (28 bytes) but NBD_CMD_DISC to `onRequest`. */
+function rogueServer(sock: string, onRequest: (s: net.Socket, hdr: Buffer) => void, structured = false): Promise<net.Server> {
+  const server = net.createServer((s) => {
+    let buf = Buffer.alloc(0), stage = 0;
+    const hello = Buffer.alloc(18);
+    hello.writeBigUInt64BE(NBDMAGIC, 0);
+    hello.writeBigUInt64BE(IHAVEOPT, 8);
+    hello.writeUInt16BE(NBD_FLAG_FIXED_NEWSTYLE, 16);
+    s.write(hello);
+    s.on('data', (b: Buffer) => {
+      buf = Buffer.concat([buf, b]);
+      for (;;) {
+        if (stage === 0 && buf.length >= 4) { buf = buf.subarray(4); stage = 1; continue; }
+        if (stage === 1 && buf.length >= 16 && buf.length >= 16 + buf.readUInt32BE(12)) {
+          const opt = buf.readUInt32BE(8), len = buf.readUInt32BE(12);
+          buf = buf.subarray(16 + len);
+          const rep = (type: number, data: Buffer) => {
+            const r = Buffer.alloc(20);
+            r.writeBigUInt64BE(OPT_REPLY_MAGIC, 0);
+            r.writeUInt32BE(opt, 8);
+            r.writeUInt32BE(type >>> 0, 12);
+            r.writeUInt32BE(data.length, 16);
+            s.write(Buffer.concat([r, data]));
+          };
+          if (opt === NBD_OPT_STRUCTURED_REPLY) {
+            rep(structured ? NBD_REP_ACK : NBD_REP_ERR_UNSUP, Buffer.alloc(0));
+            continue;
+          }
+          assert.equal(opt, NBD_OPT_GO);
+          const info = Buffer.alloc(12);
+          info.writeUInt16BE(0, 0);
+          info.writeBigUInt64BE(BigInt(MiB), 2);
+          info.writeUInt16BE(NBD_FLAG_HAS_FLAGS, 10);
+          rep(NBD_REP_INFO, info);
+          rep(NBD_REP_ACK, Buffer.alloc(0));
+          stage = 2;
+          continue;
+        }
+        if (stage === 2 && buf.length >= 28) {
+          const hdr = buf.subarray(0, 28);
+          const type = hdr.readUInt16BE(6), len = hdr.readUInt32BE(24);
+          if (type === 1 && buf.length < 28 + len) break;
+          buf = buf.subarray(28 + (type === 1 ? len : 0));
+          if (type === 2) { // NBD_CMD_DISC: no reply, the client is going
+            disconnects++;
+            s.end();
+            break;
+          }
+          onRequest(s, Buffer.from(hdr));
+          continue;
+        }
+        break;
+      }
+    });
+    s.on('error', () => {});
+  });
+  return new Promise((resolve) => server.listen(sock, () => resolve(server)));
+}
+
+const simpleReply = (hdr: Buffer, error = 0, magic = NBD_SIMPLE_REPLY_MAGIC): Buffer => {
+  const r = Buffer.alloc(16);
+  r.writeUInt32BE(magic, 0);
+  r.writeUInt32BE(error, 4);
+  hdr.copy(r, 8, 8, 16);
+  return r;
+};
+
+const rogues: [string, (s: net.Socket, hdr: Buffer) => void][] = [
+  ['a bad reply magic', (s, hdr) => s.write(simpleReply(hdr, 0, 0x12345678))],
+  ['a wrong handle', (s, hdr) => { const r = simpleReply(hdr); r[15] ^= 1; s.write(Buffer.concat([r, Buffer.alloc(4096, 0xaa)])); }],
+  ['a short reply, then the connection closed', (s, hdr) => s.end(simpleReply(hdr).subarray(0, 10))],
+  ['short READ data, then the connection closed', (s, hdr) => s.end(Buffer.concat([simpleReply(hdr), Buffer.alloc(100, 0xaa)]))],
+  ['a structured reply, not negotiated', (s, hdr) => s.write(simpleReply(hdr, 0, 0x668e33ef))],
+];
+
+for (const [what, misbehave] of rogues) {
+  test(`nbd: a server that sends ${what} loses the connection; the request, sent 4 times, fails with EIO, its buffer untouched`, async () => {
+    const sock = path.join(dir, `rogue-${rogues.findIndex((r) => r[0] === what)}.sock`);
+    let requests = 0;
+    const server = await rogueServer(sock, (s, hdr) => { requests++; misbehave(s, hdr); });
+    const errors: unknown[] = [];
+    const discs = disconnects;
+    const origError = console.error;
+    console.error = (...a: unknown[]) => void errors.push(a);
+    try {
+      await withTarget({ socket: sock }, async (h) => {
+        h.tagBuffer(0).fill(0x11, 0, 4096);
+        assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), -EIO);
+        if (!what.startsWith('short READ')) assert.ok(h.tagBuffer(0).subarray(0, 4096).every((b) => b === 0x11), 'buffer untouched');
+      });
+      // Sent on a new connection each time the server broke one, then given up.
+      assert.equal(requests, 4, JSON.stringify(errors));
+      assert.equal(disconnects - discs, 1, 'setup\'s connection ended with NBD_CMD_DISC');
+      assert.match(String(errors[0]), /connection to NBD server at .* lost \(.+\); 1 requests to send again/);
+    } finally {
+      console.error = origError;
+      server.close();
+    }
+  });
+}
+
+test('nbd: several connections (--connections, --queues) are refused where the export does not allow them (no NBD_FLAG_CAN_MULTI_CONN)', async () => {
+  const sock = path.join(dir, 'single.sock');
+  const server = await rogueServer(sock, () => {});
+  try {
+    const o = { socket: sock, port: 10809, connections: 1, timeout: 5 };
+    const refusal = (why: string) => ({ message: `${why}: NBD server at ${sock} does not allow several connections to the export (no NBD_FLAG_CAN_MULTI_CONN); use one queue and one connection` });
+    await assert.rejects(async () => nbd.setup({ ...o, connections: 2 }), refusal('--connections 2'));
+    await assert.rejects(async () => nbd.setup(o, { metadataSize: 0, threads: 4 }), refusal('4 serving threads (--queues/--threads) × --connections 1'));
+    await nbd.setup(o, { metadataSize: 0, threads: 1 }); // one connection: fine
+  } finally {
+    server.close();
+  }
+});
+
+/** A structured reply chunk to request `hdr`. */
+function chunk(hdr: Buffer, type: number, payload: Buffer, done: boolean): Buffer {
+  const c = Buffer.alloc(20);
+  c.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
+  c.writeUInt16BE(done ? 1 : 0, 4);
+  c.writeUInt16BE(type, 6);
+  hdr.copy(c, 8, 8, 16);
+  c.writeUInt32BE(payload.length, 16);
+  return Buffer.concat([c, payload]);
+}
+const dataChunk = (hdr: Buffer, at: number, data: Buffer, done = false) => {
+  const p = Buffer.alloc(8 + data.length);
+  p.writeBigUInt64BE(BigInt(Number(hdr.readBigUInt64BE(16)) + at), 0);
+  data.copy(p, 8);
+  return chunk(hdr, 1, p, done);
+};
+const holeChunk = (hdr: Buffer, at: number, size: number, done = false) => {
+  const p = Buffer.alloc(12);
+  p.writeBigUInt64BE(BigInt(Number(hdr.readBigUInt64BE(16)) + at), 0);
+  p.writeUInt32BE(size, 8);
+  return chunk(hdr, 2, p, done);
+};
+
+test('nbd: structured READ replies: chunks in any order and holes assemble the data; an error chunk fails the request', async () => {
+  const sock = path.join(dir, 'structured.sock');
+  const server = await rogueServer(sock, (s, hdr) => {
+    const offset = Number(hdr.readBigUInt64BE(16));
+    if (hdr.readUInt16BE(6) !== 0) return void s.write(chunk(hdr, 0, Buffer.alloc(0), true)); // NONE, DONE
+    if (offset === 0) {
+      s.write(Buffer.concat([dataChunk(hdr, 3072, Buffer.alloc(1024, 3)), holeChunk(hdr, 1024, 2048), dataChunk(hdr, 0, Buffer.alloc(1024, 1), true)]));
+    } else {
+      const err = Buffer.alloc(6 + 4);
+      err.writeUInt32BE(28, 0);
+      err.writeUInt16BE(4, 4);
+      err.write('full', 6);
+      s.write(Buffer.concat([dataChunk(hdr, 0, Buffer.alloc(512, 9)), chunk(hdr, 0x8001, err, true)]));
+    }
+  }, true);
+  try {
+    await withTarget({ socket: sock }, async (h) => {
+      h.tagBuffer(0).fill(0xee, 0, 4096);
+      assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), 4096);
+      const want = Buffer.concat([Buffer.alloc(1024, 1), Buffer.alloc(2048, 0), Buffer.alloc(1024, 3)]);
+      assert.deepEqual(Buffer.from(h.tagBuffer(0).subarray(0, 4096)), want);
+      assert.equal(await h.serve(1, UBLK_IO_OP_READ, 8192, 4096), -28);
+      assert.equal(await h.serve(2, UBLK_IO_OP_WRITE, 0, 4096), 4096);
+    });
+  } finally {
+    server.close();
+  }
+});
+
+const badChunks: [string, (hdr: Buffer) => Buffer][] = [
+  ['overlapping chunks', (hdr) => Buffer.concat([dataChunk(hdr, 0, Buffer.alloc(2048)), holeChunk(hdr, 1024, 3072, true)])],
+  ['a chunk outside the request', (hdr) => dataChunk(hdr, 2048, Buffer.alloc(4096), true)],
+  ['DONE before the data covers the request', (hdr) => dataChunk(hdr, 0, Buffer.alloc(2048), true)],
+  ['a NONE chunk with data', (hdr) => chunk(hdr, 0, Buffer.alloc(4), true)],
+  ['a hole chunk of 13 bytes', (hdr) => chunk(hdr, 2, Buffer.alloc(13), true)],
+  ['a chunk of an unknown type', (hdr) => chunk(hdr, 7, Buffer.alloc(0), true)],
+  ['a simple reply with data to a READ', (hdr) => Buffer.concat([simpleReply(hdr), Buffer.alloc(4096)])],
+];
+
+for (const [what, reply] of badChunks) {
+  test(`nbd: structured replies: ${what} loses the connection, the request fails with EIO`, async () => {
+    const sock = path.join(dir, `bad-chunk-${badChunks.findIndex((b) => b[0] === what)}.sock`);
+    const server = await rogueServer(sock, (s, hdr) => s.write(reply(hdr)), true);
+    try {
+      await capturingErrors(async (lines) => {
+        await withTarget({ socket: sock }, async (h) => assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), -EIO));
+        assert.match(lines[0] ?? '', /lost \(the server /);
+      });
+    } finally {
+      server.close();
+    }
+  });
+}
+
+test('nbd: an error reply fails that request only, with the server\'s errno', async () => {
+  const sock = path.join(dir, 'errno.sock');
+  const server = await rogueServer(sock, (s, hdr) => {
+    const type = hdr.readUInt16BE(6);
+    s.write(type === 0 ? simpleReply(hdr, 28) : simpleReply(hdr, 0));
+  });
+  try {
+    await withTarget({ socket: sock }, async (h) => {
+      assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), -28);
+      assert.equal(await h.serve(1, UBLK_IO_OP_WRITE, 0, 4096), 4096);
+    });
+  } finally {
+    server.close();
+  }
+});
+
+// ---- resilience ----
+
+/** console.error's lines while `fn` runs. */
+async function capturingErrors<T>(fn: (lines: string[]) => Promise<T>): Promise<T> {
+  const lines: string[] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => void lines.push(a.map(String).join(' '));
+  try {
+    return await fn(lines);
+  } finally {
+    console.error = orig;
+  }
+}
+
+test('nbd: the server killed and restarted mid-stream: requests wait, are sent again, complete once, data intact', async () => {
+  const img = path.join(dir, 'restart.img');
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 16 * MiB);
+  const sock = path.join(dir, 'restart.sock');
+  const qemuNbd = ['-f', 'raw', '-k', sock, '-t', img];
+  let srv: Server = await startServer('qemu-nbd', qemuNbd, { path: sock });
+  try {
+    await capturingErrors(async (lines) => {
+      await withTarget({ socket: sock, timeout: 20 }, async (h) => {
+        for (let round = 0; round < 3; round++) {
+          const tags = [0, 1, 2, 3, 4, 5, 6, 7];
+          for (const t of tags) {
+            h.tagBuffer(t).set(pattern(MiB, round * 8 + t));
+            h.start(t, UBLK_IO_OP_WRITE, t * 2 * MiB, MiB);
+          }
+          // Kill it once the first is done and the rest are on the wire; it comes back after 300 ms.
+          assert.deepEqual(await h.wait([0]), [MiB]);
+          srv.proc.kill('SIGKILL');
+          await srv.stop();
+          const restarted = new Promise<Server>((resolve, reject) => setTimeout(() => startServer('qemu-nbd', qemuNbd, { path: sock }).then(resolve, reject), 300));
+          assert.deepEqual(await h.wait(tags, 20000), tags.map(() => MiB));
+          srv = await restarted;
+          for (const t of tags) h.start(t, UBLK_IO_OP_READ, t * 2 * MiB, MiB);
+          assert.deepEqual(await h.wait(tags), tags.map(() => MiB));
+          for (const t of tags) assert.deepEqual(h.tagBuffer(t).subarray(0, MiB), pattern(MiB, round * 8 + t), `round ${round} tag ${t}`);
+        }
+      });
+      assert.ok(lines.some((l) => /lost \(.+\); [1-9]\d* requests to send again/.test(l)), lines.join('\n'));
+      assert.ok(lines.some((l) => /connected to NBD server at .* again/.test(l)), lines.join('\n'));
+      assert.ok(!lines.some((l) => /completed twice/.test(l)), lines.join('\n'));
+    });
+  } finally {
+    await srv.stop();
+  }
+});
+
+test('nbd: a server gone for good fails the waiting requests with EIO after --timeout, and later ones at once', async () => {
+  const sock = path.join(dir, 'gone.sock');
+  const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '4M'], { path: sock });
+  await capturingErrors(async (lines) => {
+    await withTarget({ socket: sock, timeout: 1 }, async (h) => {
+      assert.equal(await h.serve(0, UBLK_IO_OP_WRITE, 0, 4096), 4096);
+      srv.proc.kill('SIGKILL'); // nbdkit waits for its clients on SIGTERM
+      await srv.stop();
+      const t0 = Date.now();
+      assert.equal(await h.serve(1, UBLK_IO_OP_READ, 0, 4096), -EIO);
+      const waited = Date.now() - t0;
+      assert.ok(waited >= 900 && waited < 5000, `failed after ${waited} ms (--timeout 1)`);
+      const t1 = Date.now();
+      assert.equal(await h.serve(2, UBLK_IO_OP_READ, 0, 4096), -EIO);
+      assert.ok(Date.now() - t1 < 1000, 'a later request fails after one attempt');
+    });
+    assert.ok(lines.some((l) => /unreachable .*; 1 requests fail with EIO/.test(l)), lines.join('\n'));
+  });
+});

@@ -1,0 +1,129 @@
+// The nbd target end to end: /dev/ublkbN in front of nbdkit memory (Unix
+// socket) and of qemu-nbd serving a qcow2 image (loopback TCP), driven with
+// fio's crc32c verification and a file system; after `del`, the qcow2 image
+// holds exactly what was written (qemu-img compare).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import { addDevice, cli, delDevice, fioVerify, sh, vmSuite } from './helpers.js';
+
+vmSuite();
+
+const MiB = 1 << 20;
+
+async function listening(a: { path: string } | { port: number }): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = 'path' in a ? net.connect(a.path) : net.connect(a.port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no NBD server at ${JSON.stringify(a)}`);
+}
+
+async function server(cmd: string, args: string[], a: { path: string } | { port: number }): Promise<ChildProcess> {
+  const p = spawn(cmd, args, { stdio: 'inherit' });
+  await listening(a);
+  return p;
+}
+
+async function stop(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const gone = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await gone;
+}
+
+test('nbd on nbdkit memory (Unix socket): fio crc32c verify, mkfs.ext4, mount, fsck', async () => {
+  const dir = fs.mkdtempSync('/tmp/nbd-');
+  const sock = `${dir}/nbdkit.sock`;
+  const srv = await server('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
+  try {
+    const dev = addDevice('nbd', '--socket', sock);
+    const mnt = `${dir}/mnt`;
+    fs.mkdirSync(mnt);
+    try {
+      fioVerify(dev, { iodepth: 16, size: '24m' });
+      sh('mkfs.ext4', '-q', '-F', dev);
+      sh('mount', dev, mnt);
+      const data = crypto.randomBytes(3 * MiB);
+      fs.writeFileSync(`${mnt}/f`, data);
+      sh('umount', mnt);
+      sh('fsck.ext4', '-f', '-n', dev);
+      sh('mount', dev, mnt);
+      assert.ok(fs.readFileSync(`${mnt}/f`).equals(data), 'the file reads back after a remount');
+      sh('umount', mnt);
+    } finally {
+      delDevice(dev);
+    }
+  } finally {
+    await stop(srv);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('nbd on qemu-nbd, qcow2 over TCP: fio verify, then data written reads back in the image after del (qemu-img compare)', async () => {
+  const dir = fs.mkdtempSync('/tmp/nbd-');
+  const img = `${dir}/disk.qcow2`, ref = `${dir}/ref.raw`;
+  sh('qemu-img', 'create', '-q', '-f', 'qcow2', img, '16M');
+  const port = 10809;
+  const srv = await server('qemu-nbd', ['-f', 'qcow2', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '-t', '-e', '4', img], { port });
+  try {
+    // An unknown export is refused with one line, and no device is left.
+    const r = cli('add', 'nbd', '--host', '127.0.0.1', '--export', 'nope');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /NBD server at 127\.0\.0\.1:10809 has no export 'nope' \(it has: disk\)/);
+    const dev = addDevice('nbd', '--host', '127.0.0.1', '--port', String(port), '--export', 'disk', '--connections', '2');
+    try {
+      fioVerify(dev, { iodepth: 16, size: '16m' });
+      fs.writeFileSync(ref, crypto.randomBytes(16 * MiB));
+      sh('dd', `if=${ref}`, `of=${dev}`, 'bs=1M', 'oflag=direct', 'conv=fsync', 'status=none');
+    } finally {
+      delDevice(dev);
+    }
+  } finally {
+    await stop(srv);
+  }
+  sh('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', img, ref);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('nbd on qemu-nbd, raw image: the server killed and restarted under fio, zero fio errors', async () => {
+  const dir = fs.mkdtempSync('/tmp/nbd-');
+  const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 32 * MiB);
+  const args = ['-f', 'raw', '-k', sock, '-t', img];
+  let srv = await server('qemu-nbd', args, { path: sock });
+  try {
+    const dev = addDevice('nbd', '--socket', sock, '--timeout', '60');
+    try {
+      const fio = spawn('fio', ['--name=verify', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16',
+        '--rw=randwrite', '--bsrange=4k-256k', '--size=24m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1',
+        '--verify_state_save=0', '--output-format=terse'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      fio.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+      fio.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
+      const done = new Promise<number | null>((resolve) => fio.once('exit', (code) => resolve(code)));
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(fio.exitCode, null, `fio still runs when the server is killed:\n${out}`);
+      srv.kill('SIGKILL');
+      await stop(srv);
+      await new Promise((r) => setTimeout(r, 500));
+      srv = await server('qemu-nbd', args, { path: sock });
+      assert.equal(await done, 0, `fio verify across the restart:\n${out}`);
+      assert.doesNotMatch(out, /verify.*(bad|fail)|io_u error/i);
+    } finally {
+      delDevice(dev);
+    }
+  } finally {
+    await stop(srv);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
