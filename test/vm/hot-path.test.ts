@@ -18,7 +18,10 @@
 // view (about 100 bytes) or a promise's two closures and derived promise
 // (about 150) that requests used to cost. Garbage collections follow: at
 // most one in the window (the warm-up may leave the young generation nearly
-// full), none of them major.
+// full), none of them major. Two windows follow each other and the one that
+// allocated less decides: a run in npm test saw 75 bytes per request at
+// QD 1 in a single window after the 3 s warm-up, where other runs saw 9.5,
+// JIT tiering being slow under emulation; a per-request object is in both.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -58,19 +61,31 @@ for (const c of CASES) {
     const dev = addDevice(...c.args, '--queues', '1');
     try {
       for (const iodepth of [1, 16]) {
-        const fio = load(dev, 12, iodepth);
+        const fio = load(dev, 16, iodepth);
         await sleep(3000); // warm-up
-        const a = totals(dev); // returns a second later
-        await sleep(3000);
-        const b = totals(dev);
+        // Two windows, one after the other: code that V8 is still optimising
+        // (slow under TCG) allocates in the first and not in the second,
+        // while an object made per request shows in both. The later window
+        // decides, unless the earlier one allocated less.
+        const readings = [totals(dev)]; // each returns a second later
+        for (let w = 0; w < 2; w++) {
+          await sleep(1000);
+          readings.push(totals(dev));
+        }
         assert.equal(await fio.done, 0, 'fio ran to its end');
-        const requests = b.reads + b.writes + b.other - (a.reads + a.writes + a.other);
-        const per = (k: keyof Totals) => (b[k] - a[k]) / requests;
-        const seen = `QD ${iodepth}: ${requests} requests; per request ${per('enters').toFixed(2)} enters, ${per('turns').toFixed(2)} turns, ` +
-          `${per('cqes').toFixed(2)} CQEs, ${per('heapBytes').toFixed(1)} heap bytes; GCs ${b.gcMinor - a.gcMinor} minor, ${b.gcMajor - a.gcMajor} major`;
-        t.diagnostic(seen);
-        assert.ok(requests > 1000, `${seen}\nbefore ${JSON.stringify(a)}\nafter ${JSON.stringify(b)}\nfio: ${fio.output()}`);
-        assert.ok(per('heapBytes') < 48, `allocates per request: ${seen}`);
+        const windows = [0, 1].map((w) => {
+          const a = readings[w]!, b = readings[w + 1]!;
+          const requests = b.reads + b.writes + b.other - (a.reads + a.writes + a.other);
+          const per = (k: keyof Totals) => (b[k] - a[k]) / requests;
+          const seen = `QD ${iodepth}, window ${w + 1}: ${requests} requests; per request ${per('enters').toFixed(2)} enters, ` +
+            `${per('turns').toFixed(2)} turns, ${per('cqes').toFixed(2)} CQEs, ${per('heapBytes').toFixed(1)} heap bytes; ` +
+            `GCs ${b.gcMinor - a.gcMinor} minor, ${b.gcMajor - a.gcMajor} major`;
+          t.diagnostic(seen);
+          assert.ok(requests > 1000, `${seen}\nbefore ${JSON.stringify(a)}\nafter ${JSON.stringify(b)}\nfio: ${fio.output()}`);
+          return { a, b, per, seen };
+        });
+        const { a, b, per, seen } = windows[1]!.per('heapBytes') <= windows[0]!.per('heapBytes') ? windows[1]! : windows[0]!;
+        assert.ok(per('heapBytes') < 48, `allocates per request: ${windows.map((x) => x.seen).join('; ')}`);
         assert.ok(b.gcMinor - a.gcMinor <= 1 && b.gcMajor === a.gcMajor, `garbage collections: ${seen}`);
         // Classic at QD 1: the commit of one request is the fetch of the next, so
         // one enter submits it and waits, and its CQE is the next request; the
