@@ -14,6 +14,8 @@ import { RUN_DIR } from '../../run-dir.js';
 const FAULT_NO_ZONED = process.env.UBLK_TS_FAULT_NO_ZONED === '1';
 
 let cached: boolean | undefined | null = null;
+/** `<boot id> 0|1`: the answer for this boot. */
+const CACHE_FILE = path.join(RUN_DIR, 'kernel-zoned');
 
 /** true or false; undefined where it cannot be told (no /proc/kallsyms). */
 export function kernelHasZonedDevices(): boolean | undefined {
@@ -43,7 +45,6 @@ function fromKallsyms(): boolean | undefined {
   return found;
 }
 
-const CACHE_FILE = path.join(RUN_DIR, 'kernel-zoned');
 
 function bootId(): string | undefined {
   try {
