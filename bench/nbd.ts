@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Results } from './report.js';
-import { cleanUp, costTable, cpuTable, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
+import { cleanUp, costTable, cpuTable, measure, MiB, release, ROUNDS, sh, ublk, unloadModule, type Case, type Subject } from './suite.js';
 
 /** The export: every byte written once before measuring, so reads carry data. */
 const SIZE = 256 * MiB;
@@ -134,7 +134,7 @@ export async function nbdSuite(): Promise<string> {
       ...attached.map((nbd) => () => sh('nbd-client', '-d', nbd)),
       ...servers.map((p) => () => stopNbdkit(p)),
       () => fs.rmSync(dir, { recursive: true, force: true }),
-      () => sh('rmmod', 'nbd'),
+      () => unloadModule('nbd'),
     );
   }
 }

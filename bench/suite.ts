@@ -2,6 +2,7 @@
 // the interleaved measuring loop.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
 import { totalStats } from '../src/ublk/stats.js';
 import { fio, type FioJob } from './fio.js';
@@ -55,6 +56,19 @@ export function sh(cmd: string, ...args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
   return r.stdout;
+}
+
+/** rmmod, retried for 5 s while the module is still in use (a device let go late). */
+export async function unloadModule(name: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      sh('rmmod', name);
+      return;
+    } catch (e) {
+      if (i >= 20) throw e;
+      await sleep(250);
+    }
+  }
 }
 
 export async function ublk(name: string, o: DeviceOptions): Promise<Subject> {
