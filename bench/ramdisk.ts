@@ -2,8 +2,7 @@
 // kernel loop driver over it (the baseline of every loop ratio).
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { MiB, sh } from './suite.js';
+import { MiB, sh, unloadModule } from './suite.js';
 
 export const RAM = '/dev/ram0';
 
@@ -27,14 +26,4 @@ export function kernelLoop(): string {
 }
 
 /** Unloads brd, waiting a little for its last user to let go (a file closed late). */
-export async function unloadRamDisk(): Promise<void> {
-  for (let i = 0; ; i++) {
-    try {
-      sh('rmmod', 'brd');
-      return;
-    } catch (e) {
-      if (i >= 20) throw e;
-      await sleep(250);
-    }
-  }
-}
+export const unloadRamDisk = (): Promise<void> => unloadModule('brd');

@@ -2,13 +2,14 @@
 // own drivers, in interleaved rounds; prints medians and ratios. Only ratios
 // measured in one VM run mean anything: the VM is emulated.
 //
-//   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll (default: all)
+//   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll nbd (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
 //   BENCH_KUBLK=/path/to/kublk             also measure the kernel's C server
 //
 // Devices are created with the library in this process; fio runs as a child
 // while the queue workers serve (the main thread is not on the IO path).
 import { loopSuite } from './loop.js';
+import { nbdSuite } from './nbd.js';
 import { pollSuite } from './poll.js';
 import { median, Results } from './report.js';
 import { costTable, cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
@@ -77,7 +78,7 @@ async function batchSuite(): Promise<string> {
   return tables.join('\n\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite, poll: pollSuite };
+const SUITES: Record<string, () => Promise<string>> = { nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite, poll: pollSuite, nbd: nbdSuite };
 
 async function main(): Promise<void> {
   if (process.env.UBLK_TS_IN_VM !== '1') {

@@ -2,6 +2,7 @@
 // the interleaved measuring loop.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
 import { totalStats } from '../src/ublk/stats.js';
 import { fio, type FioJob } from './fio.js';
@@ -22,6 +23,8 @@ export interface Subject {
   kublkId?: number;
   /** The serving process, whose CPU time is measured (not for kernel drivers). */
   pid?: number;
+  /** Other processes on this subject's IO path whose CPU time is measured too (an NBD server). */
+  peers?: Array<{ name: string; pid: number }>;
 }
 
 /**
@@ -53,6 +56,19 @@ export function sh(cmd: string, ...args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
   return r.stdout;
+}
+
+/** rmmod, retried for 5 s while the module is still in use (a device let go late). */
+export async function unloadModule(name: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      sh('rmmod', name);
+      return;
+    } catch (e) {
+      if (i >= 20) throw e;
+      await sleep(250);
+    }
+  }
 }
 
 export async function ublk(name: string, o: DeviceOptions): Promise<Subject> {
@@ -104,6 +120,26 @@ export interface Extras {
   cpu: Results;
   /** ublk-ts subjects' costs per request: `subject enters`, `subject turns`, `subject CQEs`, `subject bytes` (heap allocated). */
   costs: Results;
+  /**
+   * CPU µs per fio IO (IOs counted from the device's sectors moved, ramp
+   * included): `subject` the serving process, `subject PEER` each peer, over
+   * the whole fio run (they idle while fio starts); `subject fio` fio's own,
+   * over its measured runtime.
+   */
+  perIo: Results;
+}
+
+/** Sectors read and written so far on a block device (/sys/block/NAME/stat, fields 3 and 7). */
+function sectorsMoved(dev: string): number {
+  const f = readFileSync(`/sys/block/${dev.slice(dev.lastIndexOf('/') + 1)}/stat`, 'utf8').trim().split(/\s+/);
+  return Number(f[2]) + Number(f[6]);
+}
+
+/** '4k', '512k', '1m' in bytes. */
+function bytesOf(size: string): number {
+  const m = /^(\d+)([km]?)$/i.exec(size);
+  if (!m) throw new Error(`block size ${size}: expected digits with an optional k or m`);
+  return Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1024 : MiB) : 1);
 }
 
 /**
@@ -116,6 +152,7 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
   const tagsPerFetch = new Map<string, number[]>();
   const cpu = new Results();
   const costs = new Results();
+  const perIo = new Results();
   for (let round = 1; round <= ROUNDS; round++) {
     for (const c of cases) {
       const order = round % 2 ? subjects : [...subjects].reverse();
@@ -123,13 +160,23 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
         const batch = s.dev && s.dev.flags & UBLK_F_BATCH_IO ? s.dev : undefined;
         const before = batch?.batchStats;
         const costs0 = s.dev && totalStats(s.dev.stats());
-        const cpu0 = s.pid === undefined ? 0 : cpuSeconds(s.pid);
+        const procs = [...(s.pid === undefined ? [] : [{ name: '', pid: s.pid }]), ...(s.peers ?? []).map((p) => ({ ...p, name: ` ${p.name}` }))];
+        const cpu0 = procs.map((p) => cpuSeconds(p.pid));
+        const sectors0 = sectorsMoved(s.path);
         const t0 = performance.now();
+        const bs = c.bs ?? '4k';
         const r = fio({
-          filename: s.path, rw: c.rw, bs: c.bs ?? '4k', iodepth: c.iodepth, numjobs: c.jobs, runtime: RUNTIME, ramp: c.ramp, batch: c.batch, size,
+          filename: s.path, rw: c.rw, bs, iodepth: c.iodepth, numjobs: c.jobs, runtime: RUNTIME, ramp: c.ramp, batch: c.batch, size,
         });
-        if (s.pid !== undefined) cpu.add(c.name, s.name, ((cpuSeconds(s.pid) - cpu0) * 1e5) / (performance.now() - t0));
+        const ms = performance.now() - t0;
+        const ios = Math.max(1, ((sectorsMoved(s.path) - sectors0) * 512) / bytesOf(bs));
+        procs.forEach((p, i) => {
+          const used = cpuSeconds(p.pid) - cpu0[i]!;
+          cpu.add(c.name, s.name + p.name, (used * 1e5) / ms);
+          perIo.add(c.name, s.name + p.name, (used * 1e6) / ios);
+        });
         cpu.add(c.name, `${s.name} fio`, r.cpu);
+        perIo.add(c.name, `${s.name} fio`, (r.cpu * (c.jobs ?? 1) * 1e4) / Math.max(1, r.iops)); // r.cpu is about one job's share
         const unit = c.unit ?? 'IOPS';
         const value = unit === 'IOPS' ? r.iops : r.mbps;
         results.add(c.name, s.name, value);
@@ -151,7 +198,7 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
       }
     }
   }
-  return { tags: tagsPerFetch, cpu, costs };
+  return { tags: tagsPerFetch, cpu, costs, perIo };
 }
 
 /** A request's costs in a ublk-ts server, beyond its own work: what the per-request table shows. */
@@ -179,6 +226,6 @@ export function costTable(costs: Results, subjects: Subject[]): string {
  * round.
  */
 export function cpuTable(cpu: Results, subjects: Subject[]): string {
-  const cols = subjects.flatMap((s) => (s.pid === undefined ? [`${s.name} fio`] : [s.name, `${s.name} fio`]));
+  const cols = subjects.flatMap((s) => [...(s.pid === undefined ? [] : [s.name]), ...(s.peers ?? []).map((p) => `${s.name} ${p.name}`), `${s.name} fio`]);
   return cpu.table('CPU use, % of one CPU (server: the whole process; fio: about per job)', '%', cols, []);
 }
