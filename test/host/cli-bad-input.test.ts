@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { assertOneLineError } from '../one-line-error.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/ublk-ts.js');
 
@@ -31,10 +32,6 @@ for (const [name, args, message] of cases) {
   test(`bad input: ${name}`, () => {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
     assert.notEqual(r.status, 0, `exit code for ${args.join(' ')}`);
-    const lines = r.stderr.trim().split('\n');
-    assert.equal(lines.length, 1, `one line: ${r.stderr}`);
-    assert.match(lines[0]!, /^ublk-ts: /);
-    assert.match(lines[0]!, message);
-    assert.equal(r.stdout, '');
+    assertOneLineError(r, message);
   });
 }

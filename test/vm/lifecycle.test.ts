@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import {
   addDevice, assertClean, cli, CLI, cliWith, delDevice, idOf, listDevices, serverPids, sleep, ublkNodes, vmSuite,
 } from './helpers.js';
+import { assertOneLineError } from '../one-line-error.js';
 
 vmSuite();
 
@@ -115,11 +116,7 @@ describe('bad input the kernel decides: one-line error, non-zero exit, nothing c
       const r = cliWith(env, ...args);
       // Every one of them is the user's to fix: usage's exit code, 2.
       assert.equal(r.code, 2, `exit code for ${args.join(' ')}: ${r.stderr}`);
-      const lines = r.stderr.trim().split('\n');
-      assert.equal(lines.length, 1, `one line: ${r.stderr}`);
-      assert.match(lines[0]!, /^ublk-ts: /);
-      assert.match(lines[0]!, message);
-      assert.equal(r.stdout, '');
+      assertOneLineError(r, message);
       assertClean();
     });
   }

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import {
   addDevice, assertClean, CLI, delDevice, fioVerify, FULL_ONLY, idOf, listDevices, loadBrd, run, serverPids, sh, type Run, vmSuite,
 } from './helpers.js';
+import { assertOneLineError } from '../one-line-error.js';
 
 vmSuite();
 
@@ -402,11 +403,7 @@ describe('bad input: one-line error, non-zero exit, nothing created', () => {
     test(name, () => {
       const { argv, r } = results.get(name)!;
       assert.notEqual(r.code, 0, `exit code for ${argv.join(' ')}`);
-      const lines = r.stderr.trim().split('\n');
-      assert.equal(lines.length, 1, `one line: ${r.stderr}`);
-      assert.match(lines[0]!, /^ublk-ts: /);
-      assert.match(lines[0]!, message);
-      assert.equal(r.stdout, '');
+      assertOneLineError(r, message);
       assertClean();
     });
   }
