@@ -164,6 +164,18 @@ export class Ring {
     return Atomics.load(this.sq, this.sqFlags);
   }
 
+  /**
+   * Whether a GETEVENTS enter has work waiting that no eventfd signal may
+   * announce: task work (IORING_SQ_TASKRUN, with TASKRUN_FLAG) or overflowed
+   * CQEs. The kernel signals a registered eventfd only when task work lands on
+   * an empty list, but leaves the flag set when a run stops short of the list's
+   * end (it runs a bounded number at a time, and an item may still be being
+   * added): a thread that went to sleep on the eventfd then would sleep for good.
+   */
+  enterPending(): boolean {
+    return (Atomics.load(this.sq, this.sqFlags) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) !== 0;
+  }
+
   /** Submits all pending SQEs; returns how many the kernel took, or -EINTR/-EAGAIN/-EBUSY. */
   submit(): number {
     return this.enter(0);
@@ -199,7 +211,7 @@ export class Ring {
     // IORING_SQ_TASKRUN whenever it queues task work, DEFER_TASKRUN's too, so
     // a submit with nothing to submit and no flag set needs no system call
     // (liburing's submit decides the same way).
-    if (waitNr > 0 || Atomics.load(this.sq, this.sqFlags) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) {
+    if (waitNr > 0 || this.enterPending()) {
       flags |= IORING_ENTER_GETEVENTS;
     }
     if (toSubmit === 0 && flags === 0) return 0;

@@ -155,7 +155,10 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
       }
     } else {
       ring.submit();
-      if (ring.cqReady() <= inline) {
+      // Sleep on the eventfd only when an enter has nothing left to run: with
+      // IORING_SQ_TASKRUN still set after that submit, the eventfd may never
+      // be signalled (Ring.enterPending), so go round and enter again instead.
+      if (ring.cqReady() <= inline && !ring.enterPending()) {
         if (!watching) {
           wakeup.start();
           watching = true;
