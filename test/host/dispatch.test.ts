@@ -2,7 +2,8 @@
 // the target returns thenables whose handlers the test holds and calls.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
+import { Dispatcher, STEP_REGISTER, STEP_UNREGISTER } from '../../src/ublk/worker/dispatch.js';
+import { KIND_STAGE, KIND_TARGET } from '../../src/ublk/worker/worker-ring.js';
 import { UblkRequest } from '../../src/ublk/worker/request.js';
 import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
 import { Waker } from '../../src/ublk/worker/waker.js';
@@ -117,6 +118,41 @@ test('linkCommit links only a chain that holds every operation of the request st
     assert.deepEqual(linked, [false, true]);
     assert.equal(sqeFlags(ring, 2 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'the chain\'s first SQE');
     assert.equal(sqeFlags(ring, 3 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'its last, before the commit');
+  } finally {
+    ring.close();
+  }
+});
+
+test('a zero-copy request whose pages were registered explicitly counts as async at no point: the serving loop keeps blocking in io_uring_enter', () => {
+  const ring = Ring.create({ entries: 16 });
+  try {
+    // Zero copy without AUTO_BUF_REG: REGISTER_IO_BUF before the target, UNREGISTER_IO_BUF after it.
+    const mode = servingMode({ batch: false, copy: 'zero', autoBufReg: false }, { name: 'test', data: 'ring' });
+    const results: number[] = [];
+    const sink = { commit: (_req: UblkRequest, res: number) => void results.push(res), commitNext: null };
+    const d = new Dispatcher(ring, mode, sink, new Waker(), { stats: new Float64Array(SLOT_WORDS), queues: [{ q: 0, slot: 0 }] });
+    d.attach({
+      read: (req) => {
+        prepNop(ring, d.sqe(req, 0)); // the backing read
+        return PENDING;
+      },
+      write: () => 0,
+      onCqe: (req, res) => d.complete(req, res),
+    });
+    const desc = new Uint32Array(DESC_WORDS);
+    desc[DESC_OP_FLAGS] = UBLK_IO_OP_READ;
+    desc[DESC_NR_SECTORS] = 8;
+    const req = new UblkRequest(0, 0, null, 0, 0);
+    for (let round = 0; round < 2; round++) {
+      req.load(desc);
+      d.dispatch(req); // queues REGISTER_IO_BUF (not submitted: its CQEs are played here)
+      d.onCqe(req, KIND_STAGE, STEP_REGISTER, 0, 0);
+      d.onCqe(req, KIND_TARGET, 0, 4096, 0); // the backing read's CQE: the target completes, UNREGISTER_IO_BUF is queued
+      assert.equal(d.asyncInFlight, 0, 'waiting for UNREGISTER_IO_BUF\'s CQE is waiting on the ring, not on the event loop');
+      d.onCqe(req, KIND_STAGE, STEP_UNREGISTER, 0, 0);
+      assert.equal(d.asyncInFlight, 0);
+    }
+    assert.deepEqual(results, [4096, 4096]);
   } finally {
     ring.close();
   }

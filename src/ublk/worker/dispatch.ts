@@ -42,7 +42,9 @@ const OP_NAMES: Record<number, string> = {
 const dataIn = (op: number): boolean => op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND;
 const dataOut = (op: number): boolean => op === UBLK_IO_OP_READ || op === UBLK_IO_OP_REPORT_ZONES;
 
-const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_REGISTER = 2, STEP_UNREGISTER = 3, STEP_META_IN = 4, STEP_META_OUT = 5;
+const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_META_IN = 4, STEP_META_OUT = 5;
+/** The upper user_data half of a KIND_STAGE CQE (exported for the host tests, which play those CQEs). */
+export const STEP_REGISTER = 2, STEP_UNREGISTER = 3;
 
 export class Dispatcher implements TargetIo {
   /** Requests whose promise has not settled yet. */
@@ -211,6 +213,7 @@ export class Dispatcher implements TargetIo {
       this.awaitElsewhere(req);
       return;
     }
+    req.staged = false;
     const fail = res < 0 ? res : -EIO;
     switch (hi) {
       case STEP_COPY_IN:
@@ -299,7 +302,7 @@ export class Dispatcher implements TargetIo {
    * blocking in io_uring_enter, where no timer could fire.
    */
   private awaitElsewhere(req: UblkRequest): void {
-    if (req.owned && req.ringOps === 0 && this.ownOps === 0 && !req.external) {
+    if (req.owned && req.ringOps === 0 && !req.staged && this.ownOps === 0 && !req.external) {
       req.external = true;
       this.asyncInFlight++;
     }
@@ -348,6 +351,12 @@ export class Dispatcher implements TargetIo {
 
   private done(req: UblkRequest, result: number): void {
     req.owned = false;
+    // Committed, so no longer awaited from elsewhere: were it still counted,
+    // the serving loop would wait on the event loop for good.
+    if (req.external) {
+      req.external = false;
+      this.asyncInFlight--;
+    }
     this.count(req, result);
     this.sink.commit(req, result);
   }
@@ -383,6 +392,7 @@ export class Dispatcher implements TargetIo {
         break;
     }
     setUserData(ring, s, userDataLo(KIND_STAGE, req.queue, req.tag), step);
+    req.staged = true;
   }
 
   /**

@@ -81,6 +81,8 @@ export class UblkRequest {
   linkedResult = NaN;
   /** @internal the target's io_uring operations for this request whose CQE is still to come */
   ringOps = 0;
+  /** @internal one of the engine's steps (copy in/out, (un)register) is in flight: its CQE moves the request on */
+  staged = false;
   /**
    * @internal the target returned PENDING with no ring operation to wait for: it completes from
    * elsewhere (a timer, a socket), so the serving loop must keep the event loop running
