@@ -102,9 +102,12 @@ for t in ${tests[*]}; do
     # What was still going on, for the log: devices, servers, and any task stuck in the kernel.
     { echo "=== at the timeout: devices, processes, blocked tasks"; "$work/kublk" list; ps -eo pid,stat,etime,args | grep -e ublk -e fio -e kublk | grep -v grep
       for p in /proc/[0-9]*; do [ "\$(awk '{print \$3}' \$p/stat 2>/dev/null)" = D ] && { echo "D: \$(tr '\\0' ' ' < \$p/cmdline)"; cat \$p/stack 2>/dev/null; }; done
+      echo "=== the servers' log (last lines)"; tail -n 20 /run/ublk-ts/server.log 2>/dev/null
     } >> "logs/\$t.log" 2>&1
   fi
   printf '%-4s %-22s %4ss  exit %s%s\n' "\$v" "\${t%.sh}" "\$secs" "\$rc" "\$note"
+  # A failure's last lines go to the output too: CI keeps only that.
+  [ \$v = FAIL ] && tail -n 25 "logs/\$t.log" | sed 's/^/     | /'
   # Whatever a failed test left behind must not spoil the next one; a cleanup that hangs is reported, not waited for.
   timeout -k 10 120 "$work/kublk" del -a >> "logs/\$t.log" 2>&1 || echo "     cleanup after \${t%.sh}: 'kublk del -a' failed or hung (exit \$?)"
 done
