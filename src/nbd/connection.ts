@@ -1,11 +1,15 @@
 // One NBD connection in the transmission phase, driven entirely by the serving
 // thread's io_uring: requests go out in batches, one SENDMSG at a time (two
 // sends in flight on one stream could interleave their bytes), and a recv
-// stands on the socket for replies; READ data is received straight into the
-// request's buffer. Every reply header is checked before anything is written
-// to a buffer: a bad magic, an unknown or stale handle, or a closed socket
-// ends the connection (`onDead`), and the requests still in flight are handed
-// back to the owner, never completed twice.
+// stands on the socket for replies. That recv takes whatever has arrived, up
+// to STAGE_BYTES, into a staging buffer, and the replies in it are parsed and
+// their data copied out in one turn: at a high queue depth one recv brings
+// many replies, where receiving each piece where it belongs (header, chunk
+// header, data) cost three or four recvs per READ. A large READ payload still
+// goes straight into the request's buffer (DIRECT_BYTES). Every reply header
+// is checked before anything is written to a buffer: a bad magic, an unknown
+// or stale handle, or a closed socket ends the connection (`onDead`), and the
+// requests still in flight are handed back to the owner, never completed twice.
 import { native } from '../native.js';
 import type { Ring } from '../uring/ring.js';
 import { prepRecv, prepSendmsg, prepShutdown } from '../uring/prep.js';
@@ -18,6 +22,10 @@ import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
 const MSG_NOSIGNAL = 0x4000;
 const MSG_WAITALL = 0x100;
 
+/** The staging buffer replies are received into. */
+const STAGE_BYTES = 64 * 1024;
+/** A READ payload with at least this much still to come is received into the request's buffer, not staged and copied. */
+const DIRECT_BYTES = 16 * 1024;
 /** Requests per SENDMSG: two iovecs each, below IOV_MAX (1024). */
 const BATCH = 256;
 const IOV_BYTES = 16;
@@ -59,16 +67,19 @@ export class NbdConnection {
   private readonly iovAt = BATCH * 32;
   private readonly msgAt = BATCH * 32 + 2 * BATCH * IOV_BYTES;
   private readonly replyAt = this.msgAt + MSGHDR_BYTES + 8;
+  private readonly stageAt = this.replyAt + SCRATCH_BYTES;
+  private readonly stage: Uint8Array;
   private readonly parser: ReplyParser;
-  /** Bytes of what the parser wants received so far. */
-  private got = 0;
+  /** The armed recv goes to the staging buffer (else straight to where the parser wants it). */
+  private staged = false;
   dead = false;
   private shutting = false;
 
   constructor(private readonly host: ConnectionHost, readonly fd: number, private readonly index: number, structured: boolean,
     /** The connection died: these requests had no reply (the owner resends or fails them); `why` says what happened. */
     private readonly onDead: (pending: UblkRequest[], why: string) => void) {
-    this.mem = native.alloc(this.replyAt + SCRATCH_BYTES);
+    this.mem = native.alloc(this.stageAt + STAGE_BYTES);
+    this.stage = new Uint8Array(this.mem, this.stageAt, STAGE_BYTES);
     this.view = new DataView(this.mem);
     this.u32 = new Uint32Array(this.mem);
     this.base = native.addressOf(this.mem);
@@ -160,20 +171,19 @@ export class NbdConnection {
   }
 
   private armRecv(): void {
-    const p = this.parser;
-    const addr = p.into !== null ? p.into.bufferAddress + p.intoAt + this.got : this.base + this.replyAt + p.scratchAt + this.got;
+    const p = this.parser, left = p.want - p.got;
+    this.staged = p.into === null || left < DIRECT_BYTES;
     this.recvArmed = true;
-    prepRecv(this.host.ring, this.host.ownSqe(subOf(this.index, OP_RECV)), this.fd, addr, p.want - this.got, MSG_WAITALL);
+    const s = this.host.ownSqe(subOf(this.index, OP_RECV));
+    if (this.staged) prepRecv(this.host.ring, s, this.fd, this.base + this.stageAt, STAGE_BYTES, 0);
+    else prepRecv(this.host.ring, s, this.fd, p.into!.bufferAddress + p.intoAt + p.got, left, MSG_WAITALL);
   }
 
   private onRecv(res: number): void {
     this.recvArmed = false;
     if (this.dead) return;
     if (res <= 0) return this.die(res === 0 ? 'the server closed the connection' : `recv failed (errno ${-res})`);
-    this.got += res;
-    if (this.got < this.parser.want) return this.armRecv();
-    this.got = 0;
-    const bad = this.parser.advance();
+    const bad = this.staged ? this.parser.feed(this.stage, 0, res) : this.parser.filled(res);
     if (bad !== null) return this.die(bad);
     this.armRecv();
   }

@@ -1,9 +1,9 @@
 // The reply stream of one NBD connection, parsed piece by piece: the parser
 // says what to receive next (`want` bytes, into its scratch memory at
-// `scratchAt`, or into request `into`'s buffer at `intoAt`), and the
-// connection, having received exactly that, calls `advance()`. READ data thus
-// lands straight in the request's buffer, whichever way the bytes arrive
-// (io_uring recv, or a TLS stream's chunks).
+// `scratchAt`, or into request `into`'s buffer at `intoAt`; `got` of them are
+// in). The bytes come either straight to that place (`filled`: a large READ
+// payload received into the request's buffer) or in chunks of the stream
+// (`feed`: a staging buffer's recv, a TLS stream's data), copied from there.
 //
 // Simple replies, and structured replies where negotiated: chunks of
 // OFFSET_DATA and OFFSET_HOLE (a hole is zeroed in the buffer: sparse
@@ -31,6 +31,8 @@ const S_HEADER = 0, S_SIMPLE_DATA = 1, S_CHUNK_HEADER = 2, S_DATA_OFFSET = 3, S_
 export class ReplyParser {
   /** What to receive next: `want` bytes, into `into`'s buffer at `intoAt` or (into null) the scratch at `scratchAt`. */
   want = 16;
+  /** Bytes of `want` received so far. */
+  got = 0;
   into: UblkRequest | null = null;
   intoAt = 0;
   scratchAt = 0;
@@ -41,11 +43,40 @@ export class ReplyParser {
   private type = 0;
   private length = 0;
 
+  private readonly scratch: Uint8Array;
+
   constructor(private readonly inFlight: InFlight, private readonly v: DataView, private readonly structured: boolean,
-    private readonly replied: (req: UblkRequest, result: number) => void) {}
+    private readonly replied: (req: UblkRequest, result: number) => void) {
+    this.scratch = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  }
+
+  /** `n` more of the wanted bytes landed in place: null, or what is wrong with the reply. */
+  filled(n: number): string | null {
+    this.got += n;
+    if (this.got < this.want) return null;
+    this.got = 0;
+    return this.advance();
+  }
+
+  /**
+   * Bytes `from`..`to` of `src`, the next ones of the stream: copied where
+   * they belong, every reply they finish handled. Null, or what is wrong (the
+   * rest is then not looked at: the connection must end).
+   */
+  feed(src: Uint8Array, from: number, to: number): string | null {
+    while (from < to) {
+      const n = Math.min(to - from, this.want - this.got);
+      if (this.into !== null) this.into.buffer.set(src.subarray(from, from + n), this.intoAt + this.got);
+      else this.scratch.set(src.subarray(from, from + n), this.scratchAt + this.got);
+      from += n;
+      const bad = this.filled(n);
+      if (bad !== null) return bad;
+    }
+    return null;
+  }
 
   /** The `want` bytes are in: null, or what is wrong with the reply. */
-  advance(): string | null {
+  private advance(): string | null {
     switch (this.state) {
       case S_HEADER: return this.header();
       case S_SIMPLE_DATA: return this.complete(this.inFlight.req(this.slot).length);

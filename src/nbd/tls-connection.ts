@@ -19,8 +19,6 @@ export class TlsConnection {
   private readonly inFlight = new InFlight();
   private readonly scratch = Buffer.alloc(SCRATCH_BYTES);
   private readonly parser: ReplyParser;
-  /** Bytes of what the parser wants received so far. */
-  private got = 0;
   dead = false;
   /** Nothing of ours is on the ring. */
   readonly armed = false;
@@ -50,19 +48,9 @@ export class TlsConnection {
   onCqe(): void { /* no ring operations */ }
 
   private onData(b: Buffer): void {
-    const p = this.parser;
-    let at = 0;
-    while (at < b.length && !this.dead) {
-      const n = Math.min(b.length - at, p.want - this.got);
-      if (p.into !== null) p.into.buffer.set(b.subarray(at, at + n), p.intoAt + this.got);
-      else b.copy(this.scratch, p.scratchAt + this.got, at, at + n);
-      at += n;
-      this.got += n;
-      if (this.got < p.want) break;
-      this.got = 0;
-      const bad = p.advance();
-      if (bad !== null) this.die(bad);
-    }
+    if (this.dead) return;
+    const bad = this.parser.feed(b, 0, b.length);
+    if (bad !== null) this.die(bad);
   }
 
   die(why: string): void {

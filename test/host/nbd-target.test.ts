@@ -19,6 +19,7 @@ import {
   NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, NBDMAGIC, OPT_REPLY_MAGIC,
 } from '../../src/nbd/constants.js';
 import { freePort, Harness, pattern, readWrite, startServer, withTarget, type Server } from './nbd-servers.js';
+import { OP_RECV, subOp } from '../../src/nbd/connection.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbd-target-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -410,4 +411,36 @@ test('nbd: a server gone for good fails the waiting requests with EIO after --ti
     });
     assert.ok(lines.some((l) => /unreachable .*; 1 requests fail with EIO/.test(l)), lines.join('\n'));
   });
+});
+
+test('nbd: replies that arrive together are taken by one recv and copied out; a large READ payload is received in place', async () => {
+  const sock = path.join(dir, 'together.sock');
+  const lens = [4096, 4096, 4096, 4096, 4096, 4096, 4096, 256 << 10];
+  const held: Buffer[] = [];
+  // Answers only once all eight READs are in, in one write: what a server under load sends.
+  const server = await rogueServer(sock, (s, hdr) => {
+    held.push(hdr);
+    if (held.length < lens.length) return;
+    s.write(Buffer.concat(held.flatMap((h) => {
+      const offset = Number(h.readBigUInt64BE(16)), len = h.readUInt32BE(24);
+      return [simpleReply(h), Buffer.from(pattern(len, offset / 4096))];
+    })));
+  });
+  try {
+    await withTarget({ socket: sock }, async (h) => {
+      let recvs = 0;
+      const onOwnCqe = h.dispatcher.onOwnCqe.bind(h.dispatcher);
+      h.dispatcher.onOwnCqe = (hi, res, flags) => {
+        if (subOp(hi) === OP_RECV) recvs++;
+        onOwnCqe(hi, res, flags);
+      };
+      lens.forEach((len, tag) => h.start(tag, UBLK_IO_OP_READ, tag * MiB, len));
+      assert.deepEqual(await h.wait(lens.map((_, t) => t)), lens);
+      lens.forEach((len, tag) => assert.deepEqual(h.tagBuffer(tag).subarray(0, len), pattern(len, tag * MiB / 4096), `tag ${tag}'s data`));
+      // Received piece by piece (each header, then each payload), that was 16 recvs.
+      assert.ok(recvs <= 4, `${recvs} recvs for ${lens.length} replies`);
+    });
+  } finally {
+    server.close();
+  }
 });
