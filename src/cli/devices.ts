@@ -98,6 +98,30 @@ async function gone(ctrl: UblkControl, id: number): Promise<boolean> {
   }
 }
 
+/**
+ * Waits up to a minute for `pid` (sent SIGTERM) to exit, then kills it. A
+ * server fails the requests its target still holds 10 s into its stop
+ * (device.ts, STOP_GRACE_MS); killed in the middle of its STOP_DEV instead, it
+ * could not exit (its exit would wait for the STOP_DEV, which would wait for
+ * those requests): the kill is for a server that does not stop at all.
+ */
+async function endProcess(pid: number): Promise<void> {
+  if (await waitFor(() => !processAlive(pid), 60_000)) return;
+  process.kill(pid, 'SIGKILL');
+  await waitFor(() => !processAlive(pid), 10_000);
+}
+
+/** Waits for `p` at most `ms`: true if it settled by then. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)));
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function waitFor(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -126,21 +150,20 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     return;
   }
   const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
+  // Only the processes are watched until they are gone: a control command
+  // would queue behind their STOP_DEV, which waits for the requests in
+  // flight (see endProcess).
   // A supervisor would start a new server for the device: it goes first.
   const supervisor = readState(id)?.supervisor;
   if (supervisor !== undefined && processAlive(supervisor)) {
     process.kill(supervisor, 'SIGTERM'); // it passes SIGTERM on to the server and ends with it
-    await waitFor(() => !processAlive(supervisor), 30_000);
+    await endProcess(supervisor);
   }
   if (pid !== null && processAlive(pid)) {
-    process.kill(pid, 'SIGTERM');
-    if ((await waitFor(() => gone(ctrl, id), 30_000)) && (await waitFor(() => !processAlive(pid), 10_000))) return;
-    // The server did not finish: stop the device ourselves, then make sure it is dead.
-    await ctrl.stopDev(id).catch(() => {});
-    if (!(await waitFor(() => !processAlive(pid), 5_000))) process.kill(pid, 'SIGKILL');
-    await waitFor(() => !processAlive(pid), 5_000);
+    process.kill(pid, 'SIGTERM'); // the server stops and deletes the device, then exits
+    await endProcess(pid);
   } else {
-    await ctrl.stopDev(id).catch(() => {});
+    await settledWithin(ctrl.stopDev(id).catch(() => {}), 30_000);
   }
   if (!(await gone(ctrl, id))) {
     await ctrl.delDev(id).catch((e: unknown) => {

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { addDevice, assertClean, cli, delDevice, fioVerify, FULL, FULL_ONLY, idOf, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
 
@@ -30,6 +31,8 @@ const FAULTS = {
     }, 1);
     return PENDING;
   },
+  // A wedged target: the request stays its own for good.
+  never: () => PENDING,
   'throw-later': (req) => new Promise((resolve) => setTimeout(() => { resolve(req.length); throw new Error('a bug in a timer'); }, 1)),
 };
 export default {
@@ -142,3 +145,24 @@ for (const [mode, args] of MODES) {
     assertClean();
   });
 }
+
+test('a target that never completes a request: del still removes the device (its server fails the request 10 s into the stop), nothing hangs', async () => {
+  withModule();
+  const dev = addDevice(MODULE, '--size', '16M', '--fault', 'never');
+  const id = idOf(dev);
+  const reader = spawn('dd', [`if=${dev}`, 'of=/dev/null', 'bs=4k', 'skip=8', 'count=1', 'iflag=direct', 'status=none'], { stdio: 'ignore' });
+  const readerDone = new Promise<number | null>((resolve) => reader.on('exit', (code) => resolve(code)));
+  try {
+    const inflight = `/sys/block/ublkb${id}/inflight`;
+    for (let i = 0; i < 100 && !/^\s*[1-9]/.test(fs.readFileSync(inflight, 'utf8')); i++) await sleep(100);
+    assert.match(fs.readFileSync(inflight, 'utf8'), /^\s*1\s/, 'the read is with the target');
+    // STOP_DEV waits for the read, which the server never completes: del must not wait with it.
+    const r = cli('del', String(id));
+    assert.equal(r.code, 0, r.stderr);
+    assert.notEqual(await readerDone, 0, 'the read fails');
+    assert.match(fs.readFileSync(`/run/ublk-ts/${id}.log`, 'utf8'), /requests still held 10 s after STOP_DEV: failing them/);
+  } finally {
+    reader.kill('SIGKILL');
+  }
+  assertClean();
+});

@@ -503,7 +503,8 @@ export class UblkDevice {
  * - `stop`: STOP_DEV, which makes the kernel finish in-flight IO (the
  *   workers must still be serving) and then abort every armed fetch, ending
  *   the workers; then DEL_DEV, which waits until /dev/ublkcN is closed
- *   everywhere, rings included, so it comes last;
+ *   everywhere, rings included, so it comes last. Requests the target still
+ *   holds after STOP_GRACE_MS are failed the `abandon` way;
  * - `abandon` (a serving thread died): a request the dead thread had taken can
  *   only be failed by the kernel once /dev/ublkcN is released everywhere (no
  *   other thread may commit it), and STOP_DEV would wait for it forever; so
@@ -515,16 +516,36 @@ export class UblkDevice {
  */
 type Ending = 'stop' | 'abandon' | 'release';
 
+/** How long a stop lets the target finish the requests it holds (see teardown). */
+const STOP_GRACE_MS = 10_000;
+
 async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd: number, workers: QueueWorker[],
   setup: TargetSetup, statsFd: number, shmem: SharedRegion | null, ending: Ending, report: boolean): Promise<void> {
   const errors: unknown[] = [];
   const attempt = async (f: () => unknown): Promise<void> => {
     try { await f(); } catch (e) { errors.push(e); }
   };
-  if (ctrl && id !== undefined && ending === 'stop') await attempt(() => ctrl.stopDev(id));
-  for (const w of workers) w.quit();
-  await Promise.all(workers.map((w) => w.done));
-  if (charFd >= 0) fs.closeSync(charFd);
+  const letGo = async (): Promise<void> => {
+    for (const w of workers) w.quit();
+    await Promise.all(workers.map((w) => w.done));
+    if (charFd >= 0) fs.closeSync(charFd);
+    charFd = -1;
+  };
+  if (ctrl && id !== undefined && ending === 'stop') {
+    const stopped = attempt(() => ctrl.stopDev(id));
+    // STOP_DEV waits for the requests the workers hold. A target that never
+    // completes them would make it wait for good, holding the device's lock
+    // (every other control command on it would queue behind), and this
+    // process could not even exit (its exit waits for the STOP_DEV). So after
+    // STOP_GRACE_MS the device is let go of as in `abandon`: once /dev/ublkcN
+    // is closed everywhere, the kernel fails what is left and the stop ends.
+    if (!(await Promise.race([stopped.then(() => true), sleep(STOP_GRACE_MS, false, { ref: false })]))) {
+      console.error(`ublk-ts: device ${id}: requests still held ${STOP_GRACE_MS / 1000} s after STOP_DEV: failing them`);
+      await letGo();
+      await stopped;
+    }
+  }
+  await letGo();
   if (statsFd >= 0) native.close(statsFd); // the main thread's mapping stays readable
   if (shmem) await attempt(() => shmem.unregister(id === undefined ? null : ctrl, id ?? -1));
   if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
