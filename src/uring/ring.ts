@@ -165,15 +165,34 @@ export class Ring {
   }
 
   /**
-   * Whether a GETEVENTS enter has work waiting that no eventfd signal may
-   * announce: task work (IORING_SQ_TASKRUN, with TASKRUN_FLAG) or overflowed
-   * CQEs. The kernel signals a registered eventfd only when task work lands on
-   * an empty list, but leaves the flag set when a run stops short of the list's
-   * end (it runs a bounded number at a time, and an item may still be being
-   * added): a thread that went to sleep on the eventfd then would sleep for good.
+   * Whether the kernel says a GETEVENTS enter has work waiting: task work
+   * (IORING_SQ_TASKRUN, with TASKRUN_FLAG) or overflowed CQEs. A hint only:
+   * the flag can also be left set with nothing pending (a producer that
+   * raced a run sets it after the run took its work), and then no enter
+   * clears it (see runTaskWork).
    */
   enterPending(): boolean {
     return (Atomics.load(this.sq, this.sqFlags) & (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) !== 0;
+  }
+
+  /**
+   * A GETEVENTS enter (submitting what is pending) that runs the deferred
+   * task work there is, after clearing IORING_SQ_TASKRUN: set again after
+   * it, the flag is news (work left over, or newly queued), not a stale one.
+   * This matters to a thread about to sleep on the ring's eventfd: the
+   * kernel signals that only when task work lands on an empty list, and
+   * leaves work behind with just the flag set when a run stops short.
+   * (The flag word is shared memory the kernel changes with atomic
+   * or/and-not too; clearing our bit with an atomic and loses none of its.)
+   */
+  runTaskWork(): number {
+    Atomics.and(this.sq, this.sqFlags, ~IORING_SQ_TASKRUN);
+    Atomics.store(this.sq, this.sqTail, this.sqeTail);
+    const toSubmit = (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
+    this.enters++;
+    const res = native.enter(this.fd, toSubmit, 0, IORING_ENTER_GETEVENTS);
+    if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
+    return res;
   }
 
   /** Submits all pending SQEs; returns how many the kernel took, or -EINTR/-EAGAIN/-EBUSY. */

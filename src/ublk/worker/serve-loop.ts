@@ -99,6 +99,21 @@ function waitPastInline(ring: Ring, inline: number): void {
 }
 const COMMIT_GUARD_USEC = 5000;
 
+/**
+ * Whether the thread, having submitted, may sleep on the ring's eventfd: no
+ * CQE beyond the `inline` ones, and no task work the eventfd would not
+ * announce. IORING_SQ_TASKRUN still set after the submit means either some
+ * (a run that stopped short leaves its rest with just the flag) or nothing
+ * (a stale flag, which no enter clears): Ring.runTaskWork tells the two
+ * apart, and what it brings is served first.
+ */
+function maySleep(ring: Ring, inline: number): boolean {
+  if (ring.cqReady() > inline) return false;
+  if (!ring.enterPending()) return true;
+  ring.runTaskWork();
+  return ring.cqReady() <= inline && !ring.enterPending();
+}
+
 export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
   opts: LoopOptions, counters: LoopCounters): Promise<void> {
   const gc = new GcCount(counters.words, counters.base);
@@ -155,10 +170,7 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
       }
     } else {
       ring.submit();
-      // Sleep on the eventfd only when an enter has nothing left to run: with
-      // IORING_SQ_TASKRUN still set after that submit, the eventfd may never
-      // be signalled (Ring.enterPending), so go round and enter again instead.
-      if (ring.cqReady() <= inline && !ring.enterPending()) {
+      if (maySleep(ring, inline)) {
         if (!watching) {
           wakeup.start();
           watching = true;
