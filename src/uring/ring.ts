@@ -187,12 +187,7 @@ export class Ring {
    */
   runTaskWork(): number {
     Atomics.and(this.sq, this.sqFlags, ~IORING_SQ_TASKRUN);
-    Atomics.store(this.sq, this.sqTail, this.sqeTail);
-    const toSubmit = (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
-    this.enters++;
-    const res = native.enter(this.fd, toSubmit, 0, IORING_ENTER_GETEVENTS);
-    if (res < 0 && res !== -EINTR && res !== -EAGAIN && res !== -EBUSY) throw new ErrnoError(res, 'io_uring_enter');
-    return res;
+    return this.enter(0, 0, false, true);
   }
 
   /** Submits all pending SQEs; returns how many the kernel took, or -EINTR/-EAGAIN/-EBUSY. */
@@ -220,7 +215,7 @@ export class Ring {
     return res === -ETIME ? 0 : res;
   }
 
-  private enter(waitNr: number, extraFlags = 0, timed = false): number {
+  private enter(waitNr: number, extraFlags = 0, timed = false, getEvents = false): number {
     // The tail store publishes the SQE contents written before it.
     Atomics.store(this.sq, this.sqTail, this.sqeTail);
     const toSubmit = (this.sqeTail - Atomics.load(this.sq, this.sqHead)) >>> 0;
@@ -230,7 +225,7 @@ export class Ring {
     // IORING_SQ_TASKRUN whenever it queues task work, DEFER_TASKRUN's too, so
     // a submit with nothing to submit and no flag set needs no system call
     // (liburing's submit decides the same way).
-    if (waitNr > 0 || this.enterPending()) {
+    if (getEvents || waitNr > 0 || this.enterPending()) {
       flags |= IORING_ENTER_GETEVENTS;
     }
     if (toSubmit === 0 && flags === 0) return 0;
