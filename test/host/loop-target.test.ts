@@ -8,18 +8,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { native } from '../../src/native.js';
-import { Ring } from '../../src/uring/index.js';
-import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
 import { UblkRequest } from '../../src/ublk/worker/request.js';
-import { DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
-import { loadRequest } from './request-desc.js';
+import { DataPath } from './data-path.js';
 import { KIND_UBLK, udKind, udTag, userDataLo } from '../../src/ublk/worker/worker-ring.js';
 import { prepNop, setUserData } from '../../src/uring/prep.js';
-import { Waker } from '../../src/ublk/worker/waker.js';
 import { prepIntegrityCopy } from '../../src/ublk/worker/integrity.js';
 import { servingMode } from '../../src/ublk/mode.js';
-import { C_ERRORS, C_INFLIGHT, C_READ_BYTES, C_READS, C_WRITES, SLOT_WORDS } from '../../src/ublk/stats.js';
-import { checkTargetOptions, type CopyMode, type Target, type TargetData, type TargetModule } from '../../src/ublk/target.js';
+import { C_ERRORS, C_INFLIGHT, C_READ_BYTES, C_READS, C_WRITES } from '../../src/ublk/stats.js';
+import { checkTargetOptions, type CopyMode, type TargetData, type TargetModule } from '../../src/ublk/target.js';
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE,
   UBLK_IO_OP_WRITE_ZEROES, UBLK_IO_F_INTEGRITY, UBLKSRV_IO_INTEGRITY_FLAG,
@@ -42,20 +38,11 @@ function pattern(len: number, seed: number): Uint8Array {
 /** The loop target's setup as UblkDevice.create() runs it: options checked against its rows first. */
 const setupLoop = (given: Record<string, unknown>) => loop.setup(checkTargetOptions(loop, given, 'library') as Parameters<typeof loop.setup>[0]);
 
-/** A worker's data path for one queue, driven by hand. */
-class Harness {
-  readonly ring = Ring.create({ entries: 32, cqEntries: 64 });
-  readonly desc = new Uint32Array(DEPTH * DESC_WORDS);
-  readonly mem = native.alloc(DEPTH * BUF);
-  readonly reqs: UblkRequest[] = [];
-  readonly results = new Map<number, number>();
-  readonly dispatcher: Dispatcher;
-  /** The device's counters, one slot: queue 0. */
-  readonly stats = new Float64Array(SLOT_WORDS);
+/** A worker's data path for one queue (data-path.ts), served synchronously, with a file standing in for /dev/ublkcN. */
+class Harness extends DataPath {
   /** The stand-in for /dev/ublkcN (fixed file 0); with metadata on tmpfs, which takes positions past 2^62. */
   readonly charFile: string;
   readonly charFd: number;
-  target!: Target;
   /** CQEs the last serve() reaped, and how many of them were the target's. */
   cqes = 0;
   targetCqes = 0;
@@ -67,35 +54,29 @@ class Harness {
    * a NOP standing in for COMMIT_AND_FETCH_REQ.
    */
   constructor(readonly copy: CopyMode, data: TargetData, metadataSize = 0, linked = false) {
+    super(DEPTH, BUF, { entries: 32, cqEntries: 64 },
+      servingMode({ batch: false, copy, autoBufReg: true, metadataSize }, { name: 'test', data, integrity: true }), linked);
     this.charFile = path.join(metadataSize ? '/dev/shm' : dir, `char-${process.pid}-${Math.random().toString(36).slice(2)}`);
     this.charFd = fs.openSync(this.charFile, 'w+');
     this.ring.registerFiles([this.charFd]);
-    const base = native.addressOf(this.mem);
-    for (let t = 0; t < DEPTH; t++) this.reqs.push(new UblkRequest(0, t, new Uint8Array(this.mem, t * BUF, BUF), t, base + t * BUF));
     // Zero copy: the tag's slot holds "the request's pages" — here the tag buffer itself.
-    if (copy === 'zero') this.ring.registerBuffers(this.reqs.map((_, t) => new Uint8Array(this.mem, t * BUF, BUF)));
-    const mode = servingMode({ batch: false, copy, autoBufReg: true, metadataSize }, { name: 'test', data, integrity: true });
-    const commitNext = (req: UblkRequest, res: number): void => {
-      const s = this.ring.getSqe();
-      prepNop(this.ring, s);
-      setUserData(this.ring, s, userDataLo(KIND_UBLK, 0, req.tag), 0);
-      this.linkedResults[req.tag] = res;
-    };
-    const sink = { commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res), commitNext: linked ? commitNext : null };
-    this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }] });
+    if (copy === 'zero') this.ring.registerBuffers(this.reqs.map((_, t) => this.tagBuffer(t)));
+  }
+
+  protected override linkedCommit(req: UblkRequest, res: number): void {
+    const s = this.ring.getSqe();
+    prepNop(this.ring, s);
+    setUserData(this.ring, s, userDataLo(KIND_UBLK, 0, req.tag), 0);
+    this.linkedResults[req.tag] = res;
   }
 
   async open(mod: TargetModule, shared: unknown): Promise<void> {
-    this.target = await mod.open({ devId: 0, queueId: 0, depth: DEPTH, maxIoBytes: BUF, options: {}, shared, io: this.dispatcher });
-    this.dispatcher.attach(this.target);
+    await this.openTarget(mod, {}, shared);
   }
 
   /** Dispatches a request on `tag` and serves the ring until it is committed; returns its result. */
   serve(tag: number, op: number, offset: number, length: number, flags = 0): number {
-    const req = this.reqs[tag]!;
-    loadRequest(this.desc, req, op, offset, length, flags);
-    this.results.delete(tag);
-    this.dispatcher.dispatch(req);
+    this.start(tag, op, offset, length, flags);
     this.cqes = this.targetCqes = 0;
     for (let turns = 0; !this.results.has(tag); turns++) {
       assert.ok(turns < 100, 'request completes');
@@ -113,7 +94,6 @@ class Harness {
     return this.results.get(tag)!;
   }
 
-  tagBuffer(tag: number): Uint8Array { return new Uint8Array(this.mem, tag * BUF, BUF); }
 
   /** Where the driver would hold the data of the request on `tag` (user copy: its position on the char device). */
   charBytes(tag: number, len: number): Buffer {
@@ -138,9 +118,8 @@ class Harness {
     assert.equal(res, bytes.length);
   }
 
-  close(): void {
-    this.ring.close();
-    native.munmap(this.mem);
+  override close(): void {
+    super.close();
     fs.closeSync(this.charFd);
     fs.rmSync(this.charFile, { force: true });
   }

@@ -4,17 +4,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import assert from 'node:assert/strict';
-import { native } from '../../src/native.js';
-import { Ring } from '../../src/uring/index.js';
-import { Dispatcher } from '../../src/ublk/worker/dispatch.js';
-import { UblkRequest } from '../../src/ublk/worker/request.js';
-import { DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
-import { loadRequest } from './request-desc.js';
 import { KIND_OWN, udKind, udTag } from '../../src/ublk/worker/worker-ring.js';
-import { Waker } from '../../src/ublk/worker/waker.js';
 import { servingMode } from '../../src/ublk/mode.js';
-import { SLOT_WORDS } from '../../src/ublk/stats.js';
-import { checkTargetOptions, type Target, type TargetModule, type TargetSetup } from '../../src/ublk/target.js';
+import { DataPath } from './data-path.js';
+import { checkTargetOptions, type TargetModule, type TargetSetup } from '../../src/ublk/target.js';
 import { UBLK_IO_F_FUA, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from '../../src/ublk/abi/uapi.js';
 import nbd from '../../src/targets/nbd.js';
 
@@ -66,39 +59,18 @@ export async function startServer(cmd: string, args: string[], a: { path: string
 export const DEPTH = 8;
 export const BUF = 1 << 20;
 
-/** A worker's data path for one queue, driven by hand (as test/host/loop-target.test.ts does for loop). */
-export class Harness {
-  readonly ring = Ring.create({ entries: 64, cqEntries: 128 });
-  readonly desc = new Uint32Array(DEPTH * DESC_WORDS);
-  readonly mem = native.alloc(DEPTH * BUF);
-  readonly reqs: UblkRequest[] = [];
-  readonly results = new Map<number, number>();
-  readonly dispatcher: Dispatcher;
-  readonly stats = new Float64Array(SLOT_WORDS);
-  target!: Target;
-
+/** A worker's data path for one queue (data-path.ts), served from the event loop as the nbd target needs. */
+export class Harness extends DataPath {
   constructor() {
-    const base = native.addressOf(this.mem);
-    for (let t = 0; t < DEPTH; t++) this.reqs.push(new UblkRequest(0, t, new Uint8Array(this.mem, t * BUF, BUF), t, base + t * BUF));
-    const mode = servingMode({ batch: false, copy: 'kernel', autoBufReg: true, metadataSize: 0 }, { name: 'test', data: 'buffer', integrity: false });
-    const sink = { commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res), commitNext: null };
-    this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }] });
+    super(DEPTH, BUF, { entries: 64, cqEntries: 128 },
+      servingMode({ batch: false, copy: 'kernel', autoBufReg: true, metadataSize: 0 }, { name: 'test', data: 'buffer', integrity: false }));
   }
 
   async open<O extends Record<string, unknown>>(mod: TargetModule, given: O): Promise<TargetSetup> {
     const options = checkTargetOptions(mod, given, 'library');
     const setup = await mod.setup(options);
-    this.target = await mod.open({ devId: 0, queueId: 0, depth: DEPTH, maxIoBytes: BUF, options, shared: setup.shared, io: this.dispatcher });
-    this.dispatcher.attach(this.target);
+    await this.openTarget(mod, options, setup.shared);
     return setup;
-  }
-
-  /** Dispatches a request on `tag` (not waiting for it). */
-  start(tag: number, op: number, offset: number, length: number, flags = 0): void {
-    const req = this.reqs[tag]!;
-    loadRequest(this.desc, req, op, offset, length, flags);
-    this.results.delete(tag);
-    this.dispatcher.dispatch(req);
   }
 
   /** Serves the ring until every tag in `tags` has completed (or `ms` passed). */
@@ -121,12 +93,9 @@ export class Harness {
     return (await this.wait([tag]))[0]!;
   }
 
-  tagBuffer(tag: number): Uint8Array { return new Uint8Array(this.mem, tag * BUF, BUF); }
-
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     await this.target?.close?.();
-    this.ring.close();
-    native.munmap(this.mem);
+    super.close();
   }
 }
 
