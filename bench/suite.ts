@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
 import { totalStats } from '../src/ublk/stats.js';
+import { parseSizeText } from '../src/options/spec.js';
 import { fio, type FioJob } from './fio.js';
 import { Results } from './report.js';
 
@@ -135,11 +136,11 @@ function sectorsMoved(dev: string): number {
   return Number(f[2]) + Number(f[6]);
 }
 
-/** '4k', '512k', '1m' in bytes. */
+/** A fio block size ('4k', '512k', '1m') in bytes. */
 function bytesOf(size: string): number {
-  const m = /^(\d+)([km]?)$/i.exec(size);
-  if (!m) throw new Error(`block size ${size}: expected digits with an optional k or m`);
-  return Number(m[1]) * (m[2] ? (m[2].toLowerCase() === 'k' ? 1024 : MiB) : 1);
+  const n = parseSizeText(size);
+  if (n === undefined) throw new Error(`block size ${size}: expected digits with an optional k or m`);
+  return n;
 }
 
 /**
