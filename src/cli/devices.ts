@@ -8,6 +8,7 @@ import { describeIntegrity, type IntegrityListing } from '../ublk/integrity.js';
 import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
 import { processAlive } from '../process-alive.js';
+import { settledWithin } from '../settled-within.js';
 import { UsageError } from './errors.js';
 import { readState, removeState } from './state.js';
 
@@ -111,17 +112,6 @@ async function endProcess(pid: number): Promise<void> {
   await waitFor(() => !processAlive(pid), 10_000);
 }
 
-/** Waits for `p` at most `ms`: true if it settled by then. */
-async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)));
-  try {
-    return await Promise.race([p.then(() => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 export async function waitFor(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -163,7 +153,7 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     process.kill(pid, 'SIGTERM'); // the server stops and deletes the device, then exits
     await endProcess(pid);
   } else {
-    await settledWithin(ctrl.stopDev(id).catch(() => {}), 30_000);
+    await settledWithin(ctrl.stopDev(id), 30_000);
   }
   if (!(await gone(ctrl, id))) {
     await ctrl.delDev(id).catch((e: unknown) => {

@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { native } from '../../native.js';
 import { compiled } from '../../package-files.js';
 import { processAlive } from '../../process-alive.js';
+import { settledWithin } from '../../settled-within.js';
 import { EBUSY, EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
 import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
 import { checkDeviceOptions, type CheckedDeviceOptions } from './device-options.js';
@@ -539,7 +540,7 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
     // process could not even exit (its exit waits for the STOP_DEV). So after
     // STOP_GRACE_MS the device is let go of as in `abandon`: once /dev/ublkcN
     // is closed everywhere, the kernel fails what is left and the stop ends.
-    if (!(await Promise.race([stopped.then(() => true), sleep(STOP_GRACE_MS, false, { ref: false })]))) {
+    if (!(await settledWithin(stopped, STOP_GRACE_MS))) {
       console.error(`ublk-ts: device ${id}: requests still held ${STOP_GRACE_MS / 1000} s after STOP_DEV: failing them`);
       await letGo();
       await stopped;
