@@ -27,7 +27,10 @@ server=ublk-ts
 # Seconds per test. The kselftest runner allows 150 (the suite's settings
 # file) on real hardware; the emulated VM is several times slower, and the
 # recover and stress tests start dozens of servers (each a Node process).
-per_test=600
+per_test=${UBLK_TS_SELFTEST_TIMEOUT:-600}
+# UBLK_TS_SELFTEST_REPEAT=N runs each test N times (hunting a rare failure; a failed round's log is kept as logs/TEST.ROUND.log).
+repeat=${UBLK_TS_SELFTEST_REPEAT:-1}
+[[ $repeat =~ ^[1-9][0-9]*$ ]] || die "UBLK_TS_SELFTEST_REPEAT must be a positive count, not '$repeat'"
 vm_app=/tmp/ublk-ts-app # where the VM runs the app from (see below)
 if [ "${1:-}" = --kublk ]; then server=kublk; shift; fi
 patterns=("$@")
@@ -90,6 +93,7 @@ $( [ -n "$fio_dir" ] && echo "export PATH='$fio_dir':\$PATH" )
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 $( [ "$server" = ublk-ts ] && echo "cp -a '$work/app' '$vm_app'" )
 for t in ${tests[*]}; do
+ for round in \$(seq $repeat); do
   start=\$(date +%s)
   timeout -k 10 $per_test bash "./\$t" > "logs/\$t.log" 2>&1 && rc=0 || rc=\$?
   secs=\$(( \$(date +%s) - start ))
@@ -100,7 +104,8 @@ for t in ${tests[*]}; do
   if [ \$rc -eq 124 ]; then
     note=" (timed out)"
     # What was still going on, for the log: devices, servers, and any task stuck in the kernel.
-    { echo "=== at the timeout: devices, processes, blocked tasks"; "$work/kublk" list; ps -eo pid,stat,etime,args | grep -e ublk -e fio -e kublk | grep -v grep
+    # Bounded: a control command queues behind a STOP_DEV that waits for stuck requests.
+    { echo "=== at the timeout: devices, processes, blocked tasks"; timeout -k 5 20 "$work/kublk" list; ps -eo pid,stat,etime,args | grep -e ublk -e fio -e kublk | grep -v grep
       for p in /proc/[0-9]*; do [ "\$(awk '{print \$3}' \$p/stat 2>/dev/null)" = D ] && { echo "D: \$(tr '\\0' ' ' < \$p/cmdline)"; cat \$p/stack 2>/dev/null; }; done
       echo "=== the servers' log (last lines)"; tail -n 20 /run/ublk-ts/server.log 2>/dev/null
     } >> "logs/\$t.log" 2>&1
@@ -110,13 +115,17 @@ for t in ${tests[*]}; do
   [ \$v = FAIL ] && tail -n 25 "logs/\$t.log" | sed 's/^/     | /'
   # Whatever a failed test left behind must not spoil the next one; a cleanup that hangs is reported, not waited for.
   timeout -k 10 120 "$work/kublk" del -a >> "logs/\$t.log" 2>&1 || echo "     cleanup after \${t%.sh}: 'kublk del -a' failed or hung (exit \$?)"
+  # The servers' own logs (one per device, and the shared one), beside the test's.
+  [ "$server" = ublk-ts ] && { tail -n +1 /run/ublk-ts/*.log > "logs/\$t.servers.log" 2>/dev/null; rm -f /run/ublk-ts/*.log; }
+  [ \$v = PASS ] || [ $repeat -eq 1 ] || { cp "logs/\$t.log" "logs/\$t.\$round.log"; cp "logs/\$t.servers.log" "logs/\$t.\$round.servers.log" 2>/dev/null; }
+ done
 done
 EOF
 chmod +x "$work/run-in-vm.sh"
 
 say "${#tests[@]} test(s) against $server, in a 4-CPU VM; logs in $work/logs/"
 out=$work/results.txt
-tmo=$(( ${#tests[@]} * (per_test + 30) + 300 ))
+tmo=$(( ${#tests[@]} * repeat * (per_test + 30) + 300 ))
 # Under an overall deadline (UBLK_TS_TEST_DEADLINE, Unix seconds: CI's), the VM
 # ends in time to report; the tests not reached count as not run.
 if [ -n "${UBLK_TS_TEST_DEADLINE:-}" ]; then
@@ -129,5 +138,6 @@ pass=$(grep -c '^PASS' "$out" || true)
 fail=$(grep -c '^FAIL' "$out" || true)
 skip=$(grep -c '^SKIP' "$out" || true)
 ran=$((pass + fail + skip))
-echo "kernel selftests against $server: $pass passed, $fail failed, $skip skipped of ${#tests[@]}$([ "$ran" -lt ${#tests[@]} ] && echo " ($(( ${#tests[@]} - ran )) did not run)")"
-[ "$fail" -eq 0 ] && [ "$ran" -eq ${#tests[@]} ]
+runs=$(( ${#tests[@]} * repeat ))
+echo "kernel selftests against $server: $pass passed, $fail failed, $skip skipped of $runs$([ "$ran" -lt $runs ] && echo " ($(( runs - ran )) did not run)")"
+[ "$fail" -eq 0 ] && [ "$ran" -eq $runs ]
