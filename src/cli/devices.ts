@@ -9,6 +9,9 @@ import { recoveryOf } from '../ublk/mode.js';
 import { ENODEV, ENOENT } from '../sys.js';
 import { processAlive } from '../process-alive.js';
 import { settledWithin } from '../settled-within.js';
+import { StallWatch } from '../stall-watch.js';
+import { progressMark } from '../ublk/stats.js';
+import { deviceTotals } from './stats.js';
 import { UsageError } from './errors.js';
 import { readState, removeState } from './state.js';
 
@@ -100,16 +103,27 @@ async function gone(ctrl: UblkControl, id: number): Promise<boolean> {
 }
 
 /**
- * Waits up to a minute for `pid` (sent SIGTERM) to exit, then kills it. A
- * server fails the requests its target still holds 10 s into its stop
- * (device.ts, STOP_GRACE_MS); killed in the middle of its STOP_DEV instead, it
- * could not exit (its exit would wait for the STOP_DEV, which would wait for
- * those requests): the kill is for a server that does not stop at all.
+ * Waits for `pid` (sent SIGTERM) to exit, then kills it once device `id`'s
+ * requests have not moved for a minute. A stop can take long (STOP_DEV writes
+ * back the device's dirty pages through the server) and a server fails the
+ * requests its target holds once none has moved for 10 s (device.ts,
+ * STOP_GRACE_MS); killed in the middle of its STOP_DEV instead, it could not
+ * exit (its exit would wait for the STOP_DEV, which would wait for those
+ * requests): the kill is for a server that does not stop at all.
  */
-async function endProcess(pid: number): Promise<void> {
-  if (await waitFor(() => !processAlive(pid), 60_000)) return;
-  process.kill(pid, 'SIGKILL');
-  await waitFor(() => !processAlive(pid), 10_000);
+async function endProcess(pid: number, id: number): Promise<void> {
+  const watch = new StallWatch(() => {
+    const t = deviceTotals(id);
+    return t ? progressMark(t) : -1;
+  }, 60_000);
+  while (processAlive(pid)) {
+    if (watch.stalled()) {
+      process.kill(pid, 'SIGKILL');
+      await waitFor(() => !processAlive(pid), 10_000);
+      return;
+    }
+    await sleep(100);
+  }
 }
 
 export async function waitFor(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
@@ -147,16 +161,16 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
   const supervisor = readState(id)?.supervisor;
   if (supervisor !== undefined && processAlive(supervisor)) {
     process.kill(supervisor, 'SIGTERM'); // it passes SIGTERM on to the server and ends with it
-    await endProcess(supervisor);
+    await endProcess(supervisor, id);
   }
   if (pid !== null && processAlive(pid)) {
     process.kill(pid, 'SIGTERM'); // the server stops and deletes the device, then exits
-    await endProcess(pid);
+    await endProcess(pid, id);
   } else {
     await settledWithin(ctrl.stopDev(id), 30_000);
   }
   if (!(await gone(ctrl, id))) {
-    await ctrl.delDev(id).catch((e: unknown) => {
+    await ctrl.delDevNoWait(id).catch((e: unknown) => {
       if (!(e instanceof UblkControlError && e.errno === -ENODEV)) throw e;
     });
   }

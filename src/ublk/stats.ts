@@ -95,6 +95,12 @@ export function readQueueStats(words: Float64Array, slots: number): QueueStats[]
   return [...byQueue.values()].sort((a, b) => a.queue - b.queue);
 }
 
+/**
+ * A number that changes whenever a request is dispatched to the target or
+ * handed back from it: the same value over a while means no request moved.
+ */
+export const progressMark = (t: QueueStats): number => 2 * (t.reads + t.writes + t.other) - t.inFlight;
+
 /** Adds up per-queue counters into one for the device. */
 export function totalStats(queues: readonly QueueStats[]): QueueStats {
   const t = zeroStats(-1);

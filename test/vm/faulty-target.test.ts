@@ -14,8 +14,12 @@ vmSuite();
 const MODULE = '/tmp/faulty-target.mjs';
 // Reads and writes from sector 64 on behave as --fault says; reads below it
 // (the kernel's partition scan) are served, so that `add` never depends on the fault.
+// BACKING: the file of the slow-disk fault.
+const BACKING = '/tmp/faulty-backing';
 const SOURCE = `
+import fs from 'node:fs';
 import { PENDING } from ${JSON.stringify(path.join(ROOT, 'dist/src/index.js'))};
+let backing = -1, disk = Promise.resolve();
 const FAULTS = {
   undefined: () => undefined,
   string: (req) => String(req.length),
@@ -29,6 +33,16 @@ const FAULTS = {
       else req.buffer.set(store.subarray(req.offset, req.offset + req.length));
       io.complete(req, req.length);
     }, 1);
+    return PENDING;
+  },
+  // A slow disk: the requests go to BACKING one after another, at 512 KiB/s.
+  slow: (req, write, io) => {
+    if (backing < 0) backing = fs.openSync(${JSON.stringify(BACKING)}, 'r+');
+    disk = disk.then(() => new Promise((r) => setTimeout(r, req.length / 512))).then(() => {
+      if (write) fs.writeSync(backing, req.buffer, 0, req.length, req.offset);
+      else fs.readSync(backing, req.buffer, 0, req.length, req.offset);
+      io.complete(req, req.length);
+    });
     return PENDING;
   },
   // A wedged target: the request stays its own for good.
@@ -146,7 +160,7 @@ for (const [mode, args] of MODES) {
   });
 }
 
-test('a target that never completes a request: del still removes the device (its server fails the request 10 s into the stop), nothing hangs', async () => {
+test('a target that never completes a request: del still removes the device (its server fails the request once nothing moved for 10 s of the stop), nothing hangs', async () => {
   withModule();
   const dev = addDevice(MODULE, '--size', '16M', '--fault', 'never');
   const id = idOf(dev);
@@ -160,9 +174,40 @@ test('a target that never completes a request: del still removes the device (its
     const r = cli('del', String(id));
     assert.equal(r.code, 0, r.stderr);
     assert.notEqual(await readerDone, 0, 'the read fails');
-    assert.match(fs.readFileSync(`/run/ublk-ts/${id}.log`, 'utf8'), /requests still held 10 s after STOP_DEV: failing them/);
+    assert.match(fs.readFileSync(`/run/ublk-ts/${id}.log`, 'utf8'), /no request moved for 10 s of STOP_DEV: failing the ones still held/);
   } finally {
     reader.kill('SIGKILL');
   }
   assertClean();
+});
+
+test('del of a device with much dirty data on a slow target waits for all of it to be written back, however long the stop takes, and not for the device\'s openers', async () => {
+  withModule();
+  fs.writeFileSync(BACKING, '');
+  fs.truncateSync(BACKING, 64 << 20);
+  const data = '/tmp/faulty-data';
+  run('dd', ['if=/dev/urandom', `of=${data}`, 'bs=1M', 'count=7', 'status=none']);
+  const dev = addDevice(MODULE, '--size', '64M', '--fault', 'slow');
+  // A second opener keeps the page cache from being written back at dd's close: the dirty data is
+  // left for the stop, which writes it back through the target: 7 MiB at 512 KiB/s, 14 s.
+  const fd = fs.openSync(dev, 'r');
+  const holder = spawn('sleep', ['600'], { stdio: [fd, 'ignore', 'ignore'] });
+  fs.closeSync(fd);
+  try {
+    const w = run('dd', [`if=${data}`, `of=${dev}`, 'bs=1M', 'seek=1', 'status=none']);
+    assert.equal(w.code, 0, w.stderr);
+    const t0 = Date.now();
+    const r = cli('del', String(idOf(dev)));
+    assert.equal(r.code, 0, r.stderr);
+    // ...and del does not wait for the opener, which holds a stopped device that is gone.
+    assert.ok(!fs.existsSync(`/sys/block/ublkb${idOf(dev)}`) && !fs.existsSync(`/dev/ublkc${idOf(dev)}`), 'the device is gone');
+    assert.ok(Date.now() - t0 > 10_000, `the stop wrote the dirty data back (${Date.now() - t0} ms): the test needs a stop longer than the server's 10 s without progress`);
+  } finally {
+    holder.kill('SIGKILL');
+  }
+  const cmp = run('cmp', ['-n', String(7 << 20), '-i', `0:${1 << 20}`, data, BACKING]);
+  assert.equal(cmp.code, 0, `every dirty byte reached the target: ${cmp.stdout}${cmp.stderr}`);
+  assertClean();
+  fs.rmSync(BACKING);
+  fs.rmSync(data);
 });

@@ -7,6 +7,7 @@ import { native } from '../../native.js';
 import { compiled } from '../../package-files.js';
 import { processAlive } from '../../process-alive.js';
 import { settledWithin } from '../../settled-within.js';
+import { StallWatch } from '../../stall-watch.js';
 import { EBUSY, EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
 import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
 import { checkDeviceOptions, type CheckedDeviceOptions } from './device-options.js';
@@ -18,7 +19,7 @@ import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
 import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
 import { integrityParams, type IntegrityChoice } from '../integrity.js';
-import { createStatsFd, mapStats, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
+import { createStatsFd, mapStats, progressMark, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
 import type { WorkerConfig, WorkerMessage, WorkerQueue } from '../worker/worker.js';
 import { checkShmemFile, SharedRegion } from './shmem.js';
 
@@ -398,7 +399,7 @@ export class UblkDevice {
       return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem);
     } catch (e) {
       // A failed recovery leaves the device without a server, as it found it.
-      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters.fd, shmem, recoverId === null ? 'stop' : 'release', false);
+      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters, shmem, recoverId === null ? 'stop' : 'release', false);
       throw e;
     } finally {
       // Workers map the tag buffers themselves; their fds are not needed past start.
@@ -492,7 +493,7 @@ export class UblkDevice {
       this.released = ending === 'release';
       const fd = this.charFd;
       this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters.fd, this.shmem, ending, true);
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters, this.shmem, ending, true);
       if (failed) throw failed;
     })();
     return this.destroying;
@@ -503,9 +504,10 @@ export class UblkDevice {
  * How a device ends:
  * - `stop`: STOP_DEV, which makes the kernel finish in-flight IO (the
  *   workers must still be serving) and then abort every armed fetch, ending
- *   the workers; then DEL_DEV, which waits until /dev/ublkcN is closed
- *   everywhere, rings included, so it comes last. Requests the target still
- *   holds after STOP_GRACE_MS are failed the `abandon` way;
+ *   the workers; then DEL_DEV (without waiting for the id to be freed,
+ *   which takes every opener of /dev/ublkbN and /dev/ublkcN, rings
+ *   included, closing), so it comes last. Requests the target still
+ *   holds once none has moved for STOP_GRACE_MS are failed the `abandon` way;
  * - `abandon` (a serving thread died): a request the dead thread had taken can
  *   only be failed by the kernel once /dev/ublkcN is released everywhere (no
  *   other thread may commit it), and STOP_DEV would wait for it forever; so
@@ -517,11 +519,11 @@ export class UblkDevice {
  */
 type Ending = 'stop' | 'abandon' | 'release';
 
-/** How long a stop lets the target finish the requests it holds (see teardown). */
+/** How long a stop waits with no request moving before it fails the ones the target holds (see teardown). */
 const STOP_GRACE_MS = 10_000;
 
 async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd: number, workers: QueueWorker[],
-  setup: TargetSetup, statsFd: number, shmem: SharedRegion | null, ending: Ending, report: boolean): Promise<void> {
+  setup: TargetSetup, counters: Counters, shmem: SharedRegion | null, ending: Ending, report: boolean): Promise<void> {
   const errors: unknown[] = [];
   const attempt = async (f: () => unknown): Promise<void> => {
     try { await f(); } catch (e) { errors.push(e); }
@@ -534,22 +536,28 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
   };
   if (ctrl && id !== undefined && ending === 'stop') {
     const stopped = attempt(() => ctrl.stopDev(id));
-    // STOP_DEV waits for the requests the workers hold. A target that never
-    // completes them would make it wait for good, holding the device's lock
-    // (every other control command on it would queue behind), and this
-    // process could not even exit (its exit waits for the STOP_DEV). So after
-    // STOP_GRACE_MS the device is let go of as in `abandon`: once /dev/ublkcN
-    // is closed everywhere, the kernel fails what is left and the stop ends.
-    if (!(await settledWithin(stopped, STOP_GRACE_MS))) {
-      console.error(`ublk-ts: device ${id}: requests still held ${STOP_GRACE_MS / 1000} s after STOP_DEV: failing them`);
+    // STOP_DEV writes back the device's dirty pages and waits for the
+    // requests the workers hold, which takes as long as it takes while
+    // requests move. A target that never completes them would make it wait
+    // for good, holding the device's lock (every other control command on it
+    // would queue behind), and this process could not even exit (its exit
+    // waits for the STOP_DEV). So once no request has moved for
+    // STOP_GRACE_MS, the device is let go of as in `abandon`: once
+    // /dev/ublkcN is closed everywhere, the kernel fails what is left and
+    // the stop ends.
+    const watch = new StallWatch(() => progressMark(totalStats(readQueueStats(counters.words, counters.slots))), STOP_GRACE_MS);
+    while (!(await settledWithin(stopped, 250))) {
+      if (!watch.stalled()) continue;
+      console.error(`ublk-ts: device ${id}: no request moved for ${STOP_GRACE_MS / 1000} s of STOP_DEV: failing the ones still held`);
       await letGo();
       await stopped;
     }
   }
   await letGo();
-  if (statsFd >= 0) native.close(statsFd); // the main thread's mapping stays readable
+  if (counters.fd >= 0) native.close(counters.fd); // the main thread's mapping stays readable
   if (shmem) await attempt(() => shmem.unregister(id === undefined ? null : ctrl, id ?? -1));
-  if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
+  // Not waiting for openers of the stopped /dev/ublkbN (a process, a mount) to let go: the id is freed then.
+  if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDevNoWait(id));
   await attempt(() => setup.cleanup?.());
   ctrl?.close();
   if (report && errors.length) throw errors[0];
