@@ -136,6 +136,7 @@ export default defineTarget<Options, Shared>({
         discard: (f & NBD_FLAG_SEND_TRIM) !== 0, writeZeroes: (f & NBD_FLAG_SEND_WRITE_ZEROES) !== 0,
       },
       data: 'buffer', // the data moves by io_uring between the socket and the tag buffer (req.bufferAddress)
+      maxIoBytes: info.maxPayload, // the kernel splits bigger IO
       shared: { address: a, exportName: o.export ?? '', size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs, tls },
     };
   },

@@ -170,6 +170,12 @@ export interface TargetSetup<Shared = unknown> {
   /** Logical block size in bytes: 512 (default) or 4096 (e.g. O_DIRECT on a 4K-sector disk). */
   logicalBlockSize?: number;
   /**
+   * The largest request the target takes, in bytes (e.g. an NBD export's
+   * maximum payload): the device's largest request (--max-io) is lowered to
+   * it, rounded down to 4 KiB, and the kernel splits bigger IO. Default: no limit.
+   */
+  maxIoBytes?: number;
+  /**
    * A zoned device: the target implements zoneAppend, zoneManage and
    * reportZones. The kernel requires user copy (or zero copy) for it.
    */

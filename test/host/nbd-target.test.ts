@@ -121,6 +121,17 @@ test('nbd: a read-only export gives a read-only device, a missing export is one 
   }
 });
 
+test('nbd: an export\'s maximum payload becomes the device\'s largest request (the kernel splits bigger IO)', async () => {
+  const sock = path.join(dir, 'max.sock');
+  const srv = await startServer('nbdkit', ['-f', '-U', sock, '--filter=blocksize-policy', 'memory', '4M', 'blocksize-maximum=64K'], { path: sock });
+  try {
+    const setup = await nbd.setup({ socket: sock, port: 10809, export: '', connections: 1, timeout: 5 });
+    assert.equal(setup.maxIoBytes, 64 << 10);
+  } finally {
+    await srv.stop();
+  }
+});
+
 test('nbd: options are checked (one line each)', async () => {
   const o = { port: 10809, export: '', connections: 1, timeout: 1 };
   await assert.rejects(async () => nbd.setup({ ...o }), /nbd needs --host HOST or --socket PATH/);

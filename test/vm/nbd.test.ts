@@ -40,15 +40,22 @@ async function stop(p: ChildProcess): Promise<void> {
   await gone;
 }
 
-test('nbd on nbdkit memory (Unix socket): fio crc32c verify, mkfs.ext4, mount, fsck', async () => {
+test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload: requests split to fit, fio crc32c verify, mkfs.ext4, mount, fsck', async () => {
   const dir = fs.mkdtempSync('/tmp/nbd-');
   const sock = `${dir}/nbdkit.sock`;
-  const srv = await server('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
+  const srv = await server('nbdkit', ['-f', '-U', sock, '--filter=blocksize-policy', 'memory', '64M', 'blocksize-maximum=128K'], { path: sock });
   try {
     const dev = addDevice('nbd', '--socket', sock);
     const mnt = `${dir}/mnt`;
     fs.mkdirSync(mnt);
     try {
+      // The export's maximum payload is the device's largest request: the kernel splits a 1 MiB write.
+      assert.equal(fs.readFileSync(`/sys/block/${dev.slice(5)}/queue/max_hw_sectors_kb`, 'utf8').trim(), '128');
+      const big = crypto.randomBytes(MiB);
+      fs.writeFileSync(`${dir}/big`, big);
+      sh('dd', `if=${dir}/big`, `of=${dev}`, 'bs=1M', 'oflag=direct', 'status=none');
+      sh('dd', `if=${dev}`, `of=${dir}/back`, 'bs=1M', 'count=1', 'iflag=direct', 'status=none');
+      assert.ok(fs.readFileSync(`${dir}/back`).equals(big), '1 MiB reads back');
       fioVerify(dev, { iodepth: 16, size: '24m' });
       sh('mkfs.ext4', '-q', '-F', dev);
       sh('mount', dev, mnt);

@@ -104,6 +104,14 @@ function checkSize(size: number): void {
   }
 }
 
+/** The device's largest request: --max-io, lowered to what the target takes (whole pages). */
+function maxIoBytes(asked: number, target: number | undefined): number {
+  if (target === undefined || target >= asked) return asked;
+  const pages = Math.floor(target / 4096) * 4096;
+  if (pages === 0) throw new Error(`the target takes requests of at most ${target} bytes, less than the 4096 every block device must take`);
+  return pages;
+}
+
 function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOptions): UblkParams {
   const caps = setup.caps ?? {};
   const p: UblkParams = {
@@ -363,7 +371,7 @@ export class UblkDevice {
 
       if (recoverId === null) {
         info = await ctrl.addDev({
-          nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: o.maxIoBytes, dev_id: o.id, flags: mode.flags,
+          nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: maxIoBytes(o.maxIoBytes, setup.maxIoBytes), dev_id: o.id, flags: mode.flags,
         });
         if ((info.flags & mode.flags) !== mode.flags) throw new Error(`the kernel did not grant ${featureNames(mode.flags & ~info.flags).join(', ')}`);
         hooks.added?.(info.dev_id);
