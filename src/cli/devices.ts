@@ -170,7 +170,7 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     await settledWithin(ctrl.stopDev(id), 30_000);
   }
   if (!(await gone(ctrl, id))) {
-    await ctrl.delDevNoWait(id).catch((e: unknown) => {
+    await ctrl.delDev(id).catch((e: unknown) => {
       if (!(e instanceof UblkControlError && e.errno === -ENODEV)) throw e;
     });
   }

@@ -133,19 +133,6 @@ export class UblkControl {
   }
 
   async delDev(devId: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_DEL_DEV, { devId }); }
-  /**
-   * DEL_DEV_ASYNC (Linux 6.9): as DEL_DEV, but without waiting for the id to
-   * be freed, which happens only once the last opener of the stopped
-   * /dev/ublkbN (a process, a mount) lets go; DEL_DEV where the kernel lacks it.
-   */
-  async delDevNoWait(devId: number): Promise<void> {
-    try {
-      await this.cmd(U.UBLK_U_CMD_DEL_DEV_ASYNC, { devId });
-    } catch (e) {
-      if (!(e instanceof UblkControlError && [-EINVAL, -EOPNOTSUPP, -ENOTTY].includes(e.errno))) throw e;
-      await this.delDev(devId);
-    }
-  }
   async stopDev(devId: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_STOP_DEV, { devId }); }
   /** START_DEV: `pid` must be the process that opened /dev/ublkcN. Blocks until every tag is fetched. */
   async startDev(devId: number, pid: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_START_DEV, { devId, data: pid }); }

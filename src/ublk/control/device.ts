@@ -512,9 +512,10 @@ export class UblkDevice {
  * How a device ends:
  * - `stop`: STOP_DEV, which makes the kernel finish in-flight IO (the
  *   workers must still be serving) and then abort every armed fetch, ending
- *   the workers; then DEL_DEV (without waiting for the id to be freed,
- *   which takes every opener of /dev/ublkbN and /dev/ublkcN, rings
- *   included, closing), so it comes last. Requests the target still
+ *   the workers; then DEL_DEV, which waits until every opener of
+ *   /dev/ublkcN (rings included) and of the stopped /dev/ublkbN has let go,
+ *   so it comes last. (DEL_DEV_ASYNC would not wait, but then the driver
+ *   still holds the device, and its module, after `del`.) Requests the target still
  *   holds once none has moved for STOP_GRACE_MS are failed the `abandon` way;
  * - `abandon` (a serving thread died): a request the dead thread had taken can
  *   only be failed by the kernel once /dev/ublkcN is released everywhere (no
@@ -564,8 +565,7 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
   await letGo();
   if (counters.fd >= 0) native.close(counters.fd); // the main thread's mapping stays readable
   if (shmem) await attempt(() => shmem.unregister(id === undefined ? null : ctrl, id ?? -1));
-  // Not waiting for openers of the stopped /dev/ublkbN (a process, a mount) to let go: the id is freed then.
-  if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDevNoWait(id));
+  if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
   await attempt(() => setup.cleanup?.());
   ctrl?.close();
   if (report && errors.length) throw errors[0];
