@@ -105,21 +105,26 @@ test('nbd on qemu-nbd, raw image: the server killed and restarted under fio, zer
   const dir = fs.mkdtempSync('/tmp/nbd-');
   const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
   fs.writeFileSync(img, '');
-  fs.truncateSync(img, 32 * MiB);
+  fs.truncateSync(img, 64 * MiB);
   const args = ['-f', 'raw', '-k', sock, '-t', img];
   let srv = await server('qemu-nbd', args, { path: sock });
   try {
     const dev = addDevice('nbd', '--socket', sock, '--timeout', '60');
     try {
       const fio = spawn('fio', ['--name=verify', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16',
-        '--rw=randwrite', '--bsrange=4k-256k', '--size=24m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1',
+        '--rw=randwrite', '--bsrange=4k-256k', '--size=48m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1',
         '--verify_state_save=0', '--output-format=terse'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       fio.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
       fio.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
       const done = new Promise<number | null>((resolve) => fio.once('exit', (code) => resolve(code)));
-      await new Promise((r) => setTimeout(r, 1500));
-      assert.equal(fio.exitCode, null, `fio still runs when the server is killed:\n${out}`);
+      // The kill comes once fio has written 4 of its 48 MiB, not after a fixed
+      // time: on a fast machine fio once ended within the 1.5 s that used to be.
+      const written = (): number => Number(fs.readFileSync(`/sys/block/${dev.slice(5)}/stat`, 'utf8').trim().split(/\s+/)[6]) * 512;
+      for (const end = Date.now() + 60_000; written() < 4 * MiB && fio.exitCode === null && Date.now() < end;) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(fio.exitCode, null, `fio still runs when the server is killed (${written()} bytes written):\n${out}`);
       srv.kill('SIGKILL');
       await stop(srv);
       await new Promise((r) => setTimeout(r, 500));
