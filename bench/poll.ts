@@ -1,31 +1,40 @@
-// The `poll` suite: what spinning before sleeping (--poll-us) buys the
-// serving thread, classic and batch, at QD 1 and QD 64, beside the kernel's
-// own references: on the null target, and on the loop target (zero copy,
-// over brd) against the kernel loop driver. With BENCH_KUBLK the kernel's C
+// The `poll` suite: what spinning before sleeping buys the serving thread,
+// classic and batch, at QD 1 and QD 64, beside the kernel's own references:
+// on the null target, and on the loop target (zero copy, over brd) against
+// the kernel loop driver. Each engine runs with the default (adaptive
+// polling, PollGovernor), with polling off (`-nopoll`: --poll-us 0) and with a
+// fixed window (`-poll`: --poll-us 1000). With BENCH_KUBLK the kernel's C
 // server (kublk) is measured too, so our ratios and its ratios come from one
 // VM run.
 import { kernelLoop, loadRamDisk, RAM, unloadRamDisk } from './ramdisk.js';
 import { Results } from './report.js';
-import { cleanUp, costTable, cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
+import {
+  cleanUp, costTable, cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, serverPerIoTable, sh, ublk, type Case, type Subject,
+} from './suite.js';
 
 /** 1 ms: long enough to span the gap between requests at QD 1 in the emulated VM, so the server never sleeps while IO flows. */
 const POLL_USEC = Number(process.env.BENCH_POLL_US ?? 1000);
 const SIZE = 128 * MiB;
 const CASES: Case[] = (['randread', 'randwrite'] as const).flatMap((rw) => [1, 64].map((iodepth) => ({ name: `4k ${rw} QD${iodepth}`, rw, iodepth })));
 
-/** classic, classic-poll, batch, batch-poll. */
+/** Name suffix per polling choice: the default (adaptive), off, a fixed window. */
+const POLLING: Array<[string, number | undefined]> = [['', undefined], ['-nopoll', 0], ['-poll', POLL_USEC]];
+
+/** classic, classic-nopoll, classic-poll, and the same for batch. */
 async function ublkSubjects(target: 'null' | 'loop', options: Record<string, unknown>): Promise<Subject[]> {
   const subjects: Subject[] = [];
   for (const batch of [false, true]) {
-    for (const pollUsec of [0, POLL_USEC]) {
+    for (const [suffix, pollUsec] of POLLING) {
       const copy = target === 'loop' ? 'zero' : 'kernel';
-      subjects.push(await ublk(`${batch ? 'batch' : 'classic'}${pollUsec ? '-poll' : ''}`, { target, options, batch, pollUsec, copy }));
+      subjects.push(await ublk(`${batch ? 'batch' : 'classic'}${suffix}`, { target, options, batch, pollUsec, copy }));
     }
   }
   return subjects;
 }
 
-const POLL_RATIOS: Array<[string, string]> = [['classic-poll', 'classic'], ['batch-poll', 'batch'], ['batch', 'classic'], ['batch-poll', 'classic-poll']];
+const POLL_RATIOS: Array<[string, string]> = [
+  ['classic', 'classic-nopoll'], ['classic-poll', 'classic-nopoll'], ['batch', 'batch-nopoll'], ['batch-poll', 'batch-nopoll'], ['batch', 'classic'],
+];
 
 async function nullTable(): Promise<string> {
   const subjects: Subject[] = [];
@@ -34,12 +43,15 @@ async function nullTable(): Promise<string> {
     const vs = [...POLL_RATIOS];
     if (KUBLK) {
       subjects.push(kublk('kublk', 'null', '-q', '1', '-d', '128'));
-      vs.push(['classic', 'kublk'], ['classic-poll', 'kublk'], ['batch-poll', 'kublk']);
+      vs.push(['classic', 'kublk'], ['classic-nopoll', 'kublk'], ['classic-poll', 'kublk'], ['batch', 'kublk']);
     }
     const results = new Results();
-    const { cpu, costs } = measure(results, CASES, subjects, '128m');
-    return results.table(`null target: --poll-us ${POLL_USEC} vs 0 (median of ${ROUNDS})`, 'IOPS', subjects.map((s) => s.name), vs) +
-      '\n\n' + cpuTable(cpu, subjects) + '\n\n' + costTable(costs, subjects);
+    const { cpu, costs, perIo } = measure(results, CASES, subjects, '128m');
+    return [
+      results.table(`null target: adaptive polling (default), --poll-us 0 (-nopoll), --poll-us ${POLL_USEC} (-poll) (median of ${ROUNDS})`,
+        'IOPS', subjects.map((s) => s.name), vs),
+      cpuTable(cpu, subjects), serverPerIoTable(perIo, subjects, 'kublk'), costTable(costs, subjects),
+    ].join('\n\n');
   } finally {
     await release(subjects);
   }
@@ -57,10 +69,15 @@ async function loopTable(): Promise<string> {
       subjects.push(kublk('kublk-zc', 'loop', '-q', '1', '-d', '128', '--auto_zc', RAM));
     }
     const results = new Results();
-    const { cpu, costs } = measure(results, CASES, subjects, '128m');
+    const { cpu, costs, perIo } = measure(results, CASES, subjects, '128m');
     const names = subjects.map((s) => s.name);
-    return results.table(`loop target (zero copy) over brd, kloop = kernel loop driver: --poll-us ${POLL_USEC} vs 0 (median of ${ROUNDS})`,
-      'IOPS', names, names.filter((n) => n !== 'kloop').map((n): [string, string] => [n, 'kloop'])) + '\n\n' + cpuTable(cpu, subjects) + '\n\n' + costTable(costs, subjects);
+    return results.table(`loop target (zero copy) over brd, kloop = kernel loop driver: adaptive polling (default), --poll-us 0 (-nopoll), ` +
+      `--poll-us ${POLL_USEC} (-poll) (median of ${ROUNDS})`,
+      'IOPS', names, [
+        ...names.filter((n) => n !== 'kloop').map((n): [string, string] => [n, 'kloop']),
+        ...(KUBLK ? (['classic', 'classic-nopoll', 'batch'] as const).map((n): [string, string] => [n, 'kublk-zc']) : []),
+      ]) + '\n\n' + cpuTable(cpu, subjects) +
+      '\n\n' + serverPerIoTable(perIo, subjects, 'kublk-zc') + '\n\n' + costTable(costs, subjects);
   } finally {
     await cleanUp(() => release(subjects), () => kloop && sh('losetup', '-d', kloop), unloadRamDisk);
   }

@@ -203,19 +203,32 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
 }
 
 /** A request's costs in a ublk-ts server, beyond its own work: what the per-request table shows. */
-const COSTS: Array<[string, 'enters' | 'turns' | 'cqes' | 'heapBytes']> = [
-  ['enters', 'enters'], ['turns', 'turns'], ['CQEs', 'cqes'], ['bytes', 'heapBytes'],
+const COSTS: Array<[string, 'enters' | 'turns' | 'cqes' | 'heapBytes' | 'spinUsec']> = [
+  ['enters', 'enters'], ['turns', 'turns'], ['CQEs', 'cqes'], ['bytes', 'heapBytes'], ['spin µs', 'spinUsec'],
 ];
 
 /**
  * Per request, in each ublk-ts subject's serving threads: io_uring_enter
  * calls, serving-loop turns (a wake-up into JavaScript each), CQEs reaped,
- * and bytes allocated on the JavaScript heap (next to tags per fetch
- * completion, these say where a request's time goes).
+ * bytes allocated on the JavaScript heap and µs spent spinning for the next
+ * request (next to tags per fetch completion, these say where a request's
+ * time goes).
  */
 export function costTable(costs: Results, subjects: Subject[]): string {
   const cols = subjects.filter((s) => s.dev).flatMap((s) => COSTS.map(([col]) => `${s.name} ${col}`));
-  return costs.table('per request in the server: io_uring_enter calls, loop turns, CQEs, heap bytes allocated', 'per IO', cols, [], undefined, 2);
+  return costs.table('per request in the server: io_uring_enter calls, loop turns, CQEs, heap bytes allocated, µs spent spinning (polling)',
+    'per IO', cols, [], undefined, 2);
+}
+
+/**
+ * CPU µs per IO of each serving process (ublk-ts: the bench process, which
+ * serves one device at a time; kublk: its daemon), with each one's ratio to
+ * `reference` (e.g. kublk) where that was measured.
+ */
+export function serverPerIoTable(perIo: Results, subjects: Subject[], reference?: string): string {
+  const cols = subjects.filter((s) => s.pid !== undefined).map((s) => s.name);
+  const vs = reference && cols.includes(reference) ? cols.filter((n) => n !== reference).map((n): [string, string] => [n, reference]) : [];
+  return perIo.table('server CPU µs per IO', 'µs', cols, vs, undefined, 1);
 }
 
 /**

@@ -93,6 +93,8 @@ interface Rates {
   /** Garbage collections of the serving threads' heaps in the interval (minor and major), and bytes they allocated per request. */
   gcs: number;
   heapBytesPerRequest: number;
+  /** Share of the interval the serving threads spent spinning for requests (polling), in % of one thread. */
+  spinPercent: number;
 }
 
 function rates(a: QueueStats, b: QueueStats, secs: number): Rates {
@@ -106,6 +108,7 @@ function rates(a: QueueStats, b: QueueStats, secs: number): Rates {
     tagsPerFetch: fetches > 0 ? (b.tags - a.tags) / fetches : 0,
     entersPerRequest: perRequest('enters'), turnsPerRequest: perRequest('turns'), cqesPerRequest: perRequest('cqes'),
     gcs: b.gcMinor + b.gcMajor - (a.gcMinor + a.gcMajor), heapBytesPerRequest: perRequest('heapBytes'),
+    spinPercent: d('spinUsec') / 1e4,
   };
 }
 
@@ -114,7 +117,8 @@ function line(r: Rates, total: QueueStats): string {
   const shmem = total.shmem ? `, ${total.shmem} served from shared memory` : '';
   // A queue served by a thread that counts its costs in another queue's slot shows none.
   const costs = total.turns ? `; per request ${r.entersPerRequest.toFixed(2)} io_uring_enter, ${r.turnsPerRequest.toFixed(2)} loop turns, ` +
-    `${r.cqesPerRequest.toFixed(2)} CQEs, ${Math.round(r.heapBytesPerRequest)} bytes allocated; ${r.gcs} GCs` : '';
+    `${r.cqesPerRequest.toFixed(2)} CQEs, ${Math.round(r.heapBytesPerRequest)} bytes allocated; ${r.gcs} GCs; ` +
+    `spinning ${Math.round(r.spinPercent)}% of the time, policy ${total.spinning ? 'spin' : 'sleep'}` : '';
   return `${Math.round(r.iops)} IOPS (read ${Math.round(r.readIops)}, write ${Math.round(r.writeIops)}), ` +
     `${formatSize(Math.round(r.readBytesPerSec))}/s read, ${formatSize(Math.round(r.writeBytesPerSec))}/s written, ` +
     `${r.inFlight} in flight, ${total.errors} errors${fetch}${shmem}${costs}`;

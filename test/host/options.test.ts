@@ -75,7 +75,7 @@ test('help: one line per row with its alias, placeholder, choices and default', 
 test('device options: the library and the command line get the same defaults and checks', () => {
   const d = checkDeviceOptions({}, 'library');
   assert.deepEqual(d, {
-    queues: 1, depth: 128, maxIoBytes: 1 << 20, batch: false, autoBufReg: true, recovery: 'none', coalesceUsec: 0, pollUsec: 0,
+    queues: 1, depth: 128, maxIoBytes: 1 << 20, batch: false, autoBufReg: true, recovery: 'none', coalesceUsec: 0,
     needGetData: false, partScan: true,
   }, 'no copy default: the mode picks one for the target (servingMode)');
   assert.throws(() => checkDeviceOptions({ depth: 0 }, 'library'), /^OptionError: depth must be from 1 to 4096, got 0$/);
@@ -102,7 +102,7 @@ test('ublk-ts add: target first or -t, target rows parsed with the device rows, 
     cfg: {
       target: 'loop', options: { file: '/tmp/x.img', buffered: true },
       queues: 2, depth: 64, maxIoBytes: 1 << 20, batch: true, threads: 3, copy: 'user', autoBufReg: true, recovery: 'none',
-      coalesceUsec: 0, pollUsec: 0, needGetData: false, partScan: true,
+      coalesceUsec: 0, needGetData: false, partScan: true,
     },
   });
   const t = await parseAdd(['-t', 'memory', '--size', '1G', '--foreground', '-n', '7']);

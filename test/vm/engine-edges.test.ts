@@ -1,38 +1,48 @@
 // Serving-loop and batch-engine edges that plain IO rarely reaches: polling
-// before sleeping (--poll-us), partial COMMIT_IO_CMDS results (refusals
+// before sleeping (adaptive, and --poll-us), partial COMMIT_IO_CMDS results (refusals
 // injected with UBLK_TS_FAULT_COMMIT), and multishot fetches that run
 // out of provided buffers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { UblkDevice } from '../../src/index.js';
-import { addDevice, assertClean, delDevice, fioVerify, FULL_ONLY, idOf, listDevices, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, FULL_ONLY, idOf, listDevices, vmSuite } from './helpers.js';
 
 vmSuite();
 
-// Polling is opt-in: in the full suite.
-test('polling (--poll-us 100) in both modes: fio verify at QD 1 and 64, and an idle server sleeps', { skip: FULL_ONLY }, async () => {
-  for (const modeArgs of [[], ['--batch']]) {
-    const dev = addDevice('memory', '--size', '64M', '--poll-us', '100', ...modeArgs);
-    try {
-      fioVerify(dev, { iodepth: 1, size: '8m' });
-      fioVerify(dev, { iodepth: 64, size: '16m' });
-      // Idle: the serving threads must block, not spin (poll only after busy turns).
-      const pid = listDevices().find((d) => d.path === dev)!.pid!;
-      const cpu = (): number => {
-        const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-        return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks
-      };
-      await new Promise((r) => setTimeout(r, 500));
-      const before = cpu();
-      await new Promise((r) => setTimeout(r, 2000));
-      assert.ok(cpu() - before < 50, `an idle server used ${cpu() - before} ticks in 2 s`);
-    } finally {
-      delDevice(dev);
+/** The serving process's CPU time so far, in clock ticks (utime + stime). */
+function cpuTicks(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+// The default (adaptive polling) in npm test; a fixed window in the full suite.
+for (const [name, pollArgs, skip] of [['adaptive polling (the default)', [], false], ['polling (--poll-us 100)', ['--poll-us', '100'], FULL_ONLY]] as const) {
+  test(`${name} in both modes: fio verify at QD 1 and 64, and an idle server sleeps`, { skip }, async () => {
+    for (const modeArgs of [[], ['--batch']]) {
+      const dev = addDevice('memory', '--size', '64M', ...pollArgs, ...modeArgs);
+      try {
+        fioVerify(dev, { iodepth: 1, size: '8m' });
+        fioVerify(dev, { iodepth: 64, size: '16m' });
+        const stats = cli('stats', String(idOf(dev)), '--json', '-i', '1');
+        assert.equal(stats.code, 0, stats.stderr);
+        // Adaptive: QD 1 lasts long enough for a trial of spinning (after one
+        // epoch of at least 50 ms and 32 requests), so some time was spent spinning.
+        const { spinUsec } = (JSON.parse(stats.stdout) as { totals: { spinUsec: number } }).totals;
+        assert.ok(spinUsec > 0, `spent ${spinUsec} µs spinning`);
+        // Idle: the serving threads must block, not spin (poll only after busy turns).
+        const pid = listDevices().find((d) => d.path === dev)!.pid!;
+        await new Promise((r) => setTimeout(r, 500));
+        const before = cpuTicks(pid);
+        await new Promise((r) => setTimeout(r, 2000));
+        assert.ok(cpuTicks(pid) - before < 50, `an idle server used ${cpuTicks(pid) - before} ticks in 2 s`);
+      } finally {
+        delDevice(dev);
+      }
     }
-  }
-  assertClean();
-});
+    assertClean();
+  });
+}
 
 /** A batch memory device whose server runs with UBLK_TS_FAULT_COMMIT=`fault`. */
 function faultyCommitDevice(fault: string): string {

@@ -50,13 +50,14 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
     help: 'UBLK_PARAM_TYPE_SEGMENT: no segment crosses a multiple of SIZE (a power of 2)' },
   { key: 'coalesceUsec', flag: 'coalesce-us', type: 'int', arg: 'N', default: 0, min: 0, max: 1_000_000,
     help: 'once requests come in bursts, wait up to N µs for more before serving them (0: off)' },
-  { key: 'pollUsec', flag: 'poll-us', type: 'int', arg: 'N', default: 0, min: 0, max: 1_000_000,
-    help: 'after serving requests, spin up to N µs watching for more before sleeping (0: off; costs CPU)' },
+  { key: 'pollUsec', flag: 'poll-us', type: 'int', arg: 'N', min: 0, max: 1_000_000,
+    help: 'after serving requests, spin up to N µs watching for more before sleeping (0: never; default: adaptive, ' +
+      'spinning only while that serves more requests per second than sleeping)' },
   ...INTEGRITY_OPTIONS,
 ];
 
 /** The rows with no default stay optional. */
-type OptionalRows = 'id' | 'copy' | 'threads' | 'shmem' | 'shmemReadOnly' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary'
+type OptionalRows = 'id' | 'copy' | 'threads' | 'pollUsec' | 'shmem' | 'shmemReadOnly' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary'
   | keyof IntegrityChoice;
 
 /** Device options with every default filled in. */

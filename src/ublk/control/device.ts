@@ -53,7 +53,9 @@ export interface DeviceOptions extends IntegrityChoice {
   coalesceUsec?: number;
   /**
    * µs a serving thread spins, watching its ring, before it sleeps after
-   * serving requests (0, the default: off). Costs CPU; saves the wake-ups.
+   * serving requests (0: never). Costs CPU; saves the wake-ups. Default:
+   * adaptive (worker/poll-governor.ts), spinning only while that serves more
+   * requests per second than sleeping.
    */
   pollUsec?: number;
   /** How request data travels (see CopyMode). Default 'kernel' ('user' for a zoned target). */

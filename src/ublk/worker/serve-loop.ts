@@ -16,11 +16,13 @@
 // `coalesceUsec` (IORING_ENTER_EXT_ARG min_wait_usec): requests arriving close
 // together are then served in one turn. A lone request (QD 1) never waits.
 //
-// Polling (opt-in): for `pollUsec` after the last request served, the thread
-// spins on the ring (its CQ tail and IORING_SQ_TASKRUN flag: shared memory, no
+// Polling: for a window after the last request served, the thread spins on
+// the ring (its CQ tail and IORING_SQ_TASKRUN flag: shared memory, no
 // syscall) instead of blocking. A request that arrives meanwhile then costs
 // the submitter no wake-up of a sleeping thread, and us no sleep and wake-up:
-// that is a CPU's time traded for latency, as polling drivers do.
+// that is a CPU's time traded for latency, as polling drivers do. By default
+// PollGovernor (poll-governor.ts) spins only while that serves more requests
+// per second than sleeping; `pollUsec` fixes the window (0: never spin).
 //
 // A worker blocked in io_uring_enter cannot be interrupted from JavaScript, so
 // the loop keeps a READ armed on a "quit" eventfd: the main thread writes to it
@@ -34,7 +36,8 @@ import { native } from '../../native.js';
 import type { Engine } from './engine.js';
 import type { Waker } from './waker.js';
 import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
-import { C_CQES, C_ENTERS, C_TURNS } from '../stats.js';
+import { C_CQES, C_ENTERS, C_SPIN_POLICY, C_SPIN_USEC, C_TURNS } from '../stats.js';
+import { FixedPoll, PollGovernor, type PollPolicy } from './poll-governor.js';
 import { GcCount } from './gc-count.js';
 
 export class QuitReader {
@@ -53,8 +56,8 @@ export interface LoopOptions {
   coalesceUsec: number;
   /** CQEs a coalescing wait asks for before its window ends. */
   coalesceMax: number;
-  /** Spin window in µs before blocking, after a busy turn (0: off). */
-  pollUsec: number;
+  /** Spin window in µs before blocking, after a busy turn (0: off; undefined: PollGovernor decides). */
+  pollUsec?: number;
 }
 
 /** Where the loop counts its costs: the device's counters (stats.ts) and this thread's slot in them. */
@@ -67,20 +70,20 @@ export interface LoopCounters {
 const GC_SAMPLE_TURNS = 1024;
 
 /**
- * Spins until the ring has more than `seen` CQEs, or until `end`
- * (performance.now() time). Task work that shows up meanwhile is run by a
- * non-blocking enter (submit() adds GETEVENTS when IORING_SQ_TASKRUN is set):
- * a new request then becomes a CQE and ends the spin, while other task work,
- * such as issuing a COMMIT linked to a backing read that completed inline,
- * does not make the thread go to sleep.
+ * Spins until the ring has more than `seen` CQEs (true), or until `end`
+ * (performance.now() time; false). Task work that shows up meanwhile is run
+ * by a non-blocking enter (submit() adds GETEVENTS when IORING_SQ_TASKRUN is
+ * set): a new request then becomes a CQE and ends the spin, while other task
+ * work, such as issuing a COMMIT linked to a backing read that completed
+ * inline, does not make the thread go to sleep.
  */
-function pollRing(ring: Ring, seen: number, end: number): void {
+function pollRing(ring: Ring, seen: number, end: number): boolean {
   for (;;) {
     for (let i = 0; i < 64; i++) {
-      if (ring.cqReady() > seen) return;
+      if (ring.cqReady() > seen) return true;
       if (ring.sqRingFlags() & IORING_SQ_TASKRUN) ring.submit();
     }
-    if (performance.now() >= end) return;
+    if (performance.now() >= end) return false;
   }
 }
 
@@ -133,9 +136,10 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
   wakeup.onReadable(waker.wake);
 
   const d = client.dispatcher;
+  const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor() : new FixedPoll(opts.pollUsec);
   let seen = 0;
   let polled = -1;
-  let pollEnd = 0;
+  let pollStart = 0;
   // The eventfd is watched from the first turn that awaits until the first
   // that blocks in io_uring_enter, not started and stopped around every wait:
   // two epoll_ctl calls per wake saved. A wake it reports while no one waits
@@ -155,16 +159,20 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
       // reap what is there and go round again.
       if (burst && opts.coalesceUsec > 0) {
         ring.submitAndWaitMin(opts.coalesceMax + inline, opts.coalesceUsec);
-      } else if (opts.pollUsec > 0) {
+      } else if (poll.window > 0) {
         // The window runs from the last request served, over however many
         // turns its own completions (backing IO, commits) take.
+        const t0 = performance.now();
         if (d.dispatched !== polled) {
           polled = d.dispatched;
-          pollEnd = performance.now() + opts.pollUsec / 1000;
+          pollStart = t0;
         }
         ring.submit();
-        pollRing(ring, inline, pollEnd);
-        waitPastInline(ring, inline);
+        const hit = pollRing(ring, inline, pollStart + poll.window / 1000);
+        const t1 = performance.now();
+        words[base + C_SPIN_USEC]! += (t1 - t0) * 1000;
+        poll.spun(hit, t1 - pollStart);
+        if (!hit) waitPastInline(ring, inline); // a hit's CQE is there already: reap it without another enter
       } else {
         waitPastInline(ring, inline);
       }
@@ -181,6 +189,10 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
     }
     words[base + C_CQES]! += ring.reap(onCqe);
     words[base + C_ENTERS] = ring.enters;
+    if (d.dispatched !== poll.dispatched) {
+      poll.turn(d.dispatched, performance.now());
+      words[base + C_SPIN_POLICY] = poll.window > 0 ? 1 : 0;
+    }
     if (++words[base + C_TURNS]! % GC_SAMPLE_TURNS === 0) gc.sample();
   }
 }

@@ -39,8 +39,8 @@ export interface WorkerConfig {
   statsFd: number;
   /** Coalescing window of the serving loop in µs (0: off). */
   coalesceUsec: number;
-  /** Polling window of the serving loop in µs (0: off). */
-  pollUsec: number;
+  /** Polling window of the serving loop in µs (0: off; undefined: adaptive, PollGovernor). */
+  pollUsec?: number;
   /** UBLK_F_SHMEM_ZC: the regions registered for the device (control/shmem.ts). */
   shmem: ShmemRegion[];
 }
