@@ -46,6 +46,12 @@ export interface Native {
   alloc(length: number): ArrayBuffer;
   /** Address of the first byte of a buffer or view (view: buffer + byteOffset). */
   addressOf(buffer: ArrayBufferView | ArrayBuffer): number;
+  /**
+   * Writes CLOCK_MONOTONIC in ms to out[i]: a clock read that allocates
+   * nothing (performance.now() returns a heap number each call). Throws
+   * RangeError if `i` is outside `out`.
+   */
+  clockMs(out: Float64Array, i: number): void;
   /** eventfd(2). Throws. */
   eventfd(initval: number, flags: number): number;
   /** memfd_create(2). Throws. */

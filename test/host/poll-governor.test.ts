@@ -7,8 +7,25 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  EPOCH_MS, FixedPoll, GAIN, MAX_TRIAL_GAP, MAX_WINDOW_USEC, MIN_WINDOW_USEC, PollGovernor,
+  EPOCH_MS, FixedPoll, GAIN, MAX_TRIAL_GAP, MAX_WINDOW_USEC, MIN_WINDOW_USEC, PollGovernor as RealGovernor, T_NOW, T_SPIN_START,
 } from '../../src/ublk/worker/poll-governor.js';
+
+/** A governor on a simulated clock: `turn(n, t)` at ms t, `spun(hit, ms)` after waiting ms. */
+class PollGovernor extends RealGovernor {
+  private at = 0;
+  constructor() {
+    super((times) => { times[T_NOW] = this.at; });
+  }
+  override turn(dispatched: number, now = this.at): void {
+    this.at = now;
+    super.turn(dispatched);
+  }
+  override spun(hit: boolean, waitedMs = 0): void {
+    this.times[T_SPIN_START] = 0;
+    this.times[T_NOW] = waitedMs;
+    super.spun(hit);
+  }
+}
 
 /** Requests per ms the simulated load reaches while the thread sleeps, and while it spins. */
 interface Load {

@@ -32,21 +32,34 @@
 // between MIN_WINDOW_USEC and MAX_WINDOW_USEC, so that a spin that would end
 // in a sleep anyway stops early.
 
+import { native } from '../../native.js';
+
+/**
+ * Times in ms (CLOCK_MONOTONIC, native.clockMs) that the serving loop and its
+ * policy share: kept in a Float64Array, since a double passed between
+ * functions or returned by performance.now() is a heap allocation, and this
+ * runs for every request.
+ */
+export const T_NOW = 0, T_SPIN_START = 1, T_TURN = 2, T_LAST_REQUEST = 3, T_EPOCH = 4;
+
 /** The serving loop's view: the window to spin for now, and what it saw. */
 export interface PollPolicy {
   /** µs to spin after serving requests before sleeping; 0: sleep at once. */
   readonly window: number;
-  /** The request count turn() saw last: the loop calls turn() (and reads the clock) only when it moved. */
+  /** The request count turn() saw last: the loop calls turn() only when it moved. */
   readonly dispatched: number;
-  /** After every turn: requests dispatched so far (a running count) and the time in ms. */
-  turn(dispatched: number, now: number): void;
-  /** A spin that ended with a request (hit) after `waitedMs` since the last request served. */
-  spun(hit: boolean, waitedMs: number): void;
+  /** Shared times (T_*): the loop writes T_NOW, T_SPIN_START (the last request served) and T_TURN. */
+  readonly times: Float64Array;
+  /** After a turn that dispatched requests: how many so far (a running count). */
+  turn(dispatched: number): void;
+  /** A spin that ended with a request (hit) at times[T_NOW]. */
+  spun(hit: boolean): void;
 }
 
 /** --poll-us N: always the same window (0: never spin). */
 export class FixedPoll implements PollPolicy {
   dispatched = 0;
+  readonly times = new Float64Array(5);
   constructor(readonly window: number) {}
   turn(dispatched: number): void {
     this.dispatched = dispatched;
@@ -79,10 +92,11 @@ export class PollGovernor implements PollPolicy {
   private rateBefore = 0;
   private rateTrial = 0;
 
-  private epochStart = -1;
+  readonly times = new Float64Array(5).fill(-1e9);
   private epochFirst = 0;
-  private lastRequestAt = -Infinity;
   dispatched = 0;
+  /** Reads the clock (tests give their own). */
+  private readonly readClock: (times: Float64Array) => void;
   /** Average ms a spin waited for its request (hits only). */
   private hitWait = MAX_WINDOW_USEC / SPIN_FACTOR / 1000;
   /** The policy in force between trials. */
@@ -94,27 +108,34 @@ export class PollGovernor implements PollPolicy {
   trials = 0;
   switches = 0;
 
-  turn(dispatched: number, now: number): void {
+  constructor(readClock = (times: Float64Array): void => native.clockMs(times, T_NOW)) {
+    this.readClock = readClock;
+  }
+
+  turn(dispatched: number): void {
     if (dispatched === this.dispatched) return;
     this.dispatched = dispatched;
-    const idle = now - this.lastRequestAt > IDLE_MS;
-    this.lastRequestAt = now;
+    const t = this.times;
+    this.readClock(t);
+    const idle = t[T_NOW]! - t[T_LAST_REQUEST]! > IDLE_MS;
+    t[T_LAST_REQUEST] = t[T_NOW]!;
     if (idle) {
-      this.restartEpoch(dispatched, now);
+      this.restartEpoch(dispatched);
       this.phase = STEADY;
       this.untilTrial = this.trialGap = 1;
       this.use(this.incumbent);
       return;
     }
-    const ms = now - this.epochStart, n = dispatched - this.epochFirst;
-    if (ms < EPOCH_MS || n < EPOCH_MIN_REQUESTS) return;
-    this.endEpoch(n / ms);
-    this.restartEpoch(dispatched, now);
+    const n = dispatched - this.epochFirst;
+    if (t[T_NOW]! - t[T_EPOCH]! < EPOCH_MS || n < EPOCH_MIN_REQUESTS) return;
+    this.endEpoch(n / (t[T_NOW]! - t[T_EPOCH]!));
+    this.restartEpoch(dispatched);
   }
 
-  spun(hit: boolean, waitedMs: number): void {
+  spun(hit: boolean): void {
     if (!hit) return;
-    this.hitWait += (waitedMs - this.hitWait) / 8;
+    const t = this.times;
+    this.hitWait += (t[T_NOW]! - t[T_SPIN_START]! - this.hitWait) / 8;
     if (this.window > 0) this.window = this.spinWindow();
   }
 
@@ -122,8 +143,8 @@ export class PollGovernor implements PollPolicy {
     return Math.min(MAX_WINDOW_USEC, Math.max(MIN_WINDOW_USEC, Math.round(SPIN_FACTOR * this.hitWait * 1000)));
   }
 
-  private restartEpoch(dispatched: number, now: number): void {
-    this.epochStart = now;
+  private restartEpoch(dispatched: number): void {
+    this.times[T_EPOCH] = this.times[T_NOW]!;
     this.epochFirst = dispatched;
   }
 

@@ -37,7 +37,7 @@ import type { Engine } from './engine.js';
 import type { Waker } from './waker.js';
 import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
 import { C_CQES, C_ENTERS, C_SPIN_POLICY, C_SPIN_USEC, C_TURNS } from '../stats.js';
-import { FixedPoll, PollGovernor, type PollPolicy } from './poll-governor.js';
+import { FixedPoll, PollGovernor, T_NOW, T_SPIN_START, T_TURN, type PollPolicy } from './poll-governor.js';
 import { GcCount } from './gc-count.js';
 
 export class QuitReader {
@@ -70,20 +70,24 @@ export interface LoopCounters {
 const GC_SAMPLE_TURNS = 1024;
 
 /**
- * Spins until the ring has more than `seen` CQEs (true), or until `end`
- * (performance.now() time; false). Task work that shows up meanwhile is run
+ * Spins until the ring has more than `seen` CQEs (true), or for `windowUsec`
+ * from t[T_SPIN_START] (false); leaves the time it ended in t[T_NOW]. Task work that shows up meanwhile is run
  * by a non-blocking enter (submit() adds GETEVENTS when IORING_SQ_TASKRUN is
  * set): a new request then becomes a CQE and ends the spin, while other task
  * work, such as issuing a COMMIT linked to a backing read that completed
  * inline, does not make the thread go to sleep.
  */
-function pollRing(ring: Ring, seen: number, end: number): boolean {
+function pollRing(ring: Ring, seen: number, t: Float64Array, windowUsec: number): boolean {
   for (;;) {
     for (let i = 0; i < 64; i++) {
-      if (ring.cqReady() > seen) return true;
+      if (ring.cqReady() > seen) {
+        native.clockMs(t, T_NOW);
+        return true;
+      }
       if (ring.sqRingFlags() & IORING_SQ_TASKRUN) ring.submit();
     }
-    if (performance.now() >= end) return false;
+    native.clockMs(t, T_NOW);
+    if (t[T_NOW]! >= t[T_SPIN_START]! + windowUsec / 1000) return false;
   }
 }
 
@@ -137,9 +141,9 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
 
   const d = client.dispatcher;
   const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor() : new FixedPoll(opts.pollUsec);
+  const t = poll.times;
   let seen = 0;
   let polled = -1;
-  let pollStart = 0;
   // The eventfd is watched from the first turn that awaits until the first
   // that blocks in io_uring_enter, not started and stopped around every wait:
   // two epoll_ctl calls per wake saved. A wake it reports while no one waits
@@ -162,16 +166,15 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
       } else if (poll.window > 0) {
         // The window runs from the last request served, over however many
         // turns its own completions (backing IO, commits) take.
-        const t0 = performance.now();
+        native.clockMs(t, T_TURN);
         if (d.dispatched !== polled) {
           polled = d.dispatched;
-          pollStart = t0;
+          t[T_SPIN_START] = t[T_TURN]!;
         }
         ring.submit();
-        const hit = pollRing(ring, inline, pollStart + poll.window / 1000);
-        const t1 = performance.now();
-        words[base + C_SPIN_USEC]! += (t1 - t0) * 1000;
-        poll.spun(hit, t1 - pollStart);
+        const hit = pollRing(ring, inline, t, poll.window);
+        words[base + C_SPIN_USEC]! += (t[T_NOW]! - t[T_TURN]!) * 1000;
+        poll.spun(hit);
         if (!hit) waitPastInline(ring, inline); // a hit's CQE is there already: reap it without another enter
       } else {
         waitPastInline(ring, inline);
@@ -190,7 +193,7 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
     words[base + C_CQES]! += ring.reap(onCqe);
     words[base + C_ENTERS] = ring.enters;
     if (d.dispatched !== poll.dispatched) {
-      poll.turn(d.dispatched, performance.now());
+      poll.turn(d.dispatched);
       words[base + C_SPIN_POLICY] = poll.window > 0 ? 1 : 0;
     }
     if (++words[base + C_TURNS]! % GC_SAMPLE_TURNS === 0) gc.sample();
