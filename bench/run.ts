@@ -5,6 +5,7 @@
 //   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll nbd (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
 //   BENCH_KUBLK=/path/to/kublk             also measure the kernel's C server
+//   BENCH_POLL_TARGETS=null,loop,contended the poll suite's tables (default: all three)
 //
 // Devices are created with the library in this process; fio runs as a child
 // while the queue workers serve (the main thread is not on the IO path).

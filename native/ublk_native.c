@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define ARGS(n)                                                   \
@@ -244,6 +245,16 @@ static napi_value js_clock_ms(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* threadPreemptions(): how often the kernel took the CPU from this thread
+ * (getrusage RUSAGE_THREAD ru_nivcsw, involuntary context switches): a
+ * spinning thread that is preempted holds a CPU someone else wants. */
+static napi_value js_thread_preemptions(napi_env env, napi_callback_info info) {
+  struct rusage ru;
+  (void)info;
+  if (getrusage(RUSAGE_THREAD, &ru) < 0) return throw_errno(env, errno, "getrusage");
+  return num(env, (double)ru.ru_nivcsw);
+}
+
 static napi_value js_eventfd(napi_env env, napi_callback_info info) {
   ARGS(2);
   int fd = eventfd(u32(env, argv[0]), i32(env, argv[1]));
@@ -437,7 +448,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"munmap", js_munmap},       {"keepMapped", js_keep_mapped},
       {"alloc", js_alloc},
       {"addressOf", js_address_of}, {"eventfd", js_eventfd},
-      {"clockMs", js_clock_ms},
+      {"clockMs", js_clock_ms}, {"threadPreemptions", js_thread_preemptions},
       {"memfdCreate", js_memfd_create}, {"fallocate", js_fallocate},
       {"createPoller", js_create_poller}, {"close", js_close},
   };

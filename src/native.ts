@@ -52,6 +52,8 @@ export interface Native {
    * RangeError if `i` is outside `out`.
    */
   clockMs(out: Float64Array, i: number): void;
+  /** Involuntary context switches of the calling thread so far (getrusage RUSAGE_THREAD ru_nivcsw). */
+  threadPreemptions(): number;
   /** eventfd(2). Throws. */
   eventfd(initval: number, flags: number): number;
   /** memfd_create(2). Throws. */

@@ -118,7 +118,7 @@ function line(r: Rates, total: QueueStats): string {
   // A queue served by a thread that counts its costs in another queue's slot shows none.
   const costs = total.turns ? `; per request ${r.entersPerRequest.toFixed(2)} io_uring_enter, ${r.turnsPerRequest.toFixed(2)} loop turns, ` +
     `${r.cqesPerRequest.toFixed(2)} CQEs, ${Math.round(r.heapBytesPerRequest)} bytes allocated; ${r.gcs} GCs; ` +
-    `spinning ${Math.round(r.spinPercent)}% of the time, policy ${total.spinning ? 'spin' : 'sleep'}` : '';
+    `spinning ${Math.round(r.spinPercent)}% of the time (preempted ${total.spinPreemptions} times), policy ${total.spinning ? 'spin' : 'sleep'}` : '';
   return `${Math.round(r.iops)} IOPS (read ${Math.round(r.readIops)}, write ${Math.round(r.writeIops)}), ` +
     `${formatSize(Math.round(r.readBytesPerSec))}/s read, ${formatSize(Math.round(r.writeBytesPerSec))}/s written, ` +
     `${r.inFlight} in flight, ${total.errors} errors${fetch}${shmem}${costs}`;

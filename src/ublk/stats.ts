@@ -22,6 +22,7 @@ export const C_GC_MINOR = 16, C_GC_MAJOR = 17; // garbage collections (scavenges
 export const C_HEAP_BYTES = 18; // bytes the thread allocated on its JavaScript heap (gc-count.ts: sampled, approximate)
 export const C_SPIN_USEC = 19; // µs the thread spent spinning for requests instead of sleeping (polling)
 export const C_SPIN_POLICY = 20; // 1 while the thread's polling policy is to spin, else 0 (a gauge)
+export const C_SPIN_PREEMPTIONS = 21; // involuntary context switches while the policy was to spin (adaptive polling)
 
 export interface QueueStats {
   queue: number;
@@ -57,6 +58,8 @@ export interface QueueStats {
   /** µs the serving threads spent spinning for the next request (polling), and how many spin for now. */
   spinUsec: number;
   spinning: number;
+  /** Adaptive polling: times the kernel preempted a thread whose policy was to spin (enough of them in an epoch end it). */
+  spinPreemptions: number;
 }
 
 export type BatchStats = Pick<QueueStats, 'fetchCqes' | 'tags' | 'commits' | 'rearms'>;
@@ -66,6 +69,7 @@ const FIELDS: Array<[keyof QueueStats, number]> = [
   ['errors', C_ERRORS], ['inFlight', C_INFLIGHT], ['fetchCqes', C_FETCH_CQES], ['tags', C_TAGS], ['commits', C_COMMITS],
   ['rearms', C_REARMS], ['shmem', C_SHMEM], ['enters', C_ENTERS], ['turns', C_TURNS], ['cqes', C_CQES],
   ['gcMinor', C_GC_MINOR], ['gcMajor', C_GC_MAJOR], ['heapBytes', C_HEAP_BYTES], ['spinUsec', C_SPIN_USEC], ['spinning', C_SPIN_POLICY],
+  ['spinPreemptions', C_SPIN_PREEMPTIONS],
 ];
 
 export const statsBytes = (slots: number): number => Math.max(1, slots) * SLOT_WORDS * 8;
@@ -85,7 +89,7 @@ export function mapStats(fd: number, writable: boolean): Float64Array {
 
 const zeroStats = (queue: number): QueueStats => ({
   queue, reads: 0, writes: 0, other: 0, readBytes: 0, writeBytes: 0, errors: 0, inFlight: 0, fetchCqes: 0, tags: 0, commits: 0, rearms: 0,
-  shmem: 0, enters: 0, turns: 0, cqes: 0, gcMinor: 0, gcMajor: 0, heapBytes: 0, spinUsec: 0, spinning: 0,
+  shmem: 0, enters: 0, turns: 0, cqes: 0, gcMinor: 0, gcMajor: 0, heapBytes: 0, spinUsec: 0, spinning: 0, spinPreemptions: 0,
 });
 
 /** The counters per queue (slots of threads sharing a queue added up), in queue order. */

@@ -36,7 +36,9 @@ import { native } from '../../native.js';
 import type { Engine } from './engine.js';
 import type { Waker } from './waker.js';
 import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
-import { C_CQES, C_ENTERS, C_SPIN_POLICY, C_SPIN_USEC, C_TURNS } from '../stats.js';
+import {
+  C_CQES, C_ENTERS, C_OTHER, C_READS, C_SPIN_POLICY, C_SPIN_PREEMPTIONS, C_SPIN_USEC, C_TURNS, C_WRITES, SLOT_WORDS,
+} from '../stats.js';
 import { FixedPoll, PollGovernor, T_NOW, T_SPIN_START, T_TURN, type PollPolicy } from './poll-governor.js';
 import { GcCount } from './gc-count.js';
 
@@ -71,11 +73,12 @@ const GC_SAMPLE_TURNS = 1024;
 
 /**
  * Spins until the ring has more than `seen` CQEs (true), or for `windowUsec`
- * from t[T_SPIN_START] (false); leaves the time it ended in t[T_NOW]. Task work that shows up meanwhile is run
- * by a non-blocking enter (submit() adds GETEVENTS when IORING_SQ_TASKRUN is
- * set): a new request then becomes a CQE and ends the spin, while other task
- * work, such as issuing a COMMIT linked to a backing read that completed
- * inline, does not make the thread go to sleep.
+ * from t[T_SPIN_START] (false); leaves the time it ended in t[T_NOW]. Task
+ * work that shows up meanwhile is run by a non-blocking enter (submit() adds
+ * GETEVENTS when IORING_SQ_TASKRUN is set): a new request then becomes a CQE
+ * and ends the spin, while other task work, such as issuing a COMMIT linked
+ * to a backing read that completed inline, does not make the thread go to
+ * sleep.
  */
 function pollRing(ring: Ring, seen: number, t: Float64Array, windowUsec: number): boolean {
   for (;;) {
@@ -121,6 +124,16 @@ function maySleep(ring: Ring, inline: number): boolean {
   return ring.cqReady() <= inline && !ring.enterPending();
 }
 
+/** Reads the requests the whole device dispatched so far: every slot of its counters, whichever thread writes it. */
+function deviceRequests(words: Float64Array): () => number {
+  const slots = Math.floor(words.length / SLOT_WORDS);
+  return () => {
+    let n = 0;
+    for (let b = 0; b < slots * SLOT_WORDS; b += SLOT_WORDS) n += words[b + C_READS]! + words[b + C_WRITES]! + words[b + C_OTHER]!;
+    return n;
+  };
+}
+
 export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
   opts: LoopOptions, counters: LoopCounters): Promise<void> {
   const gc = new GcCount(counters.words, counters.base);
@@ -140,7 +153,7 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
   wakeup.onReadable(waker.wake);
 
   const d = client.dispatcher;
-  const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor() : new FixedPoll(opts.pollUsec);
+  const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor(deviceRequests(words)) : new FixedPoll(opts.pollUsec);
   const t = poll.times;
   let seen = 0;
   let polled = -1;
@@ -195,6 +208,7 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
     if (d.dispatched !== poll.dispatched) {
       poll.turn(d.dispatched);
       words[base + C_SPIN_POLICY] = poll.window > 0 ? 1 : 0;
+      words[base + C_SPIN_PREEMPTIONS] = poll.spinPreemptions;
     }
     if (++words[base + C_TURNS]! % GC_SAMPLE_TURNS === 0) gc.sample();
   }
