@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { UblkDevice } from '../../src/index.js';
-import { addDevice, assertClean, cli, delDevice, fioVerify, FULL_ONLY, idOf, listDevices, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, FULL_ONLY, idOf, listDevices, sh, vmSuite } from './helpers.js';
 
 vmSuite();
 
@@ -24,10 +24,13 @@ for (const [name, pollArgs, skip] of [['adaptive polling (the default)', [], fal
       try {
         fioVerify(dev, { iodepth: 1, size: '8m' });
         fioVerify(dev, { iodepth: 64, size: '16m' });
+        // 3 s of steady QD 1: long enough for trials of spinning (the first
+        // after 4 epochs of at least 50 ms and 32 requests), so some time is
+        // spent spinning.
+        sh('fio', '--name=qd1', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--rw=randread', '--bs=4k', '--iodepth=1',
+          '--time_based', '--runtime=3', '--size=16m');
         const stats = cli('stats', String(idOf(dev)), '--json', '-i', '1');
         assert.equal(stats.code, 0, stats.stderr);
-        // Adaptive: QD 1 lasts long enough for a trial of spinning (after one
-        // epoch of at least 50 ms and 32 requests), so some time was spent spinning.
         const { spinUsec } = (JSON.parse(stats.stdout) as { totals: { spinUsec: number } }).totals;
         assert.ok(spinUsec > 0, `spent ${spinUsec} µs spinning`);
         // Idle: the serving threads must block, not spin (poll only after busy turns).
