@@ -58,7 +58,7 @@ export interface QueueStats {
   /** µs the serving threads spent spinning for the next request (polling), and how many spin for now. */
   spinUsec: number;
   spinning: number;
-  /** Adaptive polling: times the kernel preempted a thread whose policy was to spin (enough of them in an epoch end it). */
+  /** Adaptive polling: times the kernel preempted a thread whose policy was to spin (counted only; the policy does not use it). */
   spinPreemptions: number;
 }
 
@@ -102,6 +102,17 @@ export function readQueueStats(words: Float64Array, slots: number): QueueStats[]
     for (const [k, i] of FIELDS) (qs[k] as number) += words[b + i]!;
   }
   return [...byQueue.values()].sort((a, b) => a.queue - b.queue);
+}
+
+/**
+ * Requests dispatched so far by every serving thread of the device (all
+ * slots). Read by a serving thread while it serves, so it sums the words in
+ * place rather than build QueueStats objects as readQueueStats does.
+ */
+export function requestsDispatched(words: Float64Array): number {
+  let n = 0;
+  for (let b = 0; b + SLOT_WORDS <= words.length; b += SLOT_WORDS) n += words[b + C_READS]! + words[b + C_WRITES]! + words[b + C_OTHER]!;
+  return n;
 }
 
 /**

@@ -1,10 +1,13 @@
 // A stop waits while requests move and gives up only once they stopped moving
-// (src/stall-watch.ts, with the counters' progressMark).
+// (src/stall-watch.ts, with the counters' progressMark), and the device-wide
+// request count adaptive polling judges by (requestsDispatched).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StallWatch } from '../../src/stall-watch.js';
-import { progressMark, readQueueStats, totalStats, SLOT_WORDS, C_INFLIGHT, C_WRITES } from '../../src/ublk/stats.js';
+import {
+  progressMark, readQueueStats, requestsDispatched, totalStats, SLOT_WORDS, C_INFLIGHT, C_OTHER, C_READS, C_WRITES,
+} from '../../src/ublk/stats.js';
 
 test('a counter that keeps moving is never stalled, however long; one that stops is, after the quiet time', async () => {
   let n = 0;
@@ -32,4 +35,17 @@ test('the progress mark changes with every dispatch and every completion', () =>
     seen.push(mark());
   }
   for (let i = 1; i < seen.length; i++) assert.notEqual(seen[i], seen[i - 1], `step ${i} moved the mark`);
+});
+
+test('requestsDispatched sums every slot\'s reads, writes and other requests, as the counters read per queue do', () => {
+  const words = new Float64Array(3 * SLOT_WORDS);
+  for (let slot = 0; slot < 3; slot++) {
+    words[slot * SLOT_WORDS + C_READS] = 10 * slot + 1;
+    words[slot * SLOT_WORDS + C_WRITES] = 7;
+    words[slot * SLOT_WORDS + C_OTHER] = slot;
+    words[slot * SLOT_WORDS + C_INFLIGHT] = 5; // not a request count
+  }
+  const t = totalStats(readQueueStats(words, 3));
+  assert.equal(requestsDispatched(words), t.reads + t.writes + t.other);
+  assert.equal(requestsDispatched(words), 33 + 21 + 3);
 });

@@ -36,9 +36,7 @@ import { native } from '../../native.js';
 import type { Engine } from './engine.js';
 import type { Waker } from './waker.js';
 import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
-import {
-  C_CQES, C_ENTERS, C_OTHER, C_READS, C_SPIN_POLICY, C_SPIN_PREEMPTIONS, C_SPIN_USEC, C_TURNS, C_WRITES, SLOT_WORDS,
-} from '../stats.js';
+import { C_CQES, C_ENTERS, C_SPIN_POLICY, C_SPIN_PREEMPTIONS, C_SPIN_USEC, C_TURNS, requestsDispatched } from '../stats.js';
 import { FixedPoll, PollGovernor, T_NOW, T_SPIN_START, T_TURN, type PollPolicy } from './poll-governor.js';
 import { GcCount } from './gc-count.js';
 
@@ -124,16 +122,6 @@ function maySleep(ring: Ring, inline: number): boolean {
   return ring.cqReady() <= inline && !ring.enterPending();
 }
 
-/** Reads the requests the whole device dispatched so far: every slot of its counters, whichever thread writes it. */
-function deviceRequests(words: Float64Array): () => number {
-  const slots = Math.floor(words.length / SLOT_WORDS);
-  return () => {
-    let n = 0;
-    for (let b = 0; b < slots * SLOT_WORDS; b += SLOT_WORDS) n += words[b + C_READS]! + words[b + C_WRITES]! + words[b + C_OTHER]!;
-    return n;
-  };
-}
-
 export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
   opts: LoopOptions, counters: LoopCounters): Promise<void> {
   const gc = new GcCount(counters.words, counters.base);
@@ -153,7 +141,7 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engin
   wakeup.onReadable(waker.wake);
 
   const d = client.dispatcher;
-  const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor(deviceRequests(words)) : new FixedPoll(opts.pollUsec);
+  const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor(() => requestsDispatched(words)) : new FixedPoll(opts.pollUsec);
   const t = poll.times;
   let seen = 0;
   let polled = -1;
