@@ -175,6 +175,23 @@ static napi_value js_alloc(napi_env env, napi_callback_info info) {
   return p == MAP_FAILED ? throw_errno(env, errno, "alloc") : wrap_mapping(env, p, len);
 }
 
+/* madvise(addr of the buffer + offset, len, advice): 0 or -errno. */
+static napi_value js_madvise(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  size_t size = 0;
+  char *p = bytes_of(env, argv[0], &size);
+  if (!p) {
+    napi_throw_type_error(env, NULL, "madvise: expected an ArrayBuffer");
+    return NULL;
+  }
+  size_t off = (size_t)i64(env, argv[1]), len = (size_t)i64(env, argv[2]);
+  if (off > size || len > size - off) {
+    napi_throw_range_error(env, NULL, "madvise: range outside the buffer");
+    return NULL;
+  }
+  return num(env, madvise(p + off, len, i32(env, argv[3])) < 0 ? -errno : 0);
+}
+
 /* The mapping behind an ArrayBuffer from mmap()/alloc(); `take` also removes the wrap. */
 static struct mapping *get_mapping(napi_env env, napi_value ab, const char *what, bool take) {
   struct mapping *m = NULL;
@@ -446,7 +463,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"setup", js_setup},         {"enter", js_enter}, {"enterArg", js_enter_arg},
       {"register", js_register},   {"mmap", js_mmap},
       {"munmap", js_munmap},       {"keepMapped", js_keep_mapped},
-      {"alloc", js_alloc},
+      {"alloc", js_alloc},           {"madvise", js_madvise},
       {"addressOf", js_address_of}, {"eventfd", js_eventfd},
       {"clockMs", js_clock_ms}, {"threadPreemptions", js_thread_preemptions},
       {"memfdCreate", js_memfd_create}, {"fallocate", js_fallocate},

@@ -44,6 +44,8 @@ export interface Native {
   keepMapped(buffer: ArrayBuffer): void;
   /** Page-aligned zeroed anonymous memory, freed when collected or by munmap(). Throws. */
   alloc(length: number): ArrayBuffer;
+  /** madvise(2) on `length` bytes of `buffer` from `offset` (page-aligned); 0 or -errno. */
+  madvise(buffer: ArrayBuffer, offset: number, length: number, advice: number): number;
   /** Address of the first byte of a buffer or view (view: buffer + byteOffset). */
   addressOf(buffer: ArrayBufferView | ArrayBuffer): number;
   /**

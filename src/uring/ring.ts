@@ -8,7 +8,7 @@ import { IOVEC, LAYOUTS } from './layout.js';
 import { setupRing, type RingOptions, type RingSetup } from './setup.js';
 import {
   IORING_ENTER_EXT_ARG, IORING_ENTER_GETEVENTS, IORING_FEAT_MIN_TIMEOUT, IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_EVENTFD,
-  IORING_REGISTER_FILES, IORING_RSRC_REGISTER_SPARSE, IORING_SETUP_DEFER_TASKRUN, IORING_SQ_CQ_OVERFLOW,
+  IORING_REGISTER_FILES, IORING_REGISTER_FILES_UPDATE, IORING_RSRC_REGISTER_SPARSE, IORING_SETUP_DEFER_TASKRUN, IORING_SQ_CQ_OVERFLOW,
   IORING_SETUP_TASKRUN_FLAG, IORING_SQ_TASKRUN, IORING_UNREGISTER_BUFFERS, IORING_UNREGISTER_EVENTFD, IORING_UNREGISTER_FILES,
 } from './constants.js';
 
@@ -283,6 +283,25 @@ export class Ring {
   /** IORING_REGISTER_FILES: fixed-file index i refers to fds[i] (-1 leaves a slot empty). */
   registerFiles(fds: readonly number[]): void {
     this.register(IORING_REGISTER_FILES, Int32Array.from(fds), fds.length, 'IORING_REGISTER_FILES');
+  }
+
+  /**
+   * IORING_REGISTER_FILES_UPDATE: fixed-file index `index` now refers to `fd`
+   * (-1 empties it; operations already in flight keep the old file).
+   */
+  updateFile(index: number, fd: number): void {
+    const fds = native.alloc(4);
+    new Int32Array(fds)[0] = fd;
+    const up = new DataView(new ArrayBuffer(16)); // struct io_uring_files_update {u32 offset, resv; u64 fds}
+    up.setUint32(0, index, true);
+    up.setBigUint64(8, BigInt(native.addressOf(fds)), true);
+    try {
+      const n = native.register(this.fd, IORING_REGISTER_FILES_UPDATE, up, 1);
+      check(n, 'IORING_REGISTER_FILES_UPDATE');
+      if (n !== 1) throw new ErrnoError(-constants.errno.EIO, `IORING_REGISTER_FILES_UPDATE updated ${n} slots, not 1`);
+    } finally {
+      native.munmap(fds);
+    }
   }
 
   unregisterFiles(): void {

@@ -154,6 +154,38 @@ test('sparse buffer table: empty slots are refused, registration is exclusive', 
   }
 });
 
+test('a fixed-file slot set, replaced and emptied while the ring runs (updateFile: one ring, many devices)', () => {
+  const ring = Ring.create({ entries: 4 });
+  const a = tempFile(), b = tempFile();
+  const buf = new Uint8Array(16);
+  const readSlot = (slot: number, ud: number): number => {
+    const s = ring.getSqe();
+    prepRead(ring, s, slot, native.addressOf(buf), 6, 0);
+    setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+    setUserData(ring, s, ud, 0);
+    return run(ring, 1).get(ud)!;
+  };
+  try {
+    fs.writeSync(a.fd, 'file-a');
+    fs.writeSync(b.fd, 'file-b');
+    ring.registerFiles([-1, -1, -1]);
+    assert.equal(readSlot(2, 1), -9, 'a sparse slot: -EBADF');
+    ring.updateFile(2, a.fd);
+    assert.equal(readSlot(2, 2), 6);
+    assert.equal(Buffer.from(buf.subarray(0, 6)).toString(), 'file-a');
+    ring.updateFile(2, b.fd);
+    assert.equal(readSlot(2, 3), 6);
+    assert.equal(Buffer.from(buf.subarray(0, 6)).toString(), 'file-b', 'the slot now names the other file');
+    ring.updateFile(2, -1);
+    assert.equal(readSlot(2, 4), -9, 'emptied');
+    assert.throws(() => ring.updateFile(3, a.fd), /IORING_REGISTER_FILES_UPDATE/, 'a slot past the table');
+  } finally {
+    ring.close();
+    fs.closeSync(a.fd);
+    fs.closeSync(b.fd);
+  }
+});
+
 test('registered files (IOSQE_FIXED_FILE)', () => {
   const ring = Ring.create({ entries: 4 });
   const a = tempFile(), b = tempFile();

@@ -231,3 +231,15 @@ test('pollers dropped without close() are collected without crashing', () => {
   assert.equal(r.status, 0, String(r.stderr));
   assert.match(String(r.stdout), /ok/);
 });
+
+test('madvise: on a page-aligned range of a buffer 0, else -errno; outside the buffer a RangeError', () => {
+  const MADV_NOHUGEPAGE = 15;
+  const buf = native.alloc(4 << 20);
+  try {
+    assert.equal(native.madvise(buf, 0, 4 << 20, MADV_NOHUGEPAGE), 0);
+    assert.equal(native.madvise(buf, 1, 4096, MADV_NOHUGEPAGE), -22, 'an unaligned start: -EINVAL');
+    assert.throws(() => native.madvise(buf, 4096, 4 << 20, MADV_NOHUGEPAGE), RangeError);
+  } finally {
+    native.munmap(buf);
+  }
+});

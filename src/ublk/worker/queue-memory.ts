@@ -1,7 +1,7 @@
 // Memory a queue worker shares with the kernel: the read-only descriptor array
 // mmapped from /dev/ublkcN, and (in kernel-copy mode) one data buffer per tag.
 import { native } from '../../native.js';
-import { MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../../sys.js';
+import { MADV_NOHUGEPAGE, MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../../sys.js';
 import { LAYOUTS } from '../abi/layout.js';
 import { UBLKSRV_CMD_BUF_OFFSET, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
 
@@ -40,6 +40,11 @@ export class TagBuffers {
     this.mem = sharedFd === undefined
       ? native.alloc(count * size)
       : native.mmap(count * size, PROT_READ | PROT_WRITE, MAP_SHARED, sharedFd, 0);
+    // Where transparent huge pages are on, the first 4 KiB the kernel copies
+    // into a 1 MiB buffer would fault in a whole 2 MiB page: 128 tags of a
+    // device that saw only small requests would hold 256 MiB. Buffers hold
+    // only the pages requests touched.
+    native.madvise(this.mem, 0, count * size, MADV_NOHUGEPAGE);
     const base = native.addressOf(this.mem);
     for (let t = 0; t < count; t++) {
       this.views.push(new Uint8Array(this.mem, t * size, size));
