@@ -3,10 +3,9 @@
 // ring's eventfd (the scripted one never fires).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serveLoop, type QuitReader } from '../../src/ublk/worker/serve-loop.js';
+import { serveLoop, type LoopClient, type QuitReader } from '../../src/ublk/worker/serve-loop.js';
 import { Waker } from '../../src/ublk/worker/waker.js';
 import { SLOT_WORDS } from '../../src/ublk/stats.js';
-import type { Engine } from '../../src/ublk/worker/engine.js';
 import type { Ring } from '../../src/uring/ring.js';
 import type { RingWakeup } from '../../src/uring/wakeup.js';
 
@@ -49,18 +48,18 @@ async function runLoop(script: Script, completeElsewhere: (finish: () => void) =
   let active = true;
   const waker = new Waker();
   const client = {
-    dispatcher: { asyncInFlight: 1, dispatched: 1 },
+    tally: { asyncInFlight: 1, dispatched: 1 },
     get active() { return active; },
     flush: () => 0,
     onCqe: () => { active = false; },
-  } as unknown as Engine;
+  } as LoopClient;
   const wakeup = { onReadable: () => {}, start: () => {}, stop: () => {} } as unknown as RingWakeup;
   let timer: NodeJS.Timeout | undefined;
   const hung = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error('the loop slept on an eventfd nothing signals')), ms);
   });
   const done = serveLoop(ring, wakeup, waker, client, { fired: false } as QuitReader, { coalesceUsec: 0, coalesceMax: 1, pollUsec: 0 },
-    { words: new Float64Array(SLOT_WORDS), base: 0 });
+    { words: new Float64Array(SLOT_WORDS), base: 0, requests: () => 1 });
   const finish = (): void => { active = false; waker.wake(); };
   completeElsewhere(finish);
   try {

@@ -2,13 +2,11 @@
 // threads, START_DEV; and the reverse on stop. This is the library's main entry.
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Worker } from 'node:worker_threads';
 import { native } from '../../native.js';
-import { compiled } from '../../package-files.js';
 import { processAlive } from '../../process-alive.js';
 import { settledWithin } from '../../settled-within.js';
 import { StallWatch } from '../../stall-watch.js';
-import { EBUSY, EFD_CLOEXEC, ENOENT, MFD_CLOEXEC } from '../../sys.js';
+import { EBUSY, ENOENT, MFD_CLOEXEC } from '../../sys.js';
 import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
 import { checkDeviceOptions, type CheckedDeviceOptions } from './device-options.js';
 import { kernelHasZonedDevices, NO_ZONED_DEVICES } from './kernel-zoned.js';
@@ -20,7 +18,8 @@ import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup
 import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
 import { integrityParams, type IntegrityChoice } from '../integrity.js';
 import { createStatsFd, mapStats, progressMark, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
-import type { WorkerConfig, WorkerMessage, WorkerQueue } from '../worker/worker.js';
+import type { WorkerQueue } from '../worker/worker.js';
+import { ownThread, type QueueWorker, type ThreadPool } from './serving-thread.js';
 import { checkShmemFile, SharedRegion } from './shmem.js';
 
 /** A device's options; each is a row of DEVICE_OPTIONS (device-options.ts), where its range and default are. */
@@ -88,6 +87,12 @@ export interface DeviceOptions extends IntegrityChoice {
 }
 
 export interface CreateHooks {
+  /**
+   * Serve the device on these shared threads (one server for many devices)
+   * instead of threads of its own; its queues all go to one of them. Such a
+   * device cannot be let go of alone (release, quiesce): it ends with stop().
+   */
+  pool?: ThreadPool;
   /**
    * Told the device's id right after ADD_DEV, before anything can fail or
    * kill the process: whoever started this process deletes the device
@@ -202,15 +207,6 @@ async function openCharDevice(id: number): Promise<number> {
   }
 }
 
-interface QueueWorker {
-  ready: Promise<void>;
-  /** Resolves when the worker has ended, with its error if it failed. */
-  done: Promise<string | undefined>;
-  /** Makes the worker stop serving and close its ring, whatever the kernel does. */
-  quit(): void;
-}
-
-const ONE = new BigUint64Array([1n]);
 /** quiesce(): how long nothing must be in flight before the serving threads are let go, and how often to look. */
 const DRAIN_QUIET_MS = 200, DRAIN_POLL_MS = 20;
 
@@ -233,46 +229,6 @@ function sharedTagBuffers(mode: ServingMode, queues: number, bytes: number): num
     fs.ftruncateSync(fd, bytes);
     return fd;
   });
-}
-
-function startWorker(cfg: Omit<WorkerConfig, 'quitFd'>): QueueWorker {
-  const quitFd = native.eventfd(0, EFD_CLOEXEC);
-  const worker = new Worker(compiled('ublk', 'worker', 'worker.js'), { workerData: { ...cfg, quitFd } });
-  let onReady!: () => void, onFail!: (e: Error) => void, onDone!: (err?: string) => void;
-  const ready = new Promise<void>((res, rej) => { onReady = res; onFail = rej; });
-  const done = new Promise<string | undefined>((res) => { onDone = res; });
-  let finished = false;
-  let ringFd = -1;
-  const finish = (err?: string): void => {
-    if (finished) return;
-    finished = true;
-    native.close(quitFd);
-    onFail(new Error(`worker for queue(s) ${cfg.queues.map((q) => q.q).join(',')}: ${err ?? 'exited before it was ready'}`));
-    onDone(err);
-  };
-  // A thread that died (an uncaught exception, also from a target's timer or
-  // callback) never ran its clean-up: its ring stays open and the kernel keeps
-  // waiting for the requests it had fetched. Closing the ring makes the driver
-  // cancel its commands and fail those requests, so nothing hangs.
-  const died = (err: string): void => {
-    if (ringFd >= 0) native.close(ringFd);
-    ringFd = -1;
-    finish(err);
-  };
-  const qw: QueueWorker = { ready, done, quit: () => { if (!finished) fs.writeSync(quitFd, ONE); } };
-  worker.on('message', (m: WorkerMessage) => {
-    if (m.type === 'ready') {
-      ringFd = m.ringFd;
-      onReady();
-    } else {
-      ringFd = -1; // closed by the worker itself
-      finish(m.error);
-    }
-  });
-  worker.on('error', (e) => died(e.message));
-  worker.on('exit', (code) => (code ? died(`exit code ${code}`) : finish(undefined)));
-  ready.catch(() => {}); // observed by whoever awaits it
-  return qw;
 }
 
 export class UblkDevice {
@@ -301,12 +257,16 @@ export class UblkDevice {
     for (const w of workers) {
       void w.done.then((err) => {
         if (err === undefined || this.destroying) return;
-        const next = mode.recovery === 'none' ? 'stopping the device' : 'leaving the device to recovery';
-        console.error(`ublk-ts: ${this.path}: a serving thread failed (${err}); ${next}`);
-        void (mode.recovery === 'none' ? this.abandon() : this.release()).catch(() => {});
+        // On shared threads the device cannot be let go of alone: it is stopped (teardown).
+        const letGo = mode.recovery !== 'none' && !this.pooled;
+        console.error(`ublk-ts: ${this.path}: a serving thread failed (${err}); ${letGo ? 'leaving the device to recovery' : 'stopping the device'}`);
+        void (letGo ? this.release() : this.abandon()).catch(() => {});
       });
     }
   }
+
+  /** Served by a ThreadPool's shared threads (CreateHooks.pool). */
+  get pooled(): boolean { return this.workers.some((w) => !w.ownThread); }
 
   get id(): number { return this.info.dev_id; }
   get path(): string { return blockDevicePath(this.info.dev_id); }
@@ -342,8 +302,8 @@ export class UblkDevice {
    * fetched or prepared again, END_USER_RECOVERY. `opts` must be what the
    * device was created with. On failure the device stays as it was, for another try.
    */
-  static recover(id: number, opts: DeviceOptions): Promise<UblkDevice> {
-    return UblkDevice.attach(opts, id);
+  static recover(id: number, opts: DeviceOptions, hooks: Pick<CreateHooks, 'pool'> = {}): Promise<UblkDevice> {
+    return UblkDevice.attach(opts, id, hooks);
   }
 
   private static async attach(opts: DeviceOptions, recoverId: number | null, hooks: CreateHooks = {}): Promise<UblkDevice> {
@@ -386,7 +346,7 @@ export class UblkDevice {
       }
       // The kernel may have clamped the queue count to the CPU count: serve
       // exactly the queues that exist (a worker for a missing queue would hang deletion).
-      const plan = assignQueues(mode, info.nr_hw_queues, o.threads, info.queue_depth);
+      const plan = assignQueues(mode, info.nr_hw_queues, hooks.pool ? 1 : o.threads, info.queue_depth);
       checkAssignment(mode, plan, info.nr_hw_queues, info.queue_depth);
       if (plan.some((t) => t.some((a) => a.tags)) && !(info.flags & UBLK_F_PER_IO_DAEMON)) {
         throw new ModeError(`this kernel's ublk driver lacks PER_IO_DAEMON (needed for --threads other than --queues in classic mode)`);
@@ -397,11 +357,11 @@ export class UblkDevice {
       counters.words = mapStats(counters.fd, false);
       for (const assigned of plan) {
         const queues: WorkerQueue[] = assigned.map((a) => ({ ...a, bufFd: memfds[a.q] }));
-        workers.push(startWorker({
+        const device = {
           mode, devId: info.dev_id, charFd, statsFd: counters.fd, depth: info.queue_depth, maxIoBytes: info.max_io_buf_bytes, targetUrl,
-          options: targetOptions, shared: setup.shared, coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec, queues,
-          shmem: shmem ? [shmem.region] : [],
-        }));
+          options: targetOptions, shared: setup.shared, queues, shmem: shmem ? [shmem.region] : [],
+        };
+        workers.push(hooks.pool ? hooks.pool.attach(device) : ownThread({ coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec }, device));
       }
       await Promise.all(workers.map((w) => w.ready));
       if (recoverId === null) await ctrl.startDev(info.dev_id, process.pid);
@@ -451,6 +411,7 @@ export class UblkDevice {
    */
   release(): Promise<void> {
     if (this.mode.recovery === 'none') return Promise.reject(new ModeError(`${this.path} was not created with --recovery: use stop()`));
+    if (this.pooled) return Promise.reject(new ModeError(POOLED_ALONE));
     return this.end('release');
   }
 
@@ -465,6 +426,7 @@ export class UblkDevice {
    */
   quiesce(timeoutMs = 30_000): Promise<void> {
     if (this.mode.recovery === 'none') return Promise.reject(new ModeError(`${this.path} was not created with --recovery: nothing could take over`));
+    if (this.pooled) return Promise.reject(new ModeError(POOLED_ALONE));
     if (!(this.info.flags & UBLK_F_QUIESCE)) {
       return Promise.reject(new ModeError(`${this.path} has no UBLK_F_QUIESCE (the kernel lacks it): kill its server and recover instead`));
     }
@@ -503,7 +465,8 @@ export class UblkDevice {
       this.released = ending === 'release';
       const fd = this.charFd;
       this.charFd = -1;
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters, this.shmem, ending, true);
+      // Shared threads keep a device's fetches armed until STOP_DEV aborts them: its only way out is a stop.
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters, this.shmem, this.pooled ? 'stop' : ending, true);
       if (failed) throw failed;
     })();
     return this.destroying;
@@ -530,6 +493,11 @@ export class UblkDevice {
  */
 type Ending = 'stop' | 'abandon' | 'release';
 
+const POOLED_ALONE = 'a device on shared serving threads (a daemon\'s) cannot be let go of alone: it ends with stop()';
+
+/** How long letting go waits for a shared thread to finish with a device (it cannot be made to; see QueueWorker.quit). */
+const SHARED_LETGO_MS = 10_000;
+
 /** How long a stop waits with no request moving before it fails the ones the target holds (see teardown). */
 const STOP_GRACE_MS = 10_000;
 
@@ -541,7 +509,12 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
   };
   const letGo = async (): Promise<void> => {
     for (const w of workers) w.quit();
-    await Promise.all(workers.map((w) => w.done));
+    await Promise.all(workers.map(async (w) => {
+      if (w.ownThread) await w.done;
+      else if (!(await settledWithin(w.done, SHARED_LETGO_MS))) {
+        console.error(`ublk-ts: device ${id}: its shared serving thread still serves it ${SHARED_LETGO_MS / 1000} s on; letting go regardless`);
+      }
+    }));
     if (charFd >= 0) fs.closeSync(charFd);
     charFd = -1;
   };

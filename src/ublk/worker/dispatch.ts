@@ -20,7 +20,7 @@ import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData, sqeFlags } 
 import { IORING_CQE_F_MORE, IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
 import type { ServingMode } from '../mode.js';
-import type { CommitSink, ServedQueue } from './engine.js';
+import type { CommitSink, LoopTally, RingPlace, ServedQueue } from './engine.js';
 import { C_ERRORS, C_INFLIGHT, C_OTHER, C_READ_BYTES, C_READS, C_SHMEM, C_WRITE_BYTES, C_WRITES, SLOT_WORDS } from '../stats.js';
 import type { PromiseSettlers, UblkRequest } from './request.js';
 import type { Waker } from './waker.js';
@@ -49,12 +49,14 @@ export const STEP_REGISTER = 2, STEP_UNREGISTER = 3;
 export class Dispatcher implements TargetIo {
   /** Requests whose promise has not settled yet. */
   asyncInFlight = 0;
+  /** The serving loop's view, which other devices' dispatchers on this thread add to too. */
+  readonly tally: LoopTally;
   /** Requests dispatched so far. */
   dispatched = 0;
   /** The target's request-less operations in flight (ownSqe). */
   ownOps = 0;
   readonly copy: CopyMode;
-  readonly charDevFixed = CHAR_DEV_FIXED;
+  readonly charDevFixed: number;
   private target!: Target;
   private readonly stageUserCopy: boolean;
   private readonly mayRegister: boolean;
@@ -65,6 +67,8 @@ export class Dispatcher implements TargetIo {
   /** UBLK_F_INTEGRITY: sizes flagged requests' metadata. */
   private readonly integrity: RequestIntegrity | null;
 
+  /** The user_data queue field of the target's request-less operations (KIND_OWN): its first queue's, so the engine finds this device. */
+  private readonly ownUd: number;
   /** Per queue id: where its slot starts in `stats`. */
   private readonly statBase: number[] = [];
   private readonly stats: Float64Array;
@@ -72,7 +76,11 @@ export class Dispatcher implements TargetIo {
   private readonly shmem: ShmemViews | null;
 
   constructor(readonly ring: Ring, mode: ServingMode, private readonly sink: CommitSink, private readonly waker: Waker,
-    counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'>>; shmem?: ShmemViews | null }) {
+    counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'> & { ud?: number }>; shmem?: ShmemViews | null;
+      place?: Pick<RingPlace, 'charFixed'>; tally?: LoopTally }) {
+    this.tally = counters.tally ?? { asyncInFlight: 0, dispatched: 0 };
+    this.charDevFixed = counters.place?.charFixed ?? CHAR_DEV_FIXED;
+    this.ownUd = counters.queues[0]?.ud ?? 0;
     this.stats = counters.stats;
     this.shmem = counters.shmem ?? null;
     for (const queue of counters.queues) this.statBase[queue.q] = queue.slot * SLOT_WORDS;
@@ -89,11 +97,16 @@ export class Dispatcher implements TargetIo {
     this.target = target;
   }
 
+  private addAsync(n: number): void {
+    this.asyncInFlight += n;
+    this.tally.asyncInFlight += n;
+  }
+
   // ---- TargetIo ----
 
   sqe(req: UblkRequest, sub: number): number {
     const s = nextSqe(this.ring);
-    setUserData(this.ring, s, userDataLo(KIND_TARGET, req.queue, req.tag), sub);
+    setUserData(this.ring, s, userDataLo(KIND_TARGET, req.ud, req.tag), sub);
     req.ringOps++;
     // Asked for from outside a CQE (a timer, a socket): the serving loop may be
     // waiting on the event loop, and must come round to submit it.
@@ -107,7 +120,7 @@ export class Dispatcher implements TargetIo {
 
   ownSqe(sub: number): number {
     const s = nextSqe(this.ring);
-    setUserData(this.ring, s, userDataLo(KIND_OWN, 0, 0), sub);
+    setUserData(this.ring, s, userDataLo(KIND_OWN, this.ownUd, 0), sub);
     this.ownOps++;
     // Asked for from outside a CQE (a socket connected again): the loop may be waiting on the event loop.
     if (this.asyncInFlight > 0) this.waker.wake();
@@ -117,7 +130,7 @@ export class Dispatcher implements TargetIo {
   hold(req: UblkRequest): void {
     if (req.owned && !req.external) {
       req.external = true;
-      this.asyncInFlight++;
+      this.addAsync(1);
     }
   }
 
@@ -126,7 +139,7 @@ export class Dispatcher implements TargetIo {
     const external = req.external;
     if (external) {
       req.external = false;
-      this.asyncInFlight--;
+      this.addAsync(-1);
     }
     this.finish(req, this.check(req, result));
     if (external) this.waker.wake();
@@ -160,6 +173,7 @@ export class Dispatcher implements TargetIo {
 
   dispatch(req: UblkRequest): void {
     this.dispatched++;
+    this.tally.dispatched++;
     req.owned = true;
     req.linkedResult = NaN; // a linked chain before this request succeeded (its commit fetched this one)
     req.awaitsPromise = false;
@@ -273,7 +287,7 @@ export class Dispatcher implements TargetIo {
     } else if (r === PENDING) {
       this.awaitElsewhere(req);
     } else if (r !== null && typeof r === 'object' && typeof (r as Promise<number>).then === 'function') {
-      this.asyncInFlight++;
+      this.addAsync(1);
       req.promises++;
       req.awaitsPromise = true;
       const s = (req.settlers ??= this.settlersFor(req));
@@ -304,7 +318,7 @@ export class Dispatcher implements TargetIo {
   private awaitElsewhere(req: UblkRequest): void {
     if (req.owned && req.ringOps === 0 && !req.staged && this.ownOps === 0 && !req.external) {
       req.external = true;
-      this.asyncInFlight++;
+      this.addAsync(1);
     }
   }
 
@@ -323,7 +337,7 @@ export class Dispatcher implements TargetIo {
    * cannot be told, and the current request fails rather than take a stale result.
    */
   private settle(req: UblkRequest, value: unknown, rejected: boolean): void {
-    this.asyncInFlight--;
+    this.addAsync(-1);
     req.promises--;
     if (!req.owned || !req.awaitsPromise) {
       this.failed(new Error(`queue ${req.queue} tag ${req.tag}: a promise settled after its request was completed (ignored)`));
@@ -355,7 +369,7 @@ export class Dispatcher implements TargetIo {
     // the serving loop would wait on the event loop for good.
     if (req.external) {
       req.external = false;
-      this.asyncInFlight--;
+      this.addAsync(-1);
     }
     this.count(req, result);
     this.sink.commit(req, result);
@@ -371,11 +385,11 @@ export class Dispatcher implements TargetIo {
     const ring = this.ring, s = nextSqe(ring);
     switch (step) {
       case STEP_COPY_IN:
-        prepRead(ring, s, CHAR_DEV_FIXED, req.bufferAddress, req.length, req.userCopyPos);
+        prepRead(ring, s, req.charFixed, req.bufferAddress, req.length, req.userCopyPos);
         setSqeFlags(ring, s, IOSQE_FIXED_FILE);
         break;
       case STEP_COPY_OUT:
-        prepWrite(ring, s, CHAR_DEV_FIXED, req.bufferAddress, req.result, req.userCopyPos);
+        prepWrite(ring, s, req.charFixed, req.bufferAddress, req.result, req.userCopyPos);
         setSqeFlags(ring, s, IOSQE_FIXED_FILE);
         break;
       case STEP_META_IN:
@@ -385,13 +399,13 @@ export class Dispatcher implements TargetIo {
         prepIntegrityCopy(ring, s, req, false, this.integrity!.bytesFor(req.result));
         break;
       case STEP_REGISTER:
-        prepIoCmd(ring, s, UBLK_U_IO_REGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);
+        prepIoCmd(ring, s, req.charFixed, UBLK_U_IO_REGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);
         break;
       case STEP_UNREGISTER:
-        prepIoCmd(ring, s, UBLK_U_IO_UNREGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);
+        prepIoCmd(ring, s, req.charFixed, UBLK_U_IO_UNREGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);
         break;
     }
-    setUserData(ring, s, userDataLo(KIND_STAGE, req.queue, req.tag), step);
+    setUserData(ring, s, userDataLo(KIND_STAGE, req.ud, req.tag), step);
     req.staged = true;
   }
 

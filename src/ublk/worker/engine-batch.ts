@@ -22,7 +22,7 @@
 // to track as with IOU_PBUF_RING_INC. When several threads share a queue only
 // one fetch command is active at a time: those rings get a single buffer, so
 // the active role moves between threads after every completion.
-import type { Ring } from '../../uring/ring.js';
+import type { CqeHandler, Ring } from '../../uring/ring.js';
 import { PbufRing } from '../../uring/pbuf-ring.js';
 import { prepUringCmd, setAddr, setBufGroup, setSqeFlags, setUringCmdFlags, setUserData } from '../../uring/prep.js';
 import {
@@ -41,7 +41,7 @@ import { C_COMMITS, C_FETCH_CQES, C_REARMS, C_TAGS, SLOT_WORDS } from '../stats.
 import { Dispatcher } from './dispatch.js';
 import type { CommitSink, Engine, EngineDeps, ServedQueue } from './engine.js';
 import { UblkRequest } from './request.js';
-import { CHAR_DEV_FIXED, KIND_BATCH, KIND_OWN, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, udKind, udQueue, udTag, userDataLo } from './worker-ring.js';
+import { KIND_BATCH, KIND_OWN, KIND_STAGE, KIND_TARGET, KIND_UBLK, nextSqe, udKind, udQueue, udTag, userDataLo } from './worker-ring.js';
 
 // struct ublk_batch_io in the SQE's command area, as typed-array indices.
 const CMD = URING.io_uring_sqe.fields.cmd[0];
@@ -87,6 +87,8 @@ class Elements {
     this.i32 = new Int32Array(mem);
     this.addr = native.addressOf(mem);
   }
+
+  free(): void { native.munmap(this.u32.buffer as ArrayBuffer); }
 }
 
 /** A multishot FETCH_IO_CMDS and its provided-buffer ring. */
@@ -100,6 +102,11 @@ class Fetcher {
     for (let b = 0; b < nbufs; b++) pbuf.add(this.addr + b * FETCH_BUF_BYTES, FETCH_BUF_BYTES, b, b);
     pbuf.advance(nbufs);
   }
+
+  free(): void {
+    this.pbuf.unregister();
+    native.munmap(this.tags.buffer as ArrayBuffer);
+  }
 }
 
 /** What this thread keeps per served queue. */
@@ -112,17 +119,20 @@ class QueueState {
   readonly fetchers: Fetcher[] = [];
   commit: Elements;
   readonly q: number;
+  /** Its index in user_data (ServedQueue.ud). */
+  readonly ud: number;
   readonly desc: Uint32Array;
   /** Where this queue's counters start in the device's stats. */
   readonly statBase: number;
-  constructor(readonly served: ServedQueue, depth: number, slotBase: number, autoReg: boolean, elemBytes: number) {
-    const { q, desc, bufs } = served;
+  constructor(readonly served: ServedQueue, depth: number, slotBase: number, autoReg: boolean, elemBytes: number, charFixed: number) {
+    const { q, ud, desc, bufs } = served;
     this.q = q;
+    this.ud = ud;
     this.desc = desc;
     this.statBase = served.slot * SLOT_WORDS;
     for (let t = 0; t < depth; t++) {
       const addr = bufs?.addrs[t] ?? 0;
-      this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, slotBase + t, addr));
+      this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, slotBase + t, addr, ud, charFixed));
       this.addrLo.push(addr % TWO_32);
       this.addrHi.push(Math.floor(addr / TWO_32));
       this.bufIndex.push(autoReg ? slotBase + t : 0);
@@ -145,8 +155,12 @@ export class BatchEngine implements Engine, CommitSink {
   private readonly lbaWord: number;
   private readonly stats: Float64Array;
   private readonly queues: QueueState[] = [];
-  private readonly byId: QueueState[] = [];
+  /** By ServedQueue.ud, the queue field of user_data. */
+  private readonly byUd: QueueState[] = [];
+  /** Spare element arrays, per served queue (by ud). */
   private readonly pool: Elements[][] = [];
+  private readonly charFixed: number;
+  private readonly bgidBase: number;
   /** Commands in flight, by slot (the tag field of their user_data). */
   private readonly inflight: Array<Elements | null> = [];
   private readonly freeSlots: number[] = [];
@@ -167,12 +181,14 @@ export class BatchEngine implements Engine, CommitSink {
     this.cmdFlags = mode.batchFlags;
     this.addrWord = mode.batchFlags & UBLK_BATCH_F_HAS_BUF_ADDR ? E_ADDR : -1;
     this.lbaWord = mode.batchFlags & UBLK_BATCH_F_HAS_ZONE_LBA ? E_ADDR + (this.addrWord < 0 ? 0 : 2) : -1;
+    this.charFixed = deps.place.charFixed;
+    this.bgidBase = deps.place.bgidBase;
     deps.queues.forEach((served: ServedQueue, i) => {
-      // Buffer-table slots: this ring's i-th queue owns [i*depth, (i+1)*depth).
-      const qs = new QueueState(served, depth, i * depth, mode.autoBufReg, this.elemBytes);
+      // Buffer-table slots: the i-th served queue owns bufBase + [i*depth, (i+1)*depth).
+      const qs = new QueueState(served, depth, deps.place.bufBase + i * depth, mode.autoBufReg, this.elemBytes, this.charFixed);
       this.queues.push(qs);
-      this.byId[qs.q] = qs;
-      this.pool[qs.q] = [];
+      this.byUd[qs.ud] = qs;
+      this.pool[qs.ud] = [];
     });
     this.dispatcher = new Dispatcher(ring, mode, this, deps.waker, deps);
   }
@@ -183,17 +199,25 @@ export class BatchEngine implements Engine, CommitSink {
       this.queues.some((qs) => qs.commit.count > 0);
   }
   get error(): string | null { return this.failure; }
-  arm(): void {
+  arm(reap: CqeHandler): void {
     // PREP completes at once; START_DEV waits until every tag of every queue is prepared.
     this.prepAll();
     while (this.pendingPreps > 0 && !this.failure) {
       this.ring.submitAndWait(1);
-      this.ring.reap(this.onCqe);
+      this.ring.reap(reap);
     }
     if (this.failure) return;
     this.fetchAll();
     this.ring.submit();
-    this.ring.reap(this.onCqe);
+    this.ring.reap(reap);
+  }
+
+  release(): void {
+    for (const qs of this.queues) {
+      for (const f of qs.fetchers) f.free();
+      qs.commit.free();
+      for (const e of this.pool[qs.ud]!) e.free();
+    }
   }
 
   /** Queues PREP_IO_CMDS for the queues this thread prepares. */
@@ -209,7 +233,7 @@ export class BatchEngine implements Engine, CommitSink {
 
   /** Registers the provided-buffer rings and arms one multishot fetch per served queue. */
   private fetchAll(): void {
-    let bgid = 0;
+    let bgid = this.bgidBase;
     for (const qs of this.queues) {
       const pbuf = PbufRing.register(this.ring, bgid++, qs.served.fetchBuffers);
       qs.fetchers.push(new Fetcher(pbuf, qs.served.fetchBuffers));
@@ -231,7 +255,7 @@ export class BatchEngine implements Engine, CommitSink {
 
   private flushQueue(qs: QueueState): void {
     const e = qs.commit;
-    qs.commit = this.pool[qs.q]!.pop() ?? new Elements(this.depth + 1, this.elemBytes);
+    qs.commit = this.pool[qs.ud]!.pop() ?? new Elements(this.depth + 1, this.elemBytes);
     if (FAULT_COMMIT === 'duplicate' && e.count >= 2 && e.count < this.depth) this.injectDuplicate(e);
     const tooMany = FAULT_COMMIT === 'e2big' && this.stats[qs.statBase + C_COMMITS]! % 8 === 7;
     this.submitElements(qs, e, UBLK_U_IO_COMMIT_IO_CMDS, OP_COMMIT, tooMany ? this.depth + 1 : e.count);
@@ -240,7 +264,7 @@ export class BatchEngine implements Engine, CommitSink {
 
   private batchCmd(s: number, op: number, q: number, flags: number, nrElem: number, elemBytes: number): void {
     const ring = this.ring;
-    prepUringCmd(ring, s, CHAR_DEV_FIXED, op);
+    prepUringCmd(ring, s, this.charFixed, op);
     const u16 = ring.sqeU16, h = s >> 1;
     u16[h + B_QID] = q;
     u16[h + B_FLAGS] = flags;
@@ -254,7 +278,7 @@ export class BatchEngine implements Engine, CommitSink {
     setSqeFlags(ring, s, IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT);
     setUringCmdFlags(ring, s, IORING_URING_CMD_MULTISHOT);
     setBufGroup(ring, s, f.pbuf.bgid);
-    setUserData(ring, s, userDataLo(KIND_UBLK, qs.q, index), 0);
+    setUserData(ring, s, userDataLo(KIND_UBLK, qs.ud, index), 0);
   }
 
   private submitElements(qs: QueueState, e: Elements, op: number, kind: number, nrElem = e.count): void {
@@ -264,7 +288,7 @@ export class BatchEngine implements Engine, CommitSink {
     this.batchCmd(s, op, qs.q, this.cmdFlags, nrElem, this.elemBytes);
     setSqeFlags(ring, s, IOSQE_FIXED_FILE);
     setAddr(ring, s, e.addr);
-    setUserData(ring, s, userDataLo(KIND_BATCH, qs.q, slot), kind);
+    setUserData(ring, s, userDataLo(KIND_BATCH, qs.ud, slot), kind);
   }
 
   /**
@@ -286,7 +310,7 @@ export class BatchEngine implements Engine, CommitSink {
   }
 
   readonly commit = (req: UblkRequest, result: number): void => {
-    const qs = this.byId[req.queue]!;
+    const qs = this.byUd[req.ud]!;
     // The kernel takes at most queue-depth elements per command (-E2BIG). A tag
     // is committed once before it comes back, so this holds anyway; the check
     // makes it hold by construction.
@@ -296,10 +320,10 @@ export class BatchEngine implements Engine, CommitSink {
 
   readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
     const kind = udKind(lo);
-    if (kind === KIND_UBLK) this.onFetch(this.byId[udQueue(lo)]!, udTag(lo), res, flags);
-    else if (kind === KIND_TARGET || kind === KIND_STAGE) this.dispatcher.onCqe(this.byId[udQueue(lo)]!.reqs[udTag(lo)]!, kind, hi, res, flags);
+    if (kind === KIND_UBLK) this.onFetch(this.byUd[udQueue(lo)]!, udTag(lo), res, flags);
+    else if (kind === KIND_TARGET || kind === KIND_STAGE) this.dispatcher.onCqe(this.byUd[udQueue(lo)]!.reqs[udTag(lo)]!, kind, hi, res, flags);
     else if (kind === KIND_OWN) this.dispatcher.onOwnCqe(hi, res, flags);
-    else if (kind === KIND_BATCH) this.onElements(this.byId[udQueue(lo)]!, udTag(lo), hi, res);
+    else if (kind === KIND_BATCH) this.onElements(this.byUd[udQueue(lo)]!, udTag(lo), hi, res);
   };
 
   private onFetch(qs: QueueState, index: number, res: number, flags: number): void {
@@ -346,7 +370,7 @@ export class BatchEngine implements Engine, CommitSink {
     if (res !== total) this.partialCommit(qs, e, res);
     if (res >= 0) this.wholeRefusals = 0;
     e.count = 0;
-    this.pool[qs.q]!.push(e);
+    this.pool[qs.ud]!.push(e);
   }
 
   // COMMIT_IO_CMDS (ublk_handle_batch_commit_cmd) walks the elements in order

@@ -4,7 +4,7 @@
 // "daemon"): usually one thread serves a whole queue; with
 // UBLK_F_PER_IO_DAEMON a thread serves the tags of several queues it was
 // dealt (mode.ts, assignQueues), each its own daemon.
-import type { Ring } from '../../uring/ring.js';
+import type { CqeHandler, Ring } from '../../uring/ring.js';
 import { setAddr } from '../../uring/prep.js';
 import {
   UBLK_AUTO_BUF_REG_FALLBACK, UBLK_IO_OP_ZONE_APPEND, UBLK_IO_RES_ABORT, UBLK_IO_RES_NEED_GET_DATA, UBLK_IO_RES_OK,
@@ -30,12 +30,18 @@ class ClassicQueue {
   readonly autoBufReg: number[] = [];
   readonly tags: number[];
 
-  constructor(readonly q: number, readonly desc: Uint32Array, mode: ServingMode, depth: number, bufs: ServedQueue['bufs'],
-    tags: number[] | undefined, slotBase: number) {
+  readonly q: number;
+  readonly ud: number;
+  readonly desc: Uint32Array;
+
+  constructor(served: ServedQueue, mode: ServingMode, depth: number, slotBase: number, charFixed: number) {
+    const { q, ud, desc, bufs, tags } = served;
+    this.q = q;
+    this.ud = ud;
+    this.desc = desc;
     this.tags = tags ?? Array.from({ length: depth }, (_, t) => t);
     for (let t = 0; t < depth; t++) {
-      // This ring's i-th queue owns buffer-table slots [i*depth, (i+1)*depth).
-      this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, slotBase + t, bufs?.addrs[t] ?? 0));
+      this.reqs.push(new UblkRequest(q, t, bufs?.views[t] ?? null, slotBase + t, bufs?.addrs[t] ?? 0, ud, charFixed));
       this.addrs.push(mode.bufferAddressInCommands ? bufs!.addrs[t]! : 0);
       this.autoBufReg.push((slotBase + t) | (UBLK_AUTO_BUF_REG_FALLBACK << 16));
     }
@@ -46,9 +52,11 @@ class ClassicQueue {
 export class ClassicEngine implements Engine, CommitSink {
   readonly dispatcher: Dispatcher;
   private readonly ring: Ring;
-  private readonly byId: ClassicQueue[] = [];
+  /** By ServedQueue.ud, the queue field of user_data. */
+  private readonly byUd: ClassicQueue[] = [];
   private readonly queues: ClassicQueue[] = [];
   private readonly autoBufReg: boolean;
+  private readonly charFixed: number;
   private armed = 0; // tags the kernel may still hand us a request on
   private failure: string | null = null;
 
@@ -56,10 +64,12 @@ export class ClassicEngine implements Engine, CommitSink {
     const { ring, mode, depth } = deps;
     this.ring = ring;
     this.autoBufReg = mode.autoBufReg;
+    this.charFixed = deps.place.charFixed;
     deps.queues.forEach((served, i) => {
-      const cq = new ClassicQueue(served.q, served.desc, mode, depth, served.bufs, served.tags, i * depth);
+      // The i-th served queue owns buffer-table slots bufBase + [i*depth, (i+1)*depth).
+      const cq = new ClassicQueue(served, mode, depth, deps.place.bufBase + i * depth, this.charFixed);
       this.queues.push(cq);
-      this.byId[served.q] = cq;
+      this.byUd[served.ud] = cq;
     });
     this.dispatcher = new Dispatcher(ring, mode, this, deps.waker, deps);
   }
@@ -67,28 +77,28 @@ export class ClassicEngine implements Engine, CommitSink {
   get active(): boolean { return this.armed > 0 || this.dispatcher.asyncInFlight > 0; }
   get error(): string | null { return this.failure; }
 
-  arm(): void {
+  arm(reap: CqeHandler): void {
     for (const cq of this.queues) {
       for (const t of cq.tags) this.queueCmd(cq, UBLK_U_IO_FETCH_REQ, t, 0, cq.fetchAddrs[t]);
       this.armed += cq.tags.length;
     }
     this.ring.submit();
     // FETCH_REQ only completes when a request arrives, and none can before
-    // START_DEV: a CQE now means the kernel refused a fetch.
-    this.ring.reap(this.onCqe);
+    // START_DEV: a CQE for us now means the kernel refused a fetch.
+    this.ring.reap(reap);
   }
 
   flush(): number { return 0; }
 
   private queueCmd(cq: ClassicQueue, op: number, tag: number, result: number, addr = cq.addrs[tag]!): void {
     const ring = this.ring, s = nextSqe(ring);
-    prepIoCmd(ring, s, op, cq.q, tag, result, addr);
+    prepIoCmd(ring, s, this.charFixed, op, cq.q, tag, result, addr);
     if (this.autoBufReg) setAddr(ring, s, cq.autoBufReg[tag]!);
-    setUserDataLo(ring, s, KIND_UBLK, cq.q, tag);
+    setUserDataLo(ring, s, KIND_UBLK, cq.ud, tag);
   }
 
   readonly commit = (req: UblkRequest, result: number): void => {
-    this.queueCommit(this.byId[req.queue]!, req, result);
+    this.queueCommit(this.byUd[req.ud]!, req, result);
   };
 
   // A commit linked to the target's chain (TargetIo.linkCommit) is an
@@ -102,7 +112,7 @@ export class ClassicEngine implements Engine, CommitSink {
   }
 
   readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
-    const kind = udKind(lo), tag = udTag(lo), cq = this.byId[udQueue(lo)]!;
+    const kind = udKind(lo), tag = udTag(lo), cq = this.byUd[udQueue(lo)]!;
     if (kind === KIND_TARGET || kind === KIND_STAGE) {
       this.dispatcher.onCqe(cq.reqs[tag]!, kind, hi, res, flags);
       return;

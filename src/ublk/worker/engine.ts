@@ -24,14 +24,41 @@ import type { ShmemViews } from './shmem-views.js';
 
 /** A queue a thread serves, with its memory. */
 export interface ServedQueue extends QueueAssignment {
+  /** Its index in the user_data of this ring's SQEs (worker-ring.ts): unique on the ring. */
+  ud: number;
   /** The queue's ublksrv_io_desc array, mmapped from /dev/ublkcN. */
   desc: Uint32Array;
   /** Per-tag buffers (kernel and user copy), or null (zero copy). */
   bufs: TagBuffers | null;
 }
 
+/**
+ * Where a device's resources sit on a ring, which may serve other devices
+ * too (thread-host.ts hands the places out).
+ */
+export interface RingPlace {
+  /** Fixed-file index of the device's /dev/ublkcN. */
+  charFixed: number;
+  /** Zero copy: buffer-table slot of the first served queue's tag 0; the i-th served queue's tag t is at bufBase + i*depth + t. */
+  bufBase: number;
+  /** Batch: provided-buffer group id of the first served queue's fetch; the i-th's is bgidBase + i. */
+  bgidBase: number;
+}
+
+/**
+ * What the serving loop watches of every device on its ring: requests whose
+ * target answers later (the loop must then return to the event loop), and
+ * requests dispatched so far. Each device's Dispatcher adds to it.
+ */
+export interface LoopTally {
+  asyncInFlight: number;
+  dispatched: number;
+}
+
 export interface EngineDeps {
   ring: Ring;
+  place: RingPlace;
+  tally: LoopTally;
   mode: ServingMode;
   depth: number;
   queues: ServedQueue[];
@@ -61,8 +88,14 @@ export interface Engine {
   readonly active: boolean;
   /** Why the engine stopped, if not by an orderly abort. */
   readonly error: string | null;
-  /** Arms the queues and checks that the kernel took it (see `error`). */
-  arm(): void;
+  /**
+   * Arms the queues and checks that the kernel took it (see `error`). What
+   * it reaps meanwhile goes to `reap`, the ring's handler: a ring shared
+   * with other devices has their CQEs too.
+   */
+  arm(reap: CqeHandler): void;
+  /** After the last CQE: gives back what the engine registered with the ring (batch: its fetch buffer rings). */
+  release?(): void;
   /**
    * Turns completions gathered while reaping into SQEs (batch COMMITs).
    * Returns how many of them complete during the submit itself: their CQEs

@@ -10,7 +10,6 @@ import { prepRead, prepWrite, setOffset64, setSqeFlags } from '../../uring/prep.
 import { IOSQE_FIXED_FILE } from '../../uring/constants.js';
 import { UBLK_INTEGRITY_FLAG_OFF } from '../abi/uapi.js';
 import type { UblkRequest } from './request.js';
-import { CHAR_DEV_FIXED } from './worker-ring.js';
 
 const TWO_32 = 2 ** 32;
 const FLAG_HI = 2 ** (UBLK_INTEGRITY_FLAG_OFF - 32);
@@ -49,8 +48,8 @@ export class RequestIntegrity {
  */
 export function prepIntegrityCopy(ring: Ring, s: number, req: UblkRequest, fromKernel: boolean,
   len = req.integrity, addr = req.integrityAddress, at = 0): void {
-  if (fromKernel) prepRead(ring, s, CHAR_DEV_FIXED, addr, len, 0);
-  else prepWrite(ring, s, CHAR_DEV_FIXED, addr, len, 0);
+  if (fromKernel) prepRead(ring, s, req.charFixed, addr, len, 0);
+  else prepWrite(ring, s, req.charFixed, addr, len, 0);
   const pos = req.userCopyPos + at;
   setOffset64(ring, s, pos % TWO_32, Math.floor(pos / TWO_32) + FLAG_HI);
   setSqeFlags(ring, s, IOSQE_FIXED_FILE);

@@ -9,6 +9,7 @@ import {
   UBLK_IO_OP_WRITE, UBLK_IO_OP_ZONE_APPEND, UBLK_QID_OFF, UBLK_SHMEM_ZC_IDX_MASK, UBLK_TAG_OFF, UBLKSRV_IO_BUF_OFFSET,
 } from '../abi/uapi.js';
 import { LAYOUTS } from '../abi/layout.js';
+import type { TargetIo } from '../target.js';
 
 /** The two functions a target's promise is given (then), made once per tag rather than per request. */
 export interface PromiseSettlers {
@@ -71,6 +72,8 @@ export class UblkRequest {
   /** ZONE_APPEND: the sector where the target put the data, for the commit (zone_append_lba). */
   zoneAppendLba = 0;
 
+  /** @internal where complete() hands the request (set by a pull target, pull.ts) */
+  completer: TargetIo | null = null;
   /** @internal result kept while the engine finishes a request (copy-out, unregister) */
   result = 0;
   /** @internal the request's pages were registered by an explicit REGISTER_IO_BUF */
@@ -104,11 +107,25 @@ export class UblkRequest {
   private viewOf: Uint8Array | null = null;
   private viewOffset = 0;
 
+  /**
+   * `ud`: the queue's index in user_data on the serving ring; `charFixed`:
+   * the fixed-file index of /dev/ublkcN there (engine.ts, RingPlace).
+   */
   constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number,
-    private readonly tagAddress: number) {
+    private readonly tagAddress: number, readonly ud = queue, readonly charFixed = 0) {
     this.bufIndex = bufIndex;
     this.bufferAddress = tagAddress;
     this.userCopyPos = UBLKSRV_IO_BUF_OFFSET + queue * 2 ** UBLK_QID_OFF + tag * 2 ** UBLK_TAG_OFF;
+  }
+
+  /**
+   * Completes a request of a pull target (pull.ts) with `result`: bytes
+   * (READ, WRITE), 0 (other requests) or a negative errno. Other targets
+   * return the result, or call `ctx.io.complete(req, result)`.
+   */
+  complete(result: number): void {
+    if (!this.completer) throw new Error('req.complete() is for the requests of a pullTarget (others: return the result, or ctx.io.complete)');
+    this.completer.complete(this, result);
   }
 
   /** The request's data: WRITE data to consume, or where READ data goes (empty for other ops). */

@@ -33,10 +33,10 @@ import { prepRead, setUserData } from '../../uring/prep.js';
 import type { RingWakeup } from '../../uring/wakeup.js';
 import { IORING_SQ_TASKRUN } from '../../uring/constants.js';
 import { native } from '../../native.js';
-import type { Engine } from './engine.js';
+import type { LoopTally } from './engine.js';
 import type { Waker } from './waker.js';
 import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
-import { C_CQES, C_ENTERS, C_SPIN_POLICY, C_SPIN_PREEMPTIONS, C_SPIN_USEC, C_TURNS, requestsDispatched } from '../stats.js';
+import { C_CQES, C_ENTERS, C_SPIN_POLICY, C_SPIN_PREEMPTIONS, C_SPIN_USEC, C_TURNS } from '../stats.js';
 import { FixedPoll, PollGovernor, T_NOW, T_SPIN_START, T_TURN, type PollPolicy } from './poll-governor.js';
 import { GcCount } from './gc-count.js';
 
@@ -51,6 +51,16 @@ export class QuitReader {
   }
 }
 
+/** What the loop serves: every device on the ring (thread-host.ts). */
+export interface LoopClient {
+  /** False: the loop ends. */
+  readonly active: boolean;
+  readonly tally: LoopTally;
+  /** Turns completions gathered while reaping into SQEs; returns how many complete inside the submit (Engine.flush). */
+  flush(): number;
+  readonly onCqe: CqeHandler;
+}
+
 export interface LoopOptions {
   /** Coalescing window in µs (0: off). */
   coalesceUsec: number;
@@ -60,10 +70,12 @@ export interface LoopOptions {
   pollUsec?: number;
 }
 
-/** Where the loop counts its costs: the device's counters (stats.ts) and this thread's slot in them. */
+/** Where the loop counts its costs: counters (stats.ts) and this thread's slot in them. */
 export interface LoopCounters {
   words: Float64Array;
   base: number;
+  /** Requests dispatched so far by what adaptive polling judges (a device's every thread, or this one's devices). */
+  requests: () => number;
 }
 
 /** Turns between two looks at the garbage collector's count (GcCount.sample allocates a little). */
@@ -122,7 +134,7 @@ function maySleep(ring: Ring, inline: number): boolean {
   return ring.cqReady() <= inline && !ring.enterPending();
 }
 
-export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
+export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopClient, quit: QuitReader,
   opts: LoopOptions, counters: LoopCounters): Promise<void> {
   const gc = new GcCount(counters.words, counters.base);
   try {
@@ -132,16 +144,16 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, cl
   }
 }
 
-async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: Engine, quit: QuitReader,
-  opts: LoopOptions, { words, base }: LoopCounters, gc: GcCount): Promise<void> {
+async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopClient, quit: QuitReader,
+  opts: LoopOptions, { words, base, requests }: LoopCounters, gc: GcCount): Promise<void> {
   const onCqe: CqeHandler = (lo, hi, res, flags) => {
     if (udKind(lo) === KIND_QUIT) quit.fired = true;
     else client.onCqe(lo, hi, res, flags);
   };
   wakeup.onReadable(waker.wake);
 
-  const d = client.dispatcher;
-  const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor(() => requestsDispatched(words)) : new FixedPoll(opts.pollUsec);
+  const d = client.tally;
+  const poll: PollPolicy = opts.pollUsec === undefined ? new PollGovernor(requests) : new FixedPoll(opts.pollUsec);
   const t = poll.times;
   let seen = 0;
   let polled = -1;

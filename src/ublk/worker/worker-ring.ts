@@ -5,7 +5,9 @@
 //
 // user_data is handled as two u32 halves (no BigInt on the hot path):
 //   lo bits  0..15  tag (or a command slot, for KIND_BATCH)
-//   lo bits 16..27  queue id (ublk allows 12 bits)
+//   lo bits 16..27  the queue's index on this ring (ServedQueue.ud): its
+//                   queue id while a ring serves one device, a slot of the
+//                   thread's when it serves many (thread-host.ts)
 //   lo bits 28..31  kind (below)
 //   hi              free for the kind's owner (targets: their own sub-id)
 import type { Ring } from '../../uring/ring.js';
@@ -20,6 +22,7 @@ export const KIND_BATCH = 2; // PREP_IO_CMDS / COMMIT_IO_CMDS
 export const KIND_QUIT = 3; // the READ on the worker's quit eventfd
 export const KIND_STAGE = 4; // the engine's per-request steps: user-copy staging, buffer (un)registration
 export const KIND_OWN = 5; // a target's own IO tied to no request (TargetIo.ownSqe)
+export const KIND_WAKE = 6; // the READ on a pool thread's wake eventfd: messages from the main thread (worker.ts)
 
 export const userDataLo = (kind: number, queue: number, tag: number): number =>
   ((kind << 28) | (queue << 16) | tag) >>> 0;
@@ -31,7 +34,7 @@ export const udTag = (lo: number): number => lo & 0xffff;
 export const udQueue = (lo: number): number => (lo >>> 16) & 0xfff;
 export const udKind = (lo: number): number => lo >>> 28;
 
-/** Fixed-file index of /dev/ublkcN in every worker ring. */
+/** Fixed-file index of /dev/ublkcN in a ring that serves one device (a shared ring gives each device its own). */
 export const CHAR_DEV_FIXED = 0;
 
 // struct ublksrv_io_cmd inside the SQE's command area, as typed-array indices.
@@ -44,11 +47,11 @@ const ADDR_LO = (CMD + F.addr[0]) >> 2;
 const TWO_32 = 2 ** 32;
 
 /**
- * A per-tag ublk command on /dev/ublkcN. `addr` is the tag's buffer (kernel
+ * A per-tag ublk command on /dev/ublkcN (fixed file `charFixed`). `addr` is the tag's buffer (kernel
  * copy), the AUTO_BUF_REG descriptor, or the buffer-table index (REGISTER/UNREGISTER_IO_BUF).
  */
-export function prepIoCmd(ring: Ring, s: number, op: number, q: number, tag: number, result: number, addr: number): void {
-  prepUringCmd(ring, s, CHAR_DEV_FIXED, op);
+export function prepIoCmd(ring: Ring, s: number, charFixed: number, op: number, q: number, tag: number, result: number, addr: number): void {
+  prepUringCmd(ring, s, charFixed, op);
   setSqeFlags(ring, s, IOSQE_FIXED_FILE);
   const u16 = ring.sqeU16, u32 = ring.sqeU32;
   u16[(s >> 1) + Q_ID] = q;

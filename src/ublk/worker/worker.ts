@@ -1,124 +1,137 @@
-// Entry point of a serving thread: its own ring, the memory of the queues it
-// serves, the engine the serving mode names, the target's per-thread
-// instance, and the serving loop until the queues stop (engine.ts has the order).
+// Entry point of a serving thread: its own ring, the devices it hosts
+// (thread-host.ts), and the serving loop until they stop or it is told to
+// quit. A device's own thread is given its device at start and ends with
+// it; a pool's thread is given devices by message, any time.
 import { parentPort, workerData } from 'node:worker_threads';
 import { Ring } from '../../uring/ring.js';
 import { RingWakeup } from '../../uring/wakeup.js';
+import { prepRead, setUserData } from '../../uring/prep.js';
 import { native } from '../../native.js';
-import { loadTarget } from '../target-loader.js';
-import type { TargetOptions } from '../target.js';
-import type { QueueAssignment, ServingMode } from '../mode.js';
-import { mapDescriptors, TagBuffers } from './queue-memory.js';
-import { ClassicEngine } from './engine-classic.js';
-import { BatchEngine } from './engine-batch.js';
-import type { Engine, EngineDeps, ServedQueue } from './engine.js';
-import { QuitReader, serveLoop } from './serve-loop.js';
+import { MAX_BUFFER_SLOTS } from '../mode.js';
+import { QuitReader, serveLoop, type LoopCounters } from './serve-loop.js';
 import { Waker } from './waker.js';
-import { C_QUEUE, mapStats, SLOT_WORDS } from '../stats.js';
-import { ShmemViews } from './shmem-views.js';
-import type { ShmemRegion } from '../control/shmem.js';
+import { requestsDispatched, SLOT_WORDS } from '../stats.js';
+import { ThreadHost, type DeviceAttach, type HostReport, type RingTables } from './thread-host.js';
+import { KIND_WAKE, nextSqe, userDataLo } from './worker-ring.js';
 
-export interface WorkerQueue extends QueueAssignment {
-  /** Batch: memfd holding the queue's tag buffers, shared by its threads (any thread may get any tag). */
-  bufFd?: number;
-}
+export type { DeviceAttach, WorkerQueue } from './thread-host.js';
 
-export interface WorkerConfig {
-  mode: ServingMode;
-  devId: number;
-  charFd: number;
-  /** eventfd the main thread writes to when this worker must stop regardless. */
+export interface ThreadConfig {
+  /** eventfd the main thread writes to when this thread must stop regardless. */
   quitFd: number;
-  queues: WorkerQueue[];
-  depth: number;
-  maxIoBytes: number;
-  targetUrl: string;
-  options: TargetOptions;
-  shared: unknown;
-  /** memfd of the device's counters (stats.ts). */
-  statsFd: number;
   /** Coalescing window of the serving loop in µs (0: off). */
   coalesceUsec: number;
   /** Polling window of the serving loop in µs (0: off; undefined: adaptive, PollGovernor). */
   pollUsec?: number;
-  /** UBLK_F_SHMEM_ZC: the regions registered for the device (control/shmem.ts). */
-  shmem: ShmemRegion[];
+  /** A device's own thread: the device. It ends once the device has left. */
+  device?: DeviceAttach;
+  /** A pool's thread: eventfd the main thread writes 1 to after each message it posts (see PoolMessage). */
+  wakeFd?: number;
 }
 
+/** What the main thread sends a pool's thread. */
+export type PoolMessage = { type: 'attach'; device: DeviceAttach };
+
 export type WorkerMessage =
-  /** Armed; `ringFd` is the ring's fd, which the main thread closes should this thread die without closing it. */
-  | { type: 'ready'; ringFd: number }
-  | { type: 'done'; error?: string };
+  /** The ring exists: the main thread closes `ringFd` should this thread die without closing it. */
+  | { type: 'started'; ringFd: number }
+  | HostReport
+  /** The thread ends (its loop's error, if it failed). */
+  | { type: 'exit'; error?: string };
 
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 
-const ENGINES: Record<ServingMode['engine'], new (deps: EngineDeps) => Engine> = {
-  classic: ClassicEngine,
-  batch: BatchEngine,
-};
+/** A pool thread's ring: room for many devices' queues (user_data has 12 bits of queue index). */
+const POOL_TABLES: RingTables = { files: 4096, uds: 4096, buffers: MAX_BUFFER_SLOTS, bgids: 4096 };
+const POOL_SQ = 4096, POOL_CQ = 65536;
 
-async function main(cfg: WorkerConfig): Promise<void> {
-  const { mode } = cfg;
-  const mod = await loadTarget(cfg.targetUrl);
-  const nq = cfg.queues.length;
+/**
+ * Keeps a READ armed on the pool thread's wake eventfd: a thread blocked in
+ * io_uring_enter returns when the main thread has posted a message, and the
+ * count read tells the host how many to expect from the event loop.
+ */
+class WakeReader {
+  private readonly buf = native.alloc(8);
+  private readonly count = new BigUint64Array(this.buf);
+  constructor(private readonly ring: Ring, private readonly fd: number) {
+    this.arm();
+  }
+
+  arm(): void {
+    const s = nextSqe(this.ring);
+    prepRead(this.ring, s, this.fd, native.addressOf(this.buf), 8, 0);
+    setUserData(this.ring, s, userDataLo(KIND_WAKE, 0, 0), 0);
+  }
+
+  /** The READ completed with `res`: how many messages were announced; re-armed. */
+  read(res: number): number {
+    const n = res === 8 ? Number(this.count[0]) : 0;
+    this.arm();
+    return n;
+  }
+}
+
+async function main(cfg: ThreadConfig): Promise<void> {
+  const own = cfg.device;
   // SINGLE_ISSUER|DEFER_TASKRUN: only this thread submits, and ublk's request
   // delivery runs when this thread asks for completions — no IPIs, no
   // task-work interruptions of JavaScript. Per tag in flight there is one ublk
   // command plus the engine's and the target's own operations (a linked pair
   // at most); multishot fetches post extra CQEs.
-  const perRing = cfg.depth * nq;
-  const ring = Ring.create({
-    entries: Math.min(4096, Math.max(2 * perRing, 32)), cqEntries: Math.min(65536, Math.max(4 * perRing, 64)),
-    singleIssuer: true, deferTaskrun: true, taskrunFlag: true,
-  });
-  const served: ServedQueue[] = [];
+  const perRing = own ? own.depth * own.queues.length : POOL_SQ;
+  const ring = own
+    ? Ring.create({
+      entries: Math.min(4096, Math.max(2 * perRing, 32)), cqEntries: Math.min(65536, Math.max(4 * perRing, 64)),
+      singleIssuer: true, deferTaskrun: true, taskrunFlag: true,
+    })
+    : Ring.create({ entries: POOL_SQ, cqEntries: POOL_CQ, singleIssuer: true, deferTaskrun: true, taskrunFlag: true });
   let wakeup: RingWakeup | null = null;
-  let shmem: ShmemViews | null = null;
-  let stopped = false; // the queues stopped: the kernel holds none of our buffer addresses any more
+  let host: ThreadHost | null = null;
+  let quit: QuitReader | null = null;
   try {
-    ring.registerFiles([cfg.charFd]);
-    // Zero copy: an empty buffer table with a slot per tag this ring serves,
-    // where the driver (AUTO_BUF_REG) or the engine registers request pages.
-    if (mode.copy === 'zero') ring.registerBuffersSparse(perRing);
-    for (const wq of cfg.queues) {
-      const desc = mapDescriptors(cfg.charFd, wq.q, cfg.depth);
-      served.push({ ...wq, desc, bufs: mode.tagBuffers ? new TagBuffers(cfg.depth, cfg.maxIoBytes, wq.bufFd) : null });
-    }
+    post({ type: 'started', ringFd: ring.fd });
     const waker = new Waker();
-    const stats = mapStats(cfg.statsFd, true);
-    for (const queue of served) stats[queue.slot * SLOT_WORDS + C_QUEUE] = queue.q;
-    if (cfg.shmem.length) shmem = new ShmemViews(cfg.shmem);
-    const engine = new ENGINES[mode.engine]({ ring, mode, depth: cfg.depth, queues: served, stats, waker, shmem });
-    const target = await mod.open({
-      devId: cfg.devId, queueId: cfg.queues[0]!.q, depth: cfg.depth, maxIoBytes: cfg.maxIoBytes,
-      options: cfg.options, shared: cfg.shared, io: engine.dispatcher,
-    });
-    engine.dispatcher.attach(target);
+    const tables: RingTables = own
+      ? { files: 1, uds: own.queues.length, buffers: own.mode.copy === 'zero' ? perRing : 0, bgids: own.queues.length }
+      : POOL_TABLES;
+    host = new ThreadHost(ring, waker, tables, !own, post);
+    // A device's own thread counts the loop's costs in the device's first slot; a pool's, privately.
+    let counters: LoopCounters;
+    if (own) {
+      await host.attach(own);
+      // Armed only now, so that arming's own reaping cannot swallow its CQE: a
+      // quit written meanwhile (another queue failed to start) stays in the eventfd.
+      quit = new QuitReader(ring, cfg.quitFd);
+      host.quit = quit;
+      const stats = host.statsOf(own.key);
+      counters = stats
+        ? { words: stats, base: own.queues[0]!.slot * SLOT_WORDS, requests: () => requestsDispatched(stats) }
+        : { words: new Float64Array(SLOT_WORDS), base: 0, requests: () => 0 };
+    } else {
+      quit = new QuitReader(ring, cfg.quitFd);
+      host.quit = quit;
+      const wake = new WakeReader(ring, cfg.wakeFd!);
+      host.onWake = (res) => host!.expectMessages(wake.read(res));
+      parentPort!.on('message', (m: PoolMessage) => {
+        host!.messageArrived();
+        if (m.type === 'attach') void host!.attach(m.device);
+      });
+      const tally = host.tally;
+      counters = { words: new Float64Array(SLOT_WORDS), base: 0, requests: () => tally.dispatched };
+    }
     wakeup = new RingWakeup(ring);
-    engine.arm();
-    if (engine.error) throw new Error(engine.error);
-    // Armed only now, so that arm()'s own reaping cannot swallow its CQE: a
-    // quit written meanwhile (another queue failed to start) stays in the eventfd.
-    const quit = new QuitReader(ring, cfg.quitFd);
-    post({ type: 'ready', ringFd: ring.fd });
-    await serveLoop(ring, wakeup, waker, engine, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: perRing, pollUsec: cfg.pollUsec },
-      { words: stats, base: served[0]!.slot * SLOT_WORDS });
-    await target.close?.();
-    if (engine.error) throw new Error(engine.error);
-    stopped = !quit.fired; // told to quit: other threads may still serve with addresses we gave
+    await serveLoop(ring, wakeup, waker, host, quit, { coalesceUsec: cfg.coalesceUsec, coalesceMax: perRing, pollUsec: cfg.pollUsec }, counters);
+    if (quit.fired) await host.quitAll();
   } finally {
     wakeup?.close();
-    ring.close(); // drops the registered /dev/ublkcN reference that DEL_DEV waits for
-    shmem?.free();
-    for (const queue of served) {
-      native.munmap(queue.desc.buffer as ArrayBuffer);
-      if (stopped) queue.bufs?.free();
-      else queue.bufs?.keep();
-    }
+    ring.close(); // drops the registered /dev/ublkcN references that DEL_DEV waits for
+    // A 'message' listener keeps the port, and so the thread, alive; removing it does not undo that.
+    parentPort?.removeAllListeners('message');
+    parentPort?.unref();
   }
 }
 
-main(workerData as WorkerConfig).then(
-  () => post({ type: 'done' }),
-  (e: unknown) => post({ type: 'done', error: (e as Error)?.message ?? String(e) }),
+main(workerData as ThreadConfig).then(
+  () => post({ type: 'exit' }),
+  (e: unknown) => post({ type: 'exit', error: (e as Error)?.message ?? String(e) }),
 );

@@ -1,0 +1,154 @@
+// The main thread's side of the serving threads (worker/worker.ts): a
+// device's own thread, started with its device and ending with it, or a
+// pool's thread, to which devices are attached while others serve (one
+// server for many devices). Either way a device sees a QueueWorker per
+// thread that serves some of its queues.
+import fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { native } from '../../native.js';
+import { compiled } from '../../package-files.js';
+import { EFD_CLOEXEC } from '../../sys.js';
+import type { DeviceAttach, PoolMessage, ThreadConfig, WorkerMessage } from '../worker/worker.js';
+
+export interface QueueWorker {
+  ready: Promise<void>;
+  /** Resolves when the device has left the thread (or the thread ended), with its error if it failed. */
+  done: Promise<string | undefined>;
+  /**
+   * A device's own thread: makes it stop serving and close its ring,
+   * whatever the kernel does. A pool's thread cannot let go of one device
+   * while its fetches are armed (only STOP_DEV aborts them): nothing.
+   */
+  quit(): void;
+  /** Whether quit() lets go of the device without STOP_DEV. */
+  readonly ownThread: boolean;
+}
+
+const ONE = new BigUint64Array([1n]);
+
+interface Attachment {
+  onReady: () => void;
+  onFail: (e: Error) => void;
+  onDone: (err?: string) => void;
+  queues: string;
+}
+
+/** Loop options a thread runs with: a device's own, or the pool's for all of its devices. */
+export type LoopSettings = Pick<ThreadConfig, 'coalesceUsec' | 'pollUsec'>;
+
+class ServingThread {
+  private readonly quitFd = native.eventfd(0, EFD_CLOEXEC);
+  private readonly wakeFd: number;
+  private readonly worker: Worker;
+  private readonly attached = new Map<number, Attachment>();
+  private ringFd = -1;
+  private ended = false;
+  /** Resolves when the thread has ended, with its error if it failed. */
+  readonly exited: Promise<string | undefined>;
+  private onExit!: (err?: string) => void;
+
+  constructor(loop: LoopSettings, device: DeviceAttach | null) {
+    this.wakeFd = device ? -1 : native.eventfd(0, EFD_CLOEXEC);
+    const cfg: ThreadConfig = device ? { ...loop, quitFd: this.quitFd, device } : { ...loop, quitFd: this.quitFd, wakeFd: this.wakeFd };
+    this.exited = new Promise((r) => { this.onExit = r; });
+    this.worker = new Worker(compiled('ublk', 'worker', 'worker.js'), { workerData: cfg });
+    this.worker.on('message', (m: WorkerMessage) => this.onMessage(m));
+    // A thread that died (an uncaught exception, also from a target's timer or
+    // callback) never ran its clean-up: its ring stays open and the kernel keeps
+    // waiting for the requests it had fetched. Closing the ring makes the driver
+    // cancel its commands and fail those requests, so nothing hangs.
+    this.worker.on('error', (e) => this.end(e.message, true));
+    this.worker.on('exit', (code) => this.end(code ? `exit code ${code}` : undefined, code !== 0));
+  }
+
+  get devices(): number { return this.attached.size; }
+  get alive(): boolean { return !this.ended; }
+
+  /** Serves `device` (its key must be new to this thread); a device's own thread was given it at start. */
+  attach(device: DeviceAttach, viaMessage: boolean): QueueWorker {
+    let a!: Attachment;
+    const ready = new Promise<void>((onReady, onFail) => { a = { onReady, onFail, onDone: () => {}, queues: device.queues.map((q) => q.q).join(',') }; });
+    const done = new Promise<string | undefined>((r) => { a.onDone = r; });
+    ready.catch(() => {}); // observed by whoever awaits it
+    this.attached.set(device.key, a);
+    if (this.ended) this.settle(device.key, 'the serving thread has ended');
+    else if (viaMessage) {
+      this.worker.postMessage({ type: 'attach', device } satisfies PoolMessage);
+      fs.writeSync(this.wakeFd, ONE);
+    }
+    const own = !viaMessage;
+    return { ready, done, ownThread: own, quit: () => { if (own) this.quit(); } };
+  }
+
+  /** Makes the thread stop serving every device and close its ring. */
+  quit(): void {
+    if (!this.ended) fs.writeSync(this.quitFd, ONE);
+  }
+
+  private onMessage(m: WorkerMessage): void {
+    if (m.type === 'started') this.ringFd = m.ringFd;
+    else if (m.type === 'ready') this.attached.get(m.key)?.onReady();
+    else if (m.type === 'done') this.settle(m.key, m.error);
+    else {
+      this.ringFd = -1; // closed by the thread itself
+      this.end(m.error, false);
+    }
+  }
+
+  private settle(key: number, err?: string): void {
+    const a = this.attached.get(key);
+    if (!a) return;
+    this.attached.delete(key);
+    a.onFail(new Error(`worker for queue(s) ${a.queues}: ${err ?? 'left before it was ready'}`));
+    a.onDone(err);
+  }
+
+  private end(err: string | undefined, died: boolean): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (died && this.ringFd >= 0) native.close(this.ringFd);
+    this.ringFd = -1;
+    native.close(this.quitFd);
+    if (this.wakeFd >= 0) native.close(this.wakeFd);
+    for (const key of [...this.attached.keys()]) this.settle(key, err ?? (died ? 'the serving thread died' : undefined));
+    this.onExit(err);
+  }
+}
+
+let nextKey = 1;
+
+/** A thread of its own for `device`'s queues, ending when they stop. */
+export function ownThread(loop: LoopSettings, device: Omit<DeviceAttach, 'key'>): QueueWorker {
+  const d: DeviceAttach = { ...device, key: nextKey++ };
+  return new ServingThread(loop, d).attach(d, false);
+}
+
+/**
+ * A fixed set of serving threads shared by any number of devices, each
+ * device's queues on one of them (the one with the fewest devices). A thread
+ * that dies takes its devices with it (each fails as a device whose serving
+ * thread failed does) and is replaced for the devices that come next.
+ */
+export class ThreadPool {
+  private readonly threads: ServingThread[];
+
+  constructor(readonly size: number, private readonly loop: LoopSettings) {
+    if (!Number.isInteger(size) || size < 1) throw new RangeError(`a thread pool needs at least one thread, got ${size}`);
+    this.threads = Array.from({ length: size }, () => new ServingThread(loop, null));
+  }
+
+  /** Devices per thread, in thread order. */
+  get load(): number[] { return this.threads.map((t) => t.devices); }
+
+  attach(device: Omit<DeviceAttach, 'key'>): QueueWorker {
+    for (let i = 0; i < this.threads.length; i++) if (!this.threads[i]!.alive) this.threads[i] = new ServingThread(this.loop, null);
+    const t = this.threads.reduce((a, b) => (b.devices < a.devices ? b : a));
+    return t.attach({ ...device, key: nextKey++ }, true);
+  }
+
+  /** Ends every thread (their devices should be gone: what is still served is let go of as a quit does). */
+  async close(): Promise<void> {
+    for (const t of this.threads) t.quit();
+    await Promise.all(this.threads.map((t) => t.exited));
+  }
+}

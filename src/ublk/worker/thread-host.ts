@@ -1,0 +1,298 @@
+// The devices one serving thread hosts on its ring. A device's own thread
+// hosts that device's queues and ends with it; a pool's thread (one server
+// for many devices: the daemon) hosts the queues of any number of devices,
+// attached and let go while the others serve.
+//
+// Each device gets its places on the ring (RingPlace): a fixed-file slot for
+// its /dev/ublkcN, a user_data queue index per served queue (which routes
+// CQEs back to its engine), buffer-table slots (zero copy) and buffer group
+// ids (batch). A device leaves once its engine is inactive (STOP_DEV aborted
+// every fetch and nothing is in flight): only then are its places reused, so
+// that no late CQE can reach another device's engine.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Ring } from '../../uring/ring.js';
+import { native } from '../../native.js';
+import { loadTarget } from '../target-loader.js';
+import type { Target, TargetOptions } from '../target.js';
+import type { QueueAssignment, ServingMode } from '../mode.js';
+import type { ShmemRegion } from '../control/shmem.js';
+import { mapDescriptors, TagBuffers } from './queue-memory.js';
+import { ClassicEngine } from './engine-classic.js';
+import { BatchEngine } from './engine-batch.js';
+import type { Engine, EngineDeps, LoopTally, RingPlace, ServedQueue } from './engine.js';
+import type { LoopClient, QuitReader } from './serve-loop.js';
+import type { Waker } from './waker.js';
+import { C_QUEUE, mapStats, SLOT_WORDS } from '../stats.js';
+import { ShmemViews } from './shmem-views.js';
+import { SlotRanges } from './slot-ranges.js';
+import { KIND_BATCH, KIND_QUIT, KIND_UBLK, KIND_WAKE, udKind, udQueue } from './worker-ring.js';
+
+export interface WorkerQueue extends QueueAssignment {
+  /** Batch: memfd holding the queue's tag buffers, shared by its threads (any thread may get any tag). */
+  bufFd?: number;
+}
+
+/** One device's queues for a thread to serve. */
+export interface DeviceAttach {
+  /** The main thread's name for this attachment. */
+  key: number;
+  mode: ServingMode;
+  devId: number;
+  charFd: number;
+  queues: WorkerQueue[];
+  depth: number;
+  maxIoBytes: number;
+  targetUrl: string;
+  options: TargetOptions;
+  shared: unknown;
+  /** memfd of the device's counters (stats.ts). */
+  statsFd: number;
+  /** UBLK_F_SHMEM_ZC: the regions registered for the device (control/shmem.ts). */
+  shmem: ShmemRegion[];
+}
+
+/** What a thread tells the main thread about a device it was given. */
+export type HostReport =
+  /** Armed: START_DEV (or END_USER_RECOVERY) may go. */
+  | { type: 'ready'; key: number }
+  /** The device has left the thread (after its queues stopped, or it failed to arm): `error` says why it failed. */
+  | { type: 'done'; key: number; error?: string };
+
+/** How many of each place a ring has room for. */
+export interface RingTables {
+  files: number;
+  /** user_data queue indices: 12 bits (worker-ring.ts). */
+  uds: number;
+  /** Buffer-table slots (zero copy); 0: the ring has no table. */
+  buffers: number;
+  bgids: number;
+}
+
+const ENGINES: Record<ServingMode['engine'], new (deps: EngineDeps) => Engine> = {
+  classic: ClassicEngine,
+  batch: BatchEngine,
+};
+
+/** How long a leaving device waits for its target's own ring operations to end after close(). */
+const OWN_OPS_WAIT_MS = 2000;
+
+class HostedDevice {
+  engine: Engine | null = null;
+  target: Target | null = null;
+  readonly served: ServedQueue[] = [];
+  shmem: ShmemViews | null = null;
+  stats: Float64Array | null = null;
+  readonly place: RingPlace = { charFixed: -1, bufBase: -1, bgidBase: -1 };
+  udBase = -1;
+  /** Set once it is on the leaving list. */
+  leaving = false;
+  constructor(readonly cfg: DeviceAttach) {}
+}
+
+export class ThreadHost implements LoopClient {
+  readonly tally: LoopTally = { asyncInFlight: 0, dispatched: 0 };
+  /** By user_data queue index. */
+  private readonly byUd: Array<HostedDevice | undefined> = [];
+  private readonly devices = new Map<number, HostedDevice>();
+  /** Batch engines: flushed before every enter. */
+  private readonly flushers: Engine[] = [];
+  /** Devices whose fetches were aborted: checked every turn until their engine is inactive. */
+  private readonly leaving: HostedDevice[] = [];
+  /** Attaches and departures under way (each also counts in tally.asyncInFlight, so the loop visits the event loop). */
+  private pending = 0;
+  private readonly files: SlotRanges;
+  private readonly uds: SlotRanges;
+  private readonly buffers: SlotRanges;
+  private readonly bgids: SlotRanges;
+  /** Where the serving loop's quit READ reports; set before the loop starts. */
+  quit: QuitReader | null = null;
+  /** A pool thread's wake READ completed with `res` (worker.ts). */
+  onWake: ((res: number) => void) | null = null;
+
+  /**
+   * `pooled`: the loop runs until told to quit, with or without devices;
+   * else it ends once the last device has left.
+   */
+  constructor(private readonly ring: Ring, private readonly waker: Waker, tables: RingTables, private readonly pooled: boolean,
+    private readonly report: (m: HostReport) => void) {
+    this.files = new SlotRanges(tables.files);
+    this.uds = new SlotRanges(tables.uds);
+    this.buffers = new SlotRanges(tables.buffers);
+    this.bgids = new SlotRanges(tables.bgids);
+    ring.registerFiles(new Array<number>(tables.files).fill(-1));
+    if (tables.buffers) ring.registerBuffersSparse(tables.buffers);
+  }
+
+  get active(): boolean {
+    return this.pooled || this.devices.size > 0 || this.pending > 0;
+  }
+
+  /** The counters of the device attached as `key`, while it is here. */
+  statsOf(key: number): Float64Array | null {
+    return this.devices.get(key)?.stats ?? null;
+  }
+
+  /** Messages the main thread announced on the wake eventfd and the event loop has not delivered yet: the loop must visit it. */
+  expectMessages(n: number): void {
+    this.tally.asyncInFlight += n;
+  }
+
+  /** A message announced with expectMessages arrived. */
+  messageArrived(): void {
+    this.tally.asyncInFlight--;
+  }
+
+  flush(): number {
+    let inline = 0;
+    for (let i = 0; i < this.flushers.length; i++) inline += this.flushers[i]!.flush();
+    for (let i = this.leaving.length; i-- > 0;) {
+      const d = this.leaving[i]!;
+      if (d.engine!.active) continue;
+      this.leaving.splice(i, 1);
+      void this.track(this.depart(d));
+    }
+    return inline;
+  }
+
+  readonly onCqe = (lo: number, hi: number, res: number, flags: number): void => {
+    const kind = udKind(lo);
+    if (kind === KIND_QUIT) {
+      if (this.quit) this.quit.fired = true;
+      return;
+    }
+    if (kind === KIND_WAKE) {
+      this.onWake?.(res);
+      return;
+    }
+    const d = this.byUd[udQueue(lo)];
+    if (!d) return;
+    d.engine!.onCqe(lo, hi, res, flags);
+    // An aborted fetch or batch command: the device may be on its way out.
+    if (res < 0 && (kind === KIND_UBLK || kind === KIND_BATCH) && !d.leaving) this.watchLeaving(d);
+  };
+
+  private watchLeaving(d: HostedDevice): void {
+    d.leaving = true;
+    this.leaving.push(d);
+  }
+
+  /** Runs `p` as pending work: the loop waits on the event loop meanwhile, and comes round when it ends. */
+  private async track(p: Promise<void>): Promise<void> {
+    this.pending++;
+    this.tally.asyncInFlight++;
+    try {
+      await p;
+    } finally {
+      this.pending--;
+      this.tally.asyncInFlight--;
+      this.waker.wake();
+    }
+  }
+
+  /** Serves the device's queues from now on; reports ready, or done with why not. */
+  attach(cfg: DeviceAttach): Promise<void> {
+    return this.track(this.arm(new HostedDevice(cfg)));
+  }
+
+  private async arm(d: HostedDevice): Promise<void> {
+    const { cfg } = d, { mode } = cfg, nq = cfg.queues.length;
+    this.devices.set(cfg.key, d);
+    try {
+      const mod = await loadTarget(cfg.targetUrl);
+      d.place.charFixed = this.take(this.files, 1, 'devices');
+      this.ring.updateFile(d.place.charFixed, cfg.charFd);
+      d.udBase = this.take(this.uds, nq, 'queues');
+      if (mode.copy === 'zero') d.place.bufBase = this.take(this.buffers, nq * cfg.depth, 'zero-copy tags');
+      if (mode.engine === 'batch') d.place.bgidBase = this.take(this.bgids, nq, 'batch queues');
+      d.stats = mapStats(cfg.statsFd, true);
+      cfg.queues.forEach((wq, i) => {
+        const desc = mapDescriptors(cfg.charFd, wq.q, cfg.depth);
+        d.served.push({ ...wq, ud: d.udBase + i, desc, bufs: mode.tagBuffers ? new TagBuffers(cfg.depth, cfg.maxIoBytes, wq.bufFd) : null });
+        d.stats![wq.slot * SLOT_WORDS + C_QUEUE] = wq.q;
+      });
+      if (cfg.shmem.length) d.shmem = new ShmemViews(cfg.shmem);
+      const engine = new ENGINES[mode.engine]({
+        ring: this.ring, place: d.place, tally: this.tally, mode, depth: cfg.depth, queues: d.served, stats: d.stats, waker: this.waker, shmem: d.shmem,
+      });
+      d.engine = engine;
+      d.target = await mod.open({
+        devId: cfg.devId, queueId: cfg.queues[0]!.q, depth: cfg.depth, maxIoBytes: cfg.maxIoBytes,
+        options: cfg.options, shared: cfg.shared, io: engine.dispatcher,
+      });
+      engine.dispatcher.attach(d.target);
+      for (const q of d.served) this.byUd[q.ud] = d;
+      if (mode.engine === 'batch') this.flushers.push(engine);
+      engine.arm(this.onCqe);
+      if (engine.error) throw new Error(engine.error);
+      this.report({ type: 'ready', key: cfg.key });
+    } catch (e) {
+      const error = (e as Error)?.message ?? String(e);
+      // Fetches the kernel took stay armed until STOP_DEV (or the ring's
+      // end) aborts them: the device leaves once they have.
+      if (d.engine?.active) {
+        this.failed.set(d, error);
+        if (!d.leaving) this.watchLeaving(d);
+      } else {
+        await this.depart(d, error);
+      }
+    }
+  }
+
+  /** Why a device that failed to arm failed, reported when it leaves. */
+  private readonly failed = new Map<HostedDevice, string>();
+
+  private take(table: SlotRanges, n: number, what: string): number {
+    const at = table.take(n);
+    if (at < 0) throw new Error(`this serving thread has no room for ${n} more ${what} (${table.available} of ${table.size} free)`);
+    return at;
+  }
+
+  /**
+   * A device whose queues stopped leaves: its target closed, its memory and
+   * places given back. `kept`: the thread was told to quit, and the kernel
+   * may still hold the buffer addresses it gave (other threads serve on).
+   */
+  private async depart(d: HostedDevice, error?: string, kept = false): Promise<void> {
+    let why = error ?? this.failed.get(d) ?? d.engine?.error ?? undefined;
+    this.failed.delete(d);
+    try {
+      await d.target?.close?.();
+    } catch (e) {
+      why ??= `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
+    }
+    // The target's own operations still in flight reach it through its engine until they end.
+    const engine = d.engine;
+    for (let waited = 0; engine && engine.dispatcher.ownOps > 0 && waited < OWN_OPS_WAIT_MS && !this.ring.closed; waited += 10) await sleep(10);
+    if (engine) {
+      const f = this.flushers.indexOf(engine);
+      if (f >= 0) this.flushers.splice(f, 1);
+      if (!this.ring.closed) engine.release?.();
+    }
+    for (const q of d.served) {
+      this.byUd[q.ud] = undefined;
+      native.munmap(q.desc.buffer as ArrayBuffer);
+      if (kept) q.bufs?.keep();
+      else q.bufs?.free();
+    }
+    d.shmem?.free();
+    if (d.stats) native.munmap(d.stats.buffer as ArrayBuffer);
+    if (d.place.charFixed >= 0) {
+      if (!this.ring.closed) this.ring.updateFile(d.place.charFixed, -1);
+      this.files.release(d.place.charFixed, 1);
+    }
+    if (d.udBase >= 0) this.uds.release(d.udBase, d.cfg.queues.length);
+    if (d.place.bufBase >= 0) this.buffers.release(d.place.bufBase, d.cfg.queues.length * d.cfg.depth);
+    if (d.place.bgidBase >= 0) this.bgids.release(d.place.bgidBase, d.cfg.queues.length);
+    this.devices.delete(d.cfg.key);
+    this.report(why === undefined ? { type: 'done', key: d.cfg.key } : { type: 'done', key: d.cfg.key, error: why });
+  }
+
+  /**
+   * After the loop ended by quit (the ring is closed next, which cancels
+   * whatever is armed): every device still here leaves, its buffers kept mapped.
+   */
+  async quitAll(): Promise<void> {
+    this.leaving.length = 0;
+    for (const d of [...this.devices.values()]) await this.depart(d, undefined, true);
+  }
+}
