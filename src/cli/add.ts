@@ -7,7 +7,8 @@ import { flagOf, type OptionSpec } from '../options/spec.js';
 import { DEVICE_OPTIONS, checkDeviceOptions } from '../ublk/control/device-options.js';
 import { BUILTIN_TARGETS, loadTarget, resolveTarget } from '../ublk/target-loader.js';
 import { checkTargetOptions, targetOptionSpecs, type TargetModule } from '../ublk/target.js';
-import { readArgs, type Command } from './command.js';
+import { print, readArgs, type Command } from './command.js';
+import { addToDaemon } from './daemon.js';
 import { UsageError } from './errors.js';
 import { launch } from './launch.js';
 import type { ServeConfig } from './server.js';
@@ -15,6 +16,8 @@ import type { ServeConfig } from './server.js';
 const ADD_OPTIONS: readonly OptionSpec[] = [
   { key: 'type', short: 't', type: 'string', arg: 'TARGET', help: 'the target, as an alternative to the first argument' },
   { key: 'foreground', type: 'bool', help: 'keep the server attached to this terminal (SIGINT/SIGTERM stop the device)' },
+  { key: 'daemon', flag: 'no-daemon', type: 'bool', negated: true, default: true,
+    help: 'a server of its own even while `ublk-ts daemon` runs (which otherwise serves the device)' },
   { key: 'supervise', flag: 'no-supervisor', type: 'bool', negated: true, default: true,
     help: 'with --recovery: no supervisor restarts a server that dies (you do, with `ublk-ts recover ID`)' },
 ];
@@ -63,7 +66,7 @@ async function targetsHelp(): Promise<string> {
 }
 
 /** Reads `add`'s command line into a server configuration; null after printing --help. */
-export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; foreground: boolean } | null> {
+export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; foreground: boolean; daemon: boolean } | null> {
   const { target, rest } = splitTarget(argv);
   if (target === undefined) {
     if (readArgs(addCommand, rest, addCommand.options, await targetsHelp()) === null) return null;
@@ -83,10 +86,15 @@ export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; fore
   const options = checkTargetOptions(mod, pick(targetSpecs), 'cli');
   if (args.values.supervise === false && device.recovery === 'none') throw new UsageError('--no-supervisor only applies with --recovery');
   const supervise = args.values.supervise === false ? { supervise: false } : {};
-  return { cfg: { ...device, target, options, ...supervise }, foreground: args.values.foreground === true };
+  const foreground = args.values.foreground === true;
+  return { cfg: { ...device, target, options, ...supervise }, foreground, daemon: args.values.daemon !== false && !foreground };
 }
 
 async function add(argv: string[]): Promise<void> {
   const parsed = await parseAdd(argv);
-  if (parsed) await launch(parsed.cfg, parsed.foreground);
+  if (!parsed) return;
+  // A running daemon serves the device; without one, a server of its own does.
+  const viaDaemon = parsed.daemon ? await addToDaemon(parsed.cfg) : null;
+  if (viaDaemon !== null) print(viaDaemon);
+  else await launch(parsed.cfg, parsed.foreground);
 }

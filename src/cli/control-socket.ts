@@ -1,20 +1,24 @@
-// A running server's own control channel: a Unix socket per device,
-// /run/ublk-ts/ID.sock, only for root (mode 0600), for what only the server
-// can do because only it holds the target (`resize` changes the target's
-// size before the kernel's). One JSON request per connection, one JSON reply.
+// Unix sockets a running server answers on, only for root (mode 0600): one
+// JSON request per connection, one JSON reply. A device's own socket,
+// /run/ublk-ts/ID.sock, is for what only its server can do because only it
+// holds the target (`resize` changes the target's size before the kernel's);
+// the daemon's, /run/ublk-ts/daemon.sock, is how `add` and `del` reach it.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { STATE_DIR } from './state.js';
 
 export type ControlRequest = { op: 'resize'; size: number };
-export type ControlReply = { ok: true } | { ok: false; error: string };
+export type Reply<T> = ({ ok: true } & T) | { ok: false; error: string; exitCode?: number };
 
 export const socketPath = (id: number): string => path.join(STATE_DIR, `${id}.sock`);
 
-/** Serves requests on device `id`'s socket until the returned close() is called. */
-export function listenControl(id: number, handle: (req: ControlRequest) => Promise<void>): { close(): void } {
-  const file = socketPath(id);
+/** An error a handler throws with the exit code the asking command should end with. */
+export interface CodedError extends Error { exitCode?: number }
+
+/** Answers requests on the socket `file` until the returned close() is called. */
+export function listenJson<Req, T extends object>(file: string, handle: (req: Req) => Promise<T>, keepAlive = false): { close(): void } {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.rmSync(file, { force: true }); // a dead server's
   const server = net.createServer((conn) => {
     let text = '';
@@ -22,19 +26,27 @@ export function listenControl(id: number, handle: (req: ControlRequest) => Promi
     conn.on('data', (d: string) => {
       text += d;
       if (!text.includes('\n')) return;
-      let reply: Promise<ControlReply>;
+      let reply: Promise<T>;
       try {
-        reply = handle(JSON.parse(text) as ControlRequest).then(() => ({ ok: true }) as const);
+        reply = handle(JSON.parse(text) as Req);
       } catch (e) {
         reply = Promise.reject(e);
       }
-      void reply.catch((e: unknown) => ({ ok: false, error: (e as Error)?.message ?? String(e) }) as const)
-        .then((r) => conn.end(JSON.stringify(r) + '\n'));
+      void reply.then((r) => ({ ok: true, ...r }) as Reply<T>, (e: unknown) => {
+        const err = e as CodedError;
+        return { ok: false, error: err?.message ?? String(e), ...(err?.exitCode === undefined ? {} : { exitCode: err.exitCode }) } as Reply<T>;
+      }).then((r) => conn.end(JSON.stringify(r) + '\n'));
     });
     conn.on('error', () => {});
   });
-  server.listen(file, () => fs.chmodSync(file, 0o600));
-  server.unref(); // the device, not this socket, keeps the server running
+  // Made before anyone can connect: a socket is never open to all, even for a moment.
+  const mask = process.umask(0o177);
+  try {
+    server.listen(file);
+  } finally {
+    process.umask(mask);
+  }
+  if (!keepAlive) server.unref(); // a device, not its socket, keeps its server running
   return {
     close: () => {
       server.close();
@@ -43,29 +55,51 @@ export function listenControl(id: number, handle: (req: ControlRequest) => Promi
   };
 }
 
-/** Sends one request to device `id`'s server; throws its error, or if no server answers. */
-export function askServer(id: number, req: ControlRequest, timeoutMs = 60_000): Promise<void> {
+/** Why a socket did not answer: nobody listens there (ENOENT, ECONNREFUSED), or something else. */
+export class NoServerError extends Error {}
+
+/** Sends one request to the socket `file`; resolves with the reply, or throws its error (with its exit code). */
+export function askJson<Req, T extends object>(file: string, req: Req, timeoutMs: number, who: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const conn = net.connect(socketPath(id));
+    const conn = net.connect(file);
     let text = '';
-    const timer = setTimeout(() => conn.destroy(new Error(`the server of device ${id} did not answer within ${timeoutMs / 1000} s`)), timeoutMs);
+    const timer = setTimeout(() => conn.destroy(new Error(`${who} did not answer within ${timeoutMs / 1000} s`)), timeoutMs);
     conn.setEncoding('utf8');
     conn.on('connect', () => conn.write(JSON.stringify(req) + '\n'));
     conn.on('data', (d: string) => (text += d));
     conn.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-        ? new Error(`device ${id} has no ublk-ts server to ask (${e.code}): its server is gone, or not ours`) : e);
+      reject(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? new NoServerError(`${who} is not running (${e.code})`) : e);
     });
     conn.on('end', () => {
       clearTimeout(timer);
+      let r: Reply<T>;
       try {
-        const r = JSON.parse(text) as ControlReply;
-        if (r.ok) resolve();
-        else reject(new Error(r.error));
+        r = JSON.parse(text) as Reply<T>;
       } catch {
-        reject(new Error(`the server of device ${id} gave no answer`));
+        reject(new Error(`${who} gave no answer`));
+        return;
       }
+      if (r.ok) resolve(r);
+      else reject(Object.assign(new Error(r.error), r.exitCode === undefined ? {} : { exitCode: r.exitCode }));
     });
   });
+}
+
+/** Serves device `id`'s socket until the returned close() is called. */
+export function listenControl(id: number, handle: (req: ControlRequest) => Promise<void>): { close(): void } {
+  return listenJson<ControlRequest, object>(socketPath(id), async (req) => {
+    await handle(req);
+    return {};
+  });
+}
+
+/** Sends one request to device `id`'s server; throws its error, or if no server answers. */
+export async function askServer(id: number, req: ControlRequest, timeoutMs = 60_000): Promise<void> {
+  try {
+    await askJson<ControlRequest, object>(socketPath(id), req, timeoutMs, `the server of device ${id}`);
+  } catch (e) {
+    if (e instanceof NoServerError) throw new Error(`device ${id} has no ublk-ts server to ask: its server is gone, or not ours`);
+    throw e;
+  }
 }

@@ -31,7 +31,8 @@ export const delCommand: Command = {
         }
         // Who serves it, asked before the stop: once stopped, its server deletes it and exits.
         const st = readState(i);
-        const pids = [st?.supervisor, st?.pid].filter((p): p is number => p !== undefined);
+        // (Not the daemon's: it serves on.)
+        const pids = [st?.supervisor, st?.daemon ? undefined : st?.pid].filter((p): p is number => p !== undefined);
         if (!(await safeStop(ctrl, i))) {
           busy.push(i);
           continue;

@@ -14,6 +14,7 @@ import { progressMark } from '../ublk/stats.js';
 import { deviceTotals } from './stats.js';
 import { UsageError } from './errors.js';
 import { readState, removeState } from './state.js';
+import { askDaemon } from './daemon.js';
 
 export interface DeviceListing {
   id: number;
@@ -163,7 +164,13 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     process.kill(supervisor, 'SIGTERM'); // it passes SIGTERM on to the server and ends with it
     await endProcess(supervisor, id);
   }
-  if (pid !== null && processAlive(pid)) {
+  const st = readState(id);
+  if (pid !== null && st?.daemon && st.pid === pid && processAlive(pid)) {
+    // The daemon serves other devices too: it is asked to stop this one (it
+    // finishes in-flight IO, stops and deletes it), never signalled. Should
+    // it not know the device (it is going already), it is stopped from here.
+    await askDaemon({ op: 'del', id }).catch(() => settledWithin(ctrl.stopDev(id), 30_000));
+  } else if (pid !== null && processAlive(pid)) {
     process.kill(pid, 'SIGTERM'); // the server stops and deletes the device, then exits
     await endProcess(pid, id);
   } else {

@@ -1,4 +1,4 @@
-// ublk-ts command line: add | list | stats | resize | quiesce | recover | del | features.
+// ublk-ts command line: add | list | stats | resize | quiesce | recover | del | features | daemon.
 import { readFileSync } from 'node:fs';
 import { packageFile } from '../package-files.js';
 import { addCommand } from './add.js';
@@ -12,9 +12,12 @@ import { delCommand } from './del.js';
 import { exitCodeOf, EXIT_USAGE, oneLine, UsageError } from './errors.js';
 import { featuresCommand } from './features.js';
 import { listCommand } from './list.js';
+import { daemonCommand } from './daemon.js';
 import { statsCommand } from './stats.js';
 
-const COMMANDS: readonly Command[] = [addCommand, listCommand, statsCommand, resizeCommand, quiesceCommand, recoverCommand, delCommand, featuresCommand];
+const COMMANDS: readonly Command[] = [
+  addCommand, listCommand, statsCommand, resizeCommand, quiesceCommand, recoverCommand, delCommand, featuresCommand, daemonCommand,
+];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(packageFile('package.json'), 'utf8')) as { version: string };

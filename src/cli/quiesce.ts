@@ -43,7 +43,12 @@ export const quiesceCommand: Command = {
         return;
       }
       const pid = info.ublksrv_pid;
-      const ours = pid > 0 && readState(id)?.pid === pid && processAlive(pid);
+      const st = readState(id);
+      if (st?.daemon && st.pid === pid && processAlive(pid)) {
+        throw new UsageError(`device ${id} is served by the ublk-ts daemon, which cannot let go of one device alone: ` +
+          'add it with --no-daemon to replace its server live');
+      }
+      const ours = pid > 0 && st?.pid === pid && processAlive(pid);
       if (ours) process.kill(pid, QUIESCE_SIGNAL);
       else await ctrl.quiesceDev(id, timeoutMs);
       if (!(await waitFor(quiesced, timeoutMs + 5000)) || (ours && !(await waitFor(() => !processAlive(pid), 5000)))) {

@@ -10,6 +10,8 @@ export const STATE_DIR = RUN_DIR;
 export interface DeviceState {
   id: number;
   pid: number;
+  /** Served by `ublk-ts daemon` (pid is the daemon's, shared with its other devices). */
+  daemon?: boolean;
   /** The supervisor that restarts this server (devices with --recovery). */
   supervisor?: number;
   target: string;

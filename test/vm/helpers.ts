@@ -91,7 +91,7 @@ export function listDevices(): Listed[] {
 
 export const ublkNodes = (): string[] => fs.readdirSync('/dev').filter((n) => /^ublk[bc]\d+$/.test(n));
 
-/** Pids of ublk-ts server processes (the detached `__serve` children) and their supervisors (`__supervise`). */
+/** Pids of ublk-ts server processes (the detached `__serve` children, daemons) and their supervisors (`__supervise`). */
 export function serverPids(): number[] {
   const pids: number[] = [];
   for (const p of fs.readdirSync('/proc')) {
@@ -99,9 +99,11 @@ export function serverPids(): number[] {
     try {
       const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
       const args = cmd.split('\0');
-      // The detached server runs `node .../bin/ublk-ts.js __serve ...`; a foreground one `ublk-ts.js add ... --foreground`.
+      // The detached server runs `node .../bin/ublk-ts.js __serve ...`; a foreground one `ublk-ts.js add ... --foreground`;
+      // the daemon `ublk-ts.js daemon`.
+      const cliAt = args.findIndex((a) => a.endsWith('ublk-ts.js'));
       if (args.includes('__serve') || args.includes('__supervise') ||
-        (args.some((a) => a.endsWith('ublk-ts.js')) && args.includes('--foreground'))) pids.push(Number(p));
+        (cliAt >= 0 && (args.includes('--foreground') || args[cliAt + 1] === 'daemon'))) pids.push(Number(p));
     } catch { /* exited meanwhile */ }
   }
   return pids;

@@ -1,0 +1,203 @@
+// `ublk-ts daemon`: one server process for any number of devices, served on a
+// fixed pool of threads (control/serving-thread.ts, ThreadPool) instead of a
+// process and threads per device. `ublk-ts add` hands a device to it when it
+// runs (and to a server of its own otherwise, or with --no-daemon); `del`
+// asks it to stop one. It runs in the foreground (a systemd service, or `&`),
+// logging to stderr, until SIGTERM or SIGINT, which stop its devices.
+import os from 'node:os';
+import path from 'node:path';
+import { checkOptions, type OptionSpec } from '../options/spec.js';
+import { UblkControl } from '../ublk/control/control.js';
+import { UblkDevice } from '../ublk/control/device.js';
+import { ThreadPool } from '../ublk/control/serving-thread.js';
+import { ModeError } from '../ublk/mode.js';
+import { processAlive } from '../process-alive.js';
+import { deviceIds } from './devices.js';
+import { readArgs, type Command } from './command.js';
+import { askJson, listenControl, listenJson, NoServerError, type CodedError } from './control-socket.js';
+import { exitCodeOf, oneLine, ReportedError, UsageError } from './errors.js';
+import type { ServeConfig } from './server.js';
+import { readState, removeState, STATE_DIR, writeState } from './state.js';
+
+export const daemonSocket = (): string => path.join(STATE_DIR, 'daemon.sock');
+
+export type DaemonRequest =
+  | { op: 'add'; cfg: ServeConfig }
+  | { op: 'del'; id: number }
+  | { op: 'status' };
+
+export interface DaemonStatus {
+  pid: number;
+  threads: number;
+  /** Devices per serving thread. */
+  load: number[];
+  devices: number[];
+}
+
+const DAEMON_OPTIONS: readonly OptionSpec[] = [
+  { key: 'threads', type: 'int', arg: 'N', min: 1, max: 1024, help: 'serving threads shared by all devices (default: one per CPU)' },
+  { key: 'pollUsec', flag: 'poll-us', type: 'int', arg: 'N', min: 0, max: 1_000_000,
+    help: 'µs a serving thread spins for requests before it sleeps (0: never; default: adaptive)' },
+];
+
+export const daemonCommand: Command = {
+  name: 'daemon',
+  brief: 'serve any number of devices from one process (`add` uses it while it runs)',
+  synopsis: '[--threads N] [--poll-us N]',
+  summary: 'Run one server for many devices, on a fixed pool of serving threads, in the foreground until\n' +
+    'SIGTERM or SIGINT (which stop its devices). While it runs, `ublk-ts add` creates devices in it\n' +
+    '(--no-daemon: a server of their own) and `ublk-ts del` asks it to stop them.',
+  options: DAEMON_OPTIONS,
+  async run(argv) {
+    const args = readArgs(daemonCommand, argv);
+    if (!args) return;
+    if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}' (see ublk-ts daemon --help)`);
+    const o = checkOptions(DAEMON_OPTIONS, args.values, 'cli') as { threads?: number; pollUsec?: number };
+    await runDaemon(o.threads ?? os.availableParallelism(), o.pollUsec);
+  },
+};
+
+/** Asks the running daemon; NoServerError when none runs. */
+export function askDaemon<T extends object>(req: DaemonRequest, timeoutMs = 120_000): Promise<T> {
+  return askJson<DaemonRequest, T>(daemonSocket(), req, timeoutMs, 'the ublk-ts daemon');
+}
+
+/** The running daemon's status, or null when none runs. */
+export async function daemonStatus(): Promise<DaemonStatus | null> {
+  try {
+    return await askDaemon<DaemonStatus>({ op: 'status' }, 10_000);
+  } catch (e) {
+    if (e instanceof NoServerError) return null;
+    throw e;
+  }
+}
+
+/** Device options that are the daemon's to set, for all its devices, rather than a device's. */
+function refuseForDaemon(cfg: ServeConfig): void {
+  const own = [
+    cfg.threads !== undefined && '--threads',
+    cfg.pollUsec !== undefined && '--poll-us',
+    (cfg.coalesceUsec ?? 0) !== 0 && '--coalesce-us',
+    cfg.supervise === false && '--no-supervisor',
+  ].filter(Boolean);
+  if (own.length) {
+    throw new ModeError(`${own.join(', ')}: the daemon's threads serve every device alike (set them on \`ublk-ts daemon\`), ` +
+      'or add the device with --no-daemon for a server of its own');
+  }
+  if (cfg.recoverId !== undefined) throw new ModeError('the daemon does not recover devices yet: `ublk-ts recover` starts a server of their own');
+}
+
+interface Hosted {
+  dev: UblkDevice;
+  control: { close(): void };
+  /** Resolves once the device is gone and its state removed. */
+  gone: Promise<void>;
+}
+
+async function runDaemon(threads: number, pollUsec: number | undefined): Promise<void> {
+  const say = (m: string): void => void console.error(`ublk-ts daemon[${process.pid}]: ${m}`);
+  UblkControl.open().close(); // the driver and the permission to use it, checked first
+  const running = await daemonStatus().catch(() => null);
+  if (running && processAlive(running.pid)) throw new UsageError(`a ublk-ts daemon runs already (pid ${running.pid})`);
+  const pool = new ThreadPool(threads, { coalesceUsec: 0, pollUsec });
+  const devices = new Map<number, Hosted>();
+  let stopping = false;
+
+  /** Serves a new device, or (`recoverId`) re-attaches a device a previous daemon served. */
+  const host = async (cfg: ServeConfig, recoverId?: number): Promise<{ id: number; path: string }> => {
+    if (stopping) throw new Error('the daemon is stopping');
+    refuseForDaemon(cfg);
+    const { recoverId: _r, supervise: _s, ...device } = cfg;
+    const dev = await (recoverId === undefined ? UblkDevice.create(device, { pool }) : UblkDevice.recover(recoverId, device, { pool }));
+    const config: ServeConfig = { ...device };
+    const save = (): void => writeState({
+      id: dev.id, pid: process.pid, daemon: true, target: cfg.target, options: config.options ?? {}, statsFd: dev.statsFd, config,
+    });
+    save();
+    const control = listenControl(dev.id, async (req) => {
+      if (req.op !== 'resize') throw new Error(`unknown request ${JSON.stringify(req.op)}`);
+      await dev.resize(req.size);
+      config.options = { ...config.options, size: req.size };
+      save();
+      say(`${dev.path} resized to ${req.size} bytes`);
+    });
+    // Stopped by `del` (through us or STOP_DEV from anywhere) or by a failure: cleaned up just the same.
+    const gone = dev.stopped.then(() => dev.stop()).catch((e: unknown) => say(`${dev.path}: ${oneLine(e)}`)).then(() => {
+      control.close();
+      removeState(dev.id);
+      devices.delete(dev.id);
+      say(`${dev.path} removed`);
+    });
+    devices.set(dev.id, { dev, control, gone });
+    say(`${dev.path} live (${cfg.target}, ${dev.queues} queue(s), depth ${dev.depth}; ${devices.size} device(s))`);
+    return { id: dev.id, path: dev.path };
+  };
+
+  const handle = async (req: DaemonRequest): Promise<object> => {
+    switch (req.op) {
+      case 'add':
+        try {
+          return await host(req.cfg);
+        } catch (e) {
+          throw Object.assign(new Error(oneLine(e)), { exitCode: exitCodeOf(e) });
+        }
+      case 'del': {
+        const h = devices.get(req.id);
+        if (!h) throw Object.assign(new Error(`device ${req.id} is not served by this daemon`), { exitCode: 2 });
+        await h.dev.stop();
+        await h.gone;
+        return {};
+      }
+      case 'status':
+        return { pid: process.pid, threads: pool.size, load: pool.load, devices: [...devices.keys()] } satisfies DaemonStatus;
+      default:
+        throw new Error(`unknown request ${JSON.stringify((req as { op: unknown }).op)}`);
+    }
+  };
+
+  // A previous daemon's devices created with --recovery wait for a server (it was killed, or crashed): this one takes them over.
+  for (const id of deviceIds()) {
+    const st = readState(id);
+    if (!st?.daemon || !st.config || processAlive(st.pid)) continue;
+    if ((st.config.recovery ?? 'none') === 'none') continue;
+    await host(st.config as ServeConfig, id).then(
+      () => say(`/dev/ublkb${id} recovered from daemon ${st.pid}`),
+      (e: unknown) => say(`/dev/ublkb${id} of daemon ${st.pid} not recovered: ${oneLine(e)} (\`ublk-ts recover ${id}\` tries again)`));
+  }
+  const socket = listenJson<DaemonRequest, object>(daemonSocket(), handle, true);
+  say(`serving on ${threads} thread(s); requests on ${daemonSocket()}`);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string): void => {
+      if (stopping) return;
+      stopping = true;
+      say(`${sig}: stopping ${devices.size} device(s)`);
+      resolve();
+    };
+    process.on('SIGTERM', () => stop('SIGTERM')).on('SIGINT', () => stop('SIGINT')).on('SIGHUP', () => {});
+  });
+  socket.close();
+  await Promise.all([...devices.values()].map(async (h) => {
+    await h.dev.stop().catch((e: unknown) => say(`${h.dev.path}: ${oneLine(e)}`));
+    await h.gone;
+  }));
+  await pool.close();
+  say('stopped');
+}
+
+/** Whether device `id`'s state says the daemon serves it, and that daemon still runs. */
+export function servedByDaemon(id: number): boolean {
+  const st = readState(id);
+  return st?.daemon === true && processAlive(st.pid);
+}
+
+/** `add` through the daemon, if one runs: the device's path, or null (no daemon: the caller starts a server). */
+export async function addToDaemon(cfg: ServeConfig): Promise<string | null> {
+  try {
+    const r = await askDaemon<{ id: number; path: string }>({ op: 'add', cfg });
+    return r.path;
+  } catch (e) {
+    if (e instanceof NoServerError) return null;
+    const code = (e as CodedError).exitCode;
+    throw code === undefined ? e : new ReportedError((e as Error).message, code);
+  }
+}
