@@ -5,6 +5,7 @@ export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
 export const MAP_POPULATE = 0x8000;
+export const MADV_DONTNEED = 4;
 export const MADV_NOHUGEPAGE = 15;
 
 export const FALLOC_FL_KEEP_SIZE = 0x01;

@@ -14,7 +14,7 @@ import { ModeError } from '../ublk/mode.js';
 import { processAlive } from '../process-alive.js';
 import { deviceIds } from './devices.js';
 import { readArgs, type Command } from './command.js';
-import { askJson, listenControl, listenJson, NoServerError, type CodedError } from './control-socket.js';
+import { askJson, listenJson, NoServerError, type CodedError } from './control-socket.js';
 import { exitCodeOf, oneLine, ReportedError, UsageError } from './errors.js';
 import type { ServeConfig } from './server.js';
 import { readState, removeState, STATE_DIR, writeState } from './state.js';
@@ -24,6 +24,7 @@ export const daemonSocket = (): string => path.join(STATE_DIR, 'daemon.sock');
 export type DaemonRequest =
   | { op: 'add'; cfg: ServeConfig }
   | { op: 'del'; id: number }
+  | { op: 'resize'; id: number; size: number }
   | { op: 'status' };
 
 export interface DaemonStatus {
@@ -57,9 +58,14 @@ export const daemonCommand: Command = {
   },
 };
 
-/** Asks the running daemon; NoServerError when none runs. */
-export function askDaemon<T extends object>(req: DaemonRequest, timeoutMs = 120_000): Promise<T> {
-  return askJson<DaemonRequest, T>(daemonSocket(), req, timeoutMs, 'the ublk-ts daemon');
+/** Asks the running daemon; NoServerError when none runs; its errors come with the exit code they have there. */
+export async function askDaemon<T extends object>(req: DaemonRequest, timeoutMs = 120_000): Promise<T> {
+  try {
+    return await askJson<DaemonRequest, T>(daemonSocket(), req, timeoutMs, 'the ublk-ts daemon');
+  } catch (e) {
+    const code = (e as CodedError).exitCode;
+    throw code === undefined ? e : new ReportedError((e as Error).message, code);
+  }
 }
 
 /** The running daemon's status, or null when none runs. */
@@ -89,16 +95,21 @@ function refuseForDaemon(cfg: ServeConfig): void {
 
 interface Hosted {
   dev: UblkDevice;
-  control: { close(): void };
+  resize(size: number): Promise<void>;
   /** Resolves once the device is gone and its state removed. */
   gone: Promise<void>;
 }
 
 async function runDaemon(threads: number, pollUsec: number | undefined): Promise<void> {
   const say = (m: string): void => void console.error(`ublk-ts daemon[${process.pid}]: ${m}`);
-  UblkControl.open().close(); // the driver and the permission to use it, checked first
+  // The driver and the permission to use it, checked first; one control device for every device
+  // (a device of its own would open one, with its ring: three descriptors per device).
+  const control = UblkControl.open();
   const running = await daemonStatus().catch(() => null);
-  if (running && processAlive(running.pid)) throw new UsageError(`a ublk-ts daemon runs already (pid ${running.pid})`);
+  if (running && processAlive(running.pid)) {
+    control.close();
+    throw new UsageError(`a ublk-ts daemon runs already (pid ${running.pid})`);
+  }
   const pool = new ThreadPool(threads, { coalesceUsec: 0, pollUsec });
   const devices = new Map<number, Hosted>();
   let stopping = false;
@@ -108,44 +119,47 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     if (stopping) throw new Error('the daemon is stopping');
     refuseForDaemon(cfg);
     const { recoverId: _r, supervise: _s, ...device } = cfg;
-    const dev = await (recoverId === undefined ? UblkDevice.create(device, { pool }) : UblkDevice.recover(recoverId, device, { pool }));
+    const dev = await (recoverId === undefined ? UblkDevice.create(device, { pool, control }) : UblkDevice.recover(recoverId, device, { pool, control }));
     const config: ServeConfig = { ...device };
     const save = (): void => writeState({
       id: dev.id, pid: process.pid, daemon: true, target: cfg.target, options: config.options ?? {}, statsFd: dev.statsFd, config,
     });
     save();
-    const control = listenControl(dev.id, async (req) => {
-      if (req.op !== 'resize') throw new Error(`unknown request ${JSON.stringify(req.op)}`);
-      await dev.resize(req.size);
-      config.options = { ...config.options, size: req.size };
-      save();
-      say(`${dev.path} resized to ${req.size} bytes`);
-    });
     // Stopped by `del` (through us or STOP_DEV from anywhere) or by a failure: cleaned up just the same.
     const gone = dev.stopped.then(() => dev.stop()).catch((e: unknown) => say(`${dev.path}: ${oneLine(e)}`)).then(() => {
-      control.close();
       removeState(dev.id);
       devices.delete(dev.id);
       say(`${dev.path} removed`);
     });
-    devices.set(dev.id, { dev, control, gone });
+    devices.set(dev.id, {
+      dev, gone,
+      // `resize` comes through the daemon's socket (no socket per device: one descriptor fewer each).
+      resize: async (size) => {
+        await dev.resize(size);
+        config.options = { ...config.options, size };
+        save();
+        say(`${dev.path} resized to ${size} bytes`);
+      },
+    });
     say(`${dev.path} live (${cfg.target}, ${dev.queues} queue(s), depth ${dev.depth}; ${devices.size} device(s))`);
     return { id: dev.id, path: dev.path };
   };
 
-  const handle = async (req: DaemonRequest): Promise<object> => {
+  const answer = async (req: DaemonRequest): Promise<object> => {
     switch (req.op) {
       case 'add':
-        try {
-          return await host(req.cfg);
-        } catch (e) {
-          throw Object.assign(new Error(oneLine(e)), { exitCode: exitCodeOf(e) });
-        }
+        return host(req.cfg);
       case 'del': {
         const h = devices.get(req.id);
-        if (!h) throw Object.assign(new Error(`device ${req.id} is not served by this daemon`), { exitCode: 2 });
+        if (!h) throw new UsageError(`device ${req.id} is not served by this daemon`);
         await h.dev.stop();
         await h.gone;
+        return {};
+      }
+      case 'resize': {
+        const h = devices.get(req.id);
+        if (!h) throw new UsageError(`device ${req.id} is not served by this daemon`);
+        await h.resize(req.size);
         return {};
       }
       case 'status':
@@ -154,6 +168,9 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
         throw new Error(`unknown request ${JSON.stringify((req as { op: unknown }).op)}`);
     }
   };
+  // Errors reach the asking command as one line, with the exit code they would have had there.
+  const handle = (req: DaemonRequest): Promise<object> =>
+    answer(req).catch((e: unknown) => { throw Object.assign(new Error(oneLine(e)), { exitCode: exitCodeOf(e) }); });
 
   // A previous daemon's devices created with --recovery wait for a server (it was killed, or crashed): this one takes them over.
   for (const id of deviceIds()) {
@@ -181,6 +198,7 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     await h.gone;
   }));
   await pool.close();
+  control.close();
   say('stopped');
 }
 
@@ -197,7 +215,6 @@ export async function addToDaemon(cfg: ServeConfig): Promise<string | null> {
     return r.path;
   } catch (e) {
     if (e instanceof NoServerError) return null;
-    const code = (e as CodedError).exitCode;
-    throw code === undefined ? e : new ReportedError((e as Error).message, code);
+    throw e;
   }
 }

@@ -4,6 +4,7 @@
 import { checkValue, formatSize } from '../options/spec.js';
 import { sizeOption } from '../ublk/target.js';
 import { askServer } from './control-socket.js';
+import { askDaemon, servedByDaemon } from './daemon.js';
 import { print, readArgs, oneId, type Command, idOption } from './command.js';
 import { UsageError } from './errors.js';
 
@@ -29,7 +30,9 @@ export const resizeCommand: Command = {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    await askServer(id, { op: 'resize', size });
+    // The daemon serves many devices on one socket; a server of its own has one per device.
+    if (servedByDaemon(id)) await askDaemon({ op: 'resize', id, size });
+    else await askServer(id, { op: 'resize', size });
     print(`/dev/ublkb${id}: ${formatSize(size)}`);
   },
 };

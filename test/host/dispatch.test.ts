@@ -13,7 +13,7 @@ import { Ring } from '../../src/uring/ring.js';
 import { prepNop, setSqeFlags, sqeFlags } from '../../src/uring/prep.js';
 import { IOSQE_CQE_SKIP_SUCCESS, IOSQE_IO_LINK } from '../../src/uring/constants.js';
 import { PENDING, type Target } from '../../src/ublk/target.js';
-import { UBLK_IO_OP_READ } from '../../src/ublk/abi/uapi.js';
+import { UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from '../../src/ublk/abi/uapi.js';
 
 type Handlers = [(v: unknown) => void, (e: unknown) => void];
 
@@ -156,4 +156,36 @@ test('a zero-copy request whose pages were registered explicitly counts as async
   } finally {
     ring.close();
   }
+});
+
+test('breakTarget: what the target holds fails with EIO at once, its promises are forgotten, and it is called no more', () => {
+  const results: [number, number][] = [];
+  const mode = servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, { name: 'test' });
+  const sink = { commit: (req: UblkRequest, res: number) => void results.push([req.tag, res]), commitNext: null };
+  const d = new Dispatcher(null as unknown as Ring, mode, sink, new Waker(), { stats: new Float64Array(SLOT_WORDS), queues: [{ q: 0, slot: 0 }] });
+  let calls = 0;
+  let settle: ((v: number) => void) | null = null;
+  d.attach({
+    read: () => { calls++; return new Promise<number>((r) => { settle = r; }); },
+    write: () => { calls++; return PENDING; },
+  });
+  const desc = new Uint32Array(3 * DESC_WORDS);
+  const reqs = [0, 1, 2].map((t) => new UblkRequest(0, t, null, t, 0));
+  const dispatch = (tag: number, op: number) => {
+    desc[tag * DESC_WORDS + DESC_OP_FLAGS] = op;
+    desc[tag * DESC_WORDS + DESC_NR_SECTORS] = 8;
+    reqs[tag]!.load(desc);
+    d.dispatch(reqs[tag]!);
+  };
+  dispatch(0, UBLK_IO_OP_READ); // awaits a promise that never settles
+  dispatch(1, UBLK_IO_OP_WRITE); // held (PENDING, nothing on the ring)
+  assert.equal(d.asyncInFlight, 2);
+  d.breakTarget(reqs);
+  assert.deepEqual(results, [[0, -5], [1, -5]]);
+  assert.equal(d.asyncInFlight, 0, 'nothing left for the serving loop or the device\'s end to wait for');
+  settle!(4096);
+  dispatch(2, UBLK_IO_OP_READ);
+  assert.deepEqual(results.at(-1), [2, -5], 'a new request fails at once');
+  assert.equal(calls, 2, 'the target is called no more');
+  assert.equal(results.length, 3, 'the late promise completed nothing');
 });

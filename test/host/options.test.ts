@@ -99,6 +99,7 @@ test('ublk-ts add: target first or -t, target rows parsed with the device rows, 
   const r = await parseAdd(['loop', '-f', '/tmp/x.img', '--buffered', '-q', '2', '-d', '64', '-b', '--threads', '3', '--copy', 'user']);
   assert.deepEqual(r, {
     foreground: false,
+    daemon: true,
     cfg: {
       target: 'loop', options: { file: '/tmp/x.img', buffered: true },
       queues: 2, depth: 64, maxIoBytes: 1 << 20, batch: true, threads: 3, copy: 'user', autoBufReg: true, recovery: 'none',
@@ -110,6 +111,8 @@ test('ublk-ts add: target first or -t, target rows parsed with the device rows, 
   assert.deepEqual(t!.cfg.options, { size: 2 ** 30 });
   assert.equal(t!.cfg.id, 7);
   assert.equal(t!.foreground, true);
+  assert.equal(t!.daemon, false, 'a server in the foreground is this process, never the daemon');
+  assert.equal((await parseAdd(['null', '-s', '1G', '--no-daemon']))!.daemon, false);
 });
 
 test('ublk-ts add: bad input is one usage error naming the option', async () => {

@@ -96,6 +96,12 @@ test('the CLI through a daemon: add, list, stats, del; --no-daemon gets a server
     assert.deepEqual([...st.load].sort(), [1, 1], 'one device on each of the two threads');
 
     fioVerify(a, { iodepth: 16, size: '16m' });
+    // resize through the daemon's socket (it has no socket per device)
+    const grown = cli('resize', String(idOf(a)), '48M');
+    assert.equal(grown.code, 0, grown.stderr);
+    assert.equal(listDevices().find((l) => l.path === a)!.size, 48 << 20);
+    assert.equal(cli('resize', String(idOf(b)), '2G').code, 0);
+    assert.equal(listDevices().find((l) => l.path === b)!.size, 2 * 2 ** 30);
     fioOver([b], ['--rw=randread', '--bs=4k', '--iodepth=8', '--size=16m']);
 
     // Options that are the daemon's to set are refused with the fix named, and nothing is created.
@@ -150,6 +156,33 @@ test('100 null and memory devices in one daemon on 2 threads, each verified by f
   });
 });
 
+test('an idle device gives back the memory its requests touched, and reads back what was written before', async (t) => {
+  await withDaemon(['--threads', '1'], async (d) => {
+    const pid = d.proc.pid!;
+    const dev = (await add({ target: 'memory', options: { size: 256 << 20 } })).path;
+    await sleep(500);
+    const before = statusKiB(pid, 'RssAnon');
+    // 1 MiB writes at QD 64: the kernel copies into 64 tag buffers of 1 MiB.
+    const job = ['--name=big', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--rw=write', '--bs=1m', '--iodepth=64',
+      '--size=192m', '--verify=crc32c', '--verify_fatal=1', '--output-format=terse'];
+    const w = run('fio', [...job, '--do_verify=0']);
+    assert.equal(w.code, 0, w.stderr);
+    const busy = statusKiB(pid, 'RssAnon');
+    let idle = busy;
+    for (let i = 0; i < 40 && idle > before + 16 * 1024; i++) {
+      await sleep(1000);
+      idle = statusKiB(pid, 'RssAnon');
+    }
+    t.diagnostic(`RssAnon: ${Math.round(before / 1024)} MiB idle, ${Math.round(busy / 1024)} MiB after 1 MiB writes at QD 64, ` +
+      `${Math.round(idle / 1024)} MiB once idle`);
+    assert.ok(busy > before + 48 * 1024, `the writes touched the tag buffers (${before} -> ${busy} KiB)`);
+    assert.ok(idle < before + 16 * 1024, `an idle device gave the pages back (${busy} -> ${idle} KiB)`);
+    const r = run('fio', [...job, '--verify_only']);
+    assert.equal(r.code, 0, `reading back through the emptied buffers: ${r.stdout}\n${r.stderr}`);
+  });
+  assertClean();
+});
+
 test('devices added and deleted while fio verifies others: no error on those', async () => {
   await withDaemon(['--threads', '2'], async (d) => {
     const busy = [(await add({ target: 'memory', options: { size: 64 << 20 } })).path, (await add({ target: 'memory', options: { size: 64 << 20 } })).path];
@@ -175,27 +208,45 @@ test('devices added and deleted while fio verifies others: no error on those', a
 
 const THROWING = '/tmp/throwing-target.mjs';
 
-test('a target that fails every request on one device leaves the other devices on its thread serving', async () => {
-  // One thread, so the devices share it.
+test('a target that throws on one device: the others on its thread serve on, whether it throws in a request or from a timer', async () => {
+  // One thread, so the devices share it. --later: from a timer, after the request completed (an exception
+  // no call of ours returns): the device fails and is stopped, and the thread lives on.
   fs.writeFileSync(THROWING, `
 export default {
   name: 'throwing',
-  options: [{ key: 'size', type: 'size', required: true, help: 'size' }],
-  setup: (o) => ({ size: o.size }),
-  open: () => ({
-    read(req) { if (req.offset >= 65536) throw new Error('a bug in read'); req.buffer.fill(0); return req.length; },
+  options: [{ key: 'size', type: 'size', required: true, help: 'size' }, { key: 'later', type: 'bool', help: 'throw from a timer' }],
+  setup: (o) => ({ size: o.size, shared: { later: o.later === true } }),
+  open: (ctx) => ({
+    read(req) {
+      if (req.offset < 65536) { req.buffer.fill(0); return req.length; }
+      if (!ctx.shared.later) throw new Error('a bug in read');
+      setTimeout(() => { throw new Error('a bug in a timer'); }, 1);
+      return new Promise(() => {}); // never settles: the request fails when the device is
+    },
     write() { throw new Error('a bug in write'); },
   }),
 };
 `);
-  await withDaemon(['--threads', '1'], async (d) => {
+  await withDaemon(['--threads', '1'], async () => {
     const good = (await add({ target: 'memory', options: { size: 32 << 20 } })).path;
     const bad = (await add({ target: THROWING, options: { size: 32 << 20 } })).path;
+    const later = await add({ target: THROWING, options: { size: 32 << 20, later: true } });
     const r = run('dd', [`if=${bad}`, 'of=/dev/null', 'bs=4k', 'skip=100', 'count=1', 'iflag=direct']);
     assert.notEqual(r.code, 0, 'a read the target throws on fails');
     assert.match(r.stderr, /Input\/output error/);
-    fioVerify(good, { iodepth: 8, size: '16m' });
-    assert.deepEqual((await daemonStatus())!.devices.length, 2, 'both devices still served');
+    const fio = spawn('fio', ['--name=good', `--filename=${good}`, '--ioengine=io_uring', '--direct=1', '--rw=randwrite', '--bsrange=4k-64k',
+      '--iodepth=8', '--size=16m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--loops=3'], { stdio: 'ignore' });
+    const fioDone = new Promise<number | null>((res) => fio.once('exit', (code) => res(code)));
+    await sleep(500);
+    const t0 = Date.now();
+    const l = run('dd', [`if=${later.path}`, 'of=/dev/null', 'bs=4k', 'skip=100', 'count=1', 'iflag=direct'], { timeout: 60_000 });
+    assert.notEqual(l.code, 0, 'the read whose target threw from a timer fails');
+    assert.ok(Date.now() - t0 < 20_000, `it fails within seconds (${Date.now() - t0} ms)`);
+    for (let i = 0; i < 100 && (await daemonStatus())!.devices.includes(later.id); i++) await sleep(200);
+    assert.ok(!(await daemonStatus())!.devices.includes(later.id), 'the device whose target broke is stopped and removed');
+    assert.equal(await fioDone, 0, 'fio verified the good device on the same thread all along');
+    assert.deepEqual((await daemonStatus())!.devices.sort(), [idOf(good), idOf(bad)].sort(), 'the others still served');
+    assert.match(fs.readFileSync(LOG, 'utf8'), /its target failed: a bug in a timer/);
   });
   fs.rmSync(THROWING, { force: true });
   assertClean();

@@ -59,7 +59,7 @@ for (const modeArgs of [[], ['--batch']]) {
     const lines = [...log.matchAll(/pull-memory queue \d+: (\d+) requests in (\d+) batches, at most (\d+) in one/g)];
     assert.ok(lines.length >= 1, `the target's stream ended when the device stopped:\n${log}`);
     const served = lines.reduce((a, m) => a + Number(m[1]), 0);
-    assert.ok(served > 1000, `requests went through the stream (${served})`);
+    assert.ok(served > 200, `requests went through the stream (${served})`);
     assert.ok(lines.some((m) => Number(m[3]) > 1), `at QD 32 some batch held more than one request:\n${log}`);
     assertClean();
   });

@@ -94,6 +94,12 @@ export interface CreateHooks {
    */
   pool?: ThreadPool;
   /**
+   * Send the device's control commands through this control device, which
+   * the caller owns (one for many devices: a descriptor and a ring fewer
+   * per device), instead of one the device opens and closes.
+   */
+  control?: UblkControl;
+  /**
    * Told the device's id right after ADD_DEV, before anything can fail or
    * kill the process: whoever started this process deletes the device
    * should it die before the device is live.
@@ -249,6 +255,8 @@ export class UblkDevice {
     private readonly counters: Counters,
     readonly mode: ServingMode,
     private readonly shmem: SharedRegion | null,
+    /** The device opened `ctrl` (CreateHooks.control not given) and closes it when it ends. */
+    private readonly ownsControl: boolean,
   ) {
     this.stopped = Promise.all(workers.map((w) => w.done)).then(() => {});
     // A serving thread that fails while the device lives fails the device: it
@@ -302,7 +310,7 @@ export class UblkDevice {
    * fetched or prepared again, END_USER_RECOVERY. `opts` must be what the
    * device was created with. On failure the device stays as it was, for another try.
    */
-  static recover(id: number, opts: DeviceOptions, hooks: Pick<CreateHooks, 'pool'> = {}): Promise<UblkDevice> {
+  static recover(id: number, opts: DeviceOptions, hooks: Pick<CreateHooks, 'pool' | 'control'> = {}): Promise<UblkDevice> {
     return UblkDevice.attach(opts, id, hooks);
   }
 
@@ -322,7 +330,7 @@ export class UblkDevice {
     let shmem: SharedRegion | null = null;
     try {
       checkSize(setup.size);
-      ctrl = UblkControl.open();
+      ctrl = hooks.control ?? UblkControl.open();
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
       const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
@@ -366,10 +374,11 @@ export class UblkDevice {
       await Promise.all(workers.map((w) => w.ready));
       if (recoverId === null) await ctrl.startDev(info.dev_id, process.pid);
       else await ctrl.endUserRecovery(info.dev_id, process.pid);
-      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem);
+      return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem, hooks.control === undefined);
     } catch (e) {
       // A failed recovery leaves the device without a server, as it found it.
-      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters, shmem, recoverId === null ? 'stop' : 'release', false);
+      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters, shmem, recoverId === null ? 'stop' : 'release', false,
+        hooks.control === undefined);
       throw e;
     } finally {
       // Workers map the tag buffers themselves; their fds are not needed past start.
@@ -466,7 +475,8 @@ export class UblkDevice {
       const fd = this.charFd;
       this.charFd = -1;
       // Shared threads keep a device's fetches armed until STOP_DEV aborts them: its only way out is a stop.
-      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters, this.shmem, this.pooled ? 'stop' : ending, true);
+      await teardown(this.ctrl, this.id, fd, this.workers, this.setup, this.counters, this.shmem, this.pooled ? 'stop' : ending, true,
+        this.ownsControl);
       if (failed) throw failed;
     })();
     return this.destroying;
@@ -502,7 +512,7 @@ const SHARED_LETGO_MS = 10_000;
 const STOP_GRACE_MS = 10_000;
 
 async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd: number, workers: QueueWorker[],
-  setup: TargetSetup, counters: Counters, shmem: SharedRegion | null, ending: Ending, report: boolean): Promise<void> {
+  setup: TargetSetup, counters: Counters, shmem: SharedRegion | null, ending: Ending, report: boolean, closeControl: boolean): Promise<void> {
   const errors: unknown[] = [];
   const attempt = async (f: () => unknown): Promise<void> => {
     try { await f(); } catch (e) { errors.push(e); }
@@ -542,6 +552,6 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
   if (shmem) await attempt(() => shmem.unregister(id === undefined ? null : ctrl, id ?? -1));
   if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
   await attempt(() => setup.cleanup?.());
-  ctrl?.close();
+  if (closeControl) ctrl?.close();
   if (report && errors.length) throw errors[0];
 }

@@ -88,7 +88,8 @@ class ServingThread {
   private onMessage(m: WorkerMessage): void {
     if (m.type === 'started') this.ringFd = m.ringFd;
     else if (m.type === 'ready') this.attached.get(m.key)?.onReady();
-    else if (m.type === 'done') this.settle(m.key, m.error);
+    // A broken target: the device is done with as if it had left (it will, once stopped), and stopped.
+    else if (m.type === 'done' || m.type === 'failed') this.settle(m.key, m.error);
     else {
       this.ringFd = -1; // closed by the thread itself
       this.end(m.error, false);

@@ -61,6 +61,8 @@ export class Dispatcher implements TargetIo {
   private readonly stageUserCopy: boolean;
   private readonly mayRegister: boolean;
   private readonly registerAll: boolean;
+  /** breakTarget() was called. */
+  private broken = false;
   /** Kinds of target errors logged so far (each is logged once). */
   private readonly warned = new Set<string>();
   private readonly logicalBlockSize: number;
@@ -95,6 +97,26 @@ export class Dispatcher implements TargetIo {
   /** The target this dispatcher serves, opened with this dispatcher as its `io`; once, before the engine arms. */
   attach(target: Target): void {
     this.target = target;
+  }
+
+  /**
+   * The target is broken (an exception escaped it on a thread other devices
+   * share): it is called no more. Every request it holds with no ring
+   * operation in flight fails now, one with operations fails when the last
+   * completes, and every new request fails at once, all with EIO, so that
+   * the device can be stopped without waiting on the target.
+   */
+  breakTarget(requests: readonly UblkRequest[]): void {
+    if (this.broken) return;
+    this.broken = true;
+    for (const req of requests) {
+      // Its promises, should they ever settle, are ignored (settle), and the
+      // serving loop no longer waits for them (nor does the device's end).
+      this.addAsync(-req.promises);
+      req.promises = 0;
+      req.awaitsPromise = false;
+      if (req.owned && req.ringOps === 0 && !req.staged) this.finish(req, -EIO);
+    }
   }
 
   private addAsync(n: number): void {
@@ -207,6 +229,7 @@ export class Dispatcher implements TargetIo {
   /** A CQE of kind KIND_OWN (a multishot operation's last one has no IORING_CQE_F_MORE). */
   onOwnCqe(hi: number, res: number, flags: number): void {
     if (!(flags & IORING_CQE_F_MORE)) this.ownOps--;
+    if (this.broken) return;
     try {
       this.target.onOwnCqe!(res, flags, hi);
     } catch (e) {
@@ -219,6 +242,10 @@ export class Dispatcher implements TargetIo {
     if (kind === KIND_TARGET) {
       if (!req.owned && req.linkedResult === req.linkedResult) this.linkFailed(req);
       req.ringOps--;
+      if (this.broken) {
+        if (req.owned && req.ringOps === 0) this.finish(req, -EIO);
+        return;
+      }
       try {
         this.target.onCqe!(req, res, flags, hi);
       } catch (e) {
@@ -264,6 +291,7 @@ export class Dispatcher implements TargetIo {
   }
 
   private run(req: UblkRequest): void {
+    if (this.broken) return this.finish(req, -EIO);
     const t = this.target;
     let r: IoResult;
     try {
@@ -337,6 +365,7 @@ export class Dispatcher implements TargetIo {
    * cannot be told, and the current request fails rather than take a stale result.
    */
   private settle(req: UblkRequest, value: unknown, rejected: boolean): void {
+    if (this.broken) return; // counted off by breakTarget
     this.addAsync(-1);
     req.promises--;
     if (!req.owned || !req.awaitsPromise) {

@@ -212,6 +212,8 @@ export class BatchEngine implements Engine, CommitSink {
     this.ring.reap(reap);
   }
 
+  requests(): UblkRequest[] { return this.queues.flatMap((qs) => qs.reqs); }
+
   release(): void {
     for (const qs of this.queues) {
       for (const f of qs.fetchers) f.free();

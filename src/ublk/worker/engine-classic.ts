@@ -90,6 +90,8 @@ export class ClassicEngine implements Engine, CommitSink {
 
   flush(): number { return 0; }
 
+  requests(): UblkRequest[] { return this.queues.flatMap((cq) => cq.reqs); }
+
   private queueCmd(cq: ClassicQueue, op: number, tag: number, result: number, addr = cq.addrs[tag]!): void {
     const ring = this.ring, s = nextSqe(ring);
     prepIoCmd(ring, s, this.charFixed, op, cq.q, tag, result, addr);

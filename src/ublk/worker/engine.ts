@@ -96,6 +96,8 @@ export interface Engine {
   arm(reap: CqeHandler): void;
   /** After the last CQE: gives back what the engine registered with the ring (batch: its fetch buffer rings). */
   release?(): void;
+  /** Every request object of the queues it serves (one per tag; for failing what a broken target holds). */
+  requests(): UblkRequest[];
   /**
    * Turns completions gathered while reaping into SQEs (batch COMMITs).
    * Returns how many of them complete during the submit itself: their CQEs

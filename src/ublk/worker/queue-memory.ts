@@ -1,7 +1,7 @@
 // Memory a queue worker shares with the kernel: the read-only descriptor array
 // mmapped from /dev/ublkcN, and (in kernel-copy mode) one data buffer per tag.
 import { native } from '../../native.js';
-import { MADV_NOHUGEPAGE, MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../../sys.js';
+import { MADV_DONTNEED, MADV_NOHUGEPAGE, MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../../sys.js';
 import { LAYOUTS } from '../abi/layout.js';
 import { UBLKSRV_CMD_BUF_OFFSET, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
 
@@ -36,7 +36,10 @@ export class TagBuffers {
   readonly addrs: number[] = [];
   private readonly mem: ArrayBuffer;
 
+  private readonly shared: boolean;
+
   constructor(count: number, readonly size: number, sharedFd?: number) {
+    this.shared = sharedFd !== undefined;
     this.mem = sharedFd === undefined
       ? native.alloc(count * size)
       : native.mmap(count * size, PROT_READ | PROT_WRITE, MAP_SHARED, sharedFd, 0);
@@ -53,6 +56,16 @@ export class TagBuffers {
   }
 
   free(): void { native.munmap(this.mem); }
+
+  /**
+   * Gives the pages requests touched back to the system (the next request
+   * that needs one gets a zeroed page). Only while no request uses a buffer,
+   * from the thread the kernel copies into them for (which it does inside
+   * that thread's io_uring_enter); not for buffers shared with other threads.
+   */
+  trim(): void {
+    if (!this.shared) native.madvise(this.mem, 0, this.mem.byteLength, MADV_DONTNEED);
+  }
 
   /**
    * For a thread that ends while its device may still be served: the kernel

@@ -9,6 +9,7 @@
 // ids (batch). A device leaves once its engine is inactive (STOP_DEV aborted
 // every fetch and nothing is in flight): only then are its places reused, so
 // that no late CQE can reach another device's engine.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Ring } from '../../uring/ring.js';
 import { native } from '../../native.js';
@@ -25,7 +26,8 @@ import type { Waker } from './waker.js';
 import { C_QUEUE, mapStats, SLOT_WORDS } from '../stats.js';
 import { ShmemViews } from './shmem-views.js';
 import { SlotRanges } from './slot-ranges.js';
-import { KIND_BATCH, KIND_QUIT, KIND_UBLK, KIND_WAKE, udKind, udQueue } from './worker-ring.js';
+import { KIND_BATCH, KIND_QUIT, KIND_TICK, KIND_UBLK, KIND_WAKE, nextSqe, udKind, udQueue, userDataLo } from './worker-ring.js';
+import { prepTimeout, setUserData } from '../../uring/prep.js';
 
 export interface WorkerQueue extends QueueAssignment {
   /** Batch: memfd holding the queue's tag buffers, shared by its threads (any thread may get any tag). */
@@ -56,7 +58,9 @@ export type HostReport =
   /** Armed: START_DEV (or END_USER_RECOVERY) may go. */
   | { type: 'ready'; key: number }
   /** The device has left the thread (after its queues stopped, or it failed to arm): `error` says why it failed. */
-  | { type: 'done'; key: number; error?: string };
+  | { type: 'done'; key: number; error?: string }
+  /** The device's target broke (an exception escaped it on a pool thread): stop the device; it leaves afterwards. */
+  | { type: 'failed'; key: number; error: string };
 
 /** How many of each place a ring has room for. */
 export interface RingTables {
@@ -73,6 +77,9 @@ const ENGINES: Record<ServingMode['engine'], new (deps: EngineDeps) => Engine> =
   batch: BatchEngine,
 };
 
+/** Idle trimming: seconds between ticks, and idle ticks before a device's buffers are trimmed (startTicks). */
+const TICK_S = 5, IDLE_TICKS = 2;
+
 /** How long a leaving device waits for its target's own ring operations to end after close(). */
 const OWN_OPS_WAIT_MS = 2000;
 
@@ -86,6 +93,12 @@ class HostedDevice {
   udBase = -1;
   /** Set once it is on the leaving list. */
   leaving = false;
+  /** An exception escaped its target (failDevice). */
+  broken = false;
+  /** Idle trimming (tick): requests dispatched at the last tick, ticks since with nothing in flight, buffers trimmed. */
+  lastDispatched = 0;
+  idleTicks = 0;
+  trimmed = false;
   constructor(readonly cfg: DeviceAttach) {}
 }
 
@@ -108,6 +121,12 @@ export class ThreadHost implements LoopClient {
   quit: QuitReader | null = null;
   /** A pool thread's wake READ completed with `res` (worker.ts). */
   onWake: ((res: number) => void) | null = null;
+  /**
+   * A pool thread's: the device whose code runs now, carried through the
+   * timers and promises its target makes, so that an exception escaping a
+   * target is that device's failure, not the thread's (failCurrent).
+   */
+  private readonly context: AsyncLocalStorage<HostedDevice> | null;
 
   /**
    * `pooled`: the loop runs until told to quit, with or without devices;
@@ -119,6 +138,7 @@ export class ThreadHost implements LoopClient {
     this.uds = new SlotRanges(tables.uds);
     this.buffers = new SlotRanges(tables.buffers);
     this.bgids = new SlotRanges(tables.bgids);
+    this.context = pooled ? new AsyncLocalStorage() : null;
     ring.registerFiles(new Array<number>(tables.files).fill(-1));
     if (tables.buffers) ring.registerBuffersSparse(tables.buffers);
   }
@@ -164,9 +184,22 @@ export class ThreadHost implements LoopClient {
       this.onWake?.(res);
       return;
     }
+    if (kind === KIND_TICK) {
+      this.tick();
+      return;
+    }
     const d = this.byUd[udQueue(lo)];
     if (!d) return;
-    d.engine!.onCqe(lo, hi, res, flags);
+    if (this.context === null) {
+      d.engine!.onCqe(lo, hi, res, flags);
+    } else {
+      this.context.enterWith(d);
+      try {
+        d.engine!.onCqe(lo, hi, res, flags);
+      } catch (e) {
+        this.failDevice(d, e);
+      }
+    }
     // An aborted fetch or batch command: the device may be on its way out.
     if (res < 0 && (kind === KIND_UBLK || kind === KIND_BATCH) && !d.leaving) this.watchLeaving(d);
   };
@@ -189,9 +222,87 @@ export class ThreadHost implements LoopClient {
     }
   }
 
+  /**
+   * Memory that follows use (pool threads): every TICK_S a TIMEOUT on the
+   * ring comes back, and a device that has had nothing dispatched and
+   * nothing in flight for IDLE_TICKS ticks in a row gives its tag buffers'
+   * pages back (TagBuffers.trim). Two ticks, so that no request completed
+   * just now still has its commit, which reads a READ's data from the
+   * buffer, waiting to be submitted.
+   */
+  startTicks(): void {
+    const ts = native.alloc(16); // struct __kernel_timespec, kept while the TIMEOUT is armed
+    new BigInt64Array(ts)[0] = BigInt(TICK_S);
+    this.tickSpec = native.addressOf(ts);
+    this.tickMem = ts;
+    this.armTick();
+  }
+
+  private tickSpec = 0;
+  /** The timespec's memory: held, since native.alloc's is freed once collected. */
+  private tickMem: ArrayBuffer | null = null;
+
+  private armTick(): void {
+    const s = nextSqe(this.ring);
+    prepTimeout(this.ring, s, this.tickSpec, 0, 0);
+    setUserData(this.ring, s, userDataLo(KIND_TICK, 0, 0), 0);
+  }
+
+  private tick(): void {
+    if (this.ring.closed) return;
+    this.armTick();
+    for (const d of this.devices.values()) {
+      const engine = d.engine;
+      if (!engine || d.broken || d.leaving) continue;
+      const n = engine.dispatcher.dispatched;
+      if (n !== d.lastDispatched) {
+        d.lastDispatched = n;
+        d.idleTicks = 0;
+        d.trimmed = false;
+        continue;
+      }
+      if (d.trimmed) continue;
+      if (engine.dispatcher.asyncInFlight > 0 || engine.requests().some((r) => r.owned)) {
+        d.idleTicks = 0;
+        continue;
+      }
+      if (++d.idleTicks < IDLE_TICKS) continue;
+      for (const q of d.served) q.bufs?.trim();
+      d.trimmed = true;
+    }
+  }
+
   /** Serves the device's queues from now on; reports ready, or done with why not. */
   attach(cfg: DeviceAttach): Promise<void> {
-    return this.track(this.arm(new HostedDevice(cfg)));
+    const d = new HostedDevice(cfg);
+    return this.track(this.context ? this.context.run(d, () => this.arm(d)) : this.arm(d));
+  }
+
+  /**
+   * An exception escaped a target (from a timer, a callback, a promise no one
+   * awaited) on a pool thread: if it is a device's, that device fails, and
+   * true; false if it is no device's (the thread's own bug: it dies).
+   */
+  failCurrent(e: unknown): boolean {
+    const d = this.context?.getStore();
+    if (!d || !this.devices.has(d.cfg.key)) return false;
+    this.failDevice(d, e);
+    return true;
+  }
+
+  /**
+   * A device whose target broke: its requests fail with EIO from now on
+   * (Dispatcher.breakTarget), and the main thread is told, which stops it;
+   * the other devices on the thread serve on.
+   */
+  private failDevice(d: HostedDevice, e: unknown): void {
+    if (d.broken) return;
+    d.broken = true;
+    const why = `its target failed: ${(e as Error)?.message ?? String(e)}`;
+    console.error(`ublk-ts: device ${d.cfg.devId}: ${why}; its requests fail with EIO, and it is stopped\n${(e as Error)?.stack ?? ''}`);
+    if (d.engine) d.engine.dispatcher.breakTarget(d.engine.requests());
+    this.report({ type: 'failed', key: d.cfg.key, error: why });
+    this.waker.wake();
   }
 
   private async arm(d: HostedDevice): Promise<void> {
@@ -256,7 +367,7 @@ export class ThreadHost implements LoopClient {
     let why = error ?? this.failed.get(d) ?? d.engine?.error ?? undefined;
     this.failed.delete(d);
     try {
-      await d.target?.close?.();
+      if (!d.broken) await d.target?.close?.(); // a broken target might never finish closing
     } catch (e) {
       why ??= `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
     }

@@ -23,6 +23,7 @@ export const KIND_QUIT = 3; // the READ on the worker's quit eventfd
 export const KIND_STAGE = 4; // the engine's per-request steps: user-copy staging, buffer (un)registration
 export const KIND_OWN = 5; // a target's own IO tied to no request (TargetIo.ownSqe)
 export const KIND_WAKE = 6; // the READ on a pool thread's wake eventfd: messages from the main thread (worker.ts)
+export const KIND_TICK = 7; // a pool thread's periodic TIMEOUT: idle devices give their buffers' memory back (thread-host.ts)
 
 export const userDataLo = (kind: number, queue: number, tag: number): number =>
   ((kind << 28) | (queue << 16) | tag) >>> 0;

@@ -112,6 +112,11 @@ async function main(cfg: ThreadConfig): Promise<void> {
       host.quit = quit;
       const wake = new WakeReader(ring, cfg.wakeFd!);
       host.onWake = (res) => host!.expectMessages(wake.read(res));
+      host.startTicks();
+      // An exception a device's target let escape fails that device, not the thread and every device on it.
+      process.on('uncaughtException', (e) => {
+        if (!host!.failCurrent(e)) throw e;
+      });
       parentPort!.on('message', (m: PoolMessage) => {
         host!.messageArrived();
         if (m.type === 'attach') void host!.attach(m.device);
