@@ -2,13 +2,15 @@
 // own drivers, in interleaved rounds; prints medians and ratios. Only ratios
 // measured in one VM run mean anything: the VM is emulated.
 //
-//   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll nbd (default: all)
+//   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll nbd daemon (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
 //   BENCH_KUBLK=/path/to/kublk             also measure the kernel's C server
 //   BENCH_POLL_TARGETS=null,loop,contended the poll suite's tables (default: all three)
+//   BENCH_DAEMON_COUNTS=1,10,100,1000      the daemon suite's device counts (daemon.ts)
 //
 // Devices are created with the library in this process; fio runs as a child
 // while the queue workers serve (the main thread is not on the IO path).
+import { daemonSuite } from './daemon.js';
 import { loopSuite } from './loop.js';
 import { nbdSuite } from './nbd.js';
 import { pollSuite } from './poll.js';
@@ -79,7 +81,9 @@ async function batchSuite(): Promise<string> {
   return tables.join('\n\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite, poll: pollSuite, nbd: nbdSuite };
+const SUITES: Record<string, () => Promise<string>> = {
+  nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite, poll: pollSuite, nbd: nbdSuite, daemon: daemonSuite,
+};
 
 async function main(): Promise<void> {
   if (process.env.UBLK_TS_IN_VM !== '1') {
