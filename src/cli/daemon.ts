@@ -145,10 +145,15 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     return { id: dev.id, path: dev.path };
   };
 
+  // Adds under way: a shutdown waits for them, so that none ends up with a device no one serves.
+  const adding = new Set<Promise<unknown>>();
   const answer = async (req: DaemonRequest): Promise<object> => {
     switch (req.op) {
-      case 'add':
-        return host(req.cfg);
+      case 'add': {
+        const p = host(req.cfg);
+        adding.add(p);
+        return p.finally(() => adding.delete(p));
+      }
       case 'del': {
         const h = devices.get(req.id);
         if (!h) throw new UsageError(`device ${req.id} is not served by this daemon`);
@@ -193,6 +198,7 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     process.on('SIGTERM', () => stop('SIGTERM')).on('SIGINT', () => stop('SIGINT')).on('SIGHUP', () => {});
   });
   socket.close();
+  await Promise.allSettled([...adding]);
   await Promise.all([...devices.values()].map(async (h) => {
     await h.dev.stop().catch((e: unknown) => say(`${h.dev.path}: ${oneLine(e)}`));
     await h.gone;

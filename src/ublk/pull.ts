@@ -89,7 +89,8 @@ class RequestStream implements Target, AsyncIterable<UblkRequest[]> {
  * `for await` over the stream ends when the device stops). Its target
  * announces flush, discard and write-zeroes the usual way (the setup's `caps`).
  * An error `serve` throws is logged; requests it still holds are failed by
- * the device's stop once none has moved for 10 s (as for any target).
+ * the device's stop once none has moved for 10 s (as for any target; on a
+ * daemon's thread, Dispatcher.breakTarget fails them).
  */
 export function pullTarget<Options extends TargetOptions = TargetOptions, Shared = unknown>(
   serve: (requests: AsyncIterable<UblkRequest[]>, ctx: QueueContext<Options, Shared>) => void | Promise<void>,

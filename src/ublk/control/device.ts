@@ -377,7 +377,8 @@ export class UblkDevice {
       return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem, hooks.control === undefined);
     } catch (e) {
       // A failed recovery leaves the device without a server, as it found it.
-      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters, shmem, recoverId === null ? 'stop' : 'release', false,
+      // (On shared threads a device's fetches cannot be let go of without STOP_DEV: a failed recovery there stops it.)
+      await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters, shmem, recoverId === null || hooks.pool ? 'stop' : 'release', false,
         hooks.control === undefined);
       throw e;
     } finally {
@@ -543,6 +544,7 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
     while (!(await settledWithin(stopped, 250))) {
       if (!watch.stalled()) continue;
       console.error(`ublk-ts: device ${id}: no request moved for ${STOP_GRACE_MS / 1000} s of STOP_DEV: failing the ones still held`);
+      for (const w of workers) w.failHeld(); // shared threads: the target's requests fail, its device stays on the thread
       await letGo();
       await stopped;
     }

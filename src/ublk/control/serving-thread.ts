@@ -12,7 +12,11 @@ import type { DeviceAttach, PoolMessage, ThreadConfig, WorkerMessage } from '../
 
 export interface QueueWorker {
   ready: Promise<void>;
-  /** Resolves when the device has left the thread (or the thread ended), with its error if it failed. */
+  /**
+   * Resolves when the device has left the thread (or the thread ended), with
+   * its error if it failed; on a pool's thread also, with the error, when its
+   * target broke or it failed to arm: it leaves once stopped.
+   */
   done: Promise<string | undefined>;
   /**
    * A device's own thread: makes it stop serving and close its ring,
@@ -20,6 +24,12 @@ export interface QueueWorker {
    * while its fetches are armed (only STOP_DEV aborts them): nothing.
    */
   quit(): void;
+  /**
+   * A pool's thread, for a STOP_DEV that stalls on requests the target
+   * holds: fails them (and everything the target is asked from then on)
+   * with EIO, so that the stop can end. A device's own thread: nothing (quit does more).
+   */
+  failHeld(): void;
   /** Whether quit() lets go of the device without STOP_DEV. */
   readonly ownThread: boolean;
 }
@@ -72,12 +82,20 @@ class ServingThread {
     ready.catch(() => {}); // observed by whoever awaits it
     this.attached.set(device.key, a);
     if (this.ended) this.settle(device.key, 'the serving thread has ended');
-    else if (viaMessage) {
-      this.worker.postMessage({ type: 'attach', device } satisfies PoolMessage);
-      fs.writeSync(this.wakeFd, ONE);
-    }
+    else if (viaMessage) this.post({ type: 'attach', device });
     const own = !viaMessage;
-    return { ready, done, ownThread: own, quit: () => { if (own) this.quit(); } };
+    return {
+      ready, done, ownThread: own,
+      quit: () => { if (own) this.quit(); },
+      failHeld: () => { if (!own) this.post({ type: 'break', key: device.key }); },
+    };
+  }
+
+  /** A message to a pool's thread, which a thread blocked in io_uring_enter learns of from its wake eventfd. */
+  private post(m: PoolMessage): void {
+    if (this.ended) return;
+    this.worker.postMessage(m);
+    fs.writeSync(this.wakeFd, ONE);
   }
 
   /** Makes the thread stop serving every device and close its ring. */

@@ -101,10 +101,11 @@ export class Dispatcher implements TargetIo {
 
   /**
    * The target is broken (an exception escaped it on a thread other devices
-   * share): it is called no more. Every request it holds with no ring
+   * share, or its device's stop stalled): it is called no more, and what it
+   * calls (complete, hold) is ignored. Every request it holds with no ring
    * operation in flight fails now, one with operations fails when the last
-   * completes, and every new request fails at once, all with EIO, so that
-   * the device can be stopped without waiting on the target.
+   * completes (a backing operation that never does still holds it), and
+   * every new request fails at once, all with EIO.
    */
   breakTarget(requests: readonly UblkRequest[]): void {
     if (this.broken) return;
@@ -150,6 +151,7 @@ export class Dispatcher implements TargetIo {
   }
 
   hold(req: UblkRequest): void {
+    if (this.broken) return;
     if (req.owned && !req.external) {
       req.external = true;
       this.addAsync(1);
@@ -157,6 +159,8 @@ export class Dispatcher implements TargetIo {
   }
 
   complete(req: UblkRequest, result: number): void {
+    // A broken target's requests were failed for it (breakTarget): the tag may be another request's by now.
+    if (this.broken) return;
     // Completed from outside a CQE (a timer, a socket): the serving loop may be waiting on the event loop.
     const external = req.external;
     if (external) {

@@ -7,9 +7,11 @@
 // its /dev/ublkcN, a user_data queue index per served queue (which routes
 // CQEs back to its engine), buffer-table slots (zero copy) and buffer group
 // ids (batch). A device leaves once its engine is inactive (STOP_DEV aborted
-// every fetch and nothing is in flight): only then are its places reused, so
-// that no late CQE can reach another device's engine.
+// every fetch and nothing is in flight); its user_data queue indices are
+// reused only once its target's own operations have ended too, so that no
+// late CQE can reach another device's engine.
 import { AsyncLocalStorage } from 'node:async_hooks';
+import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Ring } from '../../uring/ring.js';
 import { native } from '../../native.js';
@@ -28,6 +30,7 @@ import { ShmemViews } from './shmem-views.js';
 import { SlotRanges } from './slot-ranges.js';
 import { KIND_BATCH, KIND_QUIT, KIND_TICK, KIND_UBLK, KIND_WAKE, nextSqe, udKind, udQueue, userDataLo } from './worker-ring.js';
 import { prepTimeout, setUserData } from '../../uring/prep.js';
+import { IORING_SQ_CQ_OVERFLOW } from '../../uring/constants.js';
 
 export interface WorkerQueue extends QueueAssignment {
   /** Batch: memfd holding the queue's tag buffers, shared by its threads (any thread may get any tag). */
@@ -80,6 +83,9 @@ const ENGINES: Record<ServingMode['engine'], new (deps: EngineDeps) => Engine> =
 /** Idle trimming: seconds between ticks, and idle ticks before a device's buffers are trimmed (startTicks). */
 const TICK_S = 5, IDLE_TICKS = 2;
 
+/** How long a broken target's close() is waited for. */
+const BROKEN_CLOSE_MS = 2000;
+
 /** How long a leaving device waits for its target's own ring operations to end after close(). */
 const OWN_OPS_WAIT_MS = 2000;
 
@@ -99,6 +105,8 @@ class HostedDevice {
   lastDispatched = 0;
   idleTicks = 0;
   trimmed = false;
+  /** Its departure, once begun (flush, quitAll: a device leaves once). */
+  departing: Promise<void> | null = null;
   constructor(readonly cfg: DeviceAttach) {}
 }
 
@@ -169,8 +177,9 @@ export class ThreadHost implements LoopClient {
       const d = this.leaving[i]!;
       if (d.engine!.active) continue;
       this.leaving.splice(i, 1);
-      void this.track(this.depart(d));
+      void this.track(this.departOnce(d));
     }
+    if (this.trimDue) this.trimIdle();
     return inline;
   }
 
@@ -251,9 +260,32 @@ export class ThreadHost implements LoopClient {
   private tick(): void {
     if (this.ring.closed) return;
     this.armTick();
+    this.trimDue = true; // done in flush(), once this reap is over
+    for (let i = this.quarantine.length; i-- > 0;) {
+      const d = this.quarantine[i]!;
+      if (d.engine!.dispatcher.ownOps > 0) continue;
+      this.quarantine.splice(i, 1);
+      this.releaseUds(d);
+    }
+  }
+
+  /** A tick came: idle trimming is to be looked at before the next enter. */
+  private trimDue = false;
+
+  /**
+   * Trims the buffers of devices idle for IDLE_TICKS ticks. Only between a
+   * whole reap and the next enter: the kernel copies a WRITE's data into a
+   * tag buffer (and a backing READ linked to its commit fills one) before
+   * this thread sees the CQE, so a device counts as idle only if the block
+   * layer has nothing of it in flight either (its inflight file in sysfs),
+   * and no CQE waits unreaped (it would be such a request's).
+   */
+  private trimIdle(): void {
+    if (this.ring.cqReady() > 0 || this.ring.sqRingFlags() & IORING_SQ_CQ_OVERFLOW) return;
+    this.trimDue = false;
     for (const d of this.devices.values()) {
       const engine = d.engine;
-      if (!engine || d.broken || d.leaving) continue;
+      if (!engine || d.broken || d.leaving || !d.served.some((q) => q.bufs)) continue;
       const n = engine.dispatcher.dispatched;
       if (n !== d.lastDispatched) {
         d.lastDispatched = n;
@@ -262,7 +294,7 @@ export class ThreadHost implements LoopClient {
         continue;
       }
       if (d.trimmed) continue;
-      if (engine.dispatcher.asyncInFlight > 0 || engine.requests().some((r) => r.owned)) {
+      if (engine.dispatcher.asyncInFlight > 0 || engine.requests().some((r) => r.owned) || blockLayerBusy(d.cfg.devId)) {
         d.idleTicks = 0;
         continue;
       }
@@ -285,9 +317,17 @@ export class ThreadHost implements LoopClient {
    */
   failCurrent(e: unknown): boolean {
     const d = this.context?.getStore();
-    if (!d || !this.devices.has(d.cfg.key)) return false;
-    this.failDevice(d, e);
+    if (!d) return false;
+    if (this.devices.has(d.cfg.key)) this.failDevice(d, e);
+    // A device that has left (a timer its target left behind): nothing of it remains to fail.
+    else console.error(`ublk-ts: device ${d.cfg.devId}, gone from this thread: its target's leftover code failed: ${(e as Error)?.message ?? e}`);
     return true;
+  }
+
+  /** Stops serving device `key`'s target (the main thread found its stop stalled): what it holds fails with EIO. */
+  breakDevice(key: number): void {
+    const d = this.devices.get(key);
+    if (d) this.failDevice(d, new Error('its stop stalled: requests it held are failed'));
   }
 
   /**
@@ -341,10 +381,12 @@ export class ThreadHost implements LoopClient {
       // Fetches the kernel took stay armed until STOP_DEV (or the ring's
       // end) aborts them: the device leaves once they have.
       if (d.engine?.active) {
+        // Reported now, so that the main thread stops the device (STOP_DEV aborts those fetches); it leaves afterwards.
         this.failed.set(d, error);
+        this.report({ type: 'failed', key: cfg.key, error });
         if (!d.leaving) this.watchLeaving(d);
       } else {
-        await this.depart(d, error);
+        await this.departOnce(d, error);
       }
     }
   }
@@ -363,11 +405,19 @@ export class ThreadHost implements LoopClient {
    * places given back. `kept`: the thread was told to quit, and the kernel
    * may still hold the buffer addresses it gave (other threads serve on).
    */
+  /** depart(), once per device, in its own context (what its target does while closing is its own). */
+  private departOnce(d: HostedDevice, error?: string, kept = false): Promise<void> {
+    d.departing ??= this.context ? this.context.run(d, () => this.depart(d, error, kept)) : this.depart(d, error, kept);
+    return d.departing;
+  }
+
   private async depart(d: HostedDevice, error?: string, kept = false): Promise<void> {
     let why = error ?? this.failed.get(d) ?? d.engine?.error ?? undefined;
     this.failed.delete(d);
     try {
-      if (!d.broken) await d.target?.close?.(); // a broken target might never finish closing
+      // A broken target is closed too (its descriptors, sockets, timers), but not waited for long.
+      const closing = d.target?.close?.();
+      if (closing) await (d.broken ? Promise.race([closing, sleep(BROKEN_CLOSE_MS)]) : closing);
     } catch (e) {
       why ??= `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
     }
@@ -378,9 +428,10 @@ export class ThreadHost implements LoopClient {
       const f = this.flushers.indexOf(engine);
       if (f >= 0) this.flushers.splice(f, 1);
       if (!this.ring.closed) engine.release?.();
+      // Own operations still out: the target hears no more of them, and the queue indices wait for them (tick).
+      if (engine.dispatcher.ownOps > 0) engine.dispatcher.breakTarget([]);
     }
     for (const q of d.served) {
-      this.byUd[q.ud] = undefined;
       native.munmap(q.desc.buffer as ArrayBuffer);
       if (kept) q.bufs?.keep();
       else q.bufs?.free();
@@ -391,7 +442,8 @@ export class ThreadHost implements LoopClient {
       if (!this.ring.closed) this.ring.updateFile(d.place.charFixed, -1);
       this.files.release(d.place.charFixed, 1);
     }
-    if (d.udBase >= 0) this.uds.release(d.udBase, d.cfg.queues.length);
+    if (engine && engine.dispatcher.ownOps > 0 && !this.ring.closed) this.quarantine.push(d);
+    else this.releaseUds(d);
     if (d.place.bufBase >= 0) this.buffers.release(d.place.bufBase, d.cfg.queues.length * d.cfg.depth);
     if (d.place.bgidBase >= 0) this.bgids.release(d.place.bgidBase, d.cfg.queues.length);
     this.devices.delete(d.cfg.key);
@@ -404,6 +456,23 @@ export class ThreadHost implements LoopClient {
    */
   async quitAll(): Promise<void> {
     this.leaving.length = 0;
-    for (const d of [...this.devices.values()]) await this.depart(d, undefined, true);
+    for (const d of [...this.devices.values()]) await this.departOnce(d, undefined, true);
+  }
+
+  /** Devices gone whose target's own operations are still out: their queue indices wait (tick). */
+  private readonly quarantine: HostedDevice[] = [];
+
+  private releaseUds(d: HostedDevice): void {
+    for (const q of d.served) this.byUd[q.ud] = undefined;
+    if (d.udBase >= 0) this.uds.release(d.udBase, d.cfg.queues.length);
+  }
+}
+
+/** Whether the block layer has requests of device `id` in flight (/sys/block/ublkbN/inflight: reads, writes). */
+function blockLayerBusy(id: number): boolean {
+  try {
+    return /[1-9]/.test(fs.readFileSync(`/sys/block/ublkb${id}/inflight`, 'utf8'));
+  } catch {
+    return true; // not known: not idle
   }
 }

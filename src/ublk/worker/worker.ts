@@ -30,7 +30,10 @@ export interface ThreadConfig {
 }
 
 /** What the main thread sends a pool's thread. */
-export type PoolMessage = { type: 'attach'; device: DeviceAttach };
+export type PoolMessage =
+  | { type: 'attach'; device: DeviceAttach }
+  /** The device's stop stalled: fail what its target holds (ThreadHost.breakDevice). */
+  | { type: 'break'; key: number };
 
 export type WorkerMessage =
   /** The ring exists: the main thread closes `ringFd` should this thread die without closing it. */
@@ -120,6 +123,7 @@ async function main(cfg: ThreadConfig): Promise<void> {
       parentPort!.on('message', (m: PoolMessage) => {
         host!.messageArrived();
         if (m.type === 'attach') void host!.attach(m.device);
+        else host!.breakDevice(m.key);
       });
       const tally = host.tally;
       counters = { words: new Float64Array(SLOT_WORDS), base: 0, requests: () => tally.dispatched };
