@@ -20,6 +20,6 @@ export const EFD_CLOEXEC = 0x80000;
 export const EFD_NONBLOCK = 0x800;
 
 // errno values live in one place, errno.ts (the package exports them for targets).
-export { EAGAIN, EBUSY, ECANCELED, EINTR, EINVAL, EIO, ENOBUFS, ENODEV, ENOENT, ENOTTY, EOPNOTSUPP } from './errno.js';
+export { EACCES, EAGAIN, EBUSY, ECANCELED, EINTR, EINVAL, EIO, ENOBUFS, ENODEV, ENOENT, ENOTTY, EOPNOTSUPP } from './errno.js';
 
 export const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { STATE_DIR } from './state.js';
+import { ensureRunDir } from '../run-dir.js';
 
 export type ControlRequest = { op: 'resize'; size: number };
 export type Reply<T> = ({ ok: true } & T) | { ok: false; error: string; exitCode?: number };
@@ -18,7 +19,7 @@ export interface CodedError extends Error { exitCode?: number }
 
 /** Answers requests on the socket `file` until the returned close() is called. */
 export function listenJson<Req, T extends object>(file: string, handle: (req: Req) => Promise<T>, keepAlive = false): { close(): void } {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  ensureRunDir();
   fs.rmSync(file, { force: true }); // a dead server's
   const server = net.createServer((conn) => {
     let text = '';

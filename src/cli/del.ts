@@ -1,6 +1,6 @@
 // `ublk-ts del ID | --all`: stop and remove devices, waiting until they are gone.
 import { readArgs, oneId, type Command, idOption } from './command.js';
-import { deleteDevice, deviceIds, waitFor, withControl } from './devices.js';
+import { deleteDevice, describe, deviceIds, waitFor, withControl } from './devices.js';
 import { readState } from './state.js';
 import { processAlive } from '../process-alive.js';
 import { UsageError } from './errors.js';
@@ -24,7 +24,9 @@ export const delCommand: Command = {
     if ((id === undefined) === !args.values.all) throw new UsageError('usage: ublk-ts del ID | --all');
     const busy: number[] = [];
     await withControl(async (ctrl) => {
-      for (const i of id === undefined ? deviceIds() : [id]) {
+      // --all: every device this user may delete (root: all; another user: their own).
+      const ids = id === undefined ? await mine(ctrl, deviceIds()) : [id];
+      for (const i of ids) {
         if (!args.values.safe) {
           await deleteDevice(ctrl, i);
           continue;
@@ -44,6 +46,13 @@ export const delCommand: Command = {
     if (busy.length) throw new Error(`device${busy.length > 1 ? 's' : ''} ${busy.join(', ')} in use (open or mounted): not deleted (--safe)`);
   },
 };
+
+/** The devices among `ids` this process may manage (what `list` shows it). */
+async function mine(ctrl: UblkControl, ids: number[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const i of ids) if (await describe(ctrl, i)) out.push(i);
+  return out;
+}
 
 /** TRY_STOP_DEV: stops device `id` unless it is open; false if it is. */
 async function safeStop(ctrl: UblkControl, id: number): Promise<boolean> {

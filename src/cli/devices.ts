@@ -2,11 +2,12 @@
 // kernel's view of each, what our state files add, and deleting one.
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { UblkControl, UblkControlError, blockDevicePath } from '../ublk/control/control.js';
+import { UblkControl, UblkControlError, blockDevicePath, isRoot } from '../ublk/control/control.js';
 import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_INTEGRITY, UBLK_PARAM_TYPE_ZONED } from '../ublk/abi/uapi.js';
 import { describeIntegrity, type IntegrityListing } from '../ublk/integrity.js';
 import { recoveryOf } from '../ublk/mode.js';
-import { ENODEV, ENOENT } from '../sys.js';
+import { EACCES, ENODEV, ENOENT } from '../sys.js';
+import { EPERM } from '../errno.js';
 import { processAlive } from '../process-alive.js';
 import { settledWithin } from '../settled-within.js';
 import { StallWatch } from '../stall-watch.js';
@@ -86,9 +87,15 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
     };
   } catch (e) {
     if (e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;
+    // Another user's device (UBLK_F_UNPRIVILEGED_DEV): not ours to see.
+    if (isForeign(e)) return null;
     throw e;
   }
 }
+
+/** The kernel refused a command on another user's device (its char device node is not ours). */
+export const isForeign = (e: unknown): boolean =>
+  !isRoot() && e instanceof UblkControlError && (e.errno === -EACCES || e.errno === -EPERM);
 
 async function gone(ctrl: UblkControl, id: number): Promise<boolean> {
   try {
@@ -147,6 +154,7 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     // ENOENT: the char device node is gone already (GET_DEV_INFO2 checks it), the id not yet.
     if (goneOk && e instanceof UblkControlError && (e.errno === -ENODEV || e.errno === -ENOENT)) return null;
     if (e instanceof UblkControlError && e.errno === -ENODEV) throw new UsageError(`no ublk device with id ${id}`);
+    if (isForeign(e)) throw new Error(`device ${id} is another user's (${(e as UblkControlError).code}): only they, or root, may delete it`);
     throw e;
   });
   if (info === null) {

@@ -15,6 +15,7 @@ import { deleteDevice, withControl } from './devices.js';
 import { ServerLog } from './log.js';
 import { serve, type ServeConfig } from './server.js';
 import { logFile, STATE_DIR } from './state.js';
+import { ensureRunDir } from '../run-dir.js';
 
 export type ServerMessage = { type: 'live'; id: number; path: string } | { type: 'error'; message: string; exitCode: number };
 /** Sent right after ADD_DEV: should the server die before it reports, the device is deleted by whoever started it. */
@@ -28,7 +29,7 @@ export async function launch(cfg: ServeConfig, foreground: boolean): Promise<voi
     await serve(cfg, (dev) => print(dev.path));
     return;
   }
-  fs.mkdirSync(STATE_DIR, { recursive: true });
+  ensureRunDir();
   const logPath = path.join(STATE_DIR, 'server.log');
   const log = fs.openSync(logPath, 'a');
   const supervised = (cfg.recovery ?? 'none') !== 'none' && cfg.supervise !== false;

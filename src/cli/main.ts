@@ -4,6 +4,7 @@ import { packageFile } from '../package-files.js';
 import { addCommand } from './add.js';
 import { serveChild } from './launch.js';
 import { superviseChild } from './supervisor.js';
+import { chownDeviceNode } from './udev.js';
 import { recoverCommand } from './recover.js';
 import { quiesceCommand } from './quiesce.js';
 import { resizeCommand } from './resize.js';
@@ -35,6 +36,10 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === '__serve') {
     await serveChild(rest[0]!);
+    return 0;
+  }
+  if (cmd === '__chown') {
+    await chownDeviceNode(rest[0] ?? '');
     return 0;
   }
   if (cmd === '__supervise') {

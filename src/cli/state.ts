@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DeviceOptions } from '../ublk/control/device.js';
-import { RUN_DIR } from '../run-dir.js';
+import { ensureRunDir, RUN_DIR } from '../run-dir.js';
 
 export const STATE_DIR = RUN_DIR;
 
@@ -25,7 +25,7 @@ export interface DeviceState {
 const file = (id: number): string => path.join(STATE_DIR, `${id}.json`);
 
 export function writeState(s: DeviceState): void {
-  fs.mkdirSync(STATE_DIR, { recursive: true });
+  ensureRunDir();
   const tmp = `${file(s.id)}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(s) + '\n');
   fs.renameSync(tmp, file(s.id));

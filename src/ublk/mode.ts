@@ -4,7 +4,7 @@
 // engine code that reads it; no other file works out what a mode implies.
 import { featureNames, UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_BATCH_F_HAS_ZONE_LBA, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO,
   UBLK_F_INTEGRITY, UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN, UBLK_F_QUIESCE, UBLK_F_SHMEM_ZC, UBLK_F_SUPPORT_ZERO_COPY, UBLK_F_USER_COPY,
-  UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE, UBLK_F_ZONED } from './abi/uapi.js';
+  UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE, UBLK_F_UNPRIVILEGED_DEV, UBLK_F_ZONED } from './abi/uapi.js';
 import { LAYOUTS } from './abi/layout.js';
 import type { CopyMode, TargetData } from './target.js';
 
@@ -93,6 +93,12 @@ export interface ModeChoice {
   /** UBLK_F_SHMEM_ZC: the shared memory file to register (control/shmem.ts); kernel copy, no recovery. */
   shmem?: string;
   shmemReadOnly?: boolean;
+  /**
+   * UBLK_F_UNPRIVILEGED_DEV: a device of a user who is not root. The kernel
+   * serves those with kernel copy only, without recovery, and never scans
+   * their partitions. Default false.
+   */
+  unprivileged?: boolean;
 }
 
 /** UBLK_F_INTEGRITY's copy mode: the driver moves metadata only through user copy. */
@@ -134,6 +140,7 @@ export function servingMode(o: ModeChoice,
   }
   if (o.shmem !== undefined) checkShmemMode({ ...o, copy });
   else if (o.shmemReadOnly) throw new ModeError('--shmem-read-only only applies with --shmem FILE');
+  if (o.unprivileged) checkUnprivileged({ ...o, copy }, target.name);
   const zero = copy === 'zero';
   const autoBufReg = zero && o.autoBufReg;
   const kernel = copy === 'kernel';
@@ -147,6 +154,7 @@ export function servingMode(o: ModeChoice,
   if (o.needGetData) flags |= UBLK_F_NEED_GET_DATA;
   if (metadataSize) flags |= UBLK_F_INTEGRITY;
   if (o.shmem !== undefined) flags |= UBLK_F_SHMEM_ZC;
+  if (o.unprivileged) flags |= UBLK_F_UNPRIVILEGED_DEV;
   return {
     engine: o.batch ? 'batch' : 'classic',
     copy,
@@ -166,6 +174,19 @@ export function servingMode(o: ModeChoice,
     metadataSize,
     shmem: o.shmem !== undefined,
   };
+}
+
+/**
+ * What a user who is not root cannot ask for: ADD_DEV refuses user and zero
+ * copy for unprivileged devices (and so zoned and integrity), clears
+ * recovery, and SHMEM_ZC's REG_BUF is a root-only command.
+ */
+function checkUnprivileged(o: ModeChoice, target: string): void {
+  const why = (what: string): ModeError => new ModeError(`${what} needs root: the kernel serves the devices of other users ` +
+    '(UBLK_F_UNPRIVILEGED_DEV) with kernel copy only, without recovery or shared memory');
+  if (o.copy !== 'kernel') throw why(`--copy ${o.copy}${o.copy === 'user' && target === 'zoned' ? ' (a zoned device)' : ''}`);
+  if ((o.recovery ?? 'none') !== 'none') throw why('--recovery');
+  if (o.shmem !== undefined) throw why('--shmem');
 }
 
 /** What --shmem cannot go with. */

@@ -8,7 +8,7 @@ import {
 import {
   UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK, UBLK_BATCH_F_HAS_BUF_ADDR, UBLK_F_AUTO_BUF_REG, UBLK_F_BATCH_IO, UBLK_F_SUPPORT_ZERO_COPY,
   UBLK_F_QUIESCE, UBLK_F_USER_COPY, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_FAIL_IO, UBLK_F_USER_RECOVERY_REISSUE,
-  UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN,
+  UBLK_F_NEED_GET_DATA, UBLK_F_NO_AUTO_PART_SCAN, UBLK_F_UNPRIVILEGED_DEV,
 } from '../../src/ublk/abi/uapi.js';
 
 const ring = { name: 'loop', data: 'ring' as const };
@@ -119,4 +119,21 @@ test('classic with --threads other than --queues: the (queue, tag) pairs dealt r
   // Auto zero copy is fine: each tag still has one ring.
   const auto = servingMode({ batch: false, copy: 'zero', autoBufReg: true }, ring);
   assert.doesNotThrow(() => checkAssignment(auto, assignQueues(auto, 1, 4, 128), 1, 128));
+});
+
+test('unprivileged devices (a user who is not root): the flag, and what the kernel refuses them refused first, with the reason', () => {
+  const m = servingMode({ batch: false, copy: 'kernel', autoBufReg: true, unprivileged: true }, ring);
+  assert.equal(m.flags, UBLK_F_UNPRIVILEGED_DEV);
+  assert.equal(servingMode({ batch: true, copy: 'kernel', autoBufReg: true, unprivileged: true }, ring).flags, UBLK_F_BATCH_IO | UBLK_F_UNPRIVILEGED_DEV);
+  const refused: Array<[Parameters<typeof servingMode>[0], object, RegExp]> = [
+    [{ batch: false, copy: 'user', autoBufReg: true, unprivileged: true }, ring, /^--copy user needs root: the kernel serves the devices of other users/],
+    [{ batch: false, copy: 'zero', autoBufReg: true, unprivileged: true }, ring, /^--copy zero needs root/],
+    [{ batch: false, copy: 'kernel', autoBufReg: true, recovery: 'reissue', unprivileged: true }, { ...ring, recoverable: true }, /^--recovery needs root/],
+    [{ batch: false, copy: 'kernel', autoBufReg: true, shmem: '/dev/shm/x', unprivileged: true }, ring, /^--shmem needs root/],
+    [{ batch: false, autoBufReg: true, unprivileged: true }, { name: 'zoned', data: 'buffer', zoned: true }, /^--copy user \(a zoned device\) needs root/],
+  ];
+  for (const [choice, target, msg] of refused) {
+    assert.throws(() => servingMode(choice, target as Parameters<typeof servingMode>[1]), (e: Error) => e instanceof ModeError && msg.test(e.message),
+      JSON.stringify(choice));
+  }
 });

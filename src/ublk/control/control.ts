@@ -59,7 +59,21 @@ export class UblkControlError extends Error {
 
 interface CmdArgs { devId: number; queueId?: number; buf?: Uint8Array; data?: number; devPathLen?: number }
 
+/**
+ * Commands on an unprivileged device (UBLK_F_UNPRIVILEGED_DEV) carry the
+ * path of its char device at the start of their buffer (`dev_path_len`), and
+ * the kernel checks the caller's permission on that node: read for queries,
+ * read and write for the rest. ADD_DEV and GET_FEATURES name no device.
+ */
+const NO_DEVICE = new Set([U.UBLK_U_CMD_ADD_DEV, U.UBLK_U_CMD_GET_FEATURES]);
+
+/** Whether this process is root (else its devices are unprivileged ones: UBLK_F_UNPRIVILEGED_DEV). */
+export const isRoot = (): boolean => process.geteuid?.() === 0;
+
 export class UblkControl {
+  /** Devices seen to be unprivileged (their flags, from ADD_DEV or GET_DEV_INFO2): their commands carry the path. */
+  private readonly unprivileged = new Set<number>();
+
   private constructor(private readonly fd: number, private readonly ring: AsyncRing) {}
 
   /** Opens the control device; the errors say what to do (load the driver, be root). */
@@ -71,7 +85,8 @@ export class UblkControl {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') throw new UblkSetupError(`${path} not found: load the ublk driver with \`modprobe ublk_drv\``, code);
       if (code === 'EACCES' || code === 'EPERM') {
-        throw new UblkSetupError(`no permission to open ${path}: run as root (unprivileged devices are not supported yet)`, code);
+        throw new UblkSetupError(`no permission to open ${path}: run as root, or let users create their own devices ` +
+          `(README: unprivileged devices; e.g. \`chmod 0666 ${path}\`)`, code);
       }
       throw e;
     }
@@ -88,7 +103,18 @@ export class UblkControl {
     fs.closeSync(this.fd);
   }
 
-  private async cmd(op: number, a: CmdArgs): Promise<number> {
+  /**
+   * The path prefix for device commands where needed: for devices seen to be
+   * unprivileged, and for every device when this process is not root (it
+   * can only manage unprivileged ones).
+   */
+  private withPath(op: number, a: CmdArgs): CmdArgs {
+    if (a.devPathLen !== undefined || NO_DEVICE.has(op) || (isRoot() && !this.unprivileged.has(a.devId))) return a;
+    return { ...a, ...withDevPath(a.devId, a.buf) };
+  }
+
+  private async cmd(op: number, given: CmdArgs): Promise<number> {
+    const a = this.withPath(op, given);
     const buf = a.buf;
     const { res } = await this.ring.submit((ring: Ring, s: number) => {
       prepUringCmd(ring, s, this.fd, op);
@@ -105,7 +131,16 @@ export class UblkControl {
     // `buf` is referenced until here, so the kernel's pointer stays valid for the whole command.
     void buf;
     if (res < 0) throw new UblkControlError(COMMAND_NAMES[op] ?? `0x${op.toString(16)}`, a.devId, res);
+    // What the kernel wrote after the path (GET_PARAMS) goes back into the caller's buffer.
+    if (given.buf && a.buf !== given.buf) given.buf.set(a.buf!.subarray(a.devPathLen!));
     return res;
+  }
+
+  /** Remembers whether device `id` is unprivileged (its commands then carry the path). */
+  private note(info: DevInfo): DevInfo {
+    if (Number(info.flags) & U.UBLK_F_UNPRIVILEGED_DEV) this.unprivileged.add(info.dev_id);
+    else this.unprivileged.delete(info.dev_id);
+    return info;
   }
 
   /** UBLK_F_* bits the running driver supports. */
@@ -129,7 +164,7 @@ export class UblkControl {
     const devId = info.dev_id ?? AUTO_ID;
     const buf = build('ublksrv_ctrl_dev_info', { ...info, dev_id: devId });
     await this.cmd(U.UBLK_U_CMD_ADD_DEV, { devId, buf });
-    return decode('ublksrv_ctrl_dev_info', dataView(buf));
+    return this.note(decode('ublksrv_ctrl_dev_info', dataView(buf)));
   }
 
   async delDev(devId: number): Promise<void> { await this.cmd(U.UBLK_U_CMD_DEL_DEV, { devId }); }
@@ -187,13 +222,20 @@ export class UblkControl {
 
   /** GET_DEV_INFO2: the buffer starts with the char device's path (checked by the kernel). */
   async getDevInfo(devId: number): Promise<DevInfo> {
-    const path = Buffer.from(`${charDevicePath(devId)}\0`);
-    const buf = new Uint8Array(path.length + sizeOf('ublksrv_ctrl_dev_info'));
-    buf.set(path);
-    await this.cmd(U.UBLK_U_CMD_GET_DEV_INFO2, { devId, buf, devPathLen: path.length });
-    return decode('ublksrv_ctrl_dev_info', new DataView(buf.buffer, path.length));
+    const { buf, devPathLen } = withDevPath(devId, new Uint8Array(sizeOf('ublksrv_ctrl_dev_info')));
+    await this.cmd(U.UBLK_U_CMD_GET_DEV_INFO2, { devId, buf, devPathLen });
+    return this.note(decode('ublksrv_ctrl_dev_info', new DataView(buf.buffer, devPathLen)));
   }
 }
 
 export const charDevicePath = (id: number): string => `/dev/ublkc${id}`;
+
+/** A command's buffer with device `id`'s char device path (NUL-terminated) before `payload`: `[path\0][payload]`. */
+export function withDevPath(id: number, payload?: Uint8Array): { buf: Uint8Array; devPathLen: number } {
+  const path = Buffer.from(`${charDevicePath(id)}\0`);
+  const buf = new Uint8Array(path.length + (payload?.byteLength ?? 0));
+  buf.set(path);
+  if (payload) buf.set(payload, path.length);
+  return { buf, devPathLen: path.length };
+}
 export const blockDevicePath = (id: number): string => `/dev/ublkb${id}`;

@@ -6,8 +6,8 @@ import { native } from '../../native.js';
 import { processAlive } from '../../process-alive.js';
 import { settledWithin } from '../../settled-within.js';
 import { StallWatch } from '../../stall-watch.js';
-import { EBUSY, ENOENT, MFD_CLOEXEC } from '../../sys.js';
-import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, type DevInfo } from './control.js';
+import { EACCES, EBUSY, ENOENT, MFD_CLOEXEC } from '../../sys.js';
+import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, isRoot, type DevInfo } from './control.js';
 import { checkDeviceOptions, type CheckedDeviceOptions } from './device-options.js';
 import { kernelHasZonedDevices, NO_ZONED_DEVICES } from './kernel-zoned.js';
 import type { UblkParams } from '../abi/params.js';
@@ -200,14 +200,26 @@ async function startRecovery(ctrl: UblkControl, id: number, mode: ServingMode, s
   }
 }
 
-/** Opens /dev/ublkcN, which appears asynchronously where udev is in charge of /dev. */
+/**
+ * Opens /dev/ublkcN, which appears asynchronously where udev is in charge of
+ * /dev; an unprivileged device's node is root's until udev gives it to its
+ * owner (README: unprivileged devices), so EACCES is waited out too.
+ */
 async function openCharDevice(id: number): Promise<number> {
   const path = charDevicePath(id);
   for (let i = 0; ; i++) {
     try {
       return fs.openSync(path, fs.constants.O_RDWR);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).errno !== -ENOENT || i >= 50) throw e;
+      const errno = (e as NodeJS.ErrnoException).errno;
+      const waiting = errno === -ENOENT || (errno === -EACCES && !isRoot());
+      if (!waiting || i >= 100) {
+        if (errno === -EACCES && !isRoot()) {
+          throw new Error(`no permission to open ${path} (still root's after 10 s): the udev rule that gives users their ` +
+            'devices is missing (README: unprivileged devices)');
+        }
+        throw e;
+      }
       await sleep(100);
     }
   }
@@ -333,7 +345,8 @@ export class UblkDevice {
       ctrl = hooks.control ?? UblkControl.open();
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
-      const mode = servingMode(o, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
+      // A user who is not root gets an unprivileged device (UBLK_F_UNPRIVILEGED_DEV), which is theirs only.
+      const mode = servingMode({ ...o, unprivileged: !isRoot() }, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
         integrity: setup.integrity, zoned: setup.zoned !== undefined }, features);
       checkKernelSupports(mode, features);
       if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
