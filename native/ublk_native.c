@@ -175,6 +175,25 @@ static napi_value js_alloc(napi_env env, napi_callback_info info) {
   return p == MAP_FAILED ? throw_errno(env, errno, "alloc") : wrap_mapping(env, p, len);
 }
 
+/* copyBytes(dst, dstAt, src, srcAt, n): memmove between two buffers or views,
+ * bounds checked: a copy between parts of buffers without the views
+ * (subarray) JavaScript would allocate for it. */
+static napi_value js_copy_bytes(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  size_t dlen = 0, slen = 0;
+  char *d = bytes_of(env, argv[0], &dlen), *s = bytes_of(env, argv[2], &slen);
+  double da = 0, sa = 0, n = 0;
+  napi_get_value_double(env, argv[1], &da);
+  napi_get_value_double(env, argv[3], &sa);
+  napi_get_value_double(env, argv[4], &n);
+  if (!(da >= 0 && sa >= 0 && n >= 0) || da + n > (double)dlen || sa + n > (double)slen || (n > 0 && (!d || !s))) {
+    napi_throw_range_error(env, NULL, "copyBytes: range outside a buffer");
+    return NULL;
+  }
+  if (n > 0) memmove(d + (size_t)da, s + (size_t)sa, (size_t)n);
+  return NULL;
+}
+
 /* madvise(addr of the buffer + offset, len, advice): 0 or -errno. */
 static napi_value js_madvise(napi_env env, napi_callback_info info) {
   ARGS(4);
@@ -463,7 +482,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"setup", js_setup},         {"enter", js_enter}, {"enterArg", js_enter_arg},
       {"register", js_register},   {"mmap", js_mmap},
       {"munmap", js_munmap},       {"keepMapped", js_keep_mapped},
-      {"alloc", js_alloc},           {"madvise", js_madvise},
+      {"alloc", js_alloc},           {"madvise", js_madvise}, {"copyBytes", js_copy_bytes},
       {"addressOf", js_address_of}, {"eventfd", js_eventfd},
       {"clockMs", js_clock_ms}, {"threadPreemptions", js_thread_preemptions},
       {"memfdCreate", js_memfd_create}, {"fallocate", js_fallocate},

@@ -44,6 +44,13 @@ export interface Native {
   keepMapped(buffer: ArrayBuffer): void;
   /** Page-aligned zeroed anonymous memory, freed when collected or by munmap(). Throws. */
   alloc(length: number): ArrayBuffer;
+  /**
+   * Copies `n` bytes from byte `srcAt` of `src` to byte `dstAt` of `dst`
+   * (buffers or views; overlap allowed), allocating nothing: what
+   * `dst.set(src.subarray(...), at)` does with a view made for it. Throws
+   * RangeError outside either.
+   */
+  copyBytes(dst: ArrayBufferView | ArrayBuffer, dstAt: number, src: ArrayBufferView | ArrayBuffer, srcAt: number, n: number): void;
   /** madvise(2) on `length` bytes of `buffer` from `offset` (page-aligned); 0 or -errno. */
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: number): number;
   /** Address of the first byte of a buffer or view (view: buffer + byteOffset). */

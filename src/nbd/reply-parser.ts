@@ -11,6 +11,7 @@
 // and the error chunks. Anything the specification does not allow is a
 // complaint (a string): the connection must end, and nothing was completed.
 import type { UblkRequest } from '../ublk/worker/request.js';
+import { native } from '../native.js';
 import { NBD_CMD_READ, NBD_CMD_WRITE, NBD_ERRNOS, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC } from './constants.js';
 import type { InFlight } from './in-flight.js';
 
@@ -66,8 +67,9 @@ export class ReplyParser {
   feed(src: Uint8Array, from: number, to: number): string | null {
     while (from < to) {
       const n = Math.min(to - from, this.want - this.got);
-      if (this.into !== null) this.into.buffer.set(src.subarray(from, from + n), this.intoAt + this.got);
-      else this.scratch.set(src.subarray(from, from + n), this.scratchAt + this.got);
+      // (native.copyBytes: a subarray view per copy was most of what a READ reply allocated)
+      if (this.into !== null) native.copyBytes(this.into.buffer, this.intoAt + this.got, src, from, n);
+      else native.copyBytes(this.scratch, this.scratchAt + this.got, src, from, n);
       from += n;
       const bad = this.filled(n);
       if (bad !== null) return bad;

@@ -243,3 +243,16 @@ test('madvise: on a page-aligned range of a buffer 0, else -errno; outside the b
     native.munmap(buf);
   }
 });
+
+test('copyBytes: between views at offsets, overlapping too, without a view made for it; outside a buffer a RangeError', () => {
+  const a = new Uint8Array(16).map((_, i) => i);
+  const b = new Uint8Array(new ArrayBuffer(32), 8, 16);
+  native.copyBytes(b, 4, a, 2, 6);
+  assert.deepEqual([...b.subarray(4, 10)], [2, 3, 4, 5, 6, 7]);
+  assert.equal(new Uint8Array(b.buffer)[12], 2, 'a view\'s offset counts');
+  native.copyBytes(a, 1, a, 0, 8); // overlapping: memmove
+  assert.deepEqual([...a.subarray(0, 10)], [0, 0, 1, 2, 3, 4, 5, 6, 7, 9]);
+  assert.throws(() => native.copyBytes(b, 10, a, 0, 7), RangeError);
+  assert.throws(() => native.copyBytes(b, 0, a, 12, 5), RangeError);
+  native.copyBytes(b, 16, a, 16, 0); // nothing, at the ends: fine
+});
