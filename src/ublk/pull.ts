@@ -7,8 +7,8 @@
 //   }),
 //
 // (the `tcmulib_get_next_command()` TCMU users asked ublk for). A batch is
-// what one turn of the serving loop brought: one FETCH completion's worth in
-// batch mode (UBLK_F_BATCH_IO), the requests of one reap in classic mode.
+// what one turn of the serving loop brought, the requests of one reap: in
+// batch mode (UBLK_F_BATCH_IO) one FETCH completion's worth or more.
 // Every request kind goes to the same stream; `req.op` tells them apart. A
 // request is completed with `req.complete(result)` (bytes for READ and
 // WRITE, 0 for the others, or a negative errno) from anywhere on its serving
