@@ -29,25 +29,22 @@
 // to end a worker whose queue the kernel will not abort (e.g. a device that
 // never started). Closing the ring afterwards cancels whatever is still armed.
 import type { CqeHandler, Ring } from '../../uring/ring.js';
-import { prepRead, setUserData } from '../../uring/prep.js';
 import type { RingWakeup } from '../../uring/wakeup.js';
 import { IORING_SQ_TASKRUN } from '../../uring/constants.js';
 import { native } from '../../native.js';
 import type { LoopTally } from './engine.js';
 import type { Waker } from './waker.js';
-import { KIND_QUIT, nextSqe, udKind, userDataLo } from './worker-ring.js';
+import { EventfdReader, KIND_QUIT } from './worker-ring.js';
 import { C_CQES, C_ENTERS, C_SPIN_POLICY, C_SPIN_PREEMPTIONS, C_SPIN_USEC, C_TURNS } from '../stats.js';
 import { FixedPoll, PollGovernor, T_NOW, T_SPIN_START, T_TURN, type PollPolicy } from './poll-governor.js';
 import { GcCount } from './gc-count.js';
 
-export class QuitReader {
+/** The READ on the quit eventfd; its CQE (KIND_QUIT) sets `fired` (ThreadHost.onCqe), and the loop ends. */
+export class QuitReader extends EventfdReader {
   fired = false;
-  private readonly buf = native.alloc(8); // the kernel writes here until the READ completes
 
   constructor(ring: Ring, fd: number) {
-    const s = nextSqe(ring); // armed after the engine's own SQEs, which may have filled the SQ
-    prepRead(ring, s, fd, native.addressOf(this.buf), 8, 0);
-    setUserData(ring, s, userDataLo(KIND_QUIT, 0, 0), 0);
+    super(ring, fd, KIND_QUIT);
   }
 }
 
@@ -58,6 +55,7 @@ export interface LoopClient {
   readonly tally: LoopTally;
   /** Turns completions gathered while reaping into SQEs; returns how many complete inside the submit (Engine.flush). */
   flush(): number;
+  /** Every CQE of the ring, the quit READ's too (KIND_QUIT: it sets the QuitReader's `fired`). */
   readonly onCqe: CqeHandler;
 }
 
@@ -146,10 +144,7 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, cl
 
 async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopClient, quit: QuitReader,
   opts: LoopOptions, { words, base, requests }: LoopCounters, gc: GcCount): Promise<void> {
-  const onCqe: CqeHandler = (lo, hi, res, flags) => {
-    if (udKind(lo) === KIND_QUIT) quit.fired = true;
-    else client.onCqe(lo, hi, res, flags);
-  };
+  const onCqe = client.onCqe;
   wakeup.onReadable(waker.wake);
 
   const d = client.tally;

@@ -11,7 +11,8 @@
 //   lo bits 28..31  kind (below)
 //   hi              free for the kind's owner (targets: their own sub-id)
 import type { Ring } from '../../uring/ring.js';
-import { prepUringCmd, setSqeFlags, setUserData } from '../../uring/prep.js';
+import { prepRead, prepUringCmd, setSqeFlags, setUserData } from '../../uring/prep.js';
+import { native } from '../../native.js';
 import { IOSQE_FIXED_FILE } from '../../uring/constants.js';
 import { LAYOUTS as URING } from '../../uring/layout.js';
 import { LAYOUTS } from '../abi/layout.js';
@@ -79,4 +80,30 @@ export function reserveSqes(ring: Ring, n: number): void {
   ring.submit();
   // The kernel may take fewer than all (-EAGAIN/-EBUSY: short of resources, CQ full): a chain must not be split.
   if (ring.sqSpace() < n) throw new Error(`io_uring submission queue has room for ${ring.sqSpace()} SQEs, ${n} needed in one submission`);
+}
+
+/**
+ * A READ kept on an eventfd another thread writes to, whose CQE comes back as
+ * `kind`: how a thread blocked in io_uring_enter learns that it was told something.
+ */
+export class EventfdReader {
+  private readonly buf = native.alloc(8); // the kernel writes here until the READ completes
+  private readonly count = new BigUint64Array(this.buf);
+
+  constructor(private readonly ring: Ring, private readonly fd: number, private readonly kind: number) {
+    this.arm();
+  }
+
+  private arm(): void {
+    const s = nextSqe(this.ring); // may come after SQEs that filled the SQ
+    prepRead(this.ring, s, this.fd, native.addressOf(this.buf), 8, 0);
+    setUserData(this.ring, s, userDataLo(this.kind, 0, 0), 0);
+  }
+
+  /** The READ completed with `res`: the writes it counted (the eventfd's value), and the READ is armed again. */
+  reread(res: number): number {
+    const n = res === 8 ? Number(this.count[0]) : 0;
+    this.arm();
+    return n;
+  }
 }

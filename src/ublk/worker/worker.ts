@@ -5,14 +5,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Ring } from '../../uring/ring.js';
 import { RingWakeup } from '../../uring/wakeup.js';
-import { prepRead, setUserData } from '../../uring/prep.js';
-import { native } from '../../native.js';
 import { MAX_BUFFER_SLOTS } from '../mode.js';
 import { QuitReader, serveLoop, type LoopCounters } from './serve-loop.js';
 import { Waker } from './waker.js';
 import { requestsDispatched, SLOT_WORDS } from '../stats.js';
 import { ThreadHost, type DeviceAttach, type HostReport, type RingTables } from './thread-host.js';
-import { KIND_WAKE, nextSqe, userDataLo } from './worker-ring.js';
+import { EventfdReader, KIND_WAKE } from './worker-ring.js';
 
 export type { DeviceAttach, WorkerQueue } from './thread-host.js';
 
@@ -47,32 +45,6 @@ const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 /** A pool thread's ring: room for many devices' queues (user_data has 12 bits of queue index). */
 const POOL_TABLES: RingTables = { files: 4096, uds: 4096, buffers: MAX_BUFFER_SLOTS, bgids: 4096 };
 const POOL_SQ = 4096, POOL_CQ = 65536;
-
-/**
- * Keeps a READ armed on the pool thread's wake eventfd: a thread blocked in
- * io_uring_enter returns when the main thread has posted a message, and the
- * count read tells the host how many to expect from the event loop.
- */
-class WakeReader {
-  private readonly buf = native.alloc(8);
-  private readonly count = new BigUint64Array(this.buf);
-  constructor(private readonly ring: Ring, private readonly fd: number) {
-    this.arm();
-  }
-
-  arm(): void {
-    const s = nextSqe(this.ring);
-    prepRead(this.ring, s, this.fd, native.addressOf(this.buf), 8, 0);
-    setUserData(this.ring, s, userDataLo(KIND_WAKE, 0, 0), 0);
-  }
-
-  /** The READ completed with `res`: how many messages were announced; re-armed. */
-  read(res: number): number {
-    const n = res === 8 ? Number(this.count[0]) : 0;
-    this.arm();
-    return n;
-  }
-}
 
 async function main(cfg: ThreadConfig): Promise<void> {
   const own = cfg.device;
@@ -113,8 +85,9 @@ async function main(cfg: ThreadConfig): Promise<void> {
     } else {
       quit = new QuitReader(ring, cfg.quitFd);
       host.quit = quit;
-      const wake = new WakeReader(ring, cfg.wakeFd!);
-      host.onWake = (res) => host!.expectMessages(wake.read(res));
+      // The wake eventfd's count: messages posted, which the event loop is to deliver.
+      const wake = new EventfdReader(ring, cfg.wakeFd!, KIND_WAKE);
+      host.onWake = (res) => host!.expectMessages(wake.reread(res));
       host.startTicks();
       // An exception a device's target let escape fails that device, not the thread and every device on it.
       process.on('uncaughtException', (e) => {
