@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { askDaemon, daemonStatus } from '../src/cli/daemon.js';
 import { median, Results } from './report.js';
-import { ROUNDS, RUNTIME } from './suite.js';
+import { cpuSeconds, ROUNDS, RUNTIME } from './suite.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/ublk-ts.js');
 const COUNTS = (process.env.BENCH_DAEMON_COUNTS ?? '1,10,100,1000').split(',').map(Number);
@@ -52,13 +52,6 @@ function cli(...args: string[]): string {
 }
 
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-
-/** A process's CPU time (all threads) in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
 
 /** The pid serving each listed device. */
 function servers(): Map<string, number> {

@@ -107,7 +107,7 @@ export async function release(subjects: Subject[]): Promise<void> {
 }
 
 /** A process's CPU time (all threads, user + system) in seconds, from /proc (clock ticks of 10 ms). */
-function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 (state) on
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime: fields 14 and 15

@@ -17,7 +17,7 @@ import { readArgs, type Command } from './command.js';
 import { askJson, listenJson, NoServerError, type CodedError } from './control-socket.js';
 import { exitCodeOf, oneLine, ReportedError, UsageError } from './errors.js';
 import type { ServeConfig } from './server.js';
-import { readState, removeState, STATE_DIR, writeState } from './state.js';
+import { daemonServes, readState, removeState, STATE_DIR, writeState } from './state.js';
 
 export const daemonSocket = (): string => path.join(STATE_DIR, 'daemon.sock');
 
@@ -145,6 +145,12 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     return { id: dev.id, path: dev.path };
   };
 
+  const hosted = (id: number): Hosted => {
+    const h = devices.get(id);
+    if (!h) throw new UsageError(`device ${id} is not served by this daemon`);
+    return h;
+  };
+
   // Adds under way: a shutdown waits for them, so that none ends up with a device no one serves.
   const adding = new Set<Promise<unknown>>();
   const answer = async (req: DaemonRequest): Promise<object> => {
@@ -155,18 +161,14 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
         return p.finally(() => adding.delete(p));
       }
       case 'del': {
-        const h = devices.get(req.id);
-        if (!h) throw new UsageError(`device ${req.id} is not served by this daemon`);
+        const h = hosted(req.id);
         await h.dev.stop();
         await h.gone;
         return {};
       }
-      case 'resize': {
-        const h = devices.get(req.id);
-        if (!h) throw new UsageError(`device ${req.id} is not served by this daemon`);
-        await h.resize(req.size);
+      case 'resize':
+        await hosted(req.id).resize(req.size);
         return {};
-      }
       case 'status':
         return { pid: process.pid, threads: pool.size, load: pool.load, devices: [...devices.keys()] } satisfies DaemonStatus;
       default:
@@ -211,7 +213,7 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
 /** Whether device `id`'s state says the daemon serves it, and that daemon still runs. */
 export function servedByDaemon(id: number): boolean {
   const st = readState(id);
-  return st?.daemon === true && processAlive(st.pid);
+  return st !== null && daemonServes(st, st.pid);
 }
 
 /** `add` through the daemon, if one runs: the device's path, or null (no daemon: the caller starts a server). */

@@ -4,7 +4,7 @@ import { deleteDevice, describe, deviceIds, waitFor, withControl } from './devic
 import { readState } from './state.js';
 import { processAlive } from '../process-alive.js';
 import { UsageError } from './errors.js';
-import { UblkControl, UblkControlError } from '../ublk/control/control.js';
+import { isRoot, UblkControl, UblkControlError } from '../ublk/control/control.js';
 import { EBUSY, ENODEV, EINVAL, EOPNOTSUPP } from '../sys.js';
 
 export const delCommand: Command = {
@@ -47,8 +47,9 @@ export const delCommand: Command = {
   },
 };
 
-/** The devices among `ids` this process may manage (what `list` shows it). */
+/** The devices among `ids` this process may manage (what `list` shows it): root, all of them. */
 async function mine(ctrl: UblkControl, ids: number[]): Promise<number[]> {
+  if (isRoot()) return ids;
   const out: number[] = [];
   for (const i of ids) if (await describe(ctrl, i)) out.push(i);
   return out;

@@ -14,7 +14,7 @@ import { StallWatch } from '../stall-watch.js';
 import { progressMark } from '../ublk/stats.js';
 import { deviceTotals } from './stats.js';
 import { UsageError } from './errors.js';
-import { readState, removeState } from './state.js';
+import { daemonServes, readState, removeState } from './state.js';
 import { askDaemon } from './daemon.js';
 
 export interface DeviceListing {
@@ -167,13 +167,13 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
   // would queue behind their STOP_DEV, which waits for the requests in
   // flight (see endProcess).
   // A supervisor would start a new server for the device: it goes first.
-  const supervisor = readState(id)?.supervisor;
+  const st = readState(id);
+  const supervisor = st?.supervisor;
   if (supervisor !== undefined && processAlive(supervisor)) {
     process.kill(supervisor, 'SIGTERM'); // it passes SIGTERM on to the server and ends with it
     await endProcess(supervisor, id);
   }
-  const st = readState(id);
-  if (pid !== null && st?.daemon && st.pid === pid && processAlive(pid)) {
+  if (pid !== null && daemonServes(st, pid)) {
     // The daemon serves other devices too: it is asked to stop this one (it
     // finishes in-flight IO, stops and deletes it), never signalled. Should
     // it not know the device (it is going already), it is stopped from here.

@@ -11,7 +11,7 @@ import { readArgs, oneId, print, type Command, idOption } from './command.js';
 import { waitFor, withControl } from './devices.js';
 import { UsageError } from './errors.js';
 import { QUIESCE_SIGNAL } from './server.js';
-import { readState } from './state.js';
+import { daemonServes, readState } from './state.js';
 import { processAlive } from '../process-alive.js';
 
 export const quiesceCommand: Command = {
@@ -44,7 +44,7 @@ export const quiesceCommand: Command = {
       }
       const pid = info.ublksrv_pid;
       const st = readState(id);
-      if (st?.daemon && st.pid === pid && processAlive(pid)) {
+      if (daemonServes(st, pid)) {
         throw new UsageError(`device ${id} is served by the ublk-ts daemon, which cannot let go of one device alone: ` +
           'add it with --no-daemon to replace its server live');
       }

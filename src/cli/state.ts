@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DeviceOptions } from '../ublk/control/device.js';
 import { ensureRunDir, RUN_DIR } from '../run-dir.js';
+import { processAlive } from '../process-alive.js';
 
 export const STATE_DIR = RUN_DIR;
 
@@ -39,6 +40,14 @@ export function readState(id: number): DeviceState | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Whether `st` says the ublk-ts daemon serves its device as process `pid`
+ * (the kernel's server pid), still running: it is asked, never signalled.
+ */
+export function daemonServes(st: DeviceState | null, pid: number): boolean {
+  return st?.daemon === true && st.pid === pid && processAlive(pid);
 }
 
 /** The per-device server log (timestamped lines). */
