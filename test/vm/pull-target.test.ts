@@ -51,7 +51,8 @@ for (const modeArgs of [[], ['--batch']]) {
     const dev = addDevice(MODULE, '--size', '64M', '--queues', '2', ...modeArgs);
     const id = idOf(dev);
     try {
-      fioVerify(dev, { iodepth: 32, size: '32m', extra: ['--numjobs=2', '--fsync=64'] });
+      // Two jobs, each verifying a region of its own (in one region each would overwrite the other's blocks).
+      fioVerify(dev, { iodepth: 32, size: '32m', extra: ['--numjobs=2', '--offset_increment=32m', '--fsync=64'] });
     } finally {
       delDevice(dev);
     }
