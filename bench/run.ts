@@ -7,6 +7,7 @@
 //   BENCH_KUBLK=/path/to/kublk             also measure the kernel's C server
 //   BENCH_POLL_TARGETS=null,loop,contended the poll suite's tables (default: all three)
 //   BENCH_DAEMON_COUNTS=1,10,100,1000      the daemon suite's device counts (daemon.ts)
+//   BENCH_CASES=RE BENCH_SUBJECTS=RE       only the cases / subjects whose names match (tables show NaN for the rest)
 //
 // Devices are created with the library in this process; fio runs as a child
 // while the queue workers serve (the main thread is not on the IO path).

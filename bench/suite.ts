@@ -35,6 +35,14 @@ export interface Subject {
  */
 export const KUBLK = process.env.BENCH_KUBLK ?? '';
 
+/**
+ * BENCH_CASES / BENCH_SUBJECTS: regular expressions that narrow a run to the
+ * cases and subjects whose names match (a quick look at one change; the
+ * suites' tables then show what ran).
+ */
+const only = (v: string | undefined) => (v ? new RegExp(v) : null);
+const CASES_RE = only(process.env.BENCH_CASES), SUBJECTS_RE = only(process.env.BENCH_SUBJECTS);
+
 /** One fio workload, run against every subject. */
 export interface Case {
   name: string;
@@ -154,6 +162,8 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
   const cpu = new Results();
   const costs = new Results();
   const perIo = new Results();
+  cases = cases.filter((c) => !CASES_RE || CASES_RE.test(c.name));
+  subjects = subjects.filter((s) => !SUBJECTS_RE || SUBJECTS_RE.test(s.name));
   for (let round = 1; round <= ROUNDS; round++) {
     for (const c of cases) {
       const order = round % 2 ? subjects : [...subjects].reverse();
