@@ -194,6 +194,36 @@ static napi_value js_copy_bytes(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* pread / pwrite(fd, buffer, at, length, offsetLo, offsetHi): pread(2) /
+ * pwrite(2) of bytes at..at+length of a buffer or view (bounds checked), at
+ * the 64-bit file offset offsetHi:offsetLo (a JS number holds 53 bits;
+ * offsetLo is taken modulo 2^32, so `x | 0` may be passed, which stays a
+ * small integer and allocates nothing); bytes moved or -errno, retried on
+ * EINTR. For syscalls that never wait, which io_uring would hand to another
+ * thread (a file without FMODE_NOWAIT). */
+static napi_value rw_at(napi_env env, napi_callback_info info, bool write) {
+  ARGS(6);
+  size_t size = 0;
+  char *p = bytes_of(env, argv[1], &size);
+  double at = 0, len = 0;
+  napi_get_value_double(env, argv[2], &at);
+  napi_get_value_double(env, argv[3], &len);
+  if (!(at >= 0 && len >= 0) || at + len > (double)size || (len > 0 && !p)) {
+    napi_throw_range_error(env, NULL, write ? "pwrite: range outside the buffer" : "pread: range outside the buffer");
+    return NULL;
+  }
+  off_t off = (off_t)(((uint64_t)u32(env, argv[5]) << 32) | u32(env, argv[4]));
+  int fd = i32(env, argv[0]);
+  ssize_t r;
+  do {
+    r = write ? pwrite(fd, p + (size_t)at, (size_t)len, off) : pread(fd, p + (size_t)at, (size_t)len, off);
+  } while (r < 0 && errno == EINTR);
+  return num(env, r < 0 ? -errno : (double)r);
+}
+
+static napi_value js_pread(napi_env env, napi_callback_info info) { return rw_at(env, info, false); }
+static napi_value js_pwrite(napi_env env, napi_callback_info info) { return rw_at(env, info, true); }
+
 /* madvise(addr of the buffer + offset, len, advice): 0 or -errno. */
 static napi_value js_madvise(napi_env env, napi_callback_info info) {
   ARGS(4);
@@ -486,6 +516,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"addressOf", js_address_of}, {"eventfd", js_eventfd},
       {"clockMs", js_clock_ms}, {"threadPreemptions", js_thread_preemptions},
       {"memfdCreate", js_memfd_create}, {"fallocate", js_fallocate},
+      {"pread", js_pread}, {"pwrite", js_pwrite},
       {"createPoller", js_create_poller}, {"close", js_close},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -14,7 +14,6 @@ export type { BatchStats } from './ublk/stats.js';
 export { OptionError, type OptionSpec, type OptionType } from './options/spec.js';
 export { UblkRequest } from './ublk/worker/request.js';
 export { pullTarget } from './ublk/pull.js';
-export { prepIntegrityCopy } from './ublk/worker/integrity.js';
 export { CSUM_TYPES, type CsumType } from './ublk/integrity.js';
 export * as uapi from './ublk/abi/uapi.js';
 export * as errno from './errno.js';

@@ -51,6 +51,15 @@ export interface Native {
    * RangeError outside either.
    */
   copyBytes(dst: ArrayBufferView | ArrayBuffer, dstAt: number, src: ArrayBufferView | ArrayBuffer, srcAt: number, n: number): void;
+  /**
+   * pread(2) / pwrite(2) of bytes `at`..`at + length` of `buffer` (a buffer
+   * or view; RangeError outside it) at the 64-bit file offset offsetHi * 2^32
+   * + offsetLo, offsetLo taken modulo 2^32 (pass `lo | 0`: a small integer,
+   * no heap number); bytes moved or -errno. For syscalls that never wait,
+   * which io_uring would hand to a worker thread (no FMODE_NOWAIT).
+   */
+  pread(fd: number, buffer: ArrayBufferView | ArrayBuffer, at: number, length: number, offsetLo: number, offsetHi: number): number;
+  pwrite(fd: number, buffer: ArrayBufferView | ArrayBuffer, at: number, length: number, offsetLo: number, offsetHi: number): number;
   /** madvise(2) on `length` bytes of `buffer` from `offset` (page-aligned); 0 or -errno. */
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: number): number;
   /** Address of the first byte of a buffer or view (view: buffer + byteOffset). */

@@ -3,19 +3,19 @@
 // All backing IO goes through the worker's own io_uring, next to the ublk
 // commands, so a request costs no extra thread and no JavaScript copy:
 //
-//   copy mode  READ                                 WRITE
-//   kernel     READ file → tag buffer               WRITE tag buffer → file
-//   user       READ file → buffer, linked to        READ /dev/ublkcN → buffer, linked to
-//              WRITE buffer → /dev/ublkcN           WRITE buffer → file
-//   zero       READ_FIXED file → request pages      WRITE_FIXED request pages → file
+//   copy mode     READ                                 WRITE
+//   kernel, user  READ file → tag buffer               WRITE tag buffer → file
+//   zero          READ_FIXED file → request pages      WRITE_FIXED request pages → file
 //
-// In classic mode the request's commit is linked to the last of these, so
-// the kernel completes it as soon as the data has moved (no extra trip
-// through JavaScript and io_uring_enter); only a failure comes back to us.
+// (in user copy the dispatcher copies the tag buffer to or from /dev/ublkcN).
+// In classic mode the request's commit is linked to it where nothing comes
+// after (not a user-copy READ), so the kernel completes the request as soon
+// as the data has moved (no extra trip through JavaScript and
+// io_uring_enter); only a failure comes back to us.
 //
 // With metadata (UBLK_F_INTEGRITY, user copy) a request's metadata moves the
 // same way, to or from --metadata-file (one block's metadata after the
-// other), in a second linked pair; the commit is then not linked.
+// other), in a second operation; the commit is then not linked.
 //
 // FLUSH is fdatasync (of both files), FUA writes use RWF_DSYNC. DISCARD punches a hole (where
 // the backing store cannot, it is dropped: discard is only a hint). WRITE_ZEROES
@@ -35,7 +35,7 @@ import { defineTarget, PENDING, sizeOption, TargetOptionError, type IoResult, ty
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { UBLK_IO_OP_WRITE_ZEROES } from '../ublk/abi/uapi.js';
 import { backingStore, type BackingStore } from './loop-backing.js';
-import { fileRwCqes, queueFileRw, queueIntegrityRw } from './file-rw.js';
+import { queueFileRw, queueIntegrityRw } from './file-rw.js';
 import { fillMetadata, openMetadataFile } from './loop-metadata.js';
 
 interface Shared { fd: number; blockDevice: boolean; metaFd: number }
@@ -106,9 +106,9 @@ class LoopQueue implements Target {
     switch (sub) {
       case SUB_RW:
       case SUB_META:
-        // An unlinked pair posts both CQEs; a failed or short first one cancels the second,
-        // whose -ECANCELED gives way to the real error. A chain with a linked commit posts
-        // only its failure (TargetIo.linkCommit), -ECANCELED included.
+        // Data and metadata each post a CQE. A chain with a linked commit posts
+        // only its failure (TargetIo.linkCommit), -ECANCELED included, which
+        // gives way to a real error.
         if (res !== (sub === SUB_RW ? req.length : req.integrity) && (io.error === 0 || io.error === -ECANCELED)) {
           io.error = res < 0 ? res : SHORT;
         }
@@ -152,15 +152,16 @@ class LoopQueue implements Target {
     const io = this.state(req);
     io.error = 0;
     if (req.integrity) {
-      io.cqes = fileRwCqes(this.io) + 2;
+      io.cqes = 2;
       queueFileRw(this.io, req, SUB_RW, this.fd, req.offset, 0, req.length, 0);
-      queueIntegrityRw(this.io, req, SUB_META, this.metaFd, req.integrityOffset, 0);
+      queueIntegrityRw(this.io, req, SUB_META, this.metaFd, req.integrityOffset);
       return PENDING;
     }
     // One SQE more in the submission: the commit linked after the data's last move.
     const last = queueFileRw(this.io, req, SUB_RW, this.fd, req.offset, 0, req.length, 1);
-    // Linked: a CQE comes only if the chain failed, and it is the only one.
-    io.cqes = this.io.linkCommit(req, last, req.length) ? 1 : fileRwCqes(this.io);
+    // Linked or not, one CQE comes (linked: only if the chain failed).
+    this.io.linkCommit(req, last, req.length);
+    io.cqes = 1;
     return PENDING;
   }
 

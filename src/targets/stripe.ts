@@ -2,21 +2,21 @@
 // block devices in chunks, chunk n on file n mod N, at (n div N) chunks into
 // it. A request is split at chunk boundaries and its pieces go to their files
 // at once, each through the serving thread's io_uring as the loop target
-// does it (kernel copy: straight into the tag buffer; user copy: a bounce
-// through the tag buffer, linked to the copy on /dev/ublkcN; zero copy:
-// READ_FIXED/WRITE_FIXED on the request's own pages at the piece's offset).
+// does it (kernel and user copy: straight into the tag buffer, which the
+// dispatcher fills and empties in user copy; zero copy: READ_FIXED/WRITE_FIXED
+// on the request's own pages at the piece's offset).
 // The request completes once every piece has. FLUSH is fdatasync on every
 // file; FUA writes use RWF_DSYNC. A short piece makes the request start over
 // (3 times at most), then fail with EIO.
 import fs from 'node:fs';
-import { ECANCELED, EIO } from '../sys.js';
+import { EIO } from '../sys.js';
 import type { Ring } from '../uring/ring.js';
 import { prepFsync } from '../uring/prep.js';
 import { IORING_FSYNC_DATASYNC } from '../uring/constants.js';
 import { defineTarget, PENDING, sizeOption, TargetOptionError, type IoResult, type Target, type TargetIo, type TargetOptions } from '../ublk/target.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { backingStore, type BackingStore } from './loop-backing.js';
-import { fileRwCqes, queueFileRw } from './file-rw.js';
+import { queueFileRw } from './file-rw.js';
 
 interface Shared { fds: number[]; chunkShift: number }
 interface Options extends TargetOptions { files: string; chunkSize: number; buffered: boolean }
@@ -58,9 +58,9 @@ class StripeQueue implements Target {
 
   onCqe(req: UblkRequest, res: number, _flags: number, sub: number): void {
     const io = this.state(req);
-    // Each piece's CQE carries its length in `sub` (SUB_SYNC: 0 expected); a failed link cancels its partner.
+    // Each piece's CQE carries its length in `sub` (SUB_SYNC: 0 expected).
     const want = sub === SUB_SYNC ? 0 : sub;
-    if (res !== want && io.error === 0 && res !== -ECANCELED) io.error = res < 0 ? res : SHORT;
+    if (res !== want && io.error === 0) io.error = res < 0 ? res : SHORT;
     if (--io.cqes > 0) return;
     if (sub === SUB_SYNC) this.io.complete(req, io.error);
     else if (io.error === 0) this.io.complete(req, req.length);
@@ -92,7 +92,7 @@ class StripeQueue implements Target {
       const fd = this.fds[chunkNo % n]!;
       const fileOff = Math.floor(chunkNo / n) * chunk + inChunk;
       queueFileRw(this.io, req, len, fd, fileOff, done, len, 0); // `sub`: the piece's length, its CQEs' expected result
-      io.cqes += fileRwCqes(this.io);
+      io.cqes++;
       done += len;
     }
   }

@@ -53,8 +53,6 @@ export interface ServingMode {
   mayRegister: boolean;
   /** Zero copy without AUTO_BUF_REG: every READ/WRITE is registered explicitly. */
   registerAll: boolean;
-  /** User copy, `buffer` target: the engine stages data between /dev/ublkcN and the tag buffer. */
-  stageUserCopy: boolean;
   /** Batch: bytes per PREP/COMMIT element (struct ublk_elem_header, plus the buffer address in kernel copy). */
   elemBytes: number;
   /** Batch: the PREP/COMMIT command's UBLK_BATCH_F_* flags. */
@@ -166,7 +164,6 @@ export function servingMode(o: ModeChoice,
     autoBufReg,
     mayRegister: zero && data === 'ring',
     registerAll: zero && !autoBufReg,
-    stageUserCopy: copy === 'user' && data === 'buffer',
     elemBytes: LAYOUTS.ublk_elem_header.size + (kernel ? 8 : 0) + (zoned ? 8 : 0),
     batchFlags: (kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0) | (zoned ? UBLK_BATCH_F_HAS_ZONE_LBA : 0),
     logicalBlockSize: target.logicalBlockSize ?? 512,

@@ -33,9 +33,9 @@ export const COPY_MODES: readonly CopyMode[] = ['kernel', 'user', 'zero'];
 /**
  * How a target touches request data, which decides the copy modes it can serve:
  * - `buffer`: in JavaScript, through `req.buffer` (kernel and user copy; in
- *   user mode the engine moves the data between /dev/ublkcN and the buffer);
+ *   user mode the dispatcher moves the data between /dev/ublkcN and the buffer);
  * - `ring`: with io_uring operations of its own, using `req.bufferAddress`
- *   (kernel), `req.userCopyPos` (user) or `req.bufIndex` (zero): every mode;
+ *   (kernel and user copy, as for `buffer`) or `req.bufIndex` (zero): every mode;
  * - `none`: never (the null target): every mode.
  */
 export type TargetData = 'buffer' | 'ring' | 'none';

@@ -27,9 +27,10 @@ export class DataPath {
 
   /**
    * `linked`: the engine links commits as the classic one does
-   * (TargetIo.linkCommit), through linkedCommit().
+   * (TargetIo.linkCommit), through linkedCommit(). `charFd`: what stands in
+   * for /dev/ublkcN (user copy).
    */
-  constructor(readonly depth: number, readonly bufBytes: number, ring: RingOptions, mode: ServingMode, linked = false) {
+  constructor(readonly depth: number, readonly bufBytes: number, ring: RingOptions, mode: ServingMode, linked = false, charFd = -1) {
     this.ring = Ring.create(ring);
     this.desc = new Uint32Array(depth * DESC_WORDS);
     this.mem = native.alloc(depth * bufBytes);
@@ -39,7 +40,7 @@ export class DataPath {
       commit: (req: UblkRequest, res: number) => void this.results.set(req.tag, res),
       commitNext: linked ? (req: UblkRequest, res: number) => this.linkedCommit(req, res) : null,
     };
-    this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }] });
+    this.dispatcher = new Dispatcher(this.ring, mode, sink, new Waker(), { stats: this.stats, queues: [{ q: 0, slot: 0 }], charFd });
   }
 
   /** Opens queue 0 of target `mod` on this data path. */

@@ -1,6 +1,6 @@
 // UBLK_F_INTEGRITY: the options and what the driver would refuse of them,
 // the UBLK_PARAM_TYPE_INTEGRITY parameters they become, the serving mode's
-// refusals, and the SQE that moves a request's metadata.
+// refusals, and the copy that moves a request's metadata.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OptionError } from '../../src/options/spec.js';
@@ -8,10 +8,9 @@ import { checkDeviceOptions } from '../../src/ublk/control/device-options.js';
 import { decodeParams, encodeParams } from '../../src/ublk/abi/params.js';
 import { describeIntegrity, integrityParams, type IntegrityChoice } from '../../src/ublk/integrity.js';
 import { checkKernelSupports, ModeError, servingMode } from '../../src/ublk/mode.js';
-import { Ring } from '../../src/uring/index.js';
-import { LAYOUTS } from '../../src/uring/layout.js';
+import * as fs from 'node:fs';
 import { UblkRequest } from '../../src/ublk/worker/request.js';
-import { prepIntegrityCopy, RequestIntegrity } from '../../src/ublk/worker/integrity.js';
+import { copyIntegrity, RequestIntegrity } from '../../src/ublk/worker/integrity.js';
 import {
   LBMD_PI_CAP_INTEGRITY, LBMD_PI_CAP_REFTAG, LBMD_PI_CSUM_CRC16_T10DIF, LBMD_PI_CSUM_CRC64_NVME, LBMD_PI_CSUM_IP,
   UBLK_F_INTEGRITY, UBLK_F_USER_COPY, UBLK_PARAM_TYPE_BASIC, UBLK_PARAM_TYPE_INTEGRITY, UBLKSRV_IO_INTEGRITY_FLAG,
@@ -92,16 +91,24 @@ test('data path: a request\'s metadata size and place, and its copy at UBLKSRV_I
   assert.equal(req.integrity, 3 * 64);
   assert.equal(req.integrityOffset, 2 * 64);
   assert.ok(req.integrityBuffer.byteLength >= 192 && req.integrityAddress > 0);
-  const ring = Ring.create({ entries: 4 });
+  // tmpfs takes positions past 2^62; the file stands in for /dev/ublkcN.
+  const file = `/dev/shm/integrity-test-${process.pid}`;
+  const fd = fs.openSync(file, 'w+');
   try {
-    const s = ring.getSqe();
-    prepIntegrityCopy(ring, s, req, true);
-    const F = LAYOUTS.io_uring_sqe.fields;
-    const u32 = ring.sqeU32, w = s >> 2;
-    const off = BigInt(u32[w + (F.off[0] >> 2)]!) | (BigInt(u32[w + (F.off[0] >> 2) + 1]!) << 32n);
-    assert.equal(off, BigInt(req.userCopyPos) | UBLKSRV_IO_INTEGRITY_FLAG);
-    assert.equal(u32[w + (F.len[0] >> 2)], 192);
+    req.integrityBuffer.set(Array.from({ length: 192 }, (_, i) => i));
+    assert.equal(copyIntegrity(fd, req, false, 192), 0);
+    const got = Buffer.alloc(192);
+    assert.equal(fs.readSync(fd, got, 0, 192, BigInt(req.userCopyPos) | UBLKSRV_IO_INTEGRITY_FLAG), 192, 'at the flagged position');
+    assert.deepEqual([...got], [...req.integrityBuffer.subarray(0, 192)]);
+    req.integrityBuffer.fill(0);
+    assert.equal(copyIntegrity(fd, req, true, 192), 0);
+    assert.equal(req.integrityBuffer[191], 191, 'read back into the tag\'s metadata buffer');
+    const later = new UblkRequest(3, 6, null, 0, 0);
+    later.sectors = 24;
+    ri.load(later);
+    assert.equal(copyIntegrity(fd, later, true, 192), -5, 'a short copy (past the end of the file) is EIO');
   } finally {
-    ring.close();
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
   }
 });

@@ -1,7 +1,7 @@
 // The loop target and the dispatcher's copy-mode steps on the host's real
 // io_uring, without a ublk driver: requests are built by hand, and a plain
-// file registered as fixed file 0 stands in for /dev/ublkcN (user copy reads
-// and writes it at the request's position, as the driver would be).
+// file stands in for /dev/ublkcN (user copy reads and writes it at the
+// request's position, as the driver would be).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -12,13 +12,12 @@ import { UblkRequest } from '../../src/ublk/worker/request.js';
 import { DataPath } from './data-path.js';
 import { KIND_UBLK, udKind, udTag, userDataLo } from '../../src/ublk/worker/worker-ring.js';
 import { prepNop, setUserData } from '../../src/uring/prep.js';
-import { prepIntegrityCopy } from '../../src/ublk/worker/integrity.js';
 import { servingMode } from '../../src/ublk/mode.js';
 import { C_ERRORS, C_INFLIGHT, C_READ_BYTES, C_READS, C_WRITES } from '../../src/ublk/stats.js';
 import { checkTargetOptions, type CopyMode, type TargetData, type TargetModule } from '../../src/ublk/target.js';
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE,
-  UBLK_IO_OP_WRITE_ZEROES, UBLK_IO_F_INTEGRITY, UBLKSRV_IO_INTEGRITY_FLAG,
+  UBLK_IO_OP_WRITE_ZEROES, UBLK_IO_F_INTEGRITY, UBLKSRV_IO_INTEGRITY_FLAG, UBLK_INTEGRITY_FLAG_OFF,
 } from '../../src/ublk/abi/uapi.js';
 import loop from '../../src/targets/loop.js';
 import memory from '../../src/targets/memory.js';
@@ -38,9 +37,14 @@ function pattern(len: number, seed: number): Uint8Array {
 /** The loop target's setup as UblkDevice.create() runs it: options checked against its rows first. */
 const setupLoop = (given: Record<string, unknown>) => loop.setup(checkTargetOptions(loop, given, 'library') as Parameters<typeof loop.setup>[0]);
 
+/** A file to stand in for /dev/ublkcN; with metadata on tmpfs, which takes positions past 2^62. */
+function charStandIn(metadataSize: number): { file: string; fd: number } {
+  const file = path.join(metadataSize ? '/dev/shm' : dir, `char-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  return { file, fd: fs.openSync(file, 'w+') };
+}
+
 /** A worker's data path for one queue (data-path.ts), served synchronously, with a file standing in for /dev/ublkcN. */
 class Harness extends DataPath {
-  /** The stand-in for /dev/ublkcN (fixed file 0); with metadata on tmpfs, which takes positions past 2^62. */
   readonly charFile: string;
   readonly charFd: number;
   /** CQEs the last serve() reaped, and how many of them were the target's. */
@@ -53,12 +57,11 @@ class Harness extends DataPath {
    * `linked`: the engine links commits as the classic one does (TargetIo.linkCommit),
    * a NOP standing in for COMMIT_AND_FETCH_REQ.
    */
-  constructor(readonly copy: CopyMode, data: TargetData, metadataSize = 0, linked = false) {
+  constructor(readonly copy: CopyMode, data: TargetData, metadataSize = 0, linked = false, char = charStandIn(metadataSize)) {
     super(DEPTH, BUF, { entries: 32, cqEntries: 64 },
-      servingMode({ batch: false, copy, autoBufReg: true, metadataSize }, { name: 'test', data, integrity: true }), linked);
-    this.charFile = path.join(metadataSize ? '/dev/shm' : dir, `char-${process.pid}-${Math.random().toString(36).slice(2)}`);
-    this.charFd = fs.openSync(this.charFile, 'w+');
-    this.ring.registerFiles([this.charFd]);
+      servingMode({ batch: false, copy, autoBufReg: true, metadataSize }, { name: 'test', data, integrity: true }), linked, char.fd);
+    this.charFile = char.file;
+    this.charFd = char.fd;
     // Zero copy: the tag's slot holds "the request's pages" — here the tag buffer itself.
     if (copy === 'zero') this.ring.registerBuffers(this.reqs.map((_, t) => this.tagBuffer(t)));
   }
@@ -105,17 +108,11 @@ class Harness extends DataPath {
   /** Where the driver would hold the metadata of the request on `tag` (UBLKSRV_IO_INTEGRITY_FLAG). */
   metaPos(tag: number): bigint { return BigInt(this.reqs[tag]!.userCopyPos) | UBLKSRV_IO_INTEGRITY_FLAG; }
 
-  /** Puts metadata where the driver would hold it (Node writes no position past 2^53: through the ring). */
+  /** Puts metadata where the driver would hold it (Node writes no position past 2^53: pwrite with the position's two halves). */
   putMeta(tag: number, bytes: Uint8Array): void {
-    const mem = native.alloc(bytes.length);
-    new Uint8Array(mem).set(bytes);
-    const s = this.ring.getSqe();
-    prepIntegrityCopy(this.ring, s, this.reqs[tag]!, false, bytes.length, native.addressOf(mem));
-    this.ring.submitAndWait(1);
-    let res = 0;
-    this.ring.reap((_lo, _hi, r) => { res = r; });
-    native.munmap(mem);
-    assert.equal(res, bytes.length);
+    const pos = this.reqs[tag]!.userCopyPos;
+    const n = native.pwrite(this.charFd, bytes, 0, bytes.length, pos % 2 ** 32, Math.floor(pos / 2 ** 32) + 2 ** (UBLK_INTEGRITY_FLAG_OFF - 32));
+    assert.equal(n, bytes.length);
   }
 
   override close(): void {
@@ -185,6 +182,8 @@ test('loop: a READ beyond the end of a file that shrank fails with EIO after ret
 
 for (const copy of ['kernel', 'user', 'zero'] as const) {
   test(`loop, ${copy} copy, commit linked (classic): a request that succeeds posts one CQE, the commit's; a failed one only its failure`, async () => {
+    // User copy: a READ's data is copied out after its backing READ, so its commit cannot be linked, and the READ posts its CQE.
+    const readCqes = copy === 'user' ? [1, 1] : [1, 0];
     const file = backingFile(`linked-${copy}`, 1 * MiB);
     const { h, cleanup } = await loopOn(file, copy, { buffered: true }, true);
     try {
@@ -196,7 +195,7 @@ for (const copy of ['kernel', 'user', 'zero'] as const) {
       h.tagBuffer(1).fill(0);
       if (copy === 'user') fs.writeSync(h.charFd, new Uint8Array(8192), 0, 8192, h.reqs[1]!.userCopyPos);
       assert.equal(h.serve(1, UBLK_IO_OP_READ, 65536, 8192), 8192);
-      assert.deepEqual([h.cqes, h.targetCqes], [1, 0]);
+      assert.deepEqual([h.cqes, h.targetCqes], readCqes);
       const got = copy === 'user' ? new Uint8Array(h.charBytes(1, 8192)) : h.tagBuffer(1).slice(0, 8192);
       assert.deepEqual(got, data, 'READ returns the file data');
       // A READ past the end of a file that shrank: each attempt's short READ
@@ -245,7 +244,7 @@ test('loop: WRITE_ZEROES and DISCARD zero the range in the file, also where ZERO
   }
 });
 
-test('user copy for a target that works on req.buffer (memory): ublk-ts stages the data through the ring', async () => {
+test('user copy for a target that works on req.buffer (memory): ublk-ts copies the data in and out of the tag buffer', async () => {
   const setup = await memory.setup({ size: 4 * MiB });
   const h = new Harness('user', setup.data ?? 'buffer');
   await h.open(memory, setup.shared);

@@ -18,17 +18,18 @@ test('kernel copy: tag buffers whose addresses travel in the commands, 16-byte b
   assert.equal(m.engine, 'batch');
   assert.equal(m.flags, UBLK_F_BATCH_IO);
   assert.ok(m.tagBuffers && m.bufferAddressInCommands);
-  assert.ok(!m.autoBufReg && !m.mayRegister && !m.registerAll && !m.stageUserCopy);
+  assert.ok(!m.autoBufReg && !m.mayRegister && !m.registerAll);
   assert.equal(m.elemBytes, 16);
   assert.equal(m.batchFlags, UBLK_BATCH_F_HAS_BUF_ADDR);
 });
 
-test('user copy: staging only for targets that work on req.buffer', () => {
-  const buffer = servingMode({ batch: false, copy: 'user', autoBufReg: true }, { name: 'memory' });
-  assert.equal(buffer.flags, UBLK_F_USER_COPY);
-  assert.ok(buffer.stageUserCopy && buffer.tagBuffers && !buffer.bufferAddressInCommands);
-  assert.equal(buffer.elemBytes, 8);
-  assert.equal(servingMode({ batch: false, copy: 'user', autoBufReg: true }, ring).stageUserCopy, false);
+test('user copy: tag buffers (the data is copied through them) for every kind of target, addresses not in the commands', () => {
+  for (const target of [{ name: 'memory' }, ring]) {
+    const m = servingMode({ batch: false, copy: 'user', autoBufReg: true }, target);
+    assert.equal(m.flags, UBLK_F_USER_COPY);
+    assert.ok(m.tagBuffers && !m.bufferAddressInCommands && !m.mayRegister);
+    assert.equal(m.elemBytes, 8);
+  }
 });
 
 test('zero copy: AUTO_BUF_REG or explicit registration, no tag buffers, refused for buffer targets', () => {

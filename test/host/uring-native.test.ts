@@ -256,3 +256,28 @@ test('copyBytes: between views at offsets, overlapping too, without a view made 
   assert.throws(() => native.copyBytes(b, 0, a, 12, 5), RangeError);
   native.copyBytes(b, 16, a, 16, 0); // nothing, at the ends: fine
 });
+
+test('pread/pwrite: a range of a view at a 64-bit offset given as halves (the low one modulo 2^32), -errno, RangeError outside the buffer', () => {
+  // tmpfs takes offsets past 2^53; the low half 2^31 + 4096 is passed as a negative int32 (`| 0`).
+  const file = `/dev/shm/native-rw-${process.pid}`;
+  const fd = fs.openSync(file, 'w+');
+  try {
+    const lo = 2 ** 31 + 4096, hi = 2 ** 22;
+    const src = new Uint8Array(new ArrayBuffer(64), 16, 32).map((_, i) => i + 1);
+    assert.equal(native.pwrite(fd, src, 8, 16, lo | 0, hi), 16);
+    const got = Buffer.alloc(16);
+    assert.equal(fs.readSync(fd, got, 0, 16, (BigInt(hi) << 32n) + BigInt(lo)), 16, 'at hi:lo');
+    assert.deepEqual([...got], [...src.subarray(8, 24)]);
+    const dst = new Uint8Array(40);
+    assert.equal(native.pread(fd, dst, 4, 16, lo, hi), 16, 'lo given unsigned: the same place');
+    assert.deepEqual([...dst.subarray(4, 20)], [...src.subarray(8, 24)]);
+    assert.equal(native.pread(fd, dst, 0, 16, 0, hi + 1), 0, 'past the end: 0 bytes');
+    assert.equal(native.pread(fd, dst, 0, 16, lo, 0), 16, 'a hole below: zeros');
+    assert.equal(native.pread(-1, dst, 0, 16, 0, 0), -9, 'EBADF');
+    assert.throws(() => native.pread(fd, dst, 30, 16, 0, 0), RangeError);
+    assert.throws(() => native.pwrite(fd, src, -1, 4, 0, 0), RangeError);
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+});

@@ -95,7 +95,7 @@ test('ZONE_APPEND, REPORT_ZONES and zone management through the dispatcher under
     ring.registerFiles([charFd]);
     const mode = servingMode({ batch: false, autoBufReg: true }, { name: 'zoned', zoned: true });
     const sink = { commit: (req: UblkRequest, res: number) => void results.set(req.tag, res), commitNext: null };
-    const d = new Dispatcher(ring, mode, sink, new Waker(), { stats: new Float64Array(SLOT_WORDS), queues: [{ q: 0, slot: 0 }] });
+    const d = new Dispatcher(ring, mode, sink, new Waker(), { stats: new Float64Array(SLOT_WORDS), queues: [{ q: 0, slot: 0 }], charFd });
     d.attach(await zoned.open({ devId: 0, queueId: 0, depth: DEPTH, maxIoBytes: BUF, options: {} as ZonedOptions, shared: setup.shared!, io: d }));
     /** A request on tag 0: op, first sector, sectors (REPORT_ZONES: zones); `data` is what the kernel holds for it. */
     const serve = (op: number, sector: number, n: number, data?: Uint8Array): { res: number; req: UblkRequest } => {

@@ -57,6 +57,8 @@ const CASES: Array<{ name: string; args: string[]; classic: boolean; full?: bool
   { name: 'null, batch', args: ['null', '--size', '256M', '--batch'], classic: false, full: true },
   { name: 'loop, classic', args: ['loop', '--file', RAM!], classic: true },
   { name: 'loop, batch', args: ['loop', '--file', RAM!, '--batch'], classic: false, full: true },
+  // User copy: the data is copied in and out with pread/pwrite, whose 64-bit positions must not box a number per call.
+  { name: 'loop, classic, user copy', args: ['loop', '--file', RAM!, '--copy', 'user'], classic: false, full: true },
 ];
 
 for (const c of CASES) {

@@ -1,23 +1,29 @@
 // A request's life inside a worker, between the engine's fetch and its commit:
 //
-//   [copy in]  user copy, `buffer` target, WRITE: READ /dev/ublkcN → tag buffer
+//   [copy in]  user copy, WRITE: pread /dev/ublkcN → tag buffer
 //              (then the request's metadata, if any: integrity.ts)
 //   [register] zero copy, `ring` target, when the pages are not in the buffer
 //              table yet (no AUTO_BUF_REG, or it failed): REGISTER_IO_BUF
 //   target     its method's result: a number, a promise, or PENDING and later
 //              `complete()` (after the target's own io_uring operations)
-//   [copy out] user copy, `buffer` target, READ: WRITE tag buffer → /dev/ublkcN
+//   [copy out] user copy, READ: pwrite tag buffer → /dev/ublkcN
 //              (then the metadata)
 //   [unregister] after an explicit registration: UNREGISTER_IO_BUF
 //   commit     handed to the engine (COMMIT_AND_FETCH_REQ or a COMMIT_IO_CMDS element)
 //
-// The bracketed steps are io_uring operations on the worker ring, so they cost
-// no extra thread and no JavaScript copy; their CQEs come back as KIND_STAGE.
-// The dispatcher is also the target's `ctx.io`.
+// Registering is an io_uring operation on the worker ring; its CQE comes back
+// as KIND_STAGE. The user copies are plain pread/pwrite system calls on the
+// serving thread, as kublk makes them: /dev/ublkcN lacks FMODE_NOWAIT, so
+// io_uring would hand each to an io-wq thread, a wake-up and a trip across
+// CPUs per request (user copy at 4k QD 1 ran at 0.44x kernel copy that way).
+// They never wait (the request's pages are in memory) and copy no more than
+// kernel copy does on the same thread. Targets thus find the data in the tag
+// buffer in user copy as in kernel copy. The dispatcher is also the
+// target's `ctx.io`.
 import { EIO, EOPNOTSUPP } from '../../sys.js';
 import type { Ring } from '../../uring/ring.js';
-import { addSqeFlags, prepRead, prepWrite, setSqeFlags, setUserData, sqeFlags } from '../../uring/prep.js';
-import { IORING_CQE_F_MORE, IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE, IOSQE_IO_LINK } from '../../uring/constants.js';
+import { addSqeFlags, setUserData, sqeFlags } from '../../uring/prep.js';
+import { IORING_CQE_F_MORE, IOSQE_CQE_SKIP_SUCCESS, IOSQE_IO_LINK } from '../../uring/constants.js';
 import { PENDING, type CopyMode, type IoResult, type Target, type TargetIo } from '../target.js';
 import type { ServingMode } from '../mode.js';
 import type { CommitSink, LoopTally, RingPlace, ServedQueue } from './engine.js';
@@ -30,8 +36,11 @@ import {
   UBLK_IO_OP_WRITE_ZEROES, UBLK_IO_OP_ZONE_APPEND, UBLK_IO_OP_ZONE_CLOSE, UBLK_IO_OP_ZONE_FINISH, UBLK_IO_OP_ZONE_OPEN,
   UBLK_IO_OP_ZONE_RESET, UBLK_IO_OP_ZONE_RESET_ALL, UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
 } from '../abi/uapi.js';
-import { prepIntegrityCopy, RequestIntegrity } from './integrity.js';
+import { copyIntegrity, RequestIntegrity } from './integrity.js';
+import { native } from '../../native.js';
 import { CHAR_DEV_FIXED, KIND_OWN, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
+
+const TWO_32 = 2 ** 32;
 
 const OP_NAMES: Record<number, string> = {
   [UBLK_IO_OP_READ]: 'READ', [UBLK_IO_OP_WRITE]: 'WRITE', [UBLK_IO_OP_FLUSH]: 'FLUSH', [UBLK_IO_OP_DISCARD]: 'DISCARD',
@@ -42,7 +51,6 @@ const OP_NAMES: Record<number, string> = {
 const dataIn = (op: number): boolean => op === UBLK_IO_OP_WRITE || op === UBLK_IO_OP_ZONE_APPEND;
 const dataOut = (op: number): boolean => op === UBLK_IO_OP_READ || op === UBLK_IO_OP_REPORT_ZONES;
 
-const STEP_COPY_IN = 0, STEP_COPY_OUT = 1, STEP_META_IN = 4, STEP_META_OUT = 5;
 /** The upper user_data half of a KIND_STAGE CQE (exported for the host tests, which play those CQEs). */
 export const STEP_REGISTER = 2, STEP_UNREGISTER = 3;
 
@@ -58,7 +66,8 @@ export class Dispatcher implements TargetIo {
   readonly copy: CopyMode;
   readonly charDevFixed: number;
   private target!: Target;
-  private readonly stageUserCopy: boolean;
+  /** User copy: the request's data moves between /dev/ublkcN (this fd) and the tag buffer by pread/pwrite; else -1. */
+  private readonly userCopyFd: number;
   private readonly mayRegister: boolean;
   private readonly registerAll: boolean;
   /** breakTarget() was called. */
@@ -79,7 +88,7 @@ export class Dispatcher implements TargetIo {
 
   constructor(readonly ring: Ring, mode: ServingMode, private readonly sink: CommitSink, private readonly waker: Waker,
     counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'> & { ud?: number }>; shmem?: ShmemViews | null;
-      place?: Pick<RingPlace, 'charFixed'>; tally?: LoopTally }) {
+      place?: Pick<RingPlace, 'charFixed'>; charFd?: number; tally?: LoopTally }) {
     this.tally = counters.tally ?? { asyncInFlight: 0, dispatched: 0 };
     this.charDevFixed = counters.place?.charFixed ?? CHAR_DEV_FIXED;
     this.ownUd = counters.queues[0]?.ud ?? 0;
@@ -87,7 +96,8 @@ export class Dispatcher implements TargetIo {
     this.shmem = counters.shmem ?? null;
     for (const queue of counters.queues) this.statBase[queue.q] = queue.slot * SLOT_WORDS;
     this.copy = mode.copy;
-    this.stageUserCopy = mode.stageUserCopy;
+    this.userCopyFd = mode.copy === 'user' ? counters.charFd ?? -1 : -1;
+    if (mode.copy === 'user' && this.userCopyFd < 0) throw new Error('user copy needs the device\'s /dev/ublkcN (charFd)');
     this.mayRegister = mode.mayRegister;
     this.registerAll = mode.registerAll;
     this.logicalBlockSize = mode.logicalBlockSize;
@@ -174,7 +184,7 @@ export class Dispatcher implements TargetIo {
   linkCommit(req: UblkRequest, s: number, result: number): boolean {
     // A step after the target (copy out, unregister) must come before the commit.
     const commitNext = this.sink.commitNext, ring = this.ring;
-    if (!commitNext || this.stageUserCopy || req.registered || ring.sqSpace() < 1) return false;
+    if (!commitNext || (this.userCopyFd >= 0 && dataOut(req.op)) || req.registered || ring.sqSpace() < 1) return false;
     // IOSQE_CQE_SKIP_SUCCESS on every SQE of the chain: a chain that succeeds
     // posts only the commit's CQE (the tag's next request), so the request
     // costs no wake-up and no JavaScript turn of its own. One that fails posts
@@ -224,7 +234,10 @@ export class Dispatcher implements TargetIo {
     }
     if (dataIn(op) || dataOut(op)) {
       if (this.integrity !== null && req.flags & UBLK_IO_F_INTEGRITY) this.integrity.load(req);
-      if (this.stageUserCopy && dataIn(op)) return this.step(req, STEP_COPY_IN);
+      if (this.userCopyFd >= 0 && dataIn(op)) {
+        const r = this.copyIn(req);
+        if (r < 0) return this.done(req, r);
+      }
       if (this.mayRegister && (this.registerAll || req.needsRegistration)) return this.step(req, STEP_REGISTER);
     }
     this.run(req);
@@ -261,23 +274,6 @@ export class Dispatcher implements TargetIo {
     req.staged = false;
     const fail = res < 0 ? res : -EIO;
     switch (hi) {
-      case STEP_COPY_IN:
-        if (res !== req.length) this.done(req, fail);
-        else if (req.integrity) this.step(req, STEP_META_IN);
-        else this.run(req);
-        break;
-      case STEP_META_IN:
-        if (res === req.integrity) this.run(req);
-        else this.done(req, fail);
-        break;
-      case STEP_COPY_OUT:
-        if (res !== req.result) this.done(req, fail);
-        else if (req.integrity) this.step(req, STEP_META_OUT);
-        else this.done(req, res);
-        break;
-      case STEP_META_OUT:
-        this.done(req, res === this.integrity!.bytesFor(req.result) ? req.result : fail);
-        break;
       case STEP_REGISTER:
         if (res === 0) {
           req.registered = true;
@@ -391,9 +387,26 @@ export class Dispatcher implements TargetIo {
       return;
     }
     req.result = result;
-    if (this.stageUserCopy && dataOut(req.op) && result > 0) this.step(req, STEP_COPY_OUT);
+    if (this.userCopyFd >= 0 && dataOut(req.op) && result > 0) this.done(req, this.copyOut(req, result));
     else if (req.registered) this.step(req, STEP_UNREGISTER);
     else this.done(req, result);
+  }
+
+  /** User copy: a WRITE's (ZONE_APPEND's) data, then its metadata, from the kernel into the tag's buffers; 0 or -errno. */
+  private copyIn(req: UblkRequest): number {
+    const pos = req.userCopyPos;
+    const n = native.pread(this.userCopyFd, req.tagBuffer!, 0, req.length, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
+    if (n !== req.length) return n < 0 ? n : -EIO;
+    return req.integrity ? copyIntegrity(this.userCopyFd, req, true, req.integrity) : 0;
+  }
+
+  /** User copy: the first `result` bytes of a READ's (REPORT_ZONES') reply, then their metadata, to the kernel; `result` or -errno. */
+  private copyOut(req: UblkRequest, result: number): number {
+    const pos = req.userCopyPos;
+    const n = native.pwrite(this.userCopyFd, req.tagBuffer!, 0, result, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
+    if (n !== result) return n < 0 ? n : -EIO;
+    const r = req.integrity ? copyIntegrity(this.userCopyFd, req, false, this.integrity!.bytesFor(result)) : 0;
+    return r < 0 ? r : result;
   }
 
   private done(req: UblkRequest, result: number): void {
@@ -417,20 +430,6 @@ export class Dispatcher implements TargetIo {
   private step(req: UblkRequest, step: number): void {
     const ring = this.ring, s = nextSqe(ring);
     switch (step) {
-      case STEP_COPY_IN:
-        prepRead(ring, s, req.charFixed, req.bufferAddress, req.length, req.userCopyPos);
-        setSqeFlags(ring, s, IOSQE_FIXED_FILE);
-        break;
-      case STEP_COPY_OUT:
-        prepWrite(ring, s, req.charFixed, req.bufferAddress, req.result, req.userCopyPos);
-        setSqeFlags(ring, s, IOSQE_FIXED_FILE);
-        break;
-      case STEP_META_IN:
-        prepIntegrityCopy(ring, s, req, true);
-        break;
-      case STEP_META_OUT:
-        prepIntegrityCopy(ring, s, req, false, this.integrity!.bytesFor(req.result));
-        break;
       case STEP_REGISTER:
         prepIoCmd(ring, s, req.charFixed, UBLK_U_IO_REGISTER_IO_BUF, req.queue, req.tag, 0, req.bufIndex);
         break;

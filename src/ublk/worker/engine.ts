@@ -58,6 +58,8 @@ export interface LoopTally {
 export interface EngineDeps {
   ring: Ring;
   place: RingPlace;
+  /** The device's /dev/ublkcN (user copy moves data with pread/pwrite on it). */
+  charFd: number;
   tally: LoopTally;
   mode: ServingMode;
   depth: number;

@@ -3,11 +3,9 @@
 // (one logical block), which only user copy reaches: READ/WRITE on
 // /dev/ublkcN at the request's user-copy position with
 // UBLKSRV_IO_INTEGRITY_FLAG (bit 62) set. Bit 62 is past what a JS number
-// holds exactly, so the position goes into the SQE as two u32 halves.
+// holds exactly, so the position goes to pread/pwrite as two u32 halves.
 import { native } from '../../native.js';
-import type { Ring } from '../../uring/ring.js';
-import { prepRead, prepWrite, setOffset64, setSqeFlags } from '../../uring/prep.js';
-import { IOSQE_FIXED_FILE } from '../../uring/constants.js';
+import { EIO } from '../../sys.js';
 import { UBLK_INTEGRITY_FLAG_OFF } from '../abi/uapi.js';
 import type { UblkRequest } from './request.js';
 
@@ -41,16 +39,14 @@ export class RequestIntegrity {
 }
 
 /**
- * Preps SQE `s` to move `len` bytes of the request's metadata, from byte
- * `at` of it, between /dev/ublkcN (the worker ring's fixed file) and memory
- * at `addr`: READ (`fromKernel`, a WRITE request's metadata) or WRITE (a READ
- * request's). Defaults: all of it, through the tag's metadata buffer.
+ * Moves `len` bytes of the request's metadata between /dev/ublkcN (`charFd`)
+ * and the tag's metadata buffer: pread (`fromKernel`, a WRITE request's) or
+ * pwrite (a READ request's), at the request's user-copy position with
+ * UBLKSRV_IO_INTEGRITY_FLAG. Returns 0, or -errno (-EIO for a short copy).
  */
-export function prepIntegrityCopy(ring: Ring, s: number, req: UblkRequest, fromKernel: boolean,
-  len = req.integrity, addr = req.integrityAddress, at = 0): void {
-  if (fromKernel) prepRead(ring, s, req.charFixed, addr, len, 0);
-  else prepWrite(ring, s, req.charFixed, addr, len, 0);
-  const pos = req.userCopyPos + at;
-  setOffset64(ring, s, pos % TWO_32, Math.floor(pos / TWO_32) + FLAG_HI);
-  setSqeFlags(ring, s, IOSQE_FIXED_FILE);
+export function copyIntegrity(charFd: number, req: UblkRequest, fromKernel: boolean, len: number): number {
+  const pos = req.userCopyPos, lo = (pos % TWO_32) | 0, hi = Math.floor(pos / TWO_32) + FLAG_HI;
+  const buf = req.integrityBuffer;
+  const n = fromKernel ? native.pread(charFd, buf, 0, len, lo, hi) : native.pwrite(charFd, buf, 0, len, lo, hi);
+  return n === len ? 0 : n < 0 ? n : -EIO;
 }

@@ -55,9 +55,9 @@ export class UblkRequest {
   integrity = 0;
   integrityOffset = 0;
   /**
-   * This tag's metadata buffer (`integrity` bytes used): `buffer` targets find
-   * WRITE metadata there and put READ metadata there; `ring` targets move it
-   * with integrityRw() at `integrityAddress`.
+   * This tag's metadata buffer (`integrity` bytes used), at
+   * `integrityAddress`: targets find WRITE metadata there and put READ
+   * metadata there (the dispatcher copies it in and out).
    */
   integrityBuffer: Uint8Array = EMPTY;
   integrityAddress = 0;
@@ -111,7 +111,9 @@ export class UblkRequest {
    * `ud`: the queue's index in user_data on the serving ring; `charFixed`:
    * the fixed-file index of /dev/ublkcN there (engine.ts, RingPlace).
    */
-  constructor(readonly queue: number, readonly tag: number, private readonly tagBuffer: Uint8Array | null, bufIndex: number,
+  constructor(readonly queue: number, readonly tag: number,
+    /** @internal kernel and user copy: this tag's whole buffer (null in zero copy) */
+    readonly tagBuffer: Uint8Array | null, bufIndex: number,
     private readonly tagAddress: number, readonly ud = queue, readonly charFixed = 0) {
     this.bufIndex = bufIndex;
     this.bufferAddress = tagAddress;

@@ -363,7 +363,7 @@ export class ThreadHost implements LoopClient {
       });
       if (cfg.shmem.length) d.shmem = new ShmemViews(cfg.shmem);
       const engine = new ENGINES[mode.engine]({
-        ring: this.ring, place: d.place, tally: this.tally, mode, depth: cfg.depth, queues: d.served, stats: d.stats, waker: this.waker, shmem: d.shmem,
+        ring: this.ring, place: d.place, charFd: cfg.charFd, tally: this.tally, mode, depth: cfg.depth, queues: d.served, stats: d.stats, waker: this.waker, shmem: d.shmem,
       });
       d.engine = engine;
       d.target = await mod.open({
