@@ -1,7 +1,7 @@
 // What the suites share: the run's settings, subjects (devices under test) and
 // the interleaved measuring loop.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkDevice, uapi, type DeviceOptions } from '../src/index.js';
 import { totalStats } from '../src/ublk/stats.js';
@@ -164,6 +164,7 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
   const perIo = new Results();
   cases = cases.filter((c) => !CASES_RE || CASES_RE.test(c.name));
   subjects = subjects.filter((s) => !SUBJECTS_RE || SUBJECTS_RE.test(s.name));
+  sameScheduler(subjects);
   for (let round = 1; round <= ROUNDS; round++) {
     for (const c of cases) {
       const order = round % 2 ? subjects : [...subjects].reverse();
@@ -210,6 +211,19 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
     }
   }
   return { tags: tagsPerFetch, cpu, costs, perIo };
+}
+
+/**
+ * Every subject with a block I/O scheduler gets `none`, as ublk-ts sets on
+ * its own devices by default (control/scheduler.ts): the kernel gives
+ * single-queue disks (kublk's, null_blk's, loop's) mq-deadline, whose
+ * kblockd hop would otherwise decide the comparison.
+ */
+function sameScheduler(subjects: Subject[]): void {
+  for (const s of subjects) {
+    const file = `/sys/block/${s.path.replace(/^\/dev\//, '')}/queue/scheduler`;
+    if (existsSync(file)) writeFileSync(file, 'none');
+  }
 }
 
 /** A request's costs in a ublk-ts server, beyond its own work: what the per-request table shows. */

@@ -22,6 +22,7 @@ const cases: Array<[name: string, args: string[], message: RegExp]> = [
   ['depth above 4096', ['add', 'null', '--size', '1M', '--depth', '4097'], /--depth must be from 1 to 4096/],
   ['queues 0', ['add', 'null', '--size', '1M', '--queues', '0'], /--queues must be from 1/],
   ['coalescing window that is not a number', ['add', 'null', '--size', '1M', '--coalesce-us', 'soon'], /--coalesce-us must be a whole number/],
+  ['a scheduler name no kernel uses', ['add', 'null', '--size', '1M', '--scheduler', 'Dead Line'], /--scheduler 'Dead Line' is not an I\/O scheduler's name/],
   ['unknown target', ['add', 'floppy', '--size', '1M'], /unknown target 'floppy'/],
   ['unknown option', ['add', 'null', '--size', '1M', '--colour', 'blue'], /unknown option --colour/],
   ['unknown command', ['frobnicate'], /unknown command 'frobnicate'/],

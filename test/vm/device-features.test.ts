@@ -131,6 +131,23 @@ test('partitions: sfdisk through the device, partitions appear; with --no-part-s
   assertClean();
 });
 
+test('I/O scheduler: none by default, --scheduler NAME or kernel as asked; one the kernel lacks is refused and nothing is left', () => {
+  const current = (dev: string) => /\[([^\]]+)\]/.exec(sysfs(dev, 'queue/scheduler'))?.[1];
+  for (const [args, want] of [[[], 'none'], [['--scheduler', 'mq-deadline'], 'mq-deadline'], [['--scheduler', 'kernel'], 'mq-deadline']] as const) {
+    const dev = addDevice('null', '--size', '64M', ...args);
+    try {
+      assert.equal(current(dev), want, args.join(' ') || 'the default');
+      sh('dd', `if=${dev}`, 'of=/dev/null', 'bs=4k', 'count=64', 'iflag=direct', 'status=none');
+    } finally {
+      delDevice(dev);
+    }
+  }
+  const r = cli('add', 'null', '--size', '64M', '--scheduler', 'cfq');
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /the kernel has no I\/O scheduler 'cfq' \(it offers: .*mq-deadline/);
+  assertClean();
+});
+
 test('DMA alignment and segment limits are announced as given; bad ones are refused', () => {
   const dev = addDevice('null', '--size', '1G', '--dma-align', '4K', '--max-segments', '32', '--max-segment-size', '32K',
     '--segment-boundary', '4K');

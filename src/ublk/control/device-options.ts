@@ -6,6 +6,7 @@ import { checkIntegrityCopy, RECOVERY_POLICIES } from '../mode.js';
 import type { DeviceOptions } from './device.js';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
 import { checkIntegrity, INTEGRITY_OPTIONS, type IntegrityChoice } from '../integrity.js';
+import { checkSchedulerName } from './scheduler.js';
 
 /** Device ids the driver hands out (UBLK_MAX_UBLKS in ublk_drv.c). */
 export const MAX_DEV_ID = (1 << 20) - 1;
@@ -40,6 +41,9 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
     help: 'with --shmem: register FILE read-only (UBLK_SHMEM_BUF_READ_ONLY): only WRITE requests use it' },
   { key: 'partScan', flag: 'no-part-scan', type: 'bool', negated: true, default: true,
     help: 'UBLK_F_NO_AUTO_PART_SCAN: the kernel does not read the partition table when the device starts (blockdev --rereadpt does)' },
+  { key: 'scheduler', type: 'string', arg: 'NAME',
+    help: 'the block I/O scheduler of /dev/ublkbN (none, mq-deadline, bfq, kyber; kernel: the kernel\'s choice, mq-deadline ' +
+      'for one queue); default none, which skips a thread hop per request where the server orders IO itself' },
   { key: 'dmaAlign', type: 'size', arg: 'BYTES', min: 1, max: 4096, powerOf2: true,
     help: 'UBLK_PARAM_TYPE_DMA_ALIGN: request buffers must be aligned to this (a power of 2; default: 512)' },
   { key: 'maxSegments', type: 'int', arg: 'N', min: 1, max: 65535,
@@ -57,7 +61,7 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
 ];
 
 /** The rows with no default stay optional. */
-type OptionalRows = 'id' | 'copy' | 'threads' | 'pollUsec' | 'shmem' | 'shmemReadOnly' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary'
+type OptionalRows = 'id' | 'copy' | 'threads' | 'pollUsec' | 'scheduler' | 'shmem' | 'shmemReadOnly' | 'dmaAlign' | 'maxSegments' | 'maxSegmentSize' | 'segmentBoundary'
   | keyof IntegrityChoice;
 
 /** Device options with every default filled in. */
@@ -65,6 +69,7 @@ export type CheckedDeviceOptions = Required<Omit<DeviceOptions, 'target' | 'opti
 
 export function checkDeviceOptions(given: Record<string, unknown>, naming: Naming): CheckedDeviceOptions {
   const o = checkOptions(DEVICE_OPTIONS, given, naming) as unknown as CheckedDeviceOptions;
+  checkSchedulerName(o.scheduler, naming);
   checkIntegrity(o, naming);
   checkIntegrityCopy(o);
   return o;

@@ -21,6 +21,7 @@ import { createStatsFd, mapStats, progressMark, readQueueStats, totalStats, type
 import type { WorkerQueue } from '../worker/worker.js';
 import { ownThread, type QueueWorker, type ThreadPool } from './serving-thread.js';
 import { checkShmemFile, SharedRegion } from './shmem.js';
+import { DEFAULT_SCHEDULER, setScheduler } from './scheduler.js';
 
 /** A device's options; each is a row of DEVICE_OPTIONS (device-options.ts), where its range and default are. */
 /** Device options; UBLK_F_INTEGRITY's (`metadataSize` and the rest) are integrity.ts's. */
@@ -77,6 +78,11 @@ export interface DeviceOptions extends IntegrityChoice {
   shmemReadOnly?: boolean;
   /** false: UBLK_F_NO_AUTO_PART_SCAN, no partition scan when the device starts. Default true. */
   partScan?: boolean;
+  /**
+   * The block I/O scheduler set on /dev/ublkbN once it starts (scheduler.ts):
+   * default 'none'; 'kernel' keeps the kernel's choice (mq-deadline for one queue).
+   */
+  scheduler?: string;
   /** Request buffers' alignment in bytes, a power of 2 up to 4096 (UBLK_PARAM_TYPE_DMA_ALIGN). */
   dmaAlign?: number;
   /** Segment limits (UBLK_PARAM_TYPE_SEGMENT): any of them sends all three, the others unlimited. */
@@ -385,8 +391,12 @@ export class UblkDevice {
         workers.push(hooks.pool ? hooks.pool.attach(device) : ownThread({ coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec }, device));
       }
       await Promise.all(workers.map((w) => w.ready));
-      if (recoverId === null) await ctrl.startDev(info.dev_id, process.pid);
-      else await ctrl.endUserRecovery(info.dev_id, process.pid);
+      if (recoverId === null) {
+        await ctrl.startDev(info.dev_id, process.pid);
+        setScheduler(info.dev_id, o.scheduler ?? DEFAULT_SCHEDULER, o.scheduler !== undefined);
+      } else {
+        await ctrl.endUserRecovery(info.dev_id, process.pid);
+      }
       return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem, hooks.control === undefined);
     } catch (e) {
       // A failed recovery leaves the device without a server, as it found it.
