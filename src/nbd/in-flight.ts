@@ -10,9 +10,16 @@ export class InFlight {
   private readonly cmds: number[] = [];
   private readonly seqs: number[] = [];
   private readonly free: number[] = [];
-  /** Structured replies, per slot: bytes of the request covered by chunks so far, their spans (start, end, ...), the first error. */
+  /**
+   * Structured replies, per slot: bytes of the request covered by chunks so
+   * far, their spans (start, end, ...; the first spanWords[slot] entries
+   * count), the first error. A slot's span array is kept and overwritten, not
+   * emptied: `length = 0` gives its storage back, and the next push made new
+   * storage for every READ (about 190 bytes a request).
+   */
   private readonly coveredBytes: number[] = [];
   private readonly spans: number[][] = [];
+  private readonly spanWords: number[] = [];
   private readonly errors: number[] = [];
   count = 0;
 
@@ -26,10 +33,11 @@ export class InFlight {
       this.seqs.push(0);
       this.coveredBytes.push(0);
       this.spans.push([]);
+      this.spanWords.push(0);
       this.errors.push(0);
     }
     this.coveredBytes[slot] = 0;
-    this.spans[slot]!.length = 0;
+    this.spanWords[slot] = 0;
     this.errors[slot] = 0;
     this.reqs[slot] = req;
     this.cmds[slot] = type | (flags << 16);
@@ -50,9 +58,11 @@ export class InFlight {
 
   /** Marks [at, at + len) of the request as covered by a chunk; false if that overlaps an earlier chunk. */
   cover(slot: number, at: number, len: number): boolean {
-    const sp = this.spans[slot]!;
-    for (let i = 0; i < sp.length; i += 2) if (at < sp[i + 1]! && sp[i]! < at + len) return false;
-    sp.push(at, at + len);
+    const sp = this.spans[slot]!, n = this.spanWords[slot]!;
+    for (let i = 0; i < n; i += 2) if (at < sp[i + 1]! && sp[i]! < at + len) return false;
+    sp[n] = at;
+    sp[n + 1] = at + len;
+    this.spanWords[slot] = n + 2;
     this.coveredBytes[slot]! += len;
     return true;
   }
