@@ -52,9 +52,14 @@ export interface Command { type: number; flags: number }
 
 export class NbdConnection {
   private readonly inFlight = new InFlight();
-  /** Slots waiting for their request to be sent (FIFO). */
+  /**
+   * Slots waiting for their request to be sent (FIFO): sendQ[sendHead..sendTail).
+   * The array is reused, never emptied with `length = 0`, which gives its
+   * storage back and made the next push allocate anew (per request at QD 1).
+   */
   private readonly sendQ: number[] = [];
   private sendHead = 0;
+  private sendTail = 0;
   private sending = false;
   private sendIov = 0;
   private sendIovs = 0;
@@ -93,7 +98,7 @@ export class NbdConnection {
 
   /** Sends command `type` with `flags` for `req` (its offset and length; WRITE: its data). */
   queue(req: UblkRequest, type: number, flags: number): void {
-    this.sendQ.push(this.inFlight.add(req, type, flags));
+    this.sendQ[this.sendTail++] = this.inFlight.add(req, type, flags);
     if (!this.sending) this.sendBatch();
   }
 
@@ -106,7 +111,7 @@ export class NbdConnection {
   private sendBatch(): void {
     const q = this.sendQ, v = this.view, u32 = this.u32;
     let iov = this.iovAt >> 2, n = 0, iovs = 0;
-    while (this.sendHead < q.length && n < BATCH) {
+    while (this.sendHead < this.sendTail && n < BATCH) {
       const slot = q[this.sendHead++]!, f = this.inFlight, req = f.req(slot), type = f.type(slot);
       const isWrite = type === NBD_CMD_WRITE;
       const hdr = this.hdrAt + n * 32;
@@ -119,9 +124,8 @@ export class NbdConnection {
       }
       n++;
     }
-    if (this.sendHead === q.length) {
-      q.length = 0;
-      this.sendHead = 0;
+    if (this.sendHead === this.sendTail) {
+      this.sendHead = this.sendTail = 0;
     }
     if (n === 0) return;
     this.sendIov = 0;
@@ -167,7 +171,7 @@ export class NbdConnection {
     }
     this.sendIov = i;
     if (i < this.sendIovs) this.submitSend();
-    else if (this.sendQ.length) this.sendBatch();
+    else if (this.sendTail > this.sendHead) this.sendBatch();
   }
 
   private armRecv(): void {
@@ -193,8 +197,7 @@ export class NbdConnection {
     if (this.dead) return;
     this.dead = true;
     const pending = this.inFlight.drain();
-    this.sendQ.length = 0;
-    this.sendHead = 0;
+    this.sendHead = this.sendTail = 0;
     // Our recv (and a send) may still wait on the socket: shutting it down ends them.
     this.shutting = true;
     prepShutdown(this.host.ring, this.host.ownSqe(subOf(this.index, OP_SHUTDOWN)), this.fd, 2);
