@@ -88,7 +88,10 @@ export interface Target {
 export interface TargetIo {
   readonly ring: Ring;
   readonly copy: CopyMode;
-  /** Fixed-file index of /dev/ublkcN (for user copy: READ/WRITE with IOSQE_FIXED_FILE). */
+  /**
+   * Fixed-file index of /dev/ublkcN on the ring (for uring_cmds of the
+   * target's own; request data is already in the tag buffer in user copy).
+   */
   readonly charDevFixed: number;
   /**
    * A zeroed SQE whose CQE goes to `target.onCqe(req, res, flags, sub)`, `sub`
