@@ -8,9 +8,10 @@
 // which writes zeros with fresh metadata).
 import fs from 'node:fs';
 import { native } from '../native.js';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MFD_CLOEXEC } from '../sys.js';
+import { EIO, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MFD_CLOEXEC } from '../sys.js';
 import { defineTarget, sizeOption } from '../ublk/target.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
+import { readData, readMetadata, writeData, writeMetadata } from './sync-io.js';
 
 function punch(fd: number, req: UblkRequest): number {
   return native.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, req.offset, req.length);
@@ -22,12 +23,16 @@ function zero(fd: number, req: UblkRequest): number {
   return r < 0 || !req.noUnmap ? r : native.fallocate(fd, FALLOC_FL_KEEP_SIZE, req.offset, req.length);
 }
 
-/** Moves the request's data to or from `fd`, then its metadata (if any) to or from `metaFd`. */
-type Move = (fd: number, buffer: Uint8Array, offset: number, length: number, position: number) => number;
+/** Moves a request's data (sync-io.ts: readData or writeData), or its metadata. */
+type Move = (fd: number, req: UblkRequest) => number;
 
-function rw(move: Move, fd: number, metaFd: number, req: UblkRequest): number {
-  const n = move(fd, req.buffer, 0, req.length, req.offset);
-  if (req.integrity && n === req.length) move(metaFd, req.integrityBuffer, 0, req.integrity, req.integrityOffset);
+/** Moves the request's data to or from `fd`, then its metadata (if any) to or from `metaFd`. */
+function rw(data: Move, metadata: Move, fd: number, metaFd: number, req: UblkRequest): number {
+  const n = data(fd, req);
+  if (req.integrity && n === req.length) {
+    const m = metadata(metaFd, req);
+    if (m !== req.integrity) return m < 0 ? m : -EIO;
+  }
   return n;
 }
 
@@ -60,8 +65,8 @@ export default defineTarget<{ size: number }, { fd: number; metaFd: number }>({
   open(ctx) {
     const { fd, metaFd } = ctx.shared;
     return {
-      read: (req) => rw(fs.readSync, fd, metaFd, req),
-      write: (req) => rw(fs.writeSync, fd, metaFd, req),
+      read: (req) => rw(readData, readMetadata, fd, metaFd, req),
+      write: (req) => rw(writeData, writeMetadata, fd, metaFd, req),
       // Holes read back as zeros.
       discard: (req) => punch(fd, req),
       writeZeroes: (req) => zero(fd, req),

@@ -11,6 +11,7 @@
 // copy; this target moves data in JavaScript, so zero copy is refused.
 import fs from 'node:fs';
 import { native } from '../native.js';
+import { readData, writeData } from './sync-io.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MFD_CLOEXEC } from '../sys.js';
 import { formatSize, type OptionSpec } from '../options/spec.js';
 import { defineTarget, sizeOption, TargetOptionError, type TargetOptions } from '../ublk/target.js';
@@ -84,16 +85,16 @@ export default defineTarget<Options, Shared>({
     const zones = ZoneModel.attach(geometry, sab);
     const zoneBytes = geometry.zoneSectors * 512;
     return {
-      read: (req) => fs.readSync(fd, req.buffer, 0, req.length, req.offset),
+      read: (req) => readData(fd, req),
       write(req) {
         const r = zones.write(req.sector, req.sectors);
-        return r < 0 ? r : fs.writeSync(fd, req.buffer, 0, req.length, req.offset);
+        return r < 0 ? r : writeData(fd, req);
       },
       zoneAppend(req) {
         const at = zones.append(req.sector, req.sectors);
         if (at < 0) return at;
         req.zoneAppendLba = at;
-        return fs.writeSync(fd, req.buffer, 0, req.length, at * 512);
+        return writeData(fd, req, at);
       },
       zoneManage(req) {
         switch (req.op) {
