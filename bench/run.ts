@@ -2,7 +2,7 @@
 // own drivers, in interleaved rounds; prints medians and ratios. Only ratios
 // measured in one VM run mean anything: the VM is emulated.
 //
-//   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll nbd daemon (default: all)
+//   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll nbd daemon wake (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
 //   BENCH_KUBLK=/path/to/kublk             also measure the kernel's C server
 //   BENCH_POLL_TARGETS=null,loop,contended the poll suite's tables (default: all three)
@@ -15,6 +15,7 @@ import { daemonSuite } from './daemon.js';
 import { loopSuite } from './loop.js';
 import { nbdSuite } from './nbd.js';
 import { pollSuite } from './poll.js';
+import { wakeSuite } from './wake.js';
 import { median, Results } from './report.js';
 import { costTable, cpuTable, KUBLK, kublk, measure, MiB, release, ROUNDS, sh, ublk, type Case, type Subject } from './suite.js';
 
@@ -83,7 +84,7 @@ async function batchSuite(): Promise<string> {
 }
 
 const SUITES: Record<string, () => Promise<string>> = {
-  nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite, poll: pollSuite, nbd: nbdSuite, daemon: daemonSuite,
+  nullblk: nullblkSuite, batch: batchSuite, loop: loopSuite, poll: pollSuite, nbd: nbdSuite, daemon: daemonSuite, wake: wakeSuite,
 };
 
 async function main(): Promise<void> {

@@ -59,6 +59,8 @@ const CASES: Array<{ name: string; args: string[]; classic: boolean; full?: bool
   { name: 'loop, batch', args: ['loop', '--file', RAM!, '--batch'], classic: false, full: true },
   // User copy: the data is copied in and out with pread/pwrite, whose 64-bit positions must not box a number per call.
   { name: 'loop, classic, user copy', args: ['loop', '--file', RAM!, '--copy', 'user'], classic: false, full: true },
+  // memory: pread/pwrite on its memfd (fs.readSync/writeSync allocated 8 and 64 bytes a call).
+  { name: 'memory, classic', args: ['memory', '--size', '256M'], classic: true, full: true },
 ];
 
 for (const c of CASES) {
