@@ -11,7 +11,6 @@
 // copy; this target moves data in JavaScript, so zero copy is refused.
 import fs from 'node:fs';
 import { native } from '../native.js';
-import { readData, writeData } from './sync-io.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MFD_CLOEXEC } from '../sys.js';
 import { formatSize, type OptionSpec } from '../options/spec.js';
 import { defineTarget, sizeOption, TargetOptionError, type TargetOptions } from '../ublk/target.js';
@@ -20,6 +19,7 @@ import {
 } from '../ublk/abi/uapi.js';
 import { EOPNOTSUPP } from '../errno.js';
 import { ZoneModel, type ZoneGeometry } from './zone-model.js';
+import { readData, writeData } from './sync-io.js';
 
 interface Options extends TargetOptions { size: number; zoneSize: number; conventional: number; maxOpen: number; maxActive: number }
 interface Shared { fd: number; sab: SharedArrayBuffer; geometry: ZoneGeometry }
