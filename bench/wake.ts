@@ -5,9 +5,9 @@
 // depth against kublk, a C server.
 //
 // The work: 64 reads through two small functions, from one 4 KiB page or
-// from 64 (one per array of 64), summed. The thread then waits 50 µs, either sleeping
-// (C: nanosleep; JavaScript: Atomics.wait, a futex) or spinning on the clock;
-// PASSES passes each, the first WARMUP not counted.
+// from 64 (one per array of 64), summed. Before each pass the thread waits
+// 50 µs, sleeping (C: nanosleep; JavaScript: Atomics.wait, a futex) or
+// spinning on the clock; PASSES passes each, the first WARMUP not counted.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
