@@ -42,7 +42,7 @@ const CASES: Array<[TargetModule, Record<string, unknown>]> = [
 ];
 
 for (const [mod, given] of CASES) {
-  test(`${mod.name} target: data written reads back, past 4 GiB too, and a READ, WRITE or ZONE_APPEND allocates nothing (fs.readSync and fs.writeSync allocated 8 and 64 bytes a call)`, async (t) => {
+  test(`${mod.name} target: data written reads back, past 4 GiB too, and a READ, WRITE or ZONE_APPEND allocates nothing (fs.readSync and fs.writeSync allocated 8 and 64 bytes a call)`, async () => {
     const options = checkTargetOptions(mod, given, 'library') as TargetOptions;
     const setup = await mod.setup(options);
     const mem = native.alloc(2 * BS);
