@@ -54,8 +54,9 @@ async function allocInThread(keep: boolean): Promise<number> {
     if (${keep}) native.keepMapped(ab);
     require('node:worker_threads').parentPort.postMessage(native.addressOf(ab));
   });`, { eval: true });
+  const exited = once(w, 'exit'); // before the message: the worker may exit in the turn that delivers it
   const [addr] = (await once(w, 'message')) as [number];
-  await once(w, 'exit');
+  await exited;
   return addr;
 }
 

@@ -73,8 +73,12 @@ function spawn(job: Job): Worker {
 
 async function runJob(job: Job): Promise<unknown> {
   const w = spawn(job);
+  // Listened for from the start: the worker may exit in the same turn that
+  // delivers its message, before a listener added after that message (the
+  // test then waited forever: "Promise resolution is still pending").
+  const exited = once(w, 'exit');
   const [msg] = (await once(w, 'message')) as [{ result?: unknown; error?: string }];
-  await once(w, 'exit');
+  await exited;
   if (msg.error) throw new Error(msg.error);
   return msg.result;
 }
