@@ -68,15 +68,54 @@ export async function firstMessage(child: ChildProcess, logPath: string): Promis
     });
     child.once('close', () => resolve(null)); // after 'exit' and the last message
   });
+  const removeAdded = async (): Promise<string> => {
+    if (added === null) return '';
+    const id: number = added;
+    return withControl((ctrl) => deleteDevice(ctrl, id)).then(() => `; device ${id} removed`, () => '');
+  };
+  if (msg?.type === 'error') {
+    // A server that failed to start has removed its device and is on its way
+    // out: the caller returns only once it is gone, so that nothing is left
+    // then. One that lingers (a target left a timer or a socket open in it)
+    // is killed, and its device removed if it was not.
+    if (child.connected) child.disconnect();
+    if (!(await exitedWithin(child, EXIT_AFTER_FAILURE_MS))) {
+      child.kill('SIGKILL');
+      await exitedWithin(child, EXIT_AFTER_FAILURE_MS);
+      await removeAdded();
+    }
+    return msg;
+  }
   if (msg) return msg;
   const how = child.signalCode ?? `exit code ${child.exitCode}`;
-  let removed = '';
-  if (added !== null) {
-    const id: number = added;
-    await withControl((ctrl) => deleteDevice(ctrl, id)).then(() => (removed = `; device ${id} removed`), () => {});
-  }
+  const removed = await removeAdded();
   return { type: 'error', exitCode: 1, message: `server exited before the device was live (${how})${removed}; see ${logPath}` };
 }
+
+/** How long a server that reported a failed start gets to exit before it is killed (it exits by itself after SERVER_EXIT_GRACE_MS). */
+const EXIT_AFTER_FAILURE_MS = 10_000;
+
+/** Whether `child` has exited, or does within `ms`. */
+function exitedWithin(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.off('exit', onExit);
+      resolve(false);
+    }, ms);
+    const onExit = (): void => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    child.once('exit', onExit);
+  });
+}
+
+/**
+ * A server that failed to start exits this long after it said why, whatever
+ * its target left running (a timer, a socket): its device is already gone.
+ */
+const SERVER_EXIT_GRACE_MS = 1000;
 
 /** The detached server: runs the device and reports to the command that started it. */
 export async function serveChild(json: string): Promise<void> {
@@ -96,6 +135,8 @@ export async function serveChild(json: string): Promise<void> {
     }, { added: (id) => send({ type: 'added', id }) });
   } catch (e) {
     send({ type: 'error', message: oneLine(e), exitCode: exitCodeOf(e) });
+    if (process.connected) process.disconnect();
+    setTimeout(() => process.exit(), SERVER_EXIT_GRACE_MS).unref();
     throw e;
   }
 }

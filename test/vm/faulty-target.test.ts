@@ -55,8 +55,12 @@ export default {
     { key: 'size', type: 'size', required: true, help: 'size' },
     { key: 'fault', type: 'enum', choices: Object.keys(FAULTS), required: true, help: 'what goes wrong' },
     { key: 'slowOpen', type: 'int', default: -1, min: -1, help: 'queue whose open() waits 3 s; every other queue\\'s open() throws' },
+    { key: 'linger', type: 'bool', help: 'setup() starts an interval timer it never stops, as a careless target might' },
   ],
-  setup: (o) => ({ size: o.size, shared: { fault: o.fault, slowOpen: o.slowOpen, size: o.size } }),
+  setup: (o) => {
+    if (o.linger) setInterval(() => {}, 60_000);
+    return { size: o.size, shared: { fault: o.fault, slowOpen: o.slowOpen, size: o.size } };
+  },
   async open(ctx) {
     const { fault, slowOpen } = ctx.shared;
     if (slowOpen >= 0) {
@@ -170,6 +174,15 @@ for (const [mode, args] of MODES) {
     assertClean();
   });
 }
+
+test('a failed add whose target left a timer running in the server: add fails, and no server process is left when it returns', () => {
+  withModule();
+  // One queue, and --slow-open names another: its open() throws.
+  const r = cli('add', MODULE, '--size', '16M', '--fault', 'timer', '--slow-open', '1', '--linger');
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /open failed on purpose/);
+  assertClean();
+});
 
 test('a target that never completes a request: del still removes the device (its server fails the request once nothing moved for 10 s of the stop), nothing hangs', async () => {
   withModule();
