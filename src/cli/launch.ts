@@ -16,6 +16,7 @@ import { ServerLog } from './log.js';
 import { serve, type ServeConfig } from './server.js';
 import { logFile, STATE_DIR } from './state.js';
 import { ensureRunDir } from '../run-dir.js';
+import { settledWithin } from '../settled-within.js';
 
 export type ServerMessage = { type: 'live'; id: number; path: string } | { type: 'error'; message: string; exitCode: number };
 /** Sent right after ADD_DEV: should the server die before it reports, the device is deleted by whoever started it. */
@@ -95,21 +96,14 @@ export async function firstMessage(child: ChildProcess, logPath: string): Promis
 /** How long a server that reported a failed start gets to exit before it is killed (it exits by itself after SERVER_EXIT_GRACE_MS). */
 const EXIT_AFTER_FAILURE_MS = 10_000;
 
-/** Whether `child` has exited, or does within `ms`. */
-function exitedWithin(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off('exit', onExit);
-      resolve(false);
-    }, ms);
-    const onExit = (): void => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    child.once('exit', onExit);
-  });
+/** `child`'s exit code and signal, once it has exited (at once if it has already). */
+export function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
 }
+
+/** Whether `child` has exited, or does within `ms`. */
+const exitedWithin = (child: ChildProcess, ms: number): Promise<boolean> => settledWithin(exited(child), ms);
 
 /**
  * A server that failed to start exits this long after it said why, whatever

@@ -6,8 +6,7 @@
 // ends cleanly (the device was deleted) or the device is gone.
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ChildProcess } from 'node:child_process';
-import { firstMessage, spawnServer, type ServerMessage } from './launch.js';
+import { exited, firstMessage, spawnServer, type ServerMessage } from './launch.js';
 import { closeInheritedFds, dropOwnDeviceMounts } from './hygiene.js';
 import { ServerLog } from './log.js';
 import type { ServeConfig } from './server.js';
@@ -16,9 +15,6 @@ import { logFile, readState, STATE_DIR } from './state.js';
 /** Restarts allowed within RESTART_WINDOW_MS; the n-th waits BACKOFF_MS[n] first. */
 const BACKOFF_MS = [200, 1000, 2000, 5000, 10_000];
 const RESTART_WINDOW_MS = 10 * 60_000;
-
-const exited = (child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> =>
-  new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
 
 export async function superviseChild(json: string): Promise<void> {
   closeInheritedFds();
