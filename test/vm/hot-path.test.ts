@@ -18,8 +18,9 @@
 // view (about 100 bytes) or a promise's two closures and derived promise
 // (about 150) that requests used to cost. Garbage collections follow: at
 // most one in the window (the warm-up may leave the young generation nearly
-// full) and one more per 64k requests it holds, none of them major. Two windows follow each other and the one that
-// allocated less decides: a run in npm test saw 75 bytes per request at
+// full) and one more per 64k requests it holds, none of them major. Two
+// windows follow each other and the one that allocated less decides: a run
+// in npm test saw 75 bytes per request at
 // QD 1 in a single window after the 3 s warm-up, where other runs saw 9.5,
 // JIT tiering being slow under emulation; a per-request object is in both.
 import { test } from 'node:test';
@@ -90,14 +91,13 @@ for (const c of CASES) {
             `GCs ${b.gcMinor - a.gcMinor} minor, ${b.gcMajor - a.gcMajor} major`;
           t.diagnostic(seen);
           assert.ok(requests > 1000, `${seen}\nbefore ${JSON.stringify(a)}\nafter ${JSON.stringify(b)}\nfio: ${fio.output()}`);
-          return { a, b, per, seen };
+          return { a, b, per, seen, requests };
         });
-        const { a, b, per, seen } = windows[1]!.per('heapBytes') <= windows[0]!.per('heapBytes') ? windows[1]! : windows[0]!;
+        const { a, b, per, seen, requests } = windows[1]!.per('heapBytes') <= windows[0]!.per('heapBytes') ? windows[1]! : windows[0]!;
         assert.ok(per('heapBytes') < 48, `allocates per request: ${windows.map((x) => x.seen).join('; ')}`);
         // One minor collection per window, plus one per 64k requests: with the
         // scheduler none a window holds 100k requests at QD 16, and the few
         // bytes each still allocates fill the young generation more often.
-        const requests = b.reads + b.writes + b.other - (a.reads + a.writes + a.other);
         assert.ok(b.gcMinor - a.gcMinor <= 1 + Math.floor(requests / 65536) && b.gcMajor === a.gcMajor, `garbage collections: ${seen}`);
         // Classic at QD 1: the commit of one request is the fetch of the next, so
         // one enter submits it and waits, and its CQE is the next request; the
