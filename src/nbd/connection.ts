@@ -1,6 +1,6 @@
 // One NBD connection in the transmission phase, driven entirely by the serving
-// thread's io_uring: requests go out in batches, one SENDMSG at a time (two
-// sends in flight on one stream could interleave their bytes), and a recv
+// thread's io_uring: requests go out in batches, one chain of sends at a time
+// (two sends in flight on one stream could interleave their bytes), and a recv
 // stands on the socket for replies. That recv takes whatever has arrived, up
 // to STAGE_BYTES, into a staging buffer, and the replies in it are parsed and
 // their data copied out in one turn: at a high queue depth one recv brings
@@ -10,9 +10,20 @@
 // is checked before anything is written to a buffer: a bad magic, an unknown
 // or stale handle, or a closed socket ends the connection (`onDead`), and the
 // requests still in flight are handed back to the owner, never completed twice.
+//
+// In zero copy the server holds no copy of a request's data: the kernel
+// registered the request's pages in the ring's buffer table (req.bufIndex).
+// A WRITE's payload goes from there to the socket (WRITE_FIXED), linked
+// behind the SENDMSG of the headers before it, so one chain carries a batch
+// in stream order; a large READ payload comes from the socket straight into
+// the pages (READ_FIXED); a staged one is put there with user copy (the
+// parser's pwrite on /dev/ublkcN). Each byte then crosses memory once, as in
+// the kernel's own NBD client, where the other modes copy it twice (socket
+// and tag buffer, tag buffer and request).
 import { native } from '../native.js';
 import type { Ring } from '../uring/ring.js';
-import { prepRecv, prepSendmsg, prepShutdown } from '../uring/prep.js';
+import { addSqeFlags, prepReadFixed, prepRecv, prepSendmsg, prepShutdown, prepWriteFixed } from '../uring/prep.js';
+import { IOSQE_IO_LINK } from '../uring/constants.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
 import { encodeRequest } from './wire.js';
@@ -30,19 +41,26 @@ const DIRECT_BYTES = 16 * 1024;
 const BATCH = 256;
 const IOV_BYTES = 16;
 const MSGHDR_BYTES = 56;
+/** Most SQEs in one chain of sends (zero copy: a SENDMSG and a WRITE_FIXED per WRITE); the rest go in the next. */
+const MAX_SEGS = 32;
+const ECANCELED = 125;
 /** struct msghdr (x86-64, aarch64): msg_iov at 16, msg_iovlen at 24. */
 const MSG_IOV = 16, MSG_IOVLEN = 24;
 
-// What an own SQE of a connection is, in the low bits of its sub (the connection's index above).
+// What an own SQE of a connection is, in its sub: the operation in bits 0-1,
+// the connection's index in bits 2-23, a send's place in its chain above.
 export const OP_SEND = 0, OP_RECV = 1, OP_SHUTDOWN = 2;
-export const subOf = (conn: number, op: number): number => (conn << 2) | op;
-export const subConn = (sub: number): number => sub >>> 2;
+export const subOf = (conn: number, op: number, seg = 0): number => ((seg << 24) | (conn << 2) | op) >>> 0;
+export const subConn = (sub: number): number => (sub >>> 2) & 0x3fffff;
 export const subOp = (sub: number): number => sub & 3;
+const subSeg = (sub: number): number => sub >>> 24;
 
 /** What the connection needs from the serving thread. */
 export interface ConnectionHost {
   readonly ring: Ring;
   ownSqe(sub: number): number;
+  /** The next `n` ownSqe calls hand out SQEs of one submission (a linked chain). */
+  reserve(n: number): void;
   /** A reply arrived: complete the request (bytes for READ/WRITE, 0, or -errno). */
   replied(req: UblkRequest, result: number): void;
 }
@@ -60,9 +78,19 @@ export class NbdConnection {
   private readonly sendQ: number[] = [];
   private sendHead = 0;
   private sendTail = 0;
+  /** A chain of sends is in flight: `chainCqes` of its `chainSegs` CQEs are in; `broken` once one fell short. */
   private sending = false;
+  private chainSegs = 0;
+  private chainCqes = 0;
+  private broken = false;
+  /** The batch's iovecs: [sendIov, sendIovs) are still to go. */
   private sendIov = 0;
   private sendIovs = 0;
+  /** Per iovec: the fixed buffer it lies in (zero copy: a WRITE's payload), or -1 (our memory, or a tag buffer). */
+  private readonly iovFixed = new Int32Array(2 * BATCH);
+  /** Per send of the chain: its first iovec and the one after its last. */
+  private readonly segStart = new Int32Array(MAX_SEGS);
+  private readonly segEnd = new Int32Array(MAX_SEGS);
   private recvArmed = false;
   private readonly mem: ArrayBuffer;
   private readonly view: DataView;
@@ -71,7 +99,7 @@ export class NbdConnection {
   private readonly hdrAt = 0;
   private readonly iovAt = BATCH * 32;
   private readonly msgAt = BATCH * 32 + 2 * BATCH * IOV_BYTES;
-  private readonly replyAt = this.msgAt + MSGHDR_BYTES + 8;
+  private readonly replyAt = this.msgAt + MAX_SEGS * MSGHDR_BYTES + 8;
   private readonly stageAt = this.replyAt + SCRATCH_BYTES;
   private readonly stage: Uint8Array;
   private readonly parser: ReplyParser;
@@ -80,17 +108,23 @@ export class NbdConnection {
   dead = false;
   private shutting = false;
 
+  /** Zero copy (the requests' pages are in the ring's buffer table). */
+  private readonly zeroCopy: boolean;
+
   constructor(private readonly host: ConnectionHost, readonly fd: number, private readonly index: number, structured: boolean,
     /** The connection died: these requests had no reply (the owner resends or fails them); `why` says what happened. */
-    private readonly onDead: (pending: UblkRequest[], why: string) => void) {
+    private readonly onDead: (pending: UblkRequest[], why: string) => void,
+    /** Zero copy: /dev/ublkcN, for the READ data the parser puts in place (-1: the requests have tag buffers). */
+    userCopyFd = -1) {
+    this.zeroCopy = userCopyFd >= 0;
     this.mem = native.alloc(this.stageAt + STAGE_BYTES);
     this.stage = new Uint8Array(this.mem, this.stageAt, STAGE_BYTES);
     this.view = new DataView(this.mem);
     this.u32 = new Uint32Array(this.mem);
     this.base = native.addressOf(this.mem);
-    this.parser = new ReplyParser(this.inFlight, new DataView(this.mem, this.replyAt, SCRATCH_BYTES), structured, host.replied);
+    this.parser = new ReplyParser(this.inFlight, new DataView(this.mem, this.replyAt, SCRATCH_BYTES), structured, host.replied, userCopyFd);
     const msg = this.msgAt >> 2;
-    this.u32.fill(0, msg, msg + MSGHDR_BYTES / 4);
+    this.u32.fill(0, msg, msg + MAX_SEGS * MSGHDR_BYTES / 4);
     this.armRecv();
   }
 
@@ -102,8 +136,10 @@ export class NbdConnection {
     if (!this.sending) this.sendBatch();
   }
 
-  onCqe(op: number, res: number): void {
-    if (op === OP_SEND) this.onSent(res);
+  /** The CQE of an own SQE (`sub` as made by subOf). */
+  onCqe(sub: number, res: number): void {
+    const op = subOp(sub);
+    if (op === OP_SEND) this.onSent(subSeg(sub), res);
     else if (op === OP_RECV) this.onRecv(res);
     else this.shutting = false;
   }
@@ -116,11 +152,11 @@ export class NbdConnection {
       const isWrite = type === NBD_CMD_WRITE;
       const hdr = this.hdrAt + n * 32;
       encodeRequest(v, hdr, type, f.flags(slot), slot, f.seq(slot), req.offset, req.length);
+      this.iovFixed[iovs++] = -1;
       iov = this.putIov(u32, iov, this.base + hdr, REQUEST_BYTES);
-      iovs++;
       if (isWrite) {
+        this.iovFixed[iovs++] = this.zeroCopy ? req.bufIndex : -1;
         iov = this.putIov(u32, iov, req.bufferAddress, req.length);
-        iovs++;
       }
       n++;
     }
@@ -130,7 +166,7 @@ export class NbdConnection {
     if (n === 0) return;
     this.sendIov = 0;
     this.sendIovs = iovs;
-    this.submitSend();
+    this.submitChain();
   }
 
   private putIov(u32: Uint32Array, at: number, addr: number, len: number): number {
@@ -141,24 +177,78 @@ export class NbdConnection {
     return at + 4;
   }
 
-  private submitSend(): void {
-    const u32 = this.u32, m = this.msgAt >> 2;
-    const iovAddr = this.base + this.iovAt + this.sendIov * IOV_BYTES;
-    u32[m + MSG_IOV / 4] = iovAddr >>> 0;
-    u32[m + MSG_IOV / 4 + 1] = Math.floor(iovAddr / 2 ** 32);
-    u32[m + MSG_IOVLEN / 4] = this.sendIovs - this.sendIov;
-    u32[m + MSG_IOVLEN / 4 + 1] = 0;
+  /**
+   * Sends iovecs [sendIov, sendIovs) as one IOSQE_IO_LINK chain (the first
+   * MAX_SEGS sends of it): a SENDMSG per run of iovecs in our memory or tag
+   * buffers, a WRITE_FIXED per payload in a fixed buffer.
+   */
+  private submitChain(): void {
+    const u32 = this.u32, fixed = this.iovFixed, ring = this.host.ring, end = this.sendIovs;
+    let i = this.sendIov, n = 0;
+    while (i < end && n < MAX_SEGS) {
+      let j = i + 1;
+      if (fixed[i]! < 0) while (j < end && fixed[j]! < 0) j++;
+      this.segStart[n] = i;
+      this.segEnd[n++] = j;
+      i = j;
+    }
+    this.host.reserve(n);
+    for (let k = 0; k < n; k++) {
+      const a = this.segStart[k]!, at = (this.iovAt >> 2) + a * 4;
+      const s = this.host.ownSqe(subOf(this.index, OP_SEND, k));
+      if (fixed[a]! >= 0) {
+        // (a socket ignores the file offset; the address is the payload's place in the fixed buffer)
+        prepWriteFixed(ring, s, this.fd, u32[at]! + u32[at + 1]! * 2 ** 32, u32[at + 2]!, 0, fixed[a]!);
+      } else {
+        const m = (this.msgAt + k * MSGHDR_BYTES) >> 2, iovAddr = this.base + this.iovAt + a * IOV_BYTES;
+        u32[m + MSG_IOV / 4] = iovAddr >>> 0;
+        u32[m + MSG_IOV / 4 + 1] = Math.floor(iovAddr / 2 ** 32);
+        u32[m + MSG_IOVLEN / 4] = this.segEnd[k]! - a;
+        u32[m + MSG_IOVLEN / 4 + 1] = 0;
+        prepSendmsg(ring, s, this.fd, this.base + this.msgAt + k * MSGHDR_BYTES, MSG_NOSIGNAL | MSG_WAITALL);
+      }
+      if (k < n - 1) addSqeFlags(ring, s, IOSQE_IO_LINK);
+    }
     this.sending = true;
-    prepSendmsg(this.host.ring, this.host.ownSqe(subOf(this.index, OP_SEND)), this.fd, this.base + this.msgAt, MSG_NOSIGNAL | MSG_WAITALL);
+    this.chainSegs = n;
+    this.chainCqes = 0;
+    this.broken = false;
   }
 
-  private onSent(res: number): void {
+  /** Bytes iovecs [from, to) still hold. */
+  private iovBytes(from: number, to: number): number {
+    let n = 0;
+    for (let i = from; i < to; i++) n += this.u32[(this.iovAt >> 2) + i * 4 + 2]!;
+    return n;
+  }
+
+  private onSent(seg: number, res: number): void {
+    this.chainCqes++;
+    if (!this.dead && !this.broken) {
+      const from = this.segStart[seg]!, to = this.segEnd[seg]!;
+      if (res > 0 && res === this.iovBytes(from, to)) {
+        if (to > this.sendIov) this.sendIov = to;
+      } else {
+        // Short (a full socket buffer, a signal): the rest of the chain is
+        // cancelled; once its CQEs are in, the chain starts again where this one stopped.
+        this.broken = true;
+        if (res <= 0) this.die(res === 0 ? 'send made no progress' : `send failed (errno ${-res})`);
+        else this.consumed(from, res);
+      }
+    } else if (!this.dead && res < 0 && res !== -ECANCELED) {
+      this.die(`send failed (errno ${-res})`);
+    }
+    if (this.chainCqes < this.chainSegs) return;
     this.sending = false;
     if (this.dead) return;
-    if (res <= 0) return this.die(res < 0 ? `send failed (errno ${-res})` : 'send made no progress');
-    // A short send (a signal, a full buffer): move past what went out and send the rest.
+    if (this.sendIov < this.sendIovs) this.submitChain();
+    else if (this.sendTail > this.sendHead) this.sendBatch();
+  }
+
+  /** `res` bytes from iovec `from` on went out: sendIov moves past them, a partly sent iovec keeps its rest. */
+  private consumed(from: number, res: number): void {
     const u32 = this.u32;
-    let i = this.sendIov;
+    let i = from;
     while (i < this.sendIovs) {
       const at = (this.iovAt >> 2) + i * 4, len = u32[at + 2]!;
       if (res < len) {
@@ -170,8 +260,6 @@ export class NbdConnection {
       i++;
     }
     this.sendIov = i;
-    if (i < this.sendIovs) this.submitSend();
-    else if (this.sendTail > this.sendHead) this.sendBatch();
   }
 
   private armRecv(): void {
@@ -180,7 +268,12 @@ export class NbdConnection {
     this.recvArmed = true;
     const s = this.host.ownSqe(subOf(this.index, OP_RECV));
     if (this.staged) prepRecv(this.host.ring, s, this.fd, this.base + this.stageAt, STAGE_BYTES, 0);
-    else prepRecv(this.host.ring, s, this.fd, p.into!.bufferAddress + p.intoAt + p.got, left, MSG_WAITALL);
+    else {
+      const req = p.into!, addr = req.bufferAddress + p.intoAt + p.got;
+      // (READ_FIXED has no MSG_WAITALL: it returns what has arrived, and the next one takes the rest)
+      if (this.zeroCopy) prepReadFixed(this.host.ring, s, this.fd, addr, left, 0, req.bufIndex);
+      else prepRecv(this.host.ring, s, this.fd, addr, left, MSG_WAITALL);
+    }
   }
 
   private onRecv(res: number): void {

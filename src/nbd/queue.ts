@@ -20,7 +20,7 @@ import {
 import {
   NBD_CMD_FLAG_FUA, NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES,
 } from './constants.js';
-import { NbdConnection, subConn, subOp, type ConnectionHost } from './connection.js';
+import { NbdConnection, subConn, type ConnectionHost } from './connection.js';
 import { disconnect, openNbd, type TlsConfig } from './open.js';
 import { TlsConnection } from './tls-connection.js';
 import { describeAddress, type NbdAddress } from './socket-io.js';
@@ -55,6 +55,8 @@ export interface QueueConfig {
   connections: number;
   timeoutMs: number;
   tls?: TlsConfig;
+  /** Zero copy: /dev/ublkcN, for data put into a request's pages outside the ring (-1: requests have tag buffers). */
+  userCopyFd: number;
 }
 
 /** A connection in the transmission phase: on the ring (connection.ts) or over TLS (tls-connection.ts). */
@@ -79,7 +81,7 @@ export class NbdQueue implements Target {
   constructor(private readonly io: TargetIo, private readonly cfg: QueueConfig) {
     this.where = describeAddress(cfg.address);
     this.host = {
-      ring: io.ring, ownSqe: (sub) => io.ownSqe(sub),
+      ring: io.ring, ownSqe: (sub) => io.ownSqe(sub), reserve: (n) => io.reserve(n),
       replied: (req, r) => {
         if (this.sends.size) this.sends.delete(req);
         io.complete(req, r);
@@ -100,7 +102,7 @@ export class NbdQueue implements Target {
 
   onOwnCqe(res: number, _flags: number, sub: number): void {
     const i = subConn(sub), conn = this.conns[i]!;
-    conn.onCqe(subOp(sub), res);
+    conn.onCqe(sub, res);
     // A dead connection's socket is closed only once none of our operations names its fd:
     // a new connection may get the same number, and a late SQE would hit that one.
     if (conn.dead && !conn.armed && this.sockets[i]) {
@@ -153,8 +155,8 @@ export class NbdQueue implements Target {
     }
     const index = this.conns.length;
     const onDead = (pending: UblkRequest[], why: string): void => this.dead(index, pending, why);
-    const conn = c.fd < 0 ? new TlsConnection({ hold: (req) => this.io.hold(req), replied: this.host.replied }, c.socket, c.info.structured, onDead)
-      : new NbdConnection(this.host, c.fd, index, c.info.structured, onDead);
+    const conn = c.fd < 0 ? new TlsConnection({ hold: (req) => this.io.hold(req), replied: this.host.replied }, c.socket, c.info.structured, onDead, this.cfg.userCopyFd)
+      : new NbdConnection(this.host, c.fd, index, c.info.structured, onDead, this.cfg.userCopyFd);
     this.conns.push(conn);
     this.sockets.push(c.socket);
     this.live.push(conn);

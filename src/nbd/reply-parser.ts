@@ -3,7 +3,10 @@
 // `scratchAt`, or into request `into`'s buffer at `intoAt`; `got` of them are
 // in). The bytes come either straight to that place (`filled`: a large READ
 // payload received into the request's buffer) or in chunks of the stream
-// (`feed`: a staging buffer's recv, a TLS stream's data), copied from there.
+// (`feed`: a staging buffer's recv, a TLS stream's data), copied from there:
+// into the request's tag buffer, or in zero copy, where the server has no
+// buffer of the request's, straight into its pages with a pwrite on
+// /dev/ublkcN at the request's user-copy position (`userCopyFd`).
 //
 // Simple replies, and structured replies where negotiated: chunks of
 // OFFSET_DATA and OFFSET_HOLE (a hole is zeroed in the buffer: sparse
@@ -26,6 +29,8 @@ export const SCRATCH_BYTES = 64 + MAX_MESSAGE;
 const PAYLOAD_AT = 20;
 const EIO = 5;
 const TWO_32 = 2 ** 32;
+/** Zeros for a hole in zero copy (written to the request's pages in pieces of this size). */
+const ZEROS = new Uint8Array(64 * 1024);
 
 const S_HEADER = 0, S_SIMPLE_DATA = 1, S_CHUNK_HEADER = 2, S_DATA_OFFSET = 3, S_DATA = 4, S_HOLE = 5, S_ERROR = 6;
 
@@ -47,7 +52,9 @@ export class ReplyParser {
   private readonly scratch: Uint8Array;
 
   constructor(private readonly inFlight: InFlight, private readonly v: DataView, private readonly structured: boolean,
-    private readonly replied: (req: UblkRequest, result: number) => void) {
+    private readonly replied: (req: UblkRequest, result: number) => void,
+    /** Zero copy: /dev/ublkcN, where READ data goes (-1: into the tag buffer). */
+    private readonly userCopyFd = -1) {
     this.scratch = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   }
 
@@ -68,8 +75,9 @@ export class ReplyParser {
     while (from < to) {
       const n = Math.min(to - from, this.want - this.got);
       // (native.copyBytes: a subarray view per copy was most of what a READ reply allocated)
-      if (this.into !== null) native.copyBytes(this.into.buffer, this.intoAt + this.got, src, from, n);
-      else native.copyBytes(this.scratch, this.scratchAt + this.got, src, from, n);
+      if (this.into === null) native.copyBytes(this.scratch, this.scratchAt + this.got, src, from, n);
+      else if (this.userCopyFd < 0) native.copyBytes(this.into.buffer, this.intoAt + this.got, src, from, n);
+      else this.put(this.into, this.intoAt + this.got, src, from, n);
       from += n;
       const bad = this.filled(n);
       if (bad !== null) return bad;
@@ -77,11 +85,25 @@ export class ReplyParser {
     return null;
   }
 
+  /**
+   * Zero copy: `n` bytes of `src` from `from` into `req`'s pages at `at`.
+   * Should the driver refuse (the device is going away), the request fails
+   * with EIO once its reply is in; the stream goes on.
+   */
+  private put(req: UblkRequest, at: number, src: Uint8Array, from: number, n: number): void {
+    const pos = req.userCopyPos + at;
+    const r = native.pwrite(this.userCopyFd, src, from, n, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
+    if (r !== n) this.inFlight.fail(this.slot, EIO);
+  }
+
   /** The `want` bytes are in: null, or what is wrong with the reply. */
   private advance(): string | null {
     switch (this.state) {
       case S_HEADER: return this.header();
-      case S_SIMPLE_DATA: return this.complete(this.inFlight.req(this.slot).length);
+      case S_SIMPLE_DATA: {
+        const error = this.inFlight.error(this.slot);
+        return this.complete(error ? -error : this.inFlight.req(this.slot).length);
+      }
       case S_CHUNK_HEADER: return this.chunkHeader();
       case S_DATA_OFFSET: return this.dataOffset();
       case S_DATA: return this.chunkDone();
@@ -157,7 +179,10 @@ export class ReplyParser {
     const v = this.v, offset = v.getUint32(PAYLOAD_AT) * TWO_32 + v.getUint32(PAYLOAD_AT + 4), size = v.getUint32(PAYLOAD_AT + 8);
     const at = this.place(offset, size);
     if (typeof at === 'string') return at;
-    this.inFlight.req(this.slot).buffer.fill(0, at, at + size); // a hole reads as zeros
+    // A hole reads as zeros.
+    const req = this.inFlight.req(this.slot);
+    if (this.userCopyFd < 0) req.buffer.fill(0, at, at + size);
+    else for (let done = 0; done < size; done += ZEROS.length) this.put(req, at + done, ZEROS, 0, Math.min(ZEROS.length, size - done));
     return this.chunkDone();
   }
 

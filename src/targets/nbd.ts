@@ -14,6 +14,10 @@
 //   DISCARD            NBD_CMD_TRIM
 //   WRITE_ZEROES       NBD_CMD_WRITE_ZEROES (NOUNMAP: NBD_CMD_FLAG_NO_HOLE)
 //
+// Every copy mode works. With --copy zero each byte crosses memory once, as
+// in the kernel's NBD client (socket to the request's pages and back, see
+// src/nbd/connection.ts); kernel and user copy move it through the tag buffer.
+//
 // Structured replies are used where the server has them (sparse reads: a
 // hole arrives as a chunk header, not as zeros on the wire; src/nbd/reply-parser.ts).
 //
@@ -135,7 +139,10 @@ export default defineTarget<Options, Shared>({
         flush: (f & NBD_FLAG_SEND_FLUSH) !== 0, fua: (f & NBD_FLAG_SEND_FUA) !== 0,
         discard: (f & NBD_FLAG_SEND_TRIM) !== 0, writeZeroes: (f & NBD_FLAG_SEND_WRITE_ZEROES) !== 0,
       },
-      data: 'buffer', // the data moves by io_uring between the socket and the tag buffer (req.bufferAddress)
+      // The data moves by io_uring between the socket and the tag buffer
+      // (req.bufferAddress) or, in zero copy, the request's pages, where
+      // staged READ data goes with user copy.
+      data: 'ring-and-user-copy',
       maxIoBytes: info.maxPayload, // the kernel splits bigger IO
       shared: { address: a, exportName: o.export ?? '', size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs, tls },
     };
@@ -145,7 +152,7 @@ export default defineTarget<Options, Shared>({
     if (ctx.maxIoBytes > s.maxPayload) {
       throw new Error(`${where} takes requests of at most ${s.maxPayload} bytes, but the device's are up to ${ctx.maxIoBytes}`);
     }
-    const q = new NbdQueue(ctx.io, { ...s, connections: ctx.options.connections });
+    const q = new NbdQueue(ctx.io, { ...s, connections: ctx.options.connections, userCopyFd: ctx.io.copy === 'zero' ? ctx.io.charFd : -1 });
     try {
       await q.connect();
     } catch (e) {

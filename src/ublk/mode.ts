@@ -146,6 +146,8 @@ export function servingMode(o: ModeChoice,
   if (copy === 'user') flags |= UBLK_F_USER_COPY;
   if (zoned) flags |= UBLK_F_ZONED;
   if (zero) flags |= UBLK_F_SUPPORT_ZERO_COPY | (autoBufReg ? UBLK_F_AUTO_BUF_REG : 0);
+  // (the driver refuses user copy on a zero-copy device without it: EACCES)
+  if (zero && data === 'ring-and-user-copy') flags |= UBLK_F_USER_COPY;
   flags |= RECOVERY_FLAGS[recovery];
   if (recovery !== 'none') flags |= features & UBLK_F_QUIESCE;
   if (o.partScan === false) flags |= UBLK_F_NO_AUTO_PART_SCAN;
@@ -162,7 +164,7 @@ export function servingMode(o: ModeChoice,
     bufferAddressInCommands: kernel,
     needGetData: o.needGetData === true,
     autoBufReg,
-    mayRegister: zero && data === 'ring',
+    mayRegister: zero && (data === 'ring' || data === 'ring-and-user-copy'),
     registerAll: zero && !autoBufReg,
     elemBytes: LAYOUTS.ublk_elem_header.size + (kernel ? 8 : 0) + (zoned ? 8 : 0),
     batchFlags: (kernel ? UBLK_BATCH_F_HAS_BUF_ADDR : autoBufReg ? UBLK_BATCH_F_AUTO_BUF_REG_FALLBACK : 0) | (zoned ? UBLK_BATCH_F_HAS_ZONE_LBA : 0),

@@ -36,9 +36,13 @@ export const COPY_MODES: readonly CopyMode[] = ['kernel', 'user', 'zero'];
  *   user mode the dispatcher moves the data between /dev/ublkcN and the buffer);
  * - `ring`: with io_uring operations of its own, using `req.bufferAddress`
  *   (kernel and user copy, as for `buffer`) or `req.bufIndex` (zero): every mode;
+ * - `ring-and-user-copy`: as `ring`, and in zero copy also with pread/pwrite
+ *   on /dev/ublkcN (`TargetIo.charFd`, at `req.userCopyPos`) for bytes it
+ *   holds in its own memory (a network reply received with others): the
+ *   device then has UBLK_F_USER_COPY beside zero copy;
  * - `none`: never (the null target): every mode.
  */
-export type TargetData = 'buffer' | 'ring' | 'none';
+export type TargetData = 'buffer' | 'ring' | 'ring-and-user-copy' | 'none';
 
 /**
  * What serves requests in one serving thread. The device announces a volatile
@@ -93,6 +97,13 @@ export interface TargetIo {
    * target's own; request data is already in the tag buffer in user copy).
    */
   readonly charDevFixed: number;
+  /**
+   * /dev/ublkcN. In zero copy a target that has bytes of its own for a READ
+   * (a network reply already received) can pwrite them into the request's
+   * pages at `req.userCopyPos` (the driver allows user copy on zero-copy
+   * devices), and pread a WRITE's data likewise.
+   */
+  readonly charFd: number;
   /**
    * A zeroed SQE whose CQE goes to `target.onCqe(req, res, flags, sub)`, `sub`
    * being any u32. The serving loop submits it. After `reserve(n)`, the next

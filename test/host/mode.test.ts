@@ -45,6 +45,16 @@ test('zero copy: AUTO_BUF_REG or explicit registration, no tag buffers, refused 
     (e: Error) => e instanceof ModeError && /the memory target moves data in JavaScript/.test(e.message));
 });
 
+test('zero copy for a target that also puts bytes of its own into requests (nbd): UBLK_F_USER_COPY beside zero copy, else the driver refuses its pwrite (EACCES); no tag buffers; other modes unchanged', () => {
+  const nbd = { name: 'nbd', data: 'ring-and-user-copy' as const };
+  const zc = servingMode({ batch: false, copy: 'zero', autoBufReg: true }, nbd);
+  assert.equal(zc.flags, UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG | UBLK_F_USER_COPY);
+  assert.ok(zc.mayRegister && !zc.tagBuffers && zc.copy === 'zero');
+  assert.equal(servingMode({ batch: false, copy: 'zero', autoBufReg: false }, nbd).flags, UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_USER_COPY);
+  assert.equal(servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, nbd).flags, 0);
+  assert.equal(servingMode({ batch: false, copy: 'user', autoBufReg: true }, nbd).flags, UBLK_F_USER_COPY);
+});
+
 test('recovery: its flags, QUIESCE where the kernel has it, and only for targets whose data outlives the server', () => {
   const loop = { ...ring, recoverable: true };
   assert.equal(servingMode({ batch: false, copy: 'kernel', autoBufReg: true, recovery: 'requeue' }, loop).flags, UBLK_F_USER_RECOVERY);

@@ -58,7 +58,7 @@ test('NbdConnection: a WRITE sent and its reply received, one at a time (QD 1), 
   const ring = Ring.create({ entries: 8 });
   let replied = 0;
   // Nothing is submitted: every SQE the connection asks for is slot 0, overwritten, and its CQEs are played by hand.
-  const conn = new NbdConnection({ ring, ownSqe: () => 0, replied: () => void replied++ }, -1, 0, false, () => assert.fail('the connection died'));
+  const conn = new NbdConnection({ ring, ownSqe: () => 0, reserve: () => {}, replied: () => void replied++ }, -1, 0, false, () => assert.fail('the connection died'));
   const stage = (conn as unknown as { stage: Uint8Array }).stage;
   const v = new DataView(stage.buffer, stage.byteOffset, 16);
   const write = { offset: 4096, length: 4096, bufferAddress: 0 } as UblkRequest;

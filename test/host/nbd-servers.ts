@@ -10,6 +10,11 @@ import { DataPath } from './data-path.js';
 import { checkTargetOptions, type TargetModule, type TargetSetup } from '../../src/ublk/target.js';
 import { UBLK_IO_F_FUA, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from '../../src/ublk/abi/uapi.js';
 import nbd from '../../src/targets/nbd.js';
+import * as fs from 'node:fs';
+import { native } from '../../src/native.js';
+import { UblkRequest } from '../../src/ublk/worker/request.js';
+
+const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
 
 const MiB = 1 << 20;
 
@@ -61,9 +66,9 @@ export const BUF = 1 << 20;
 
 /** A worker's data path for one queue (data-path.ts), served from the event loop as the nbd target needs. */
 export class Harness extends DataPath {
-  constructor() {
+  constructor(copy: 'kernel' | 'zero' = 'kernel', charFd = -1) {
     super(DEPTH, BUF, { entries: 64, cqEntries: 128 },
-      servingMode({ batch: false, copy: 'kernel', autoBufReg: true, metadataSize: 0 }, { name: 'test', data: 'buffer', integrity: false }));
+      servingMode({ batch: false, copy, autoBufReg: true, metadataSize: 0 }, { name: 'test', data: 'ring-and-user-copy', integrity: false }), false, charFd);
   }
 
   async open<O extends Record<string, unknown>>(mod: TargetModule, given: O): Promise<TargetSetup> {
@@ -99,14 +104,47 @@ export class Harness extends DataPath {
   }
 }
 
+/**
+ * The harness in zero copy, as the driver serves it: each tag's pages are
+ * fixed buffer `tag` of the ring and, at the same time, the request's bytes
+ * at its user-copy position on what stands in for /dev/ublkcN (a memfd,
+ * mapped there), so READ_FIXED / WRITE_FIXED and pwrite / pread reach the
+ * same memory, and the dispatcher copies nothing.
+ */
+export class ZeroCopyHarness extends Harness {
+  private readonly views: Uint8Array[] = [];
+
+  constructor() {
+    const fd = native.memfdCreate('nbd-zero-copy', 0);
+    super('zero', fd);
+    fs.ftruncateSync(fd, this.reqs[DEPTH - 1]!.userCopyPos + BUF);
+    for (let t = 0; t < DEPTH; t++) {
+      const pos = this.reqs[t]!.userCopyPos, map = native.mmap(BUF, PROT_READ | PROT_WRITE, MAP_SHARED, fd, pos);
+      this.views.push(new Uint8Array(map));
+      // Zero copy: no tag buffer (the target must not touch req.buffer); the
+      // address is the data's place in the fixed buffer, here its own address.
+      this.reqs[t] = new UblkRequest(0, t, null, t, native.addressOf(map));
+    }
+    this.ring.registerBuffers(this.views);
+  }
+
+  override tagBuffer(tag: number): Uint8Array { return this.views?.[tag] ?? super.tagBuffer(tag); }
+
+  override async close(): Promise<void> {
+    await super.close();
+    for (const v of this.views) native.munmap(v.buffer as ArrayBuffer);
+    native.close(this.dispatcher.charFd);
+  }
+}
+
 export function pattern(len: number, seed: number): Uint8Array {
   const b = new Uint8Array(len);
   for (let i = 0; i < len; i++) b[i] = (i * 131 + seed * 7 + (i >> 9)) & 0xff;
   return b;
 }
 
-export async function withTarget(given: Record<string, unknown>, fn: (h: Harness) => Promise<void>): Promise<void> {
-  const h = new Harness();
+export async function withTarget(given: Record<string, unknown>, fn: (h: Harness) => Promise<void>, copy: 'kernel' | 'zero' = 'kernel'): Promise<void> {
+  const h = copy === 'zero' ? new ZeroCopyHarness() : new Harness();
   try {
     await h.open(nbd, given);
     await fn(h);

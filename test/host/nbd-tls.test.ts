@@ -45,12 +45,14 @@ const refused = (given: Record<string, unknown>, message: RegExp) =>
   assert.rejects(async () => nbd.setup(checkTargetOptions(nbd, { timeout: 5, ...given }, 'library') as never),
     (e: Error) => e instanceof TargetOptionError && message.test(e.message) && !e.message.includes('\n'));
 
-test('nbd over TLS to nbdkit --tls=require: every command; plain text, another CA and another name refused', async () => {
+test('nbd over TLS to nbdkit --tls=require: every command (also in zero copy); plain text, another CA and another name refused', async () => {
   const port = freePort();
   const srv = await startServer('nbdkit', ['-f', '--tls=require', `--tls-certificates=${pki}`, '-i', '127.0.0.1', '-p', String(port), 'memory', '8M'], { port });
   try {
     await withTarget({ host: '127.0.0.1', port, tlsCa: ca, connections: 2 }, (h) => readWrite(h, 8 * MiB));
     await withTarget({ host: 'localhost', port, tlsCa: ca }, (h) => readWrite(h, 8 * MiB));
+    // Zero copy: a WRITE's data read from its pages (user copy), READ data written there.
+    await withTarget({ host: 'localhost', port, tlsCa: ca }, (h) => readWrite(h, 8 * MiB), 'zero');
     await refused({ host: '127.0.0.1', port }, /requires TLS for the default export: give --tls-ca/);
     await refused({ host: '127.0.0.1', port, tlsCa: otherCa }, /TLS: unable to verify the first certificate|TLS: self.signed/);
     await refused({ host: '127.0.0.1', port, tlsCa: ca, tlsHostname: 'elsewhere.example' }, /TLS: Hostname\/IP does not match certificate's altnames/);

@@ -65,6 +65,7 @@ export class Dispatcher implements TargetIo {
   ownOps = 0;
   readonly copy: CopyMode;
   readonly charDevFixed: number;
+  readonly charFd: number;
   private target!: Target;
   /** User copy: the request's data moves between /dev/ublkcN (this fd) and the tag buffer by pread/pwrite; else -1. */
   private readonly userCopyFd: number;
@@ -91,6 +92,7 @@ export class Dispatcher implements TargetIo {
       place?: Pick<RingPlace, 'charFixed'>; charFd?: number; tally?: LoopTally }) {
     this.tally = counters.tally ?? { asyncInFlight: 0, dispatched: 0 };
     this.charDevFixed = counters.place?.charFixed ?? CHAR_DEV_FIXED;
+    this.charFd = counters.charFd ?? -1;
     this.ownUd = counters.queues[0]?.ud ?? 0;
     this.stats = counters.stats;
     this.shmem = counters.shmem ?? null;
