@@ -459,7 +459,7 @@ test('nbd: replies that arrive together are taken by one recv and copied out; a 
 // Zero copy (--copy zero): the harness registers each tag's pages as a fixed
 // buffer and maps the same memory at the tag's user-copy position on a memfd
 // standing in for /dev/ublkcN (nbd-servers.ts ZeroCopyHarness).
-test('nbd in zero copy on nbdkit memory (Unix socket): WRITE payloads sent from the fixed buffers, READ data put in place (received there, or staged and written with user copy), holes zeroed', async () => {
+test('nbd in zero copy on nbdkit memory (Unix socket): large WRITE payloads sent from the fixed buffers, small ones read out with user copy and batched, READ data put in place (received there, or staged and written with user copy), holes zeroed', async () => {
   const sock = path.join(dir, 'zc.sock');
   const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '16M'], { path: sock });
   const h = new ZeroCopyHarness();
@@ -472,6 +472,27 @@ test('nbd in zero copy on nbdkit memory (Unix socket): WRITE payloads sent from 
     await zeroed(h, 1, 0, 4096);
     assert.equal(await h.serve(0, UBLK_IO_OP_WRITE_ZEROES, MiB + 512, 64 << 10), 0);
     await zeroed(h, 1, MiB + 512, 64 << 10);
+    // Small WRITEs are read out of their pages and go with their headers in one SENDMSG per batch:
+    // one send for the first (sent at once), one for the seven queued behind it.
+    let sends = 0;
+    const onOwnCqe = h.dispatcher.onOwnCqe.bind(h.dispatcher);
+    h.dispatcher.onOwnCqe = (hi, res, flags) => {
+      if (subOp(hi) === OP_SEND) sends++;
+      onOwnCqe(hi, res, flags);
+    };
+    const tags = Array.from({ length: DEPTH }, (_, t) => t);
+    for (const t of tags) {
+      h.tagBuffer(t).set(pattern(4096, 20 + t).subarray(0, 4096));
+      h.start(t, UBLK_IO_OP_WRITE, 9 * MiB + t * 4096, 4096);
+    }
+    assert.deepEqual(await h.wait(tags), tags.map(() => 4096));
+    assert.ok(sends <= 3, `${sends} sends for ${DEPTH} 4 KiB WRITEs (a linked send per payload: ${2 * DEPTH})`);
+    for (const t of tags) {
+      h.tagBuffer(t).fill(0xee);
+      h.start(t, UBLK_IO_OP_READ, 9 * MiB + t * 4096, 4096);
+    }
+    assert.deepEqual(await h.wait(tags), tags.map(() => 4096));
+    for (const t of tags) assert.deepEqual(h.tagBuffer(t).subarray(0, 4096), pattern(4096, 20 + t), `tag ${t}'s 4 KiB`);
   } finally {
     await h.close();
     await srv.stop();
