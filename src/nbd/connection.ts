@@ -25,7 +25,7 @@
 // and tag buffer, tag buffer and request).
 import { native } from '../native.js';
 import type { Ring } from '../uring/ring.js';
-import { addSqeFlags, prepReadFixed, prepRecv, prepSendmsg, prepShutdown, prepWriteFixed } from '../uring/prep.js';
+import { addSqeFlags, prepReadFixed, prepRecv, prepSendmsg, prepSetsockopt, prepShutdown, prepWriteFixed } from '../uring/prep.js';
 import { IOSQE_IO_LINK } from '../uring/constants.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
@@ -35,6 +35,14 @@ import { InFlight } from './in-flight.js';
 import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
 
 const MSG_NOSIGNAL = 0x4000;
+const SOL_SOCKET = 1, SO_SNDBUFFORCE = 32;
+/**
+ * Our socket's send buffer (the kernel doubles it). The default (about 208
+ * KiB) cut a 512 KiB WRITE_FIXED into 3-5 sends of its own, each a trip
+ * through JavaScript; a Unix socket's default cannot be raised above it
+ * without SO_SNDBUFFORCE, which needs CAP_NET_ADMIN (root: any ublk server).
+ */
+const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 const MSG_WAITALL = 0x100;
 
 /** The staging buffer replies are received into. */
@@ -60,7 +68,7 @@ const MSG_IOV = 16, MSG_IOVLEN = 24;
 
 // What an own SQE of a connection is, in its sub: the operation in bits 0-1,
 // the connection's index in bits 2-23, a send's place in its chain above.
-export const OP_SEND = 0, OP_RECV = 1, OP_SHUTDOWN = 2;
+export const OP_SEND = 0, OP_RECV = 1, OP_SHUTDOWN = 2, OP_SETSOCKOPT = 3;
 export const subOf = (conn: number, op: number, seg = 0): number => ((seg << 24) | (conn << 2) | op) >>> 0;
 export const subConn = (sub: number): number => (sub >>> 2) & 0x3fffff;
 export const subOp = (sub: number): number => sub & 3;
@@ -110,7 +118,8 @@ export class NbdConnection {
   private readonly hdrAt = 0;
   private readonly iovAt = BATCH * 32;
   private readonly msgAt = BATCH * 32 + 2 * BATCH * IOV_BYTES;
-  private readonly replyAt = this.msgAt + MAX_SEGS * MSGHDR_BYTES + 8;
+  private readonly optAt = this.msgAt + MAX_SEGS * MSGHDR_BYTES;
+  private readonly replyAt = this.optAt + 8;
   private readonly stageAt = this.replyAt + SCRATCH_BYTES;
   private readonly sendStageAt = this.stageAt + STAGE_BYTES;
   private readonly sendStage: Uint8Array;
@@ -120,6 +129,7 @@ export class NbdConnection {
   private staged = false;
   dead = false;
   private shutting = false;
+  private configuring = false;
 
   /** Zero copy (the requests' pages are in the ring's buffer table): /dev/ublkcN, else -1. */
   private readonly userCopyFd: number;
@@ -139,7 +149,15 @@ export class NbdConnection {
     this.parser = new ReplyParser(this.inFlight, new DataView(this.mem, this.replyAt, SCRATCH_BYTES), structured, host.replied, userCopyFd);
     const msg = this.msgAt >> 2;
     this.u32.fill(0, msg, msg + MAX_SEGS * MSGHDR_BYTES / 4);
+    this.growSendBuffer();
     this.armRecv();
+  }
+
+  /** Best effort (a failure leaves the default, and more trips through JavaScript for large WRITEs). */
+  private growSendBuffer(): void {
+    this.view.setInt32(this.optAt, SEND_BUFFER_BYTES, true);
+    this.configuring = true;
+    prepSetsockopt(this.host.ring, this.host.ownSqe(subOf(this.index, OP_SETSOCKOPT)), this.fd, SOL_SOCKET, SO_SNDBUFFORCE, this.base + this.optAt, 4);
   }
 
   get busy(): number { return this.inFlight.count; }
@@ -155,7 +173,8 @@ export class NbdConnection {
     const op = subOp(sub);
     if (op === OP_SEND) this.onSent(subSeg(sub), res);
     else if (op === OP_RECV) this.onRecv(res);
-    else this.shutting = false;
+    else if (op === OP_SHUTDOWN) this.shutting = false;
+    else this.configuring = false;
   }
 
   private sendBatch(): void {
@@ -332,5 +351,5 @@ export class NbdConnection {
   }
 
   /** Whether an operation of ours is still in flight on the ring (the kernel may still use our memory). */
-  get armed(): boolean { return this.sending || this.recvArmed || this.shutting; }
+  get armed(): boolean { return this.sending || this.recvArmed || this.shutting || this.configuring; }
 }

@@ -225,3 +225,4 @@ export const IOU_PBUF_RING_INC = 2;
 // IORING_OP_URING_CMD cmd_op values when the file is a socket
 export const SOCKET_URING_OP_SIOCINQ = 0;
 export const SOCKET_URING_OP_SIOCOUTQ = 1;
+export const SOCKET_URING_OP_SETSOCKOPT = 3;

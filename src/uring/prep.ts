@@ -8,6 +8,7 @@ import { LAYOUTS } from './layout.js';
 import {
   IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ, IORING_OP_READ_FIXED, IORING_OP_RECV,
   IORING_OP_SENDMSG, IORING_OP_SHUTDOWN, IORING_OP_TIMEOUT, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITE_FIXED,
+  SOCKET_URING_OP_SETSOCKOPT,
 } from './constants.js';
 
 const F = LAYOUTS.io_uring_sqe.fields;
@@ -18,6 +19,7 @@ const FD = F.fd[0] >> 2, OFF = F.off[0] >> 2, CMD_OP = F.cmd_op[0] >> 2, ADDR = 
 const LEN = F.len[0] >> 2, RW_FLAGS = F.rw_flags[0] >> 2, FSYNC_FLAGS = F.fsync_flags[0] >> 2;
 const TIMEOUT_FLAGS = F.timeout_flags[0] >> 2, URING_CMD_FLAGS = F.uring_cmd_flags[0] >> 2;
 const USER_DATA = F.user_data[0] >> 2;
+const LEVEL = F.level[0] >> 2, OPTNAME = F.optname[0] >> 2, OPTLEN = F.optlen[0] >> 2, OPTVAL = F.optval[0] >> 2;
 
 /** Byte offset of the URING_CMD payload in an SQE: 16 bytes (64-byte SQE) or 80 (SQE128). */
 export const SQE_CMD_OFFSET = F.cmd[0];
@@ -86,6 +88,16 @@ export function prepUringCmd(ring: Ring, s: number, fd: number, cmdOp: number): 
   ring.sqeU8[s + OPCODE] = IORING_OP_URING_CMD;
   ring.sqeI32[(s >> 2) + FD] = fd;
   ring.sqeU32[(s >> 2) + CMD_OP] = cmdOp;
+}
+
+/** setsockopt(2) of socket `fd` (Linux 6.7+): option `optname` at `level`, its value the `optlen` bytes at `optval`. */
+export function prepSetsockopt(ring: Ring, s: number, fd: number, level: number, optname: number, optval: number, optlen: number): void {
+  prepUringCmd(ring, s, fd, SOCKET_URING_OP_SETSOCKOPT);
+  const u32 = ring.sqeU32, w = s >> 2;
+  u32[w + LEVEL] = level;
+  u32[w + OPTNAME] = optname;
+  u32[w + OPTLEN] = optlen;
+  set64(u32, w + OPTVAL, optval);
 }
 
 /** Completes after `count` CQEs or when the __kernel_timespec at `tsAddr` elapses (-ETIME). */

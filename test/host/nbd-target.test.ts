@@ -19,7 +19,11 @@ import {
   NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, NBDMAGIC, OPT_REPLY_MAGIC,
 } from '../../src/nbd/constants.js';
 import { DEPTH, freePort, Harness, pattern, readWrite, startServer, withTarget, ZeroCopyHarness, type Server } from './nbd-servers.js';
-import { OP_RECV, OP_SEND, subOp } from '../../src/nbd/connection.js';
+import { NbdConnection, OP_RECV, OP_SEND, OP_SETSOCKOPT, subConn, subOf, subOp } from '../../src/nbd/connection.js';
+import { native } from '../../src/native.js';
+import { prepSetsockopt } from '../../src/uring/prep.js';
+
+const SOL_SOCKET = 1, SO_SNDBUF = 7;
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbd-target-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -524,10 +528,22 @@ test('nbd in zero copy: eight 1 MiB WRITEs at once overflow the socket (a WRITE_
 
 /** Eight 1 MiB WRITEs at once, a FLUSH, and the eight READ back; returns how many sends moved the WRITEs' bytes. */
 async function eightWrites(h: ZeroCopyHarness, sock: string): Promise<number> {
-  let sends = 0;
+  let sends = 0, shrunk = 1;
   await h.open(nbd, { socket: sock });
+  // The connection made its send buffer 8 MiB, which takes the eight whole;
+  // back to 2 x 64 KiB (after its own setsockopt, submitted first), each
+  // 1 MiB payload must fall short.
+  const conn = (h.target as unknown as { conns: NbdConnection[] }).conns[0]!;
+  h.ring.submit();
+  const opt = new Int32Array(native.alloc(8));
+  opt[0] = 64 << 10;
+  prepSetsockopt(h.ring, h.dispatcher.ownSqe(subOf(1 << 20, OP_SETSOCKOPT)), conn.fd, SOL_SOCKET, SO_SNDBUF, native.addressOf(opt), 4);
   const onOwnCqe = h.dispatcher.onOwnCqe.bind(h.dispatcher);
   h.dispatcher.onOwnCqe = (hi, res, flags) => {
+    if (subConn(hi) === 1 << 20) {
+      shrunk = res;
+      return;
+    }
     if (subOp(hi) === OP_SEND && res > 0) sends++;
     onOwnCqe(hi, res, flags);
   };
@@ -537,6 +553,7 @@ async function eightWrites(h: ZeroCopyHarness, sock: string): Promise<number> {
     h.start(t, UBLK_IO_OP_WRITE, 2 * t * MiB, MiB);
   }
   assert.deepEqual(await h.wait(tags), tags.map(() => MiB));
+  assert.equal(shrunk, 0, 'setsockopt(SO_SNDBUF)');
   const writeSends = sends;
   assert.equal(await h.serve(0, UBLK_IO_OP_FLUSH, 0, 0), 0);
   for (const t of tags) {

@@ -75,7 +75,7 @@ test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload: request
   }
 });
 
-test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c verify (512 B to 1 MiB), 1 MiB written and read back', async () => {
+test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c verify (512 B to 1 MiB), 1 MiB written and read back, holes; batch mode with explicit registration', async () => {
   const dir = fs.mkdtempSync('/tmp/nbd-');
   const sock = `${dir}/nbdkit.sock`;
   const srv = await server('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
@@ -93,6 +93,13 @@ test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c 
       fioVerify(dev, { iodepth: 16, size: '24m' });
     } finally {
       delDevice(dev);
+    }
+    // The other engine and explicit registration (REGISTER_IO_BUF before the target sees a request).
+    const batch = addDevice('nbd', '--socket', sock, '--copy', 'zero', '--batch', '--no-auto-buf-reg');
+    try {
+      fioVerify(batch, { iodepth: 16, size: '12m' });
+    } finally {
+      delDevice(batch);
     }
   } finally {
     await stop(srv);
