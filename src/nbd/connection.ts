@@ -17,8 +17,8 @@
 // behind the SENDMSG of the headers before it, so one chain carries a batch
 // in stream order; a small one (below DIRECT_BYTES) is read out with user
 // copy (pread on /dev/ublkcN) into our memory and goes in the SENDMSG with
-// the headers, as a linked send of its own per 4 KiB write cost 2.5x the
-// IOPS at QD 64. A large READ payload comes from the socket straight into
+// the headers (a linked send of its own per 4 KiB write cut 4k randwrite at
+// QD 64 to 0.4x). A large READ payload comes from the socket straight into
 // the pages (READ_FIXED); a staged one is put there with user copy (the
 // parser's pwrite on /dev/ublkcN). Each byte then crosses memory once, as in
 // the kernel's own NBD client, where the other modes copy it twice (socket
@@ -35,15 +35,15 @@ import { InFlight } from './in-flight.js';
 import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
 
 const MSG_NOSIGNAL = 0x4000;
+const MSG_WAITALL = 0x100;
 const SOL_SOCKET = 1, SO_SNDBUFFORCE = 32;
 /**
  * Our socket's send buffer (the kernel doubles it). The default (about 208
  * KiB) cut a 512 KiB WRITE_FIXED into 3-5 sends of its own, each a trip
- * through JavaScript; a Unix socket's default cannot be raised above it
- * without SO_SNDBUFFORCE, which needs CAP_NET_ADMIN (root: any ublk server).
+ * through JavaScript. Raising it past net.core.wmem_max takes SO_SNDBUFFORCE,
+ * which needs CAP_NET_ADMIN: without it (an unprivileged server) the default stays.
  */
 const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
-const MSG_WAITALL = 0x100;
 
 /** The staging buffer replies are received into. */
 const STAGE_BYTES = 64 * 1024;
