@@ -1,6 +1,6 @@
 // Shared helpers for the VM tests: they drive ublk-ts the way a user does, with
 // the CLI and real tools (fio, mkfs, mount, fsck, dd, blkdiscard).
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { after, afterEach, before } from 'node:test';
 import fs from 'node:fs';
@@ -149,4 +149,36 @@ export function brdForFile(disks: number, kib: number): string[] {
   before(() => loadBrd(disks, kib));
   after(() => run('rmmod', ['brd']));
   return Array.from({ length: disks }, (_, i) => `/dev/ram${i}`);
+}
+
+/** fio writing and verifying (crc32c) `size` of `dev`, in the background; resolves with its exit code and output. */
+export function fioWriteVerify(dev: string, size: string): Promise<{ code: number | null; out: string }> {
+  const fio = spawn('fio', [
+    '--name=recover', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randwrite',
+    '--bsrange=4k-64k', `--size=${size}`, '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=0', '--verify_state_save=0',
+    '--output-format=terse',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  fio.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  return new Promise((r) => fio.on('exit', (code) => r({ code, out })));
+}
+
+export async function waitForState(id: number, state: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (listDevices().find((d) => d.id === id)?.state === state) return;
+    await sleep(200);
+  }
+  assert.fail(`device ${id} did not become ${state}: ${JSON.stringify(listDevices())}`);
+}
+
+/** Kills the device's server (SIGKILL); with `andSupervisor`, its supervisor first, so that no new server is started. */
+export function killServer(id: number, andSupervisor: boolean): number {
+  const d = listDevices().find((x) => x.id === id)!;
+  if (andSupervisor) {
+    assert.ok(d.supervisor, 'a device with recovery has a supervisor');
+    process.kill(d.supervisor, 'SIGKILL');
+  }
+  process.kill(d.pid!, 'SIGKILL');
+  return d.pid!;
 }

@@ -8,7 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import { addDevice, cli, delDevice, fioVerify, sh, vmSuite } from './helpers.js';
+import {
+  addDevice, cli, delDevice, fioVerify, fioWriteVerify, idOf, killServer, listDevices, sh, sleep, vmSuite, waitForState,
+} from './helpers.js';
 
 vmSuite();
 
@@ -100,6 +102,35 @@ test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c 
       fioVerify(batch, { iodepth: 16, size: '12m' });
     } finally {
       delDevice(batch);
+    }
+  } finally {
+    await stop(srv);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('nbd in zero copy with --recovery reissue: its server killed under fio verify, `recover` attaches a new one: fio completes, every write verified', async () => {
+  const dir = fs.mkdtempSync('/tmp/nbd-');
+  const sock = `${dir}/nbdkit.sock`;
+  const srv = await server('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
+  try {
+    const dev = addDevice('nbd', '--socket', sock, '--copy', 'zero', '--recovery', 'reissue');
+    const id = idOf(dev);
+    try {
+      const fio = fioWriteVerify(dev, '24m');
+      await sleep(2500);
+      killServer(id, true);
+      await waitForState(id, 'quiesced');
+      const r = cli('recover', String(id));
+      assert.equal(r.code, 0, r.stderr);
+      const done = await fio;
+      assert.equal(done.code, 0, `fio after recovery:\n${done.out}`);
+      assert.doesNotMatch(done.out, /verify.*(bad|fail)|error=/i);
+      const listed = listDevices().find((d) => d.id === id)!;
+      assert.equal(listed.state, 'live');
+      assert.equal(listed.target, 'nbd');
+    } finally {
+      delDevice(dev);
     }
   } finally {
     await stop(srv);

@@ -8,43 +8,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { addDevice, assertClean, brdForFile, cli, delDevice, FULL_ONLY, idOf, listDevices, run, serverPids, sh, sleep, vmSuite } from './helpers.js';
+import {
+  addDevice, assertClean, brdForFile, cli, delDevice, fioWriteVerify, FULL_ONLY, idOf, killServer, listDevices, run, serverPids, sh, sleep, vmSuite, waitForState,
+} from './helpers.js';
 
 vmSuite();
 
 const [RAM] = brdForFile(1, 65536) as [string];
-
-/** fio writing and verifying (crc32c) `size` of `dev`, in the background; resolves with its exit code and output. */
-function fioWriteVerify(dev: string, size: string): Promise<{ code: number | null; out: string }> {
-  const fio = spawn('fio', [
-    '--name=recover', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randwrite',
-    '--bsrange=4k-64k', `--size=${size}`, '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=0', '--verify_state_save=0',
-    '--output-format=terse',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  fio.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-  fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-  return new Promise((r) => fio.on('exit', (code) => r({ code, out })));
-}
-
-async function waitForState(id: number, state: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (listDevices().find((d) => d.id === id)?.state === state) return;
-    await sleep(200);
-  }
-  assert.fail(`device ${id} did not become ${state}: ${JSON.stringify(listDevices())}`);
-}
-
-/** Kills the device's server (SIGKILL); with `andSupervisor`, its supervisor first, so that no new server is started. */
-function killServer(id: number, andSupervisor: boolean): number {
-  const d = listDevices().find((x) => x.id === id)!;
-  if (andSupervisor) {
-    assert.ok(d.supervisor, 'a device with recovery has a supervisor');
-    process.kill(d.supervisor, 'SIGKILL');
-  }
-  process.kill(d.pid!, 'SIGKILL');
-  return d.pid!;
-}
 
 const CASES: Array<[string, string[]]> = [
   ['classic, kernel copy', []],
