@@ -182,3 +182,27 @@ export function killServer(id: number, andSupervisor: boolean): number {
   process.kill(d.pid!, 'SIGKILL');
   return d.pid!;
 }
+
+/**
+ * Kills the server of `dev` (a device with --recovery) and its supervisor
+ * while fio writes and verifies 24 MiB, waits for the device to be
+ * quiesced, and recovers it: fio must finish with every write verified, and
+ * the device be live again, served by `target`.
+ */
+export async function killAndRecoverUnderFio(dev: string, target: string): Promise<void> {
+  const id = idOf(dev);
+  const fio = fioWriteVerify(dev, '24m');
+  await sleep(2500);
+  killServer(id, true);
+  // No server: the device waits (requests requeued), fio stays blocked, nothing fails.
+  await waitForState(id, 'quiesced');
+  const r = cli('recover', String(id));
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), dev);
+  const done = await fio;
+  assert.equal(done.code, 0, `fio after recovery:\n${done.out}`);
+  assert.doesNotMatch(done.out, /verify.*(bad|fail)|error=/i);
+  const listed = listDevices().find((d) => d.id === id)!;
+  assert.equal(listed.state, 'live');
+  assert.equal(listed.target, target);
+}

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import {
-  addDevice, cli, delDevice, fioVerify, fioWriteVerify, idOf, killServer, listDevices, sh, sleep, vmSuite, waitForState,
+  addDevice, cli, delDevice, fioVerify, killAndRecoverUnderFio, sh, vmSuite,
 } from './helpers.js';
 
 vmSuite();
@@ -115,20 +115,8 @@ test('nbd in zero copy with --recovery reissue: its server killed under fio veri
   const srv = await server('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
   try {
     const dev = addDevice('nbd', '--socket', sock, '--copy', 'zero', '--recovery', 'reissue');
-    const id = idOf(dev);
     try {
-      const fio = fioWriteVerify(dev, '24m');
-      await sleep(2500);
-      killServer(id, true);
-      await waitForState(id, 'quiesced');
-      const r = cli('recover', String(id));
-      assert.equal(r.code, 0, r.stderr);
-      const done = await fio;
-      assert.equal(done.code, 0, `fio after recovery:\n${done.out}`);
-      assert.doesNotMatch(done.out, /verify.*(bad|fail)|error=/i);
-      const listed = listDevices().find((d) => d.id === id)!;
-      assert.equal(listed.state, 'live');
-      assert.equal(listed.target, 'nbd');
+      await killAndRecoverUnderFio(dev, 'nbd');
     } finally {
       delDevice(dev);
     }

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, brdForFile, cli, delDevice, fioWriteVerify, FULL_ONLY, idOf, killServer, listDevices, run, serverPids, sh, sleep, vmSuite, waitForState,
+  addDevice, assertClean, brdForFile, cli, delDevice, FULL_ONLY, idOf, killAndRecoverUnderFio, killServer, listDevices, run, serverPids, sh, sleep, vmSuite,
+  waitForState,
 } from './helpers.js';
 
 vmSuite();
@@ -29,27 +30,13 @@ for (const [name, args] of CASES) {
   test(`${name}: kill -9 during fio writes, recover: fio goes on, every acknowledged write is there`,
     { skip: name !== 'batch, user copy' && FULL_ONLY }, async () => {
     const dev = addDevice('loop', '--file', RAM, '--recovery', 'reissue', ...args);
-    const id = idOf(dev);
     try {
-      const fio = fioWriteVerify(dev, '24m');
-      await sleep(2500);
-      killServer(id, true);
-      // No server: the device waits (requests requeued), fio stays blocked, nothing fails.
-      await waitForState(id, 'quiesced');
-      const r = cli('recover', String(id));
-      assert.equal(r.code, 0, r.stderr);
-      assert.equal(r.stdout.trim(), dev);
-      const done = await fio;
-      assert.equal(done.code, 0, `fio after recovery:\n${done.out}`);
-      assert.doesNotMatch(done.out, /verify.*(bad|fail)|error=/i);
-      const listed = listDevices().find((d) => d.id === id)!;
-      assert.equal(listed.state, 'live');
-      assert.equal(listed.target, 'loop');
+      await killAndRecoverUnderFio(dev, 'loop');
     } finally {
       delDevice(dev);
     }
     assertClean();
-    assert.ok(!fs.existsSync(`/run/ublk-ts/${id}.json`), 'del removes the saved configuration');
+    assert.ok(!fs.existsSync(`/run/ublk-ts/${idOf(dev)}.json`), 'del removes the saved configuration');
   });
 }
 
