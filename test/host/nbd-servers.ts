@@ -93,6 +93,18 @@ export class Harness extends DataPath {
     return tags.map((t) => this.results.get(t)!);
   }
 
+  /**
+   * `seen(sub, res)` sees every own CQE (a connection's send, recv...)
+   * before the target does; returning true keeps it from the target (a CQE
+   * of the test's own).
+   */
+  watchOwnCqes(seen: (sub: number, res: number) => boolean | void): void {
+    const pass = this.dispatcher.onOwnCqe.bind(this.dispatcher);
+    this.dispatcher.onOwnCqe = (hi, res, flags) => {
+      if (seen(hi, res) !== true) pass(hi, res, flags);
+    };
+  }
+
   async serve(tag: number, op: number, offset: number, length: number, flags = 0): Promise<number> {
     this.start(tag, op, offset, length, flags);
     return (await this.wait([tag]))[0]!;

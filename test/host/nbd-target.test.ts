@@ -444,11 +444,9 @@ test('nbd: replies that arrive together are taken by one recv and copied out; a 
   try {
     await withTarget({ socket: sock }, async (h) => {
       let recvs = 0;
-      const onOwnCqe = h.dispatcher.onOwnCqe.bind(h.dispatcher);
-      h.dispatcher.onOwnCqe = (hi, res, flags) => {
-        if (subOp(hi) === OP_RECV) recvs++;
-        onOwnCqe(hi, res, flags);
-      };
+      h.watchOwnCqes((sub) => {
+        if (subOp(sub) === OP_RECV) recvs++;
+      });
       lens.forEach((len, tag) => h.start(tag, UBLK_IO_OP_READ, tag * MiB, len));
       assert.deepEqual(await h.wait(lens.map((_, t) => t)), lens);
       lens.forEach((len, tag) => assert.deepEqual(h.tagBuffer(tag).subarray(0, len), pattern(len, tag * MiB / 4096), `tag ${tag}'s data`));
@@ -479,11 +477,9 @@ test('nbd in zero copy on nbdkit memory (Unix socket): large WRITE payloads sent
     // Small WRITEs are read out of their pages and go with their headers in one SENDMSG per batch:
     // one send for the first (sent at once), one for the seven queued behind it.
     let sends = 0;
-    const onOwnCqe = h.dispatcher.onOwnCqe.bind(h.dispatcher);
-    h.dispatcher.onOwnCqe = (hi, res, flags) => {
-      if (subOp(hi) === OP_SEND) sends++;
-      onOwnCqe(hi, res, flags);
-    };
+    h.watchOwnCqes((sub) => {
+      if (subOp(sub) === OP_SEND) sends++;
+    });
     const tags = Array.from({ length: DEPTH }, (_, t) => t);
     for (const t of tags) {
       h.tagBuffer(t).set(pattern(4096, 20 + t).subarray(0, 4096));
@@ -538,15 +534,13 @@ async function eightWrites(h: ZeroCopyHarness, sock: string): Promise<number> {
   const opt = new Int32Array(native.alloc(8));
   opt[0] = 64 << 10;
   prepSetsockopt(h.ring, h.dispatcher.ownSqe(subOf(1 << 20, OP_SETSOCKOPT)), conn.fd, SOL_SOCKET, SO_SNDBUF, native.addressOf(opt), 4);
-  const onOwnCqe = h.dispatcher.onOwnCqe.bind(h.dispatcher);
-  h.dispatcher.onOwnCqe = (hi, res, flags) => {
-    if (subConn(hi) === 1 << 20) {
+  h.watchOwnCqes((sub, res) => {
+    if (subConn(sub) === 1 << 20) {
       shrunk = res;
-      return;
+      return true;
     }
-    if (subOp(hi) === OP_SEND && res > 0) sends++;
-    onOwnCqe(hi, res, flags);
-  };
+    if (subOp(sub) === OP_SEND && res > 0) sends++;
+  });
   const tags = Array.from({ length: DEPTH }, (_, t) => t);
   for (const t of tags) {
     h.tagBuffer(t).set(pattern(MiB, 10 + t));

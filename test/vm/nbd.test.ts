@@ -42,11 +42,21 @@ async function stop(p: ChildProcess): Promise<void> {
   await gone;
 }
 
-test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload: requests split to fit, fio crc32c verify, mkfs.ext4, mount, fsck', async () => {
+/** `nbdkit ARGS` on a Unix socket in a directory of its own for `fn`; stopped, and the directory removed, after. */
+async function withNbdkit(args: string[], fn: (sock: string, dir: string) => Promise<void> | void): Promise<void> {
   const dir = fs.mkdtempSync('/tmp/nbd-');
   const sock = `${dir}/nbdkit.sock`;
-  const srv = await server('nbdkit', ['-f', '-U', sock, '--filter=blocksize-policy', 'memory', '64M', 'blocksize-maximum=128K'], { path: sock });
+  const srv = await server('nbdkit', ['-f', '-U', sock, ...args], { path: sock });
   try {
+    await fn(sock, dir);
+  } finally {
+    await stop(srv);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload: requests split to fit, fio crc32c verify, mkfs.ext4, mount, fsck', async () => {
+  await withNbdkit(['--filter=blocksize-policy', 'memory', '64M', 'blocksize-maximum=128K'], async (sock, dir) => {
     const dev = addDevice('nbd', '--socket', sock);
     const mnt = `${dir}/mnt`;
     fs.mkdirSync(mnt);
@@ -71,17 +81,11 @@ test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload: request
     } finally {
       delDevice(dev);
     }
-  } finally {
-    await stop(srv);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c verify (512 B to 1 MiB), 1 MiB written and read back, holes; batch mode with explicit registration', async () => {
-  const dir = fs.mkdtempSync('/tmp/nbd-');
-  const sock = `${dir}/nbdkit.sock`;
-  const srv = await server('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
-  try {
+  await withNbdkit(['memory', '64M'], async (sock, dir) => {
     const dev = addDevice('nbd', '--socket', sock, '--copy', 'zero');
     try {
       const big = crypto.randomBytes(MiB);
@@ -103,27 +107,18 @@ test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c 
     } finally {
       delDevice(batch);
     }
-  } finally {
-    await stop(srv);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('nbd in zero copy with --recovery reissue: its server killed under fio verify, `recover` attaches a new one: fio completes, every write verified', async () => {
-  const dir = fs.mkdtempSync('/tmp/nbd-');
-  const sock = `${dir}/nbdkit.sock`;
-  const srv = await server('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
-  try {
+  await withNbdkit(['memory', '64M'], async (sock) => {
     const dev = addDevice('nbd', '--socket', sock, '--copy', 'zero', '--recovery', 'reissue');
     try {
       await killAndRecoverUnderFio(dev, 'nbd');
     } finally {
       delDevice(dev);
     }
-  } finally {
-    await stop(srv);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('nbd on qemu-nbd, qcow2 over TCP: fio verify, then data written reads back in the image after del (qemu-img compare)', async () => {
