@@ -29,7 +29,7 @@ import { addSqeFlags, prepReadFixed, prepRecv, prepSendmsg, prepSetsockopt, prep
 import { IOSQE_IO_LINK } from '../uring/constants.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
-import { EIO } from '../sys.js';
+import { ECANCELED, EIO } from '../sys.js';
 import { encodeRequest } from './wire.js';
 import { InFlight } from './in-flight.js';
 import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
@@ -62,7 +62,6 @@ const IOV_BYTES = 16;
 const MSGHDR_BYTES = 56;
 /** Most SQEs in one chain of sends (zero copy: a SENDMSG and a WRITE_FIXED per WRITE); the rest go in the next. */
 const MAX_SEGS = 32;
-const ECANCELED = 125;
 /** struct msghdr (x86-64, aarch64): msg_iov at 16, msg_iovlen at 24. */
 const MSG_IOV = 16, MSG_IOVLEN = 24;
 
