@@ -2,9 +2,9 @@
 // nbd-client) against ublk-ts's nbd target, both in front of the same
 // `nbdkit memory` export, over a Unix socket and over loopback TCP.
 //
-// ublk-ts serves in its default copy mode (kernel: the data crosses memory
-// twice, socket and tag buffer, tag buffer and request) and in zero copy
-// (`ublk-zc`: once, as in the kernel client).
+// ublk-ts serves with its default options (`ublk`: zero copy, each byte
+// crossing memory once, as in the kernel client) and in kernel copy
+// (`ublk-kc`: twice, socket and tag buffer, tag buffer and request).
 //
 // Both clients use one connection and one queue, and the same block size
 // (512); nbdkit's CPU is measured for each, so its column doubles as a check
@@ -114,8 +114,8 @@ export async function nbdSuite(): Promise<string> {
       attached.push(k.path);
       subjects.push({ ...k, peers });
       fill(k.path);
-      for (const copy of ['kernel', 'zero'] as const) {
-        const u = await ublk(`ublk${copy === 'zero' ? '-zc' : ''}-${t.name}`, { target: 'nbd', copy, options: { ...t.target, export: EXPORT } });
+      for (const copy of [undefined, 'kernel'] as const) {
+        const u = await ublk(`ublk${copy ? '-kc' : ''}-${t.name}`, { target: 'nbd', copy, options: { ...t.target, export: EXPORT } });
         subjects.push({ ...u, peers });
       }
     }
@@ -125,7 +125,7 @@ export async function nbdSuite(): Promise<string> {
     const vs = names.filter((n) => n.startsWith('ublk-')).map((n): [string, string] => [n, `knbd-${n.split('-').pop()}`]);
     const casesIn = (unit: string) => CASES.filter((c) => (c.unit ?? 'IOPS') === unit).map((c) => c.name);
     const title = `nbd: knbd = kernel NBD client (nbd-client, 1 connection), ublk = ublk-ts nbd target (1 queue, depth 128, 1 connection; ` +
-      `ublk-zc: --copy zero); ` +
+      `default options: zero copy; ublk-kc: --copy kernel); ` +
       `one nbdkit memory ${SIZE / MiB} MiB export per transport (median of ${ROUNDS})`;
     const perIoCols = subjects.flatMap((s) => [...(s.pid === undefined ? [] : [s.name]), `${s.name} nbdkit`, `${s.name} fio`]);
     return [

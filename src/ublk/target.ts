@@ -41,6 +41,8 @@ export const COPY_MODES: readonly CopyMode[] = ['kernel', 'user', 'zero'];
  *   holds in its own memory (a network reply received with others): the
  *   device then has UBLK_F_USER_COPY beside zero copy;
  * - `none`: never (the null target): every mode.
+ * `ring`, `ring-and-user-copy` and `none` targets get zero copy by default
+ * where the kernel has it (defaultCopy in mode.ts): they must serve every mode.
  */
 export type TargetData = 'buffer' | 'ring' | 'ring-and-user-copy' | 'none';
 

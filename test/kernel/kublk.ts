@@ -91,8 +91,9 @@ function ublkTsAdd(p: Parsed): string[] {
   }
   args.push('--queues', o.get('queues') ?? '2', '--depth', o.get('depth') ?? '128');
   if (o.has('number') && o.get('number') !== '-1') args.push('--id', o.get('number')!);
-  const copy = o.has('zero_copy') || o.has('auto_zc') ? 'zero' : o.has('user_copy') ? 'user' : null;
-  if (copy) args.push('--copy', copy);
+  // kublk copies (kernel copy) unless told otherwise; ublk-ts would pick zero copy where it can.
+  const copy = o.has('zero_copy') || o.has('auto_zc') ? 'zero' : o.has('user_copy') ? 'user' : 'kernel';
+  args.push('--copy', copy);
   if (o.has('zero_copy') && !o.has('auto_zc')) args.push('--no-auto-buf-reg');
   if (o.has('get_data')) args.push('--need-get-data');
   if (o.has('batch')) args.push('--batch');

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, cli, CLI, cliWith, delDevice, idOf, listDevices, serverPids, sleep, ublkNodes, vmSuite,
+  addDevice, assertClean, cli, CLI, cliWith, delDevice, idOf, listDevices, serverPids, sh, sleep, ublkNodes, vmSuite,
 } from './helpers.js';
 import { assertOneLineError } from '../one-line-error.js';
 
@@ -49,6 +49,24 @@ describe('lifecycle', () => {
     const dev = addDevice('null', '--size', '16M', '--queues', String(cpus + 2));
     assert.equal(listDevices()[0]!.queues, cpus);
     delDevice(dev); // hangs if a worker served a queue that does not exist
+    assertClean();
+  });
+
+  test('the copy mode by default: zero copy for targets that move data on the ring or none, kernel copy for the others and where the kernel lacks AUTO_BUF_REG', () => {
+    const zc = ['SUPPORT_ZERO_COPY', 'AUTO_BUF_REG'];
+    const flagsOf = (dev: string): string[] => listDevices().find((d) => d.path === dev)!.flags;
+    const nul = addDevice('null', '--size', '16M');
+    const mem = addDevice('memory', '--size', '16M');
+    const r = cliWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'AUTO_BUF_REG' }, 'add', 'null', '--size', '16M');
+    assert.equal(r.code, 0, r.stderr);
+    const old = r.stdout.trim().split('\n').pop()!;
+    try {
+      for (const f of zc) assert.ok(flagsOf(nul).includes(f), `null: ${f} in ${flagsOf(nul)}`);
+      for (const dev of [mem, old]) assert.ok(!flagsOf(dev).some((f) => zc.includes(f) || f === 'USER_COPY'), `${dev}: kernel copy, ${flagsOf(dev)}`);
+      for (const dev of [nul, mem, old]) sh('dd', 'if=/dev/zero', `of=${dev}`, 'bs=64k', 'count=16', 'oflag=direct', 'status=none');
+    } finally {
+      for (const dev of [nul, mem, old]) delDevice(dev);
+    }
     assertClean();
   });
 

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import {
-  addDevice, cli, delDevice, fioVerify, killAndRecoverUnderFio, sh, vmSuite,
+  addDevice, cli, delDevice, fioVerify, killAndRecoverUnderFio, listDevices, sh, vmSuite,
 } from './helpers.js';
 
 vmSuite();
@@ -55,12 +55,14 @@ async function withNbdkit(args: string[], fn: (sock: string, dir: string) => Pro
   }
 }
 
-test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload: requests split to fit, fio crc32c verify, mkfs.ext4, mount, fsck', async () => {
+test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload, zero copy by default: requests split to fit, fio crc32c verify, mkfs.ext4, mount, fsck', async () => {
   await withNbdkit(['--filter=blocksize-policy', 'memory', '64M', 'blocksize-maximum=128K'], async (sock, dir) => {
     const dev = addDevice('nbd', '--socket', sock);
     const mnt = `${dir}/mnt`;
     fs.mkdirSync(mnt);
     try {
+      const { flags } = listDevices()[0]!;
+      for (const f of ['SUPPORT_ZERO_COPY', 'AUTO_BUF_REG', 'USER_COPY']) assert.ok(flags.includes(f), `zero copy by default: ${f} in ${flags.join(' ')}`);
       // The export's maximum payload is the device's largest request: the kernel splits a 1 MiB write.
       assert.equal(fs.readFileSync(`/sys/block/${dev.slice(5)}/queue/max_hw_sectors_kb`, 'utf8').trim(), '128');
       const big = crypto.randomBytes(MiB);
@@ -84,16 +86,17 @@ test('nbd on nbdkit memory (Unix socket) with a 128 KiB maximum payload: request
   });
 });
 
-test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c verify (512 B to 1 MiB), 1 MiB written and read back, holes; batch mode with explicit registration', async () => {
+test('nbd in kernel copy (--copy kernel) on nbdkit memory (Unix socket): fio crc32c verify (512 B to 1 MiB), 1 MiB written and read back, holes; zero copy in batch mode with explicit registration', async () => {
   await withNbdkit(['memory', '64M'], async (sock, dir) => {
-    const dev = addDevice('nbd', '--socket', sock, '--copy', 'zero');
+    const dev = addDevice('nbd', '--socket', sock, '--copy', 'kernel');
     try {
+      assert.ok(!listDevices()[0]!.flags.includes('SUPPORT_ZERO_COPY'), 'kernel copy as asked');
       const big = crypto.randomBytes(MiB);
       fs.writeFileSync(`${dir}/big`, big);
       sh('dd', `if=${dir}/big`, `of=${dev}`, 'bs=1M', 'seek=3', 'oflag=direct', 'status=none');
       sh('dd', `if=${dev}`, `of=${dir}/back`, 'bs=1M', 'skip=3', 'count=1', 'iflag=direct', 'status=none');
       assert.ok(fs.readFileSync(`${dir}/back`).equals(big), '1 MiB reads back');
-      // Never written: holes in structured replies, zeroed in the request's pages.
+      // Never written: holes in structured replies, zeroed in the tag buffer.
       sh('dd', `if=${dev}`, `of=${dir}/hole`, 'bs=64k', 'skip=100', 'count=4', 'iflag=direct', 'status=none');
       assert.ok(fs.readFileSync(`${dir}/hole`).every((b) => b === 0), 'an unwritten range reads as zeros');
       fioVerify(dev, { iodepth: 16, size: '24m' });
@@ -110,9 +113,9 @@ test('nbd in zero copy (--copy zero) on nbdkit memory (Unix socket): fio crc32c 
   });
 });
 
-test('nbd in zero copy with --recovery reissue: its server killed under fio verify, `recover` attaches a new one: fio completes, every write verified', async () => {
+test('nbd (zero copy, the default) with --recovery reissue: its server killed under fio verify, `recover` attaches a new one: fio completes, every write verified', async () => {
   await withNbdkit(['memory', '64M'], async (sock) => {
-    const dev = addDevice('nbd', '--socket', sock, '--copy', 'zero', '--recovery', 'reissue');
+    const dev = addDevice('nbd', '--socket', sock, '--recovery', 'reissue');
     try {
       await killAndRecoverUnderFio(dev, 'nbd');
     } finally {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, brdForFile, cli, delDevice, FULL_ONLY, idOf, killAndRecoverUnderFio, killServer, listDevices, run, serverPids, sh, sleep, vmSuite,
+  addDevice, assertClean, brdForFile, cli, cliWith, delDevice, FULL_ONLY, idOf, killAndRecoverUnderFio, killServer, listDevices, run, serverPids, sh, sleep, vmSuite,
   waitForState,
 } from './helpers.js';
 
@@ -18,7 +18,7 @@ vmSuite();
 const [RAM] = brdForFile(1, 65536) as [string];
 
 const CASES: Array<[string, string[]]> = [
-  ['classic, kernel copy', []],
+  ['classic, kernel copy', ['--copy', 'kernel']],
   ['batch, user copy', ['--batch', '--copy', 'user']],
   ['classic, zero copy', ['--copy', 'zero']],
 ];
@@ -39,6 +39,27 @@ for (const [name, args] of CASES) {
     assert.ok(!fs.existsSync(`/run/ublk-ts/${idOf(dev)}.json`), 'del removes the saved configuration');
   });
 }
+
+test('recover without --copy keeps the copy mode the device was created with: kernel copy, where the kernel lacked AUTO_BUF_REG at add, though it has it now', async () => {
+  // The state file holds no copy mode when none was asked for: the device's flags decide.
+  const r = cliWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'AUTO_BUF_REG' }, 'add', 'null', '--size', '16M', '--recovery', 'requeue');
+  assert.equal(r.code, 0, r.stderr);
+  const dev = r.stdout.trim().split('\n').pop()!;
+  const id = idOf(dev);
+  try {
+    assert.ok(!listDevices()[0]!.flags.includes('SUPPORT_ZERO_COPY'), 'kernel copy without AUTO_BUF_REG');
+    killServer(id, true);
+    await waitForState(id, 'quiesced');
+    const rec = cli('recover', String(id));
+    assert.equal(rec.code, 0, rec.stderr);
+    await waitForState(id, 'live');
+    assert.ok(!listDevices()[0]!.flags.includes('SUPPORT_ZERO_COPY'));
+    sh('dd', `if=${dev}`, 'of=/dev/null', 'bs=1M', 'count=4', 'iflag=direct', 'status=none');
+  } finally {
+    delDevice(dev);
+  }
+  assertClean();
+});
 
 test('automatic restart: the server killed twice during a 20 s fio run, fio sees no error', async () => {
   const dev = addDevice('loop', '--file', RAM, '--recovery', 'reissue', '--queues', '2');

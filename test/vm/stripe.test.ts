@@ -11,7 +11,7 @@ vmSuite();
 const DISKS = brdForFile(2, 32768);
 
 const CASES: Array<[string, string[], boolean]> = [
-  ['classic, kernel copy', [], false], // npm test's kernel selftest stripe_01 verifies this mode
+  ['classic, kernel copy', ['--copy', 'kernel'], false], // npm test's kernel selftest stripe_01 verifies this mode
   ['classic, user copy', ['--copy', 'user'], true],
   ['classic, zero copy', ['--copy', 'zero'], true],
   ['batch, zero copy', ['--batch', '--copy', 'zero'], false],

@@ -22,10 +22,11 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
   { key: 'threads', type: 'int', arg: 'N', min: 1, max: 1024,
     help: 'serving threads for all queues (default: one per queue); classic mode deals every queue\'s tags out to them ' +
       '(UBLK_F_PER_IO_DAEMON)' },
-  // No default here: it depends on the target (kernel; user for a zoned one, which the kernel serves with user copy only).
+  // No default here: it depends on the target, the kernel and the other options (defaultCopy in mode.ts).
   { key: 'copy', type: 'enum', arg: 'MODE', choices: COPY_MODES,
     help: 'how data moves: the driver copies into server buffers (kernel), the server copies on /dev/ublkcN (user), ' +
-      'or the request\'s pages are used in place (zero); default kernel, user for zoned targets' },
+      'or the request\'s pages are used in place (zero); default zero where the target (null, loop, stripe, nbd) and ' +
+      'the kernel allow it and the device has its own threads, else kernel (user for zoned targets)' },
   { key: 'autoBufReg', flag: 'no-auto-buf-reg', type: 'bool', negated: true, default: true, onlyWith: { key: 'copy', value: 'zero' },
     help: 'zero copy: register request pages with REGISTER_IO_BUF per request instead of UBLK_F_AUTO_BUF_REG' },
   { key: 'recovery', type: 'enum', arg: 'POLICY', choices: RECOVERY_POLICIES, default: 'none',

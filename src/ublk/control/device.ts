@@ -58,7 +58,10 @@ export interface DeviceOptions extends IntegrityChoice {
    * requests per second than sleeping.
    */
   pollUsec?: number;
-  /** How request data travels (see CopyMode). Default 'kernel' ('user' for a zoned target). */
+  /**
+   * How request data travels (see CopyMode). Default: zero copy where the
+   * target and the kernel allow it, else kernel ('user' for a zoned target): defaultCopy() in mode.ts.
+   */
   copy?: CopyMode;
   /**
    * Zero copy: let the driver register each request's pages (AUTO_BUF_REG,
@@ -352,7 +355,9 @@ export class UblkDevice {
       const features = await ctrl.getFeatures();
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
       // A user who is not root gets an unprivileged device (UBLK_F_UNPRIVILEGED_DEV), which is theirs only.
-      const mode = servingMode({ ...o, unprivileged: !isRoot() }, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
+      // A device being recovered keeps its copy mode, which its flags tell where none is given.
+      const deviceFlags = recoverId !== null && o.copy === undefined ? (await ctrl.getDevInfo(recoverId)).flags : undefined;
+      const mode = servingMode({ ...o, unprivileged: !isRoot(), sharedThreads: hooks.pool !== undefined, deviceFlags }, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
         integrity: setup.integrity, zoned: setup.zoned !== undefined }, features);
       checkKernelSupports(mode, features);
       if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
