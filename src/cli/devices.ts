@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { UblkControl, UblkControlError, blockDevicePath, isRoot } from '../ublk/control/control.js';
 import { featureNames, STATE_NAMES, UBLK_PARAM_TYPE_INTEGRITY, UBLK_PARAM_TYPE_ZONED } from '../ublk/abi/uapi.js';
 import { describeIntegrity, type IntegrityListing } from '../ublk/integrity.js';
-import { recoveryOf } from '../ublk/mode.js';
+import { copyOf, recoveryOf } from '../ublk/mode.js';
 import { EACCES, ENODEV, ENOENT } from '../sys.js';
 import { EPERM } from '../errno.js';
 import { processAlive } from '../process-alive.js';
@@ -36,6 +36,8 @@ export interface DeviceListing {
   supervisor: number | null;
   /** UBLK_F_USER_RECOVERY policy: none, requeue, reissue, fail-io. */
   recovery: string;
+  /** How request data travels: kernel, user or zero (copy), from the flags. */
+  copy: string;
   maxIoBytes: number;
   /** A zoned device's layout (UBLK_F_ZONED): zone size in bytes, zone count, open/active limits (0: none); else null. */
   zoned: { zoneSize: number; zones: number; maxOpen: number; maxActive: number } | null;
@@ -77,6 +79,7 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
       pid,
       supervisor: st?.supervisor !== undefined && processAlive(st.supervisor) ? st.supervisor : null,
       recovery: recoveryOf(info.flags),
+      copy: copyOf(info.flags),
       maxIoBytes: info.max_io_buf_bytes,
       zoned: params.types & UBLK_PARAM_TYPE_ZONED && params.basic.chunk_sectors ? {
         zoneSize: params.basic.chunk_sectors * 512, zones: params.basic.dev_sectors / params.basic.chunk_sectors,

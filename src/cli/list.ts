@@ -31,7 +31,8 @@ export const listCommand: Command = {
       return;
     }
     for (const d of devs) {
-      print(`${d.path}: id ${d.id}, ${d.state}, target ${d.target}, ${formatSize(d.size)}, ${d.queues} queue(s) x ${d.depth}, pid ${d.pid ?? '-'}`);
+      print(`${d.path}: id ${d.id}, ${d.state}, target ${d.target}, ${formatSize(d.size)}, ${d.queues} queue(s) x ${d.depth}, ` +
+        `${d.copy} copy, pid ${d.pid ?? '-'}`);
       print(`  flags: ${d.flags.join(' ')}`);
       if (d.zoned) {
         const limit = (n: number) => (n ? String(n) : 'no limit');

@@ -25,6 +25,11 @@ export function recoveryOf(flags: number): RecoveryPolicy {
   return flags & UBLK_F_USER_RECOVERY_REISSUE ? 'reissue' : flags & UBLK_F_USER_RECOVERY_FAIL_IO ? 'fail-io' : 'requeue';
 }
 
+/** The copy mode a device was created with, from its flags. */
+export function copyOf(flags: number): CopyMode {
+  return flags & UBLK_F_SUPPORT_ZERO_COPY ? 'zero' : flags & UBLK_F_USER_COPY ? 'user' : 'kernel';
+}
+
 /** Most fixed buffers one io_uring table holds (zero copy: one slot per tag a ring serves). */
 export const MAX_BUFFER_SLOTS = 16384;
 
@@ -199,9 +204,7 @@ export function servingMode(o: ModeChoice,
  */
 export function defaultCopy(o: ModeChoice, data: TargetData, zoned: boolean, features: number): CopyMode {
   const fallback = zoned ? 'user' : 'kernel';
-  if (o.deviceFlags !== undefined) {
-    return o.deviceFlags & UBLK_F_SUPPORT_ZERO_COPY ? 'zero' : o.deviceFlags & UBLK_F_USER_COPY ? 'user' : 'kernel';
-  }
+  if (o.deviceFlags !== undefined) return copyOf(o.deviceFlags);
   if (zoned || data === 'buffer' || o.unprivileged || o.shmem !== undefined || o.needGetData || o.metadataSize || o.sharedThreads) return fallback;
   // (--threads in batch mode: the kernel may clamp the queues below the threads, which AUTO_BUF_REG cannot serve)
   if (o.batch && o.threads !== undefined) return fallback;

@@ -30,7 +30,7 @@ test('short options, list ID, stats under fio, per-device log, del -n', async ()
   try {
     const l = cli('list', id);
     assert.equal(l.code, 0, l.stderr);
-    assert.match(l.stdout, /^\/dev\/ublkb5: id 5, live, target memory, 64 MiB, 2 queue\(s\) x 32, pid \d+$/m);
+    assert.match(l.stdout, /^\/dev\/ublkb5: id 5, live, target memory, 64 MiB, 2 queue\(s\) x 32, kernel copy, pid \d+$/m);
     const j = JSON.parse(cli('list', '-n', id, '--json').stdout) as { size: number; queues: number };
     assert.equal(j.size, 64 * 2 ** 20, '--json sizes are bytes');
     assert.equal(cli('list', '4242').code, 2, 'list of a device that does not exist');

@@ -80,7 +80,7 @@ export function delDevice(dev: string): void {
 
 export interface Listed {
   id: number; path: string; state: string; target: string; size: number; queues: number; depth: number;
-  flags: string[]; pid: number | null; supervisor: number | null; recovery: string;
+  flags: string[]; pid: number | null; supervisor: number | null; recovery: string; copy: string;
 }
 
 export function listDevices(): Listed[] {

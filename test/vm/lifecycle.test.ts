@@ -54,7 +54,8 @@ describe('lifecycle', () => {
 
   test('the copy mode by default: zero copy for targets that move data on the ring or none, kernel copy for the others and where the kernel lacks AUTO_BUF_REG', () => {
     const zc = ['SUPPORT_ZERO_COPY', 'AUTO_BUF_REG'];
-    const flagsOf = (dev: string): string[] => listDevices().find((d) => d.path === dev)!.flags;
+    const listed = (dev: string) => listDevices().find((d) => d.path === dev)!;
+    const flagsOf = (dev: string): string[] => listed(dev).flags;
     const nul = addDevice('null', '--size', '16M');
     const mem = addDevice('memory', '--size', '16M');
     const r = cliWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'AUTO_BUF_REG' }, 'add', 'null', '--size', '16M');
@@ -62,7 +63,11 @@ describe('lifecycle', () => {
     const old = r.stdout.trim().split('\n').pop()!;
     try {
       for (const f of zc) assert.ok(flagsOf(nul).includes(f), `null: ${f} in ${flagsOf(nul)}`);
-      for (const dev of [mem, old]) assert.ok(!flagsOf(dev).some((f) => zc.includes(f) || f === 'USER_COPY'), `${dev}: kernel copy, ${flagsOf(dev)}`);
+      assert.equal(listed(nul).copy, 'zero', '`list` names the mode');
+      for (const dev of [mem, old]) {
+        assert.ok(!flagsOf(dev).some((f) => zc.includes(f) || f === 'USER_COPY'), `${dev}: kernel copy, ${flagsOf(dev)}`);
+        assert.equal(listed(dev).copy, 'kernel');
+      }
       for (const dev of [nul, mem, old]) sh('dd', 'if=/dev/zero', `of=${dev}`, 'bs=64k', 'count=16', 'oflag=direct', 'status=none');
     } finally {
       for (const dev of [nul, mem, old]) delDevice(dev);
