@@ -193,7 +193,8 @@ export function servingMode(o: ModeChoice,
  * on the ring or moves none (loop, stripe, nbd, null) and the kernel has it:
  * no copy between the request's pages and a server buffer, which in the VM
  * made 128 KiB loop IO 5x faster, nbd's 512 KiB writes 1.5x and null's 4k
- * QD 64 1.35x (README: copy modes), and no tag buffers to keep. Kernel copy
+ * QD 64 1.1-1.4x (README: --copy, Performance), and no tag buffers to keep
+ * (nbd's small random IO pays 1-13% for a pread per small WRITE). Kernel copy
  * otherwise (user copy for a zoned target, which the kernel serves with user
  * or zero copy only), and where zero copy cannot serve what else was asked:
  * a user who is not root, --shmem, --need-get-data, --metadata-size, a
