@@ -58,37 +58,37 @@ test('zero copy for a target that also puts bytes of its own into requests (nbd)
 test('copy mode by default: zero where the target moves data on the ring (or none) and the kernel has zero copy, else what was the default', () => {
   const zcKernel = UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG | UBLK_F_USER_COPY;
   const nbd = { name: 'nbd', data: 'ring-and-user-copy' as const };
-  const copyOf = (o: Partial<ModeChoice>, target: Parameters<typeof servingMode>[1] = ring, features = zcKernel): string =>
+  const chosen = (o: Partial<ModeChoice>, target: Parameters<typeof servingMode>[1] = ring, features = zcKernel): string =>
     servingMode({ batch: false, autoBufReg: true, ...o }, target, features).copy;
-  assert.equal(copyOf({}), 'zero');
-  assert.equal(copyOf({}, nbd), 'zero');
-  assert.equal(copyOf({}, { name: 'null', data: 'none' }), 'zero');
+  assert.equal(chosen({}), 'zero');
+  assert.equal(chosen({}, nbd), 'zero');
+  assert.equal(chosen({}, { name: 'null', data: 'none' }), 'zero');
   assert.equal(servingMode({ batch: false, autoBufReg: true }, ring, zcKernel).flags, UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG);
-  assert.equal(copyOf({ batch: true }), 'zero');
+  assert.equal(chosen({ batch: true }), 'zero');
   // what the kernel lacks
-  assert.equal(copyOf({}, ring, UBLK_F_SUPPORT_ZERO_COPY), 'kernel', 'no AUTO_BUF_REG (before Linux 6.16)');
-  assert.equal(copyOf({}, nbd, UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG), 'kernel', 'nbd also needs USER_COPY beside it');
-  assert.equal(copyOf({}, ring, 0), 'kernel');
+  assert.equal(chosen({}, ring, UBLK_F_SUPPORT_ZERO_COPY), 'kernel', 'no AUTO_BUF_REG (before Linux 6.16)');
+  assert.equal(chosen({}, nbd, UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG), 'kernel', 'nbd also needs USER_COPY beside it');
+  assert.equal(chosen({}, ring, 0), 'kernel');
   // targets that move data in JavaScript, and zoned ones
-  assert.equal(copyOf({}, { name: 'memory' }), 'kernel');
-  assert.equal(copyOf({}, { name: 'zoned', zoned: true }), 'user');
+  assert.equal(chosen({}, { name: 'memory' }), 'kernel');
+  assert.equal(chosen({}, { name: 'zoned', zoned: true }), 'user');
   // what else was asked for
-  assert.equal(copyOf({ unprivileged: true }), 'kernel', 'not root');
-  assert.equal(copyOf({ shmem: '/dev/shm/x' }), 'kernel');
-  assert.equal(copyOf({ needGetData: true }), 'kernel');
-  assert.throws(() => copyOf({ metadataSize: 8 }, { ...ring, integrity: true }), /needs --copy user/, 'metadata: user copy, asked for as before');
-  assert.equal(copyOf({ sharedThreads: true }), 'kernel', "a daemon's threads");
-  assert.equal(copyOf({ batch: true, threads: 2, queues: 2 }), 'kernel', 'batch with --threads');
-  assert.equal(copyOf({ threads: 2, queues: 2 }), 'zero', 'classic with --threads');
-  assert.equal(copyOf({ queues: 8, threads: 1, depth: 4096 }), 'kernel', 'more tags per thread than a buffer table holds');
-  assert.equal(copyOf({ queues: 4, threads: 1, depth: 4096 }), 'zero');
+  assert.equal(chosen({ unprivileged: true }), 'kernel', 'not root');
+  assert.equal(chosen({ shmem: '/dev/shm/x' }), 'kernel');
+  assert.equal(chosen({ needGetData: true }), 'kernel');
+  assert.throws(() => chosen({ metadataSize: 8 }, { ...ring, integrity: true }), /needs --copy user/, 'metadata: user copy, asked for as before');
+  assert.equal(chosen({ sharedThreads: true }), 'kernel', "a daemon's threads");
+  assert.equal(chosen({ batch: true, threads: 2, queues: 2 }), 'kernel', 'batch with --threads');
+  assert.equal(chosen({ threads: 2, queues: 2 }), 'zero', 'classic with --threads');
+  assert.equal(chosen({ queues: 8, threads: 1, depth: 4096 }), 'kernel', 'more tags per thread than a buffer table holds');
+  assert.equal(chosen({ queues: 4, threads: 1, depth: 4096 }), 'zero');
   // a device being recovered: what it was created with, whatever the kernel offers
-  assert.equal(copyOf({ deviceFlags: UBLK_F_USER_RECOVERY }), 'kernel', 'created before zero copy was the default');
-  assert.equal(copyOf({ deviceFlags: UBLK_F_USER_RECOVERY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_USER_COPY }, nbd), 'zero');
-  assert.equal(copyOf({ deviceFlags: UBLK_F_USER_COPY }, ring, 0), 'user');
+  assert.equal(chosen({ deviceFlags: UBLK_F_USER_RECOVERY }), 'kernel', 'created before zero copy was the default');
+  assert.equal(chosen({ deviceFlags: UBLK_F_USER_RECOVERY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_USER_COPY }, nbd), 'zero');
+  assert.equal(chosen({ deviceFlags: UBLK_F_USER_COPY }, ring, 0), 'user');
   // an explicit choice stands
-  assert.equal(copyOf({ copy: 'kernel' }), 'kernel');
-  assert.equal(copyOf({ copy: 'user' }), 'user');
+  assert.equal(chosen({ copy: 'kernel' }), 'kernel');
+  assert.equal(chosen({ copy: 'user' }), 'user');
 });
 
 test('recovery: its flags, QUIESCE where the kernel has it, and only for targets whose data outlives the server', () => {
