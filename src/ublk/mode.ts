@@ -209,8 +209,9 @@ export function defaultCopy(o: ModeChoice, data: TargetData, zoned: boolean, fea
   if (zoned || data === 'buffer' || o.unprivileged || o.shmem !== undefined || o.needGetData || o.metadataSize || o.sharedThreads) return fallback;
   // (--threads in batch mode: the kernel may clamp the queues below the threads, which AUTO_BUF_REG cannot serve)
   if (o.batch && o.threads !== undefined) return fallback;
-  const queues = o.queues ?? 1;
-  if (Math.ceil(queues / (o.threads ?? queues)) * (o.depth ?? 128) > MAX_BUFFER_SLOTS) return fallback;
+  // checkAssignment's slot count, bounded from above before ADD_DEV clamps the queues: with
+  // --threads, a thread may serve tags of every queue (per-IO daemons); without, one queue.
+  if (o.threads !== undefined && (o.queues ?? 1) * (o.depth ?? 128) > MAX_BUFFER_SLOTS) return fallback;
   const needs = UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_AUTO_BUF_REG | (data === 'ring-and-user-copy' ? UBLK_F_USER_COPY : 0);
   return (features & needs) === needs ? 'zero' : fallback;
 }

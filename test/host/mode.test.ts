@@ -82,6 +82,8 @@ test('copy mode by default: zero where the target moves data on the ring (or non
   assert.equal(chosen({ threads: 2, queues: 2 }), 'zero', 'classic with --threads');
   assert.equal(chosen({ queues: 8, threads: 1, depth: 4096 }), 'kernel', 'more tags per thread than a buffer table holds');
   assert.equal(chosen({ queues: 4, threads: 1, depth: 4096 }), 'zero');
+  // per-IO daemons: each of the 2 threads serves tags of all 8 queues (8 x 4096 slots), as checkAssignment counts them
+  assert.equal(chosen({ queues: 8, threads: 2, depth: 4096 }), 'kernel', 'as many tags per thread as checkAssignment would refuse');
   // a device being recovered: what it was created with, whatever the kernel offers
   assert.equal(chosen({ deviceFlags: UBLK_F_USER_RECOVERY }), 'kernel', 'created before zero copy was the default');
   assert.equal(chosen({ deviceFlags: UBLK_F_USER_RECOVERY | UBLK_F_SUPPORT_ZERO_COPY | UBLK_F_USER_COPY }, nbd), 'zero');
