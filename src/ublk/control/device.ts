@@ -183,8 +183,8 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOp
  * device to QUIESCED/FAIL_IO only once its old server has let go of
  * /dev/ublkcN, so START_USER_RECOVERY is retried while it says -EBUSY.
  */
-async function startRecovery(ctrl: UblkControl, id: number, mode: ServingMode, size: number): Promise<DevInfo> {
-  const info = await ctrl.getDevInfo(id);
+async function startRecovery(ctrl: UblkControl, info: DevInfo, mode: ServingMode, size: number): Promise<DevInfo> {
+  const id = info.dev_id;
   const was = recoveryOf(info.flags);
   if (was === 'none') throw new ModeError(`device ${id} was not created with --recovery: it cannot take a new server`);
   const wanted = mode.flags & ~UBLK_F_QUIESCE;
@@ -356,14 +356,15 @@ export class UblkDevice {
       if (!(features & UBLK_F_CMD_IOCTL_ENCODE)) throw new Error('the ublk driver lacks UBLK_F_CMD_IOCTL_ENCODE (ublk-ts needs Linux 6.5 or later)');
       // A user who is not root gets an unprivileged device (UBLK_F_UNPRIVILEGED_DEV), which is theirs only.
       // A device being recovered keeps its copy mode, which its flags tell where none is given.
-      const deviceFlags = recoverId !== null && o.copy === undefined ? (await ctrl.getDevInfo(recoverId)).flags : undefined;
+      const existing = recoverId === null ? null : await ctrl.getDevInfo(recoverId);
+      const deviceFlags = existing && o.copy === undefined ? existing.flags : undefined;
       const mode = servingMode({ ...o, unprivileged: !isRoot(), sharedThreads: hooks.pool !== undefined, deviceFlags }, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
         integrity: setup.integrity, zoned: setup.zoned !== undefined }, features);
       checkKernelSupports(mode, features);
       if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
       if (o.shmem !== undefined) checkShmemFile(o.shmem); // before anything is created
 
-      if (recoverId === null) {
+      if (existing === null) {
         info = await ctrl.addDev({
           nr_hw_queues: o.queues, queue_depth: o.depth, max_io_buf_bytes: maxIoBytes(o.maxIoBytes, setup.maxIoBytes), dev_id: o.id, flags: mode.flags,
         });
@@ -373,7 +374,7 @@ export class UblkDevice {
         await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes, o));
         if (o.shmem !== undefined) shmem = await SharedRegion.register(ctrl, info.dev_id, o.shmem, o.shmemReadOnly === true);
       } else {
-        info = await startRecovery(ctrl, recoverId, mode, setup.size);
+        info = await startRecovery(ctrl, existing, mode, setup.size);
         charFd = await openCharDevice(info.dev_id);
       }
       // The kernel may have clamped the queue count to the CPU count: serve
