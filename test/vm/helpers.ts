@@ -61,8 +61,11 @@ export const cliWith = (env: Record<string, string>, ...args: string[]): Run => 
 export const cli = (...args: string[]): Run => cliWith({}, ...args);
 
 /** `ublk-ts add ...` that must succeed; returns the device path it printed last. */
-export function addDevice(...args: string[]): string {
-  const r = cli('add', ...args);
+export const addDevice = (...args: string[]): string => addDeviceWith({}, ...args);
+
+/** addDevice with more environment (e.g. UBLK_TS_FAULT_HIDE_FEATURES). */
+export function addDeviceWith(env: Record<string, string>, ...args: string[]): string {
+  const r = cliWith(env, 'add', ...args);
   assert.equal(r.code, 0, `ublk-ts add ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
   const lines = r.stdout.trim().split('\n');
   const dev = lines[lines.length - 1]!;

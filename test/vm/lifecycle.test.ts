@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, cli, CLI, cliWith, delDevice, idOf, listDevices, serverPids, sh, sleep, ublkNodes, vmSuite,
+  addDevice, addDeviceWith, assertClean, cli, CLI, cliWith, delDevice, idOf, listDevices, serverPids, sh, sleep, ublkNodes, vmSuite,
 } from './helpers.js';
 import { assertOneLineError } from '../one-line-error.js';
 
@@ -58,9 +58,7 @@ describe('lifecycle', () => {
     const flagsOf = (dev: string): string[] => listed(dev).flags;
     const nul = addDevice('null', '--size', '16M');
     const mem = addDevice('memory', '--size', '16M');
-    const r = cliWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'AUTO_BUF_REG' }, 'add', 'null', '--size', '16M');
-    assert.equal(r.code, 0, r.stderr);
-    const old = r.stdout.trim().split('\n').pop()!;
+    const old = addDeviceWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'AUTO_BUF_REG' }, 'null', '--size', '16M');
     try {
       for (const f of zc) assert.ok(flagsOf(nul).includes(f), `null: ${f} in ${flagsOf(nul)}`);
       assert.equal(listed(nul).copy, 'zero', '`list` names the mode');

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, assertClean, brdForFile, cli, cliWith, delDevice, FULL_ONLY, idOf, killAndRecoverUnderFio, killServer, listDevices, run, serverPids, sh, sleep, vmSuite,
+  addDevice, addDeviceWith, assertClean, brdForFile, cli, delDevice, FULL_ONLY, idOf, killAndRecoverUnderFio, killServer, listDevices, run, serverPids, sh, sleep, vmSuite,
   waitForState,
 } from './helpers.js';
 
@@ -42,9 +42,7 @@ for (const [name, args] of CASES) {
 
 test('recover without --copy keeps the copy mode the device was created with: kernel copy, where the kernel lacked AUTO_BUF_REG at add, though it has it now', async () => {
   // The state file holds no copy mode when none was asked for: the device's flags decide.
-  const r = cliWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'AUTO_BUF_REG' }, 'add', 'null', '--size', '16M', '--recovery', 'requeue');
-  assert.equal(r.code, 0, r.stderr);
-  const dev = r.stdout.trim().split('\n').pop()!;
+  const dev = addDeviceWith({ UBLK_TS_FAULT_HIDE_FEATURES: 'AUTO_BUF_REG' }, 'null', '--size', '16M', '--recovery', 'requeue');
   const id = idOf(dev);
   try {
     assert.ok(!listDevices()[0]!.flags.includes('SUPPORT_ZERO_COPY'), 'kernel copy without AUTO_BUF_REG');
