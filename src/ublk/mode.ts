@@ -106,8 +106,11 @@ export interface ModeChoice {
   queues?: number;
   threads?: number;
   depth?: number;
-  /** The device is served by a daemon's shared threads, whose one buffer table all its devices share. */
-  sharedThreads?: boolean;
+  /**
+   * The device is served by a daemon's shared threads, none of which has room
+   * left in its buffer table for the device's tags (ThreadPool.reserve).
+   */
+  noBufferRoom?: boolean;
   /** Recovery: the flags the device was created with, which decide the copy mode when none is given. */
   deviceFlags?: number;
 }
@@ -198,15 +201,15 @@ export function servingMode(o: ModeChoice,
  * otherwise (user copy for a zoned target, which the kernel serves with user
  * or zero copy only), and where zero copy cannot serve what else was asked:
  * a user who is not root, --shmem, --need-get-data, --metadata-size, a
- * daemon's shared threads (zero copy takes queues x depth slots of their one
- * buffer table: it would cap the devices a thread hosts), batch mode with
- * --threads, or more tags per thread than a table holds.
+ * daemon whose threads' buffer tables have no room left for the device's
+ * tags (ThreadPool), batch mode with --threads, or more tags per thread than
+ * a table holds.
  * A device being recovered keeps the mode its flags say it was created with.
  */
 export function defaultCopy(o: ModeChoice, data: TargetData, zoned: boolean, features: number): CopyMode {
   const fallback = zoned ? 'user' : 'kernel';
   if (o.deviceFlags !== undefined) return copyOf(o.deviceFlags);
-  if (zoned || data === 'buffer' || o.unprivileged || o.shmem !== undefined || o.needGetData || o.metadataSize || o.sharedThreads) return fallback;
+  if (zoned || data === 'buffer' || o.unprivileged || o.shmem !== undefined || o.needGetData || o.metadataSize || o.noBufferRoom) return fallback;
   // (--threads in batch mode: the kernel may clamp the queues below the threads, which AUTO_BUF_REG cannot serve)
   if (o.batch && o.threads !== undefined) return fallback;
   // checkAssignment's slot count, bounded from above before ADD_DEV clamps the queues: with

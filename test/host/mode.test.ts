@@ -77,7 +77,7 @@ test('copy mode by default: zero where the target moves data on the ring (or non
   assert.equal(chosen({ shmem: '/dev/shm/x' }), 'kernel');
   assert.equal(chosen({ needGetData: true }), 'kernel');
   assert.throws(() => chosen({ metadataSize: 8 }, { ...ring, integrity: true }), /needs --copy user/, 'metadata: user copy, asked for as before');
-  assert.equal(chosen({ sharedThreads: true }), 'kernel', "a daemon's threads");
+  assert.equal(chosen({ noBufferRoom: true }), 'kernel', "a daemon's threads without room in their buffer tables");
   assert.equal(chosen({ batch: true, threads: 2, queues: 2 }), 'kernel', 'batch with --threads');
   assert.equal(chosen({ threads: 2, queues: 2 }), 'zero', 'classic with --threads');
   assert.equal(chosen({ queues: 8, threads: 1, depth: 4096 }), 'kernel', 'more tags per thread than a buffer table holds');

@@ -53,3 +53,20 @@ test('many devices of different sizes arriving and leaving never get overlapping
   const inUse = [...held.values()].reduce((a, b) => a + b, 0);
   assert.equal(r.available + inUse, 4096);
 });
+
+test('takeAt takes exactly the range another table chose, and only if all of it is free', () => {
+  const main = new SlotRanges(100), worker = new SlotRanges(100);
+  const a = main.take(30), b = main.take(30);
+  assert.ok(worker.takeAt(b, 30), 'the middle of a free range');
+  assert.ok(worker.takeAt(a, 30), 'the start');
+  assert.equal(worker.takeAt(a + 10, 5), false, 'taken already');
+  assert.equal(worker.takeAt(90, 20), false, 'past the end');
+  assert.ok(worker.takeAt(95, 5), 'the very end');
+  assert.equal(worker.available, 35);
+  assert.equal(worker.take(35), 60, 'what is left is one range: 60..94');
+  worker.release(95, 5);
+  worker.release(b, 30);
+  worker.release(60, 35);
+  worker.release(a, 30);
+  assert.equal(worker.take(100), 0, 'everything merged back');
+});

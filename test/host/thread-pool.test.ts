@@ -35,3 +35,24 @@ test('a thread pool needs a thread', async () => {
   const { ThreadPool } = await import(POOL);
   assert.throws(() => new ThreadPool(0, { coalesceUsec: 0 }), /at least one thread/);
 });
+
+test("zero-copy slots are reserved on the least loaded thread with room in its buffer table, and given back", async () => {
+  const { ThreadPool } = await import(POOL);
+  const { MAX_BUFFER_SLOTS } = await import('../../src/ublk/mode.js');
+  const pool = new ThreadPool(2, { coalesceUsec: 0 });
+  try {
+    const a = pool.reserve(10_000), b = pool.reserve(10_000);
+    assert.ok(a && b && a.thread !== b.thread, 'one on each thread');
+    assert.equal(pool.reserve(MAX_BUFFER_SLOTS - 9_999), null, 'no thread has that much left');
+    const c = pool.reserve(MAX_BUFFER_SLOTS - 10_000);
+    assert.equal(c?.thread, a.thread, 'a tie in load goes to the first thread with room');
+    assert.equal(c.bufBase, 10_000);
+    assert.equal(pool.reserve(1)?.thread, b.thread, 'the only one with room');
+    pool.cancel(a);
+    const d = pool.reserve(10_000);
+    assert.equal(d?.thread, a.thread, 'room given back is reused');
+    assert.equal(d.bufBase, 0);
+  } finally {
+    await pool.close();
+  }
+});

@@ -123,6 +123,31 @@ test('the CLI through a daemon: add, list, stats, del; --no-daemon gets a server
   });
 });
 
+test("zero copy on the daemon's threads while their buffer tables have room for a device's tags, kernel copy past that, and the room reused after a del", async () => {
+  await withDaemon(['--threads', '1'], async (daemon) => {
+    const copyOf = (dev: string): string | undefined => listDevices().find((l) => l.path === dev)?.copy;
+    // 2 queues x 4096 tags: half of the thread's 16384 buffer-table slots each
+    const big = ['-s', '1G', '-q', '2', '-d', '4096'];
+    const a = addDevice('null', ...big);
+    const b = addDevice('null', ...big);
+    assert.equal(copyOf(a), 'zero', 'by default, with room');
+    assert.equal(copyOf(b), 'zero', 'the table is now full');
+    const c = addDevice('null', '-s', '1G');
+    assert.equal(copyOf(c), 'kernel', 'no room left: kernel copy, which needs none');
+    const refused = cli('add', 'null', '-s', '1G', '--copy', 'zero');
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /^ublk-ts: zero copy: no serving thread of the daemon has room left for 128 more tags .*--copy kernel/);
+    assert.equal(listDevices().length, 3, 'the refused add created nothing');
+    assert.equal(cli('del', String(idOf(a))).code, 0);
+    const d = addDevice('null', ...big);
+    assert.equal(copyOf(d), 'zero', "the deleted device's slots were given back");
+    fioOver([b, c, d], ['--rw=randread', '--bs=4k', '--iodepth=16', '--size=16m']);
+    assert.equal(cli('del', '--all').code, 0);
+    assert.equal(await stopDaemon(daemon), 0, fs.readFileSync(LOG, 'utf8'));
+    assertClean();
+  });
+});
+
 test('100 null and memory devices in one daemon on 2 threads, each verified by fio', async (t) => {
   await withDaemon(['--threads', '2'], async (d) => {
     const pid = d.proc.pid!;

@@ -26,7 +26,7 @@ export const DEVICE_OPTIONS: readonly OptionSpec[] = [
   { key: 'copy', type: 'enum', arg: 'MODE', choices: COPY_MODES,
     help: 'how data moves: the driver copies into server buffers (kernel), the server copies on /dev/ublkcN (user), ' +
       'or the request\'s pages are used in place (zero); default zero where the target (null, loop, stripe, nbd) and ' +
-      'the kernel allow it and the device has its own threads, else kernel (user for zoned targets)' },
+      'the kernel allow it (on a daemon: while its threads have room for the tags), else kernel (user for zoned targets)' },
   { key: 'autoBufReg', flag: 'no-auto-buf-reg', type: 'bool', negated: true, default: true, onlyWith: { key: 'copy', value: 'zero' },
     help: 'zero copy: register request pages with REGISTER_IO_BUF per request instead of UBLK_F_AUTO_BUF_REG' },
   { key: 'recovery', type: 'enum', arg: 'POLICY', choices: RECOVERY_POLICIES, default: 'none',

@@ -15,11 +15,11 @@ import { featureNames, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_READ_ONLY,
   UBLK_S_DEV_FAIL_IO, UBLK_S_DEV_QUIESCED } from '../abi/uapi.js';
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
-import { assignQueues, checkAssignment, checkKernelSupports, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
+import { assignQueues, checkAssignment, checkKernelSupports, MAX_BUFFER_SLOTS, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
 import { integrityParams, type IntegrityChoice } from '../integrity.js';
 import { createStatsFd, mapStats, progressMark, readQueueStats, totalStats, type BatchStats, type QueueStats } from '../stats.js';
 import type { WorkerQueue } from '../worker/worker.js';
-import { ownThread, type QueueWorker, type ThreadPool } from './serving-thread.js';
+import { ownThread, type QueueWorker, type Reservation, type ThreadPool } from './serving-thread.js';
 import { checkShmemFile, SharedRegion } from './shmem.js';
 import { DEFAULT_SCHEDULER, setScheduler } from './scheduler.js';
 
@@ -349,6 +349,7 @@ export class UblkDevice {
     let memfds: number[] = [];
     const counters: Counters = { fd: -1, words: new Float64Array(0), slots: 0 };
     let shmem: SharedRegion | null = null;
+    let room: Reservation | null = null;
     try {
       checkSize(setup.size);
       ctrl = hooks.control ?? UblkControl.open();
@@ -358,8 +359,24 @@ export class UblkDevice {
       // A device being recovered keeps its copy mode, which its flags tell where none is given.
       const existing = recoverId === null ? null : await ctrl.getDevInfo(recoverId);
       const deviceFlags = existing && o.copy === undefined ? existing.flags : undefined;
-      const mode = servingMode({ ...o, unprivileged: !isRoot(), sharedThreads: hooks.pool !== undefined, deviceFlags }, { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
-        integrity: setup.integrity, zoned: setup.zoned !== undefined }, features);
+      const choose = (noBufferRoom: boolean): ServingMode => servingMode({ ...o, unprivileged: !isRoot(), noBufferRoom, deviceFlags },
+        { name: mod.name, data: setup.data, logicalBlockSize: setup.logicalBlockSize, recoverable: setup.recoverable ?? mod.recoverable,
+          integrity: setup.integrity, zoned: setup.zoned !== undefined }, features);
+      let mode = choose(false);
+      if (hooks.pool && mode.copy === 'zero') {
+        // On a daemon's threads zero copy needs room in one's buffer table for
+        // every tag (counted before ADD_DEV clamps the queues: from above),
+        // taken before the flags are set; without it, the default mode does without zero copy.
+        const tags = existing ? existing.nr_hw_queues * existing.queue_depth : o.queues * o.depth;
+        room = hooks.pool.reserve(tags);
+        if (room === null) mode = choose(true);
+        if (room === null && mode.copy === 'zero') {
+          const per = `(queues x depth; ${MAX_BUFFER_SLOTS} per thread)`;
+          throw new ModeError(existing
+            ? `device ${existing.dev_id} was created with zero copy, and no serving thread of the daemon has room left for its ${tags} tags ${per}: 'ublk-ts recover ${existing.dev_id}' gives it a server of its own`
+            : `zero copy: no serving thread of the daemon has room left for ${tags} more tags ${per}: use a smaller --depth or --queues, or --copy kernel`);
+        }
+      }
       checkKernelSupports(mode, features);
       if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
       if (o.shmem !== undefined) checkShmemFile(o.shmem); // before anything is created
@@ -394,7 +411,8 @@ export class UblkDevice {
           mode, devId: info.dev_id, charFd, statsFd: counters.fd, depth: info.queue_depth, maxIoBytes: info.max_io_buf_bytes, targetUrl,
           options: targetOptions, shared: setup.shared, queues, shmem: shmem ? [shmem.region] : [],
         };
-        workers.push(hooks.pool ? hooks.pool.attach(device) : ownThread({ coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec }, device));
+        workers.push(hooks.pool ? hooks.pool.attach(device, room ?? undefined) : ownThread({ coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec }, device));
+        room = null;
       }
       await Promise.all(workers.map((w) => w.ready));
       if (recoverId === null) {
@@ -413,6 +431,8 @@ export class UblkDevice {
     } finally {
       // Workers map the tag buffers themselves; their fds are not needed past start.
       for (const fd of memfds) native.close(fd);
+      if (room) hooks.pool!.cancel(room); // reserved, but no device reached the thread
+
     }
   }
 

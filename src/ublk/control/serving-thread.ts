@@ -9,6 +9,8 @@ import { native } from '../../native.js';
 import { compiled } from '../../package-files.js';
 import { EFD_CLOEXEC } from '../../sys.js';
 import type { DeviceAttach, PoolMessage, ThreadConfig, WorkerMessage } from '../worker/worker.js';
+import { SlotRanges } from '../worker/slot-ranges.js';
+import { MAX_BUFFER_SLOTS } from '../mode.js';
 
 export interface QueueWorker {
   ready: Promise<void>;
@@ -53,6 +55,14 @@ class ServingThread {
   private readonly attached = new Map<number, Attachment>();
   private ringFd = -1;
   private ended = false;
+  /**
+   * A pool's thread: its buffer table's slots as the main thread hands them
+   * to zero-copy devices (ThreadPool.reserve), each device's [start, count]
+   * held until the thread reports it gone, and the reservations not attached yet.
+   */
+  readonly bufferSlots = new SlotRanges(MAX_BUFFER_SLOTS);
+  private readonly slotsHeld = new Map<number, [number, number]>();
+  reserved = 0;
   /** Resolves when the thread has ended, with its error if it failed. */
   readonly exited: Promise<string | undefined>;
   private onExit!: (err?: string) => void;
@@ -72,10 +82,17 @@ class ServingThread {
   }
 
   get devices(): number { return this.attached.size; }
+  /** Devices here and on their way here (reserved): what the pool balances. */
+  get load(): number { return this.attached.size + this.reserved; }
   get alive(): boolean { return !this.ended; }
 
-  /** Serves `device` (its key must be new to this thread); a device's own thread was given it at start. */
-  attach(device: DeviceAttach, viaMessage: boolean): QueueWorker {
+  /**
+   * Serves `device` (its key must be new to this thread); a device's own
+   * thread was given it at start. `slots`: the buffer-table slots reserved
+   * for it, given back when it has left.
+   */
+  attach(device: DeviceAttach, viaMessage: boolean, slots?: [number, number]): QueueWorker {
+    if (slots) this.slotsHeld.set(device.key, slots);
     let a!: Attachment;
     const ready = new Promise<void>((onReady, onFail) => { a = { onReady, onFail, onDone: () => {}, queues: device.queues.map((q) => q.q).join(',') }; });
     const done = new Promise<string | undefined>((r) => { a.onDone = r; });
@@ -107,7 +124,15 @@ class ServingThread {
     if (m.type === 'started') this.ringFd = m.ringFd;
     else if (m.type === 'ready') this.attached.get(m.key)?.onReady();
     // A broken target: the device is done with as if it had left (it will, once stopped), and stopped.
-    else if (m.type === 'done' || m.type === 'failed') this.settle(m.key, m.error);
+    else if (m.type === 'done' || m.type === 'failed') {
+      this.settle(m.key, m.error);
+      // Only a device that has left gives its slots back: one whose target broke still holds them until stopped.
+      const held = m.type === 'done' ? this.slotsHeld.get(m.key) : undefined;
+      if (held) {
+        this.slotsHeld.delete(m.key);
+        this.bufferSlots.release(held[0], held[1]);
+      }
+    }
     else {
       this.ringFd = -1; // closed by the thread itself
       this.end(m.error, false);
@@ -142,11 +167,25 @@ export function ownThread(loop: LoopSettings, device: Omit<DeviceAttach, 'key'>)
   return new ServingThread(loop, d).attach(d, false);
 }
 
+/** Room for a zero-copy device's tags in a pool thread's buffer table, taken before ADD_DEV (ThreadPool.reserve). */
+export interface Reservation {
+  readonly thread: ServingThread;
+  readonly bufBase: number;
+  readonly slots: number;
+}
+
 /**
  * A fixed set of serving threads shared by any number of devices, each
  * device's queues on one of them (the one with the fewest devices). A thread
  * that dies takes its devices with it (each fails as a device whose serving
  * thread failed does) and is replaced for the devices that come next.
+ *
+ * Zero copy registers each request's pages at a slot of the serving thread's
+ * buffer table (AUTO_BUF_REG), one slot per tag: a device takes queues x
+ * depth slots of a table of MAX_BUFFER_SLOTS, so a thread hosts 128 devices
+ * of depth 128 in zero copy, and any number more in kernel copy. Whether a
+ * device gets zero copy is decided before ADD_DEV (its flags say so), so the
+ * slots are reserved then, on the least loaded thread that has room.
  */
 export class ThreadPool {
   private readonly threads: ServingThread[];
@@ -159,10 +198,37 @@ export class ThreadPool {
   /** Devices per thread, in thread order. */
   get load(): number[] { return this.threads.map((t) => t.devices); }
 
-  attach(device: Omit<DeviceAttach, 'key'>): QueueWorker {
-    for (let i = 0; i < this.threads.length; i++) if (!this.threads[i]!.alive) this.threads[i] = new ServingThread(this.loop, null);
-    const t = this.threads.reduce((a, b) => (b.devices < a.devices ? b : a));
+  /** `slots` contiguous buffer-table slots on the least loaded thread that has them; null: none has. */
+  reserve(slots: number): Reservation | null {
+    this.replaceDead();
+    for (const thread of [...this.threads].sort((a, b) => a.load - b.load)) {
+      const bufBase = thread.bufferSlots.take(slots);
+      if (bufBase < 0) continue;
+      thread.reserved++;
+      return { thread, bufBase, slots };
+    }
+    return null;
+  }
+
+  /** Gives back a reservation that attach() will not use. */
+  cancel(r: Reservation): void {
+    r.thread.reserved--;
+    r.thread.bufferSlots.release(r.bufBase, r.slots);
+  }
+
+  /** Serves `device` on its reservation's thread, or else the least loaded. */
+  attach(device: Omit<DeviceAttach, 'key'>, r?: Reservation): QueueWorker {
+    if (r) {
+      r.thread.reserved--;
+      return r.thread.attach({ ...device, key: nextKey++, bufBase: r.bufBase }, true, [r.bufBase, r.slots]);
+    }
+    this.replaceDead();
+    const t = this.threads.reduce((a, b) => (b.load < a.load ? b : a));
     return t.attach({ ...device, key: nextKey++ }, true);
+  }
+
+  private replaceDead(): void {
+    for (let i = 0; i < this.threads.length; i++) if (!this.threads[i]!.alive) this.threads[i] = new ServingThread(this.loop, null);
   }
 
   /** Ends every thread (their devices should be gone: what is still served is let go of as a quit does). */

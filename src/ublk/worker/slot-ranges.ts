@@ -27,6 +27,25 @@ export class SlotRanges {
     return -1;
   }
 
+  /** Takes the `n` slots from `start` (n ≥ 1) if all are free (true), as another's take() chose them. */
+  takeAt(start: number, n: number): boolean {
+    for (let i = 0; i < this.free.length; i++) {
+      const r = this.free[i]!;
+      if (r[0] > start) return false;
+      if (r[0] + r[1] < start + n) continue;
+      const after = r[0] + r[1] - (start + n);
+      if (start === r[0]) {
+        if (after === 0) this.free.splice(i, 1);
+        else { r[0] = start + n; r[1] = after; }
+      } else {
+        r[1] = start - r[0];
+        if (after > 0) this.free.splice(i + 1, 0, [start + n, after]);
+      }
+      return true;
+    }
+    return false;
+  }
+
   /** Gives back `n` slots from `start`, taken before. */
   release(start: number, n: number): void {
     if (n <= 0) return;

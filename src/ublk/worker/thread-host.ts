@@ -54,6 +54,12 @@ export interface DeviceAttach {
   statsFd: number;
   /** UBLK_F_SHMEM_ZC: the regions registered for the device (control/shmem.ts). */
   shmem: ShmemRegion[];
+  /**
+   * Zero copy on a pool's thread: the first of the buffer-table slots the
+   * main thread reserved for the device's tags (ThreadPool.reserve), which it
+   * did before ADD_DEV to know whether zero copy fits. Unset: the thread picks.
+   */
+  bufBase?: number;
 }
 
 /** What a thread tells the main thread about a device it was given. */
@@ -353,7 +359,7 @@ export class ThreadHost implements LoopClient {
       d.place.charFixed = this.take(this.files, 1, 'devices');
       this.ring.updateFile(d.place.charFixed, cfg.charFd);
       d.udBase = this.take(this.uds, nq, 'queues');
-      if (mode.copy === 'zero') d.place.bufBase = this.take(this.buffers, nq * cfg.depth, 'zero-copy tags');
+      if (mode.copy === 'zero') d.place.bufBase = this.take(this.buffers, nq * cfg.depth, 'zero-copy tags', cfg.bufBase);
       if (mode.engine === 'batch') d.place.bgidBase = this.take(this.bgids, nq, 'batch queues');
       d.stats = mapStats(cfg.statsFd, true);
       cfg.queues.forEach((wq, i) => {
@@ -394,10 +400,15 @@ export class ThreadHost implements LoopClient {
   /** Why a device that failed to arm failed, reported when it leaves. */
   private readonly failed = new Map<HostedDevice, string>();
 
-  private take(table: SlotRanges, n: number, what: string): number {
-    const at = table.take(n);
-    if (at < 0) throw new Error(`this serving thread has no room for ${n} more ${what} (${table.available} of ${table.size} free)`);
-    return at;
+  /** `n` places of `table`, from `at` if the main thread chose them. */
+  private take(table: SlotRanges, n: number, what: string, at?: number): number {
+    if (at !== undefined) {
+      if (!table.takeAt(at, n)) throw new Error(`${what} ${at}..${at + n - 1} of this serving thread are not free (${table.available} of ${table.size} free)`);
+      return at;
+    }
+    const first = table.take(n);
+    if (first < 0) throw new Error(`this serving thread has no room for ${n} more ${what} (${table.available} of ${table.size} free)`);
+    return first;
   }
 
   /**
