@@ -55,7 +55,6 @@ const STAGE_BYTES = 64 * 1024;
 const DIRECT_BYTES = 16 * 1024;
 /** Zero copy: room for the small WRITE payloads of one batch. */
 const SEND_STAGE_BYTES = 256 * 1024;
-const TWO_32 = 2 ** 32;
 /** Requests per SENDMSG: two iovecs each, below IOV_MAX (1024). */
 const BATCH = 256;
 const IOV_BYTES = 16;
@@ -217,8 +216,7 @@ export class NbdConnection {
 
   /** Zero copy: a small WRITE's data, read from its pages (user copy) into the send stage at `at`; false if the driver refused. */
   private copyOut(req: UblkRequest, at: number): boolean {
-    const pos = req.userCopyPos;
-    return native.pread(this.userCopyFd, this.sendStage, at, req.length, (pos % TWO_32) | 0, Math.floor(pos / TWO_32)) === req.length;
+    return req.readPages(this.userCopyFd, this.sendStage, at, req.length) === req.length;
   }
 
   private putIov(u32: Uint32Array, at: number, addr: number, len: number): number {

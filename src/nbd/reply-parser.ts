@@ -91,8 +91,7 @@ export class ReplyParser {
    * with EIO once its reply is in; the stream goes on.
    */
   private put(req: UblkRequest, at: number, src: Uint8Array, from: number, n: number): void {
-    const pos = req.userCopyPos + at;
-    const r = native.pwrite(this.userCopyFd, src, from, n, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
+    const r = req.writePages(this.userCopyFd, src, from, n, at);
     if (r !== n) this.inFlight.fail(this.slot, EIO);
   }
 

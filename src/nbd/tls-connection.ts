@@ -7,7 +7,6 @@
 // buffer of its own for the stream, and READ data goes there (the parser).
 import type net from 'node:net';
 import type { UblkRequest } from '../ublk/worker/request.js';
-import { native } from '../native.js';
 import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
 import { EIO } from '../sys.js';
 import { InFlight } from './in-flight.js';
@@ -63,8 +62,8 @@ export class TlsConnection {
 
   /** Zero copy: a WRITE's data, from its pages (user copy); null if the driver refused. */
   private readPayload(req: UblkRequest): Uint8Array | null {
-    const b = Buffer.allocUnsafe(req.length), pos = req.userCopyPos;
-    const n = native.pread(this.userCopyFd, b, 0, req.length, (pos % 2 ** 32) | 0, Math.floor(pos / 2 ** 32));
+    const b = Buffer.allocUnsafe(req.length);
+    const n = req.readPages(this.userCopyFd, b, 0, req.length);
     return n === req.length ? b : null;
   }
 

@@ -40,7 +40,7 @@ class StripeQueue implements Target {
   private readonly ios: Io[][] = [];
   private readonly chunk: number;
 
-  constructor(private readonly io: TargetIo, private readonly fds: number[], private readonly chunkShift: number) {
+  constructor(private readonly io: TargetIo, private readonly fds: number[], chunkShift: number) {
     this.ring = io.ring;
     this.chunk = 2 ** chunkShift;
   }

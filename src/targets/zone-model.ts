@@ -60,14 +60,12 @@ export class ZoneModel {
   private readonly wps: Float64Array;
   /** Per zone: BLK_ZONE_COND_*. */
   private readonly conds: Uint8Array;
-  private readonly shift: number;
 
   private constructor(readonly geometry: ZoneGeometry, readonly sab: SharedArrayBuffer) {
     const n = geometry.zones;
     this.words = new Int32Array(sab, 0, HEADER_WORDS);
     this.wps = new Float64Array(sab, HEADER_BYTES, n);
     this.conds = new Uint8Array(sab, HEADER_BYTES + 8 * n, n);
-    this.shift = Math.log2(geometry.zoneSectors);
   }
 
   /** A device's zones, all empty (conventional ones: not write-pointer zones). */

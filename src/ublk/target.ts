@@ -37,7 +37,7 @@ export const COPY_MODES: readonly CopyMode[] = ['kernel', 'user', 'zero'];
  * - `ring`: with io_uring operations of its own, using `req.bufferAddress`
  *   (kernel and user copy, as for `buffer`) or `req.bufIndex` (zero): every mode;
  * - `ring-and-user-copy`: as `ring`, and in zero copy also with pread/pwrite
- *   on /dev/ublkcN (`TargetIo.charFd`, at `req.userCopyPos`) for bytes it
+ *   on /dev/ublkcN (`TargetIo.charFd`: `req.readPages`, `req.writePages`) for bytes it
  *   holds in its own memory (a network reply received with others): the
  *   device then has UBLK_F_USER_COPY beside zero copy;
  * - `none`: never (the null target): every mode.
@@ -102,8 +102,8 @@ export interface TargetIo {
   /**
    * /dev/ublkcN. In zero copy a target that has bytes of its own for a READ
    * (a network reply already received) can pwrite them into the request's
-   * pages at `req.userCopyPos` (the driver allows user copy on zero-copy
-   * devices), and pread a WRITE's data likewise.
+   * pages with `req.writePages` (the driver allows user copy on zero-copy
+   * devices), and read a WRITE's data with `req.readPages`.
    */
   readonly charFd: number;
   /**

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { addDevice, assertClean, cli, CLI, delDevice, FULL_ONLY, idOf, listDevices, run, serverPids, sh, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, CLI, delDevice, FULL_ONLY, listDevices, run, serverPids, sh, vmSuite } from './helpers.js';
 
 vmSuite();
 

@@ -37,10 +37,8 @@ import {
   UBLK_IO_OP_ZONE_RESET, UBLK_IO_OP_ZONE_RESET_ALL, UBLK_U_IO_REGISTER_IO_BUF, UBLK_U_IO_UNREGISTER_IO_BUF,
 } from '../abi/uapi.js';
 import { copyIntegrity, RequestIntegrity } from './integrity.js';
-import { native } from '../../native.js';
 import { CHAR_DEV_FIXED, KIND_OWN, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
 
-const TWO_32 = 2 ** 32;
 
 const OP_NAMES: Record<number, string> = {
   [UBLK_IO_OP_READ]: 'READ', [UBLK_IO_OP_WRITE]: 'WRITE', [UBLK_IO_OP_FLUSH]: 'FLUSH', [UBLK_IO_OP_DISCARD]: 'DISCARD',
@@ -396,16 +394,14 @@ export class Dispatcher implements TargetIo {
 
   /** User copy: a WRITE's (ZONE_APPEND's) data, then its metadata, from the kernel into the tag's buffers; 0 or -errno. */
   private copyIn(req: UblkRequest): number {
-    const pos = req.userCopyPos;
-    const n = native.pread(this.userCopyFd, req.tagBuffer!, 0, req.length, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
+    const n = req.readPages(this.userCopyFd, req.tagBuffer!, 0, req.length);
     if (n !== req.length) return n < 0 ? n : -EIO;
     return req.integrity ? copyIntegrity(this.userCopyFd, req, true, req.integrity) : 0;
   }
 
   /** User copy: the first `result` bytes of a READ's (REPORT_ZONES') reply, then their metadata, to the kernel; `result` or -errno. */
   private copyOut(req: UblkRequest, result: number): number {
-    const pos = req.userCopyPos;
-    const n = native.pwrite(this.userCopyFd, req.tagBuffer!, 0, result, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
+    const n = req.writePages(this.userCopyFd, req.tagBuffer!, 0, result);
     if (n !== result) return n < 0 ? n : -EIO;
     const r = req.integrity ? copyIntegrity(this.userCopyFd, req, false, this.integrity!.bytesFor(result)) : 0;
     return r < 0 ? r : result;

@@ -3,6 +3,7 @@
 // data view is made only when a target asks for `buffer` (targets that do
 // their IO through the ring never do), and kept while the next request's data
 // lies in the same place.
+import { native } from '../../native.js';
 import { DESC_ADDR, DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from './queue-memory.js';
 import {
   UBLK_IO_F_FUA, UBLK_IO_F_NEED_REG_BUF, UBLK_IO_F_NOUNMAP, UBLK_IO_F_SHMEM_ZC, UBLK_IO_OP_READ, UBLK_IO_OP_REPORT_ZONES,
@@ -118,6 +119,23 @@ export class UblkRequest {
     this.bufIndex = bufIndex;
     this.bufferAddress = tagAddress;
     this.userCopyPos = UBLKSRV_IO_BUF_OFFSET + queue * 2 ** UBLK_QID_OFF + tag * 2 ** UBLK_TAG_OFF;
+  }
+
+  /**
+   * User copy: pread(2) on /dev/ublkcN (`fd`) of `length` bytes of the
+   * request's data from byte `from` into `dst` at `at`; bytes, or -errno.
+   * (The position, above 2^31, is split here for the native call: passed to
+   * a function as a number it would be a boxed double.)
+   */
+  readPages(fd: number, dst: ArrayBufferView | ArrayBuffer, at: number, length: number, from = 0): number {
+    const pos = this.userCopyPos + from;
+    return native.pread(fd, dst, at, length, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
+  }
+
+  /** User copy: pwrite(2) of `length` bytes of `src` from `at` into the request's data at byte `from`; bytes, or -errno. */
+  writePages(fd: number, src: ArrayBufferView | ArrayBuffer, at: number, length: number, from = 0): number {
+    const pos = this.userCopyPos + from;
+    return native.pwrite(fd, src, at, length, (pos % TWO_32) | 0, Math.floor(pos / TWO_32));
   }
 
   /**
