@@ -30,11 +30,16 @@ const IOV_WORDS = IOVEC.size >> 2, IOV_BASE = IOVEC.fields.iov_base[0] >> 2, IOV
  * compiles them to calls of a builtin that checks its arguments every time:
  * 6x a plain read natively, and in the test VM (null target, QD 1, no
  * polling) a serving thread spent 34.6 µs of user time per request with
- * them against 28.6 µs without (3 runs each). x86 orders every load as an
- * acquire and every store as a release already (TSO; liburing's x86 barriers
- * are compiler barriers only), and V8 keeps typed-array accesses in program
- * order on its effect chain, so there a plain access is enough; other
- * architectures keep Atomics.
+ * them against 28.6 µs without (3 runs each). x86 gives every load acquire
+ * and every store release order already (liburing's x86 load_acquire and
+ * store_release are plain accesses behind a compiler barrier), and V8 keeps
+ * typed-array accesses in program order on its effect chain, so there the
+ * reap, submit and SQE paths use plain accesses; other architectures keep
+ * Atomics. Not kept: Atomics.store's full fence (a store then a load in
+ * order), which only SQPOLL's NEED_WAKEUP check needs, and no ring here uses
+ * SQPOLL. Loops that spin on a word use Atomics (cqReadySpin, sqRingFlags):
+ * a plain read in a loop that writes nothing and calls nothing may be read
+ * once for all passes (V8 does not do that today; the language allows it).
  */
 const TSO = process.arch === 'x64' || process.arch === 'ia32';
 const plainLoad = (a: Uint32Array, i: number): number => a[i]!;
@@ -179,9 +184,9 @@ export class Ring {
     return (this.sqeTail - loadAcquire(this.sq, this.sqHead)) >>> 0;
   }
 
-  /** The kernel's IORING_SQ_* flags (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN). */
+  /** The kernel's IORING_SQ_* flags (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN); an Atomics read, for spin loops. */
   sqRingFlags(): number {
-    return loadAcquire(this.sq, this.sqFlags);
+    return Atomics.load(this.sq, this.sqFlags);
   }
 
   /**
@@ -260,6 +265,11 @@ export class Ring {
   /** CQEs ready to reap (not counting overflowed ones not yet flushed). */
   cqReady(): number {
     return (loadAcquire(this.cq, this.cqTail) - loadAcquire(this.cq, this.cqHead)) >>> 0;
+  }
+
+  /** cqReady() for a loop that spins on it: the tail read with Atomics (see loadAcquire). */
+  cqReadySpin(): number {
+    return (Atomics.load(this.cq, this.cqTail) - loadAcquire(this.cq, this.cqHead)) >>> 0;
   }
 
   /**

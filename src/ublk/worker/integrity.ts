@@ -45,6 +45,7 @@ export class RequestIntegrity {
  * UBLKSRV_IO_INTEGRITY_FLAG. Returns 0, or -errno (-EIO for a short copy).
  */
 export function copyIntegrity(charFd: number, req: UblkRequest, fromKernel: boolean, len: number): number {
+  // (not req.readPages/writePages: the flag lies above the 2^53 a position number holds)
   const pos = req.userCopyPos, lo = (pos % TWO_32) | 0, hi = Math.floor(pos / TWO_32) + FLAG_HI;
   const buf = req.integrityBuffer;
   const n = fromKernel ? native.pread(charFd, buf, 0, len, lo, hi) : native.pwrite(charFd, buf, 0, len, lo, hi);

@@ -91,7 +91,7 @@ const GC_SAMPLE_TURNS = 1024;
 function pollRing(ring: Ring, seen: number, t: Float64Array, windowUsec: number): boolean {
   for (;;) {
     for (let i = 0; i < 64; i++) {
-      if (ring.cqReady() > seen) {
+      if (ring.cqReadySpin() > seen) {
         native.clockMs(t, T_NOW);
         return true;
       }
