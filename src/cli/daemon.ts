@@ -141,7 +141,7 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
         say(`${dev.path} resized to ${size} bytes`);
       },
     });
-    say(`${dev.path} live (${cfg.target}, ${dev.queues} queue(s), depth ${dev.depth}; ${devices.size} device(s))`);
+    say(`${dev.path} live (${cfg.target}, ${dev.queues} queue(s), depth ${dev.depth}, ${dev.mode.copy} copy; ${devices.size} device(s))`);
     return { id: dev.id, path: dev.path };
   };
 

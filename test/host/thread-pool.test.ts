@@ -36,22 +36,26 @@ test('a thread pool needs a thread', async () => {
   assert.throws(() => new ThreadPool(0, { coalesceUsec: 0 }), /at least one thread/);
 });
 
-test("zero-copy slots are reserved on the least loaded thread with room in its buffer table, and given back", async () => {
+test("zero-copy slots are reserved on the least loaded thread with room in its buffer table, cut down, and given back", async () => {
   const { ThreadPool } = await import(POOL);
   const { MAX_BUFFER_SLOTS } = await import('../../src/ublk/mode.js');
   const pool = new ThreadPool(2, { coalesceUsec: 0 });
   try {
-    const a = pool.reserve(10_000), b = pool.reserve(10_000);
-    assert.ok(a && b && a.thread !== b.thread, 'one on each thread');
-    assert.equal(pool.reserve(MAX_BUFFER_SLOTS - 9_999), null, 'no thread has that much left');
-    const c = pool.reserve(MAX_BUFFER_SLOTS - 10_000);
-    assert.equal(c?.thread, a.thread, 'a tie in load goes to the first thread with room');
-    assert.equal(c.bufBase, 10_000);
-    assert.equal(pool.reserve(1)?.thread, b.thread, 'the only one with room');
+    const a = pool.reserve(MAX_BUFFER_SLOTS);
+    const b = pool.reserve(1);
+    assert.ok(a && b && a.thread !== b.thread, 'the first thread full, the second takes the next');
+    const c = pool.reserve(1);
+    assert.equal(c?.thread, b.thread, 'both carry one device: the first in order is full, so the second');
+    assert.equal(c.bufBase, 1);
+    assert.equal(pool.reserve(MAX_BUFFER_SLOTS - 1), null, 'no thread has that much left');
     pool.cancel(a);
-    const d = pool.reserve(10_000);
-    assert.equal(d?.thread, a.thread, 'room given back is reused');
+    const d = pool.reserve(1000);
+    assert.equal(d?.thread, a.thread, 'room given back is reused, on the least loaded thread');
     assert.equal(d.bufBase, 0);
+    const cut = pool.shrink(d, 400);
+    assert.equal(cut.slots, 400);
+    assert.equal(pool.reserve(600)?.bufBase, 400, 'what the cut gave back follows what it kept');
+    assert.throws(() => pool.shrink(cut, 401), /more than the 400 reserved/);
   } finally {
     await pool.close();
   }

@@ -139,8 +139,10 @@ test("zero copy on the daemon's threads while their buffer tables have room for 
     assert.match(refused.stderr, /^ublk-ts: zero copy: no serving thread of the daemon has room left for 128 more tags .*--copy kernel/);
     assert.equal(listDevices().length, 3, 'the refused add created nothing');
     assert.equal(cli('del', String(idOf(a))).code, 0);
+    // an add that fails after its slots were reserved (ADD_DEV: the id is taken) gives them back
+    assert.notEqual(cli('add', 'null', ...big, '--id', String(idOf(b))).code, 0);
     const d = addDevice('null', ...big);
-    assert.equal(copyOf(d), 'zero', "the deleted device's slots were given back");
+    assert.equal(copyOf(d), 'zero', "the deleted device's slots were given back, and the failed add's");
     fioOver([b, c, d], ['--rw=randread', '--bs=4k', '--iodepth=16', '--size=16m']);
     assert.equal(cli('del', '--all').code, 0);
     assert.equal(await stopDaemon(daemon), 0, fs.readFileSync(LOG, 'utf8'));

@@ -178,6 +178,32 @@ function deviceParams(setup: TargetSetup, maxIoBytes: number, o: CheckedDeviceOp
 }
 
 /**
+ * The queues ADD_DEV can give: it clamps the count to the CPUs the kernel
+ * may ever bring up (nr_cpu_ids: /sys/devices/system/cpu/possible, e.g.
+ * "0-3"). Infinity where that cannot be read.
+ */
+function possibleCpus(): number {
+  try {
+    const last = /(\d+)\s*$/.exec(fs.readFileSync('/sys/devices/system/cpu/possible', 'utf8'));
+    return last ? Number(last[1]) + 1 : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
+/** Why a zero-copy device cannot go on a daemon's threads (`recovering`: the device being recovered). */
+function noRoomForZeroCopy(tags: number, recovering?: number): string {
+  const table = `(queues x depth; a thread's buffer table holds ${MAX_BUFFER_SLOTS})`;
+  if (recovering !== undefined) {
+    return `device ${recovering} was created with zero copy, and no serving thread of the daemon has room left for its ${tags} tags ${table}: ` +
+      `'ublk-ts recover ${recovering}' gives it a server of its own`;
+  }
+  return tags > MAX_BUFFER_SLOTS
+    ? `zero copy: the device has ${tags} tags ${table}: use a smaller --depth or --queues, or --copy kernel`
+    : `zero copy: no serving thread of the daemon has room left for ${tags} more tags ${table}: delete devices, or use --copy kernel`;
+}
+
+/**
  * Checks that device `id` can take this server (created with recovery, the
  * same flags, the same size) and starts its recovery. The kernel moves a
  * device to QUIESCED/FAIL_IO only once its old server has let go of
@@ -365,17 +391,12 @@ export class UblkDevice {
       let mode = choose(false);
       if (hooks.pool && mode.copy === 'zero') {
         // On a daemon's threads zero copy needs room in one's buffer table for
-        // every tag (counted before ADD_DEV clamps the queues: from above),
-        // taken before the flags are set; without it, the default mode does without zero copy.
-        const tags = existing ? existing.nr_hw_queues * existing.queue_depth : o.queues * o.depth;
+        // every tag, taken before ADD_DEV sets the flags; without it, the
+        // default mode does without zero copy.
+        const tags = existing ? existing.nr_hw_queues * existing.queue_depth : Math.min(o.queues, possibleCpus()) * o.depth;
         room = hooks.pool.reserve(tags);
         if (room === null) mode = choose(true);
-        if (room === null && mode.copy === 'zero') {
-          const per = `(queues x depth; ${MAX_BUFFER_SLOTS} per thread)`;
-          throw new ModeError(existing
-            ? `device ${existing.dev_id} was created with zero copy, and no serving thread of the daemon has room left for its ${tags} tags ${per}: 'ublk-ts recover ${existing.dev_id}' gives it a server of its own`
-            : `zero copy: no serving thread of the daemon has room left for ${tags} more tags ${per}: use a smaller --depth or --queues, or --copy kernel`);
-        }
+        if (room === null && mode.copy === 'zero') throw new ModeError(noRoomForZeroCopy(tags, existing?.dev_id));
       }
       checkKernelSupports(mode, features);
       if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
@@ -394,9 +415,13 @@ export class UblkDevice {
         info = await startRecovery(ctrl, existing, mode, setup.size);
         charFd = await openCharDevice(info.dev_id);
       }
+      // (no-op unless the kernel clamped the queues below the estimate)
+      if (room) room = hooks.pool!.shrink(room, info.nr_hw_queues * info.queue_depth);
       // The kernel may have clamped the queue count to the CPU count: serve
       // exactly the queues that exist (a worker for a missing queue would hang deletion).
       const plan = assignQueues(mode, info.nr_hw_queues, hooks.pool ? 1 : o.threads, info.queue_depth);
+      // (on a daemon's threads one group: the one its reservation is for)
+      if (hooks.pool && plan.length !== 1) throw new Error(`a device on a daemon's threads is served by one, not ${plan.length}`);
       checkAssignment(mode, plan, info.nr_hw_queues, info.queue_depth);
       if (plan.some((t) => t.some((a) => a.tags)) && !(info.flags & UBLK_F_PER_IO_DAEMON)) {
         throw new ModeError(`this kernel's ublk driver lacks PER_IO_DAEMON (needed for --threads other than --queues in classic mode)`);
@@ -432,7 +457,6 @@ export class UblkDevice {
       // Workers map the tag buffers themselves; their fds are not needed past start.
       for (const fd of memfds) native.close(fd);
       if (room) hooks.pool!.cancel(room); // reserved, but no device reached the thread
-
     }
   }
 

@@ -176,7 +176,8 @@ export interface Reservation {
 
 /**
  * A fixed set of serving threads shared by any number of devices, each
- * device's queues on one of them (the one with the fewest devices). A thread
+ * device's queues on one of them (the one with the fewest devices, counting
+ * those reserved for). A thread
  * that dies takes its devices with it (each fails as a device whose serving
  * thread failed does) and is replaced for the devices that come next.
  *
@@ -216,8 +217,25 @@ export class ThreadPool {
     r.thread.bufferSlots.release(r.bufBase, r.slots);
   }
 
+  /** The reservation cut down to its first `slots` (the kernel gave the device fewer queues than asked for). */
+  shrink(r: Reservation, slots: number): Reservation {
+    if (slots > r.slots) throw new Error(`the device needs ${slots} buffer-table slots, more than the ${r.slots} reserved for it`);
+    if (slots === r.slots) return r;
+    r.thread.bufferSlots.release(r.bufBase + slots, r.slots - slots);
+    return { ...r, slots };
+  }
+
   /** Serves `device` on its reservation's thread, or else the least loaded. */
   attach(device: Omit<DeviceAttach, 'key'>, r?: Reservation): QueueWorker {
+    if (r && !r.thread.alive) {
+      // The thread died since (its devices fail): the same room on another, if
+      // one has it; if none, the device fails as one on a dead thread does.
+      const again = this.reserve(r.slots);
+      if (again) {
+        this.cancel(r);
+        r = again;
+      }
+    }
     if (r) {
       r.thread.reserved--;
       return r.thread.attach({ ...device, key: nextKey++, bufBase: r.bufBase }, true, [r.bufBase, r.slots]);
