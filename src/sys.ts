@@ -4,6 +4,9 @@ export const PAGE_SIZE = 4096;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
 export const MAP_POPULATE = 0x8000;
 export const MADV_DONTNEED = 4;
 export const MADV_NOHUGEPAGE = 15;
@@ -20,6 +23,6 @@ export const EFD_CLOEXEC = 0x80000;
 export const EFD_NONBLOCK = 0x800;
 
 // errno values live in one place, errno.ts (the package exports them for targets).
-export { EACCES, EAGAIN, EBUSY, ECANCELED, EINTR, EINVAL, EIO, ENOBUFS, ENODEV, ENOENT, ENOTTY, EOPNOTSUPP } from './errno.js';
+export { EACCES, EAGAIN, EBUSY, ECANCELED, EINTR, EINVAL, EIO, ENOBUFS, ENODEV, ENOENT, ENOMEM, ENOTTY, EOPNOTSUPP } from './errno.js';
 
 export const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;

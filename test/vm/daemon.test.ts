@@ -150,6 +150,35 @@ test("zero copy on the daemon's threads while their buffer tables have room for 
   });
 });
 
+test('a device whose tag buffers cannot be mapped fails to add at once, leaving nothing behind, and the daemon serves on', async () => {
+  // (UBLK_TS_FAULT_TAG_BUFFERS: every tag buffer mapping fails with ENOMEM, in the daemon's serving thread)
+  process.env.UBLK_TS_FAULT_TAG_BUFFERS = '1';
+  let d: Daemon;
+  try {
+    d = await startDaemon('--threads', '1');
+  } finally {
+    delete process.env.UBLK_TS_FAULT_TAG_BUFFERS;
+  }
+  try {
+    const t0 = Date.now();
+    const r = cli('add', 'memory', '-s', '16M', '-q', '2');
+    // A descriptor mapping of /dev/ublkcN left behind kept the failed device's DEL_DEV, and the add, waiting for good.
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /^ublk-ts: .*ENOMEM/);
+    assert.ok(Date.now() - t0 < 60_000, `the failed add took ${Date.now() - t0} ms`);
+    assert.deepEqual(listDevices(), [], 'nothing was created');
+    const z = addDevice('null', '-s', '1G');
+    fioOver([z], ['--rw=randread', '--bs=4k', '--iodepth=8', '--size=16m']);
+    assert.equal(cli('del', '--all').code, 0);
+    assert.equal(await stopDaemon(d), 0, fs.readFileSync(LOG, 'utf8'));
+    assertClean();
+  } catch (e) {
+    throw withLog(e);
+  } finally {
+    await stopDaemon(d);
+  }
+});
+
 test('100 null and memory devices in one daemon on 2 threads, each verified by fio', async (t) => {
   await withDaemon(['--threads', '2'], async (d) => {
     const pid = d.proc.pid!;

@@ -1,11 +1,15 @@
 // Memory a queue worker shares with the kernel: the read-only descriptor array
 // mmapped from /dev/ublkcN, and (in kernel-copy mode) one data buffer per tag.
-import { native } from '../../native.js';
-import { MADV_DONTNEED, MADV_NOHUGEPAGE, MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp } from '../../sys.js';
+import { ErrnoError, native } from '../../native.js';
+import {
+  ENOMEM, MADV_DONTNEED, MADV_NOHUGEPAGE, MAP_ANONYMOUS, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, roundUp,
+} from '../../sys.js';
 import { LAYOUTS } from '../abi/layout.js';
 import { UBLKSRV_CMD_BUF_OFFSET, UBLK_MAX_QUEUE_DEPTH } from '../abi/uapi.js';
 
 const DESC_SIZE = LAYOUTS.ublksrv_io_desc.size;
+/** Fault injection for tests: UBLK_TS_FAULT_TAG_BUFFERS=1 fails every tag buffer mapping with ENOMEM. */
+const FAULT_TAG_BUFFERS = process.env.UBLK_TS_FAULT_TAG_BUFFERS === '1';
 /** u32 words per descriptor, and each field's word index within one. */
 export const DESC_WORDS = DESC_SIZE / 4;
 export const DESC_OP_FLAGS = LAYOUTS.ublksrv_io_desc.fields.op_flags[0] / 4;
@@ -39,9 +43,14 @@ export class TagBuffers {
   private readonly shared: boolean;
 
   constructor(count: number, readonly size: number, sharedFd?: number) {
+    if (FAULT_TAG_BUFFERS) throw new ErrnoError(-ENOMEM, 'mmap (UBLK_TS_FAULT_TAG_BUFFERS)');
     this.shared = sharedFd !== undefined;
+    // Private buffers take no commitment up front (MAP_NORESERVE): depth x
+    // the largest request can be gigabytes (4096 tags of 1 MiB), of which
+    // requests touch what they use, and trim() gives back; the overcommit
+    // heuristic refuses one mapping larger than the machine's memory.
     this.mem = sharedFd === undefined
-      ? native.alloc(count * size)
+      ? native.mmap(count * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
       : native.mmap(count * size, PROT_READ | PROT_WRITE, MAP_SHARED, sharedFd, 0);
     // Where transparent huge pages are on, the first 4 KiB the kernel copies
     // into a 1 MiB buffer would fault in a whole 2 MiB page: 128 tags of a

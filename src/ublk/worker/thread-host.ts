@@ -364,7 +364,16 @@ export class ThreadHost implements LoopClient {
       d.stats = mapStats(cfg.statsFd, true);
       cfg.queues.forEach((wq, i) => {
         const desc = mapDescriptors(cfg.charFd, wq.q, cfg.depth);
-        d.served.push({ ...wq, ud: d.udBase + i, desc, bufs: mode.tagBuffers ? new TagBuffers(cfg.depth, cfg.maxIoBytes, wq.bufFd) : null });
+        let bufs: TagBuffers | null = null;
+        try {
+          if (mode.tagBuffers) bufs = new TagBuffers(cfg.depth, cfg.maxIoBytes, wq.bufFd);
+        } catch (e) {
+          // Not served yet, so depart() would not unmap it: a mapping of
+          // /dev/ublkcN left behind keeps the device's DEL_DEV waiting for good.
+          native.munmap(desc.buffer as ArrayBuffer);
+          throw e;
+        }
+        d.served.push({ ...wq, ud: d.udBase + i, desc, bufs });
         d.stats![wq.slot * SLOT_WORDS + C_QUEUE] = wq.q;
       });
       if (cfg.shmem.length) d.shmem = new ShmemViews(cfg.shmem);
