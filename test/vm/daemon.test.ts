@@ -161,13 +161,13 @@ test('a device whose tag buffers cannot be mapped fails to add at once, leaving 
   }
   try {
     const t0 = Date.now();
-    const r = cli('add', 'memory', '-s', '16M', '-q', '2');
+    const r = run(process.execPath, [CLI, 'add', 'memory', '-s', '16M', '-q', '2'], { timeout: 90_000 });
     // A descriptor mapping of /dev/ublkcN left behind kept the failed device's DEL_DEV, and the add, waiting for good.
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /^ublk-ts: .*ENOMEM/);
     assert.ok(Date.now() - t0 < 60_000, `the failed add took ${Date.now() - t0} ms`);
     assert.deepEqual(listDevices(), [], 'nothing was created');
-    const z = addDevice('null', '-s', '1G');
+    const z = addDevice('null', '-s', '1G', '--copy', 'zero'); // no tag buffers
     fioOver([z], ['--rw=randread', '--bs=4k', '--iodepth=8', '--size=16m']);
     assert.equal(cli('del', '--all').code, 0);
     assert.equal(await stopDaemon(d), 0, fs.readFileSync(LOG, 'utf8'));
@@ -231,7 +231,9 @@ test('an idle device gives back the memory its requests touched, and reads back 
     }
     t.diagnostic(`RssAnon: ${Math.round(before / 1024)} MiB idle, ${Math.round(busy / 1024)} MiB after 1 MiB writes at QD 64, ` +
       `${Math.round(idle / 1024)} MiB once idle`);
-    assert.ok(busy > before + 48 * 1024, `the writes touched the tag buffers (${before} -> ${busy} KiB)`);
+    // A tag buffer per request in flight at some point: 39 to 128 MiB have been seen (fio under
+    // emulation does not always keep 64 in flight), against a trim to less than 16 MiB above idle.
+    assert.ok(busy > before + 32 * 1024, `the writes touched the tag buffers (${before} -> ${busy} KiB)`);
     assert.ok(idle < before + 16 * 1024, `an idle device gave the pages back (${busy} -> ${idle} KiB)`);
     const r = run('fio', [...job, '--verify_only']);
     assert.equal(r.code, 0, `reading back through the emptied buffers: ${r.stdout}\n${r.stderr}`);

@@ -52,7 +52,7 @@ describe('lifecycle', () => {
     assertClean();
   });
 
-  test('kernel copy at the deepest queues: 2 x 4096 tags of 1 MiB buffers (8 GiB, 4x the VM\'s memory) serve fio, the pages requests touch taken as they do', () => {
+  test('kernel copy at the deepest queues: 2 x 4096 tags of 1 MiB buffers (8 GiB of addresses, more than the test VM\'s memory) serve fio', () => {
     // One 4 GiB mapping per queue was refused by the kernel's overcommit heuristic (ENOMEM) before MAP_NORESERVE.
     const dev = addDevice('null', '--size', '1G', '--queues', '2', '--depth', '4096', '--copy', 'kernel');
     const r = run('fio', ['--name=deep', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--rw=randrw', '--bs=4k-1m',

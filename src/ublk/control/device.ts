@@ -194,6 +194,10 @@ function possibleCpus(): number {
 /** Why a zero-copy device cannot go on a daemon's threads (`recovering`: the device being recovered). */
 function noRoomForZeroCopy(tags: number, recovering?: number): string {
   const table = `(queues x depth; a thread's buffer table holds ${MAX_BUFFER_SLOTS})`;
+  if (recovering !== undefined && tags > MAX_BUFFER_SLOTS) {
+    return `device ${recovering} was created with zero copy and has ${tags} tags ${table}: no daemon thread can serve it; ` +
+      `'ublk-ts recover ${recovering}' gives it a server of its own`;
+  }
   if (recovering !== undefined) {
     return `device ${recovering} was created with zero copy, and no serving thread of the daemon has room left for its ${tags} tags ${table}: ` +
       `'ublk-ts recover ${recovering}' gives it a server of its own`;

@@ -238,7 +238,14 @@ export class BatchEngine implements Engine, CommitSink {
     let bgid = this.bgidBase;
     for (const qs of this.queues) {
       const pbuf = PbufRing.register(this.ring, bgid++, qs.served.fetchBuffers);
-      qs.fetchers.push(new Fetcher(pbuf, qs.served.fetchBuffers));
+      let fetcher: Fetcher;
+      try {
+        fetcher = new Fetcher(pbuf, qs.served.fetchBuffers);
+      } catch (e) {
+        pbuf.unregister(); // else its bgid, given back when the device leaves, would stay registered for the next device
+        throw e;
+      }
+      qs.fetchers.push(fetcher);
       this.armFetch(qs, qs.fetchers.length - 1);
       this.liveFetchers++;
     }

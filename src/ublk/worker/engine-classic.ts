@@ -79,8 +79,11 @@ export class ClassicEngine implements Engine, CommitSink {
 
   arm(reap: CqeHandler): void {
     for (const cq of this.queues) {
-      for (const t of cq.tags) this.queueCmd(cq, UBLK_U_IO_FETCH_REQ, t, 0, cq.fetchAddrs[t]);
-      this.armed += cq.tags.length;
+      // Counted one by one: should a submit inside nextSqe throw, the fetches queued before are the kernel's all the same.
+      for (const t of cq.tags) {
+        this.queueCmd(cq, UBLK_U_IO_FETCH_REQ, t, 0, cq.fetchAddrs[t]);
+        this.armed++;
+      }
     }
     this.ring.submit();
     // FETCH_REQ only completes when a request arrives, and none can before

@@ -48,7 +48,10 @@ export class TagBuffers {
     // Private buffers take no commitment up front (MAP_NORESERVE): depth x
     // the largest request can be gigabytes (4096 tags of 1 MiB), of which
     // requests touch what they use, and trim() gives back; the overcommit
-    // heuristic refuses one mapping larger than the machine's memory.
+    // heuristic refuses one mapping larger than the machine's memory. (Where
+    // overcommit is strict, vm.overcommit_memory=2, the kernel ignores the
+    // flag and commits it all; where memory runs out, a page is refused
+    // when a request first touches it, as for any lazily used memory.)
     this.mem = sharedFd === undefined
       ? native.mmap(count * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
       : native.mmap(count * size, PROT_READ | PROT_WRITE, MAP_SHARED, sharedFd, 0);

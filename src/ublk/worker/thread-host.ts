@@ -369,7 +369,8 @@ export class ThreadHost implements LoopClient {
           if (mode.tagBuffers) bufs = new TagBuffers(cfg.depth, cfg.maxIoBytes, wq.bufFd);
         } catch (e) {
           // Not served yet, so depart() would not unmap it: a mapping of
-          // /dev/ublkcN left behind keeps the device's DEL_DEV waiting for good.
+          // /dev/ublkcN left behind keeps the device's DEL_DEV waiting (until
+          // the mapping happened to be collected, which an idle thread never does).
           native.munmap(desc.buffer as ArrayBuffer);
           throw e;
         }
@@ -447,7 +448,12 @@ export class ThreadHost implements LoopClient {
     if (engine) {
       const f = this.flushers.indexOf(engine);
       if (f >= 0) this.flushers.splice(f, 1);
-      if (!this.ring.closed) engine.release?.();
+      try {
+        if (!this.ring.closed) engine.release?.();
+      } catch (e) {
+        // (what follows must still run: unmapping /dev/ublkcN above all)
+        why ??= `releasing its ring resources failed: ${(e as Error)?.message ?? String(e)}`;
+      }
       // Own operations still out: the target hears no more of them, and the queue indices wait for them (tick).
       if (engine.dispatcher.ownOps > 0) engine.dispatcher.breakTarget([]);
     }
