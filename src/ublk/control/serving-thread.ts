@@ -88,11 +88,11 @@ class ServingThread {
 
   /**
    * Serves `device` (its key must be new to this thread); a device's own
-   * thread was given it at start. `slots`: the buffer-table slots reserved
-   * for it, given back when it has left.
+   * thread was given it at start. `slots`: how many buffer-table slots from
+   * `device.bufBase` were reserved for it, given back when it has left.
    */
-  attach(device: DeviceAttach, viaMessage: boolean, slots?: [number, number]): QueueWorker {
-    if (slots) this.slotsHeld.set(device.key, slots);
+  attach(device: DeviceAttach, viaMessage: boolean, slots = 0): QueueWorker {
+    if (slots > 0) this.slotsHeld.set(device.key, [device.bufBase!, slots]);
     let a!: Attachment;
     const ready = new Promise<void>((onReady, onFail) => { a = { onReady, onFail, onDone: () => {}, queues: device.queues.map((q) => q.q).join(',') }; });
     const done = new Promise<string | undefined>((r) => { a.onDone = r; });
@@ -238,7 +238,7 @@ export class ThreadPool {
     }
     if (r) {
       r.thread.reserved--;
-      return r.thread.attach({ ...device, key: nextKey++, bufBase: r.bufBase }, true, [r.bufBase, r.slots]);
+      return r.thread.attach({ ...device, key: nextKey++, bufBase: r.bufBase }, true, r.slots);
     }
     this.replaceDead();
     const t = this.threads.reduce((a, b) => (b.load < a.load ? b : a));

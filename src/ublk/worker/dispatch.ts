@@ -39,7 +39,6 @@ import {
 import { copyIntegrity, RequestIntegrity } from './integrity.js';
 import { CHAR_DEV_FIXED, KIND_OWN, KIND_STAGE, KIND_TARGET, nextSqe, prepIoCmd, reserveSqes, userDataLo } from './worker-ring.js';
 
-
 const OP_NAMES: Record<number, string> = {
   [UBLK_IO_OP_READ]: 'READ', [UBLK_IO_OP_WRITE]: 'WRITE', [UBLK_IO_OP_FLUSH]: 'FLUSH', [UBLK_IO_OP_DISCARD]: 'DISCARD',
   [UBLK_IO_OP_WRITE_ZEROES]: 'WRITE_ZEROES', [UBLK_IO_OP_ZONE_APPEND]: 'ZONE_APPEND', [UBLK_IO_OP_REPORT_ZONES]: 'REPORT_ZONES',

@@ -13,18 +13,11 @@ export class SlotRanges {
 
   /** The first free range of `n` slots (n ≥ 1), taken; -1 when none is that long. */
   take(n: number): number {
-    for (let i = 0; i < this.free.length; i++) {
-      const r = this.free[i]!;
-      if (r[1] < n) continue;
-      const start = r[0];
-      if (r[1] === n) this.free.splice(i, 1);
-      else {
-        r[0] += n;
-        r[1] -= n;
-      }
-      return start;
-    }
-    return -1;
+    const fit = this.free.find((r) => r[1] >= n);
+    if (!fit) return -1;
+    const start = fit[0];
+    this.takeAt(start, n);
+    return start;
   }
 
   /** Takes the `n` slots from `start` (n ≥ 1) if all are free (true), as another's take() chose them. */
