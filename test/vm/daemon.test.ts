@@ -21,9 +21,12 @@ interface Daemon {
   exited: Promise<number | null>;
 }
 
-async function startDaemon(...args: string[]): Promise<Daemon> {
+const startDaemon = (...args: string[]): Promise<Daemon> => startDaemonWith({}, ...args);
+
+/** startDaemon with more environment (e.g. UBLK_TS_FAULT_TAG_BUFFERS). */
+async function startDaemonWith(env: Record<string, string>, ...args: string[]): Promise<Daemon> {
   const log = fs.openSync(LOG, 'w');
-  const proc = spawn(process.execPath, [CLI, 'daemon', ...args], { stdio: ['ignore', 'ignore', log] });
+  const proc = spawn(process.execPath, [CLI, 'daemon', ...args], { stdio: ['ignore', 'ignore', log], env: { ...process.env, ...env } });
   fs.closeSync(log);
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   for (let i = 0; i < 300; i++) {
@@ -46,9 +49,9 @@ async function stopDaemon(d: Daemon): Promise<number | null> {
   }
 }
 
-/** Runs `f` with a daemon; a failure carries the daemon's log; the daemon is stopped in the end. */
-async function withDaemon(args: string[], f: (d: Daemon) => Promise<void>): Promise<void> {
-  const d = await startDaemon(...args);
+/** Runs `f` with a daemon (`env`: more environment); a failure carries the daemon's log; the daemon is stopped in the end. */
+async function withDaemon(args: string[], f: (d: Daemon) => Promise<void>, env: Record<string, string> = {}): Promise<void> {
+  const d = await startDaemonWith(env, ...args);
   try {
     await f(d);
   } catch (e) {
@@ -152,14 +155,7 @@ test("zero copy on the daemon's threads while their buffer tables have room for 
 
 test('a device whose tag buffers cannot be mapped fails to add at once, leaving nothing behind, and the daemon serves on', async () => {
   // (UBLK_TS_FAULT_TAG_BUFFERS: every tag buffer mapping fails with ENOMEM, in the daemon's serving thread)
-  process.env.UBLK_TS_FAULT_TAG_BUFFERS = '1';
-  let d: Daemon;
-  try {
-    d = await startDaemon('--threads', '1');
-  } finally {
-    delete process.env.UBLK_TS_FAULT_TAG_BUFFERS;
-  }
-  try {
+  await withDaemon(['--threads', '1'], async (d) => {
     const t0 = Date.now();
     const r = run(process.execPath, [CLI, 'add', 'memory', '-s', '16M', '-q', '2'], { timeout: 90_000 });
     // A descriptor mapping of /dev/ublkcN left behind kept the failed device's DEL_DEV, and the add, waiting for good.
@@ -172,11 +168,7 @@ test('a device whose tag buffers cannot be mapped fails to add at once, leaving 
     assert.equal(cli('del', '--all').code, 0);
     assert.equal(await stopDaemon(d), 0, fs.readFileSync(LOG, 'utf8'));
     assertClean();
-  } catch (e) {
-    throw withLog(e);
-  } finally {
-    await stopDaemon(d);
-  }
+  }, { UBLK_TS_FAULT_TAG_BUFFERS: '1' });
 });
 
 test('100 null and memory devices in one daemon on 2 threads, each verified by fio', async (t) => {
