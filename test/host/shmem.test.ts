@@ -122,3 +122,16 @@ test('a request the driver found in shared memory is a view of the thread\'s own
     native.close(ro);
   }
 });
+
+test('regions already mapped are unmapped when a later one cannot be', () => {
+  const name = `ublk-ts-test-shmem-partial-${process.pid}`;
+  const fd = native.memfdCreate(name, MFD_CLOEXEC);
+  fs.ftruncateSync(fd, 16384);
+  const mapped = (): boolean => fs.readFileSync('/proc/self/maps', 'utf8').includes(`/memfd:${name}`);
+  try {
+    assert.throws(() => new ShmemViews([{ fd, size: 16384, index: 0, readOnly: false }, { fd: -1, size: 16384, index: 1, readOnly: false }]), /EBADF|Bad file/);
+    assert.equal(mapped(), false, 'the first region is no longer mapped');
+  } finally {
+    native.close(fd);
+  }
+});

@@ -18,11 +18,19 @@ export class ShmemViews {
   private readonly readOnly: boolean[] = [];
 
   constructor(regions: readonly ShmemRegion[]) {
-    for (const r of regions) {
-      const mem = native.mmap(r.size, PROT_READ | (r.readOnly ? 0 : PROT_WRITE), MAP_SHARED, r.fd, 0);
-      this.views[r.index] = new Uint8Array(mem);
-      this.addrs[r.index] = native.addressOf(mem);
-      this.readOnly[r.index] = r.readOnly;
+    try {
+      for (const r of regions) {
+        const mem = native.mmap(r.size, PROT_READ | (r.readOnly ? 0 : PROT_WRITE), MAP_SHARED, r.fd, 0);
+        this.views[r.index] = new Uint8Array(mem);
+        this.addrs[r.index] = native.addressOf(mem);
+        this.readOnly[r.index] = r.readOnly;
+      }
+    } catch (e) {
+      // The regions mapped before the one that failed are unmapped now, not
+      // whenever the collector finds their buffers (gigabytes of address space
+      // and a reference to each file, held by a thread that goes on serving).
+      this.free();
+      throw e;
     }
   }
 
@@ -44,5 +52,6 @@ export class ShmemViews {
 
   free(): void {
     for (const v of this.views) if (v) native.munmap(v.buffer as ArrayBuffer);
+    this.views.length = 0;
   }
 }
