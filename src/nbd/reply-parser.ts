@@ -31,6 +31,8 @@ const EIO = 5;
 const TWO_32 = 2 ** 32;
 /** Zeros for a hole in zero copy (written to the request's pages in pieces of this size). */
 const ZEROS = new Uint8Array(64 * 1024);
+/** Pieces of at most this many bytes are copied into the scratch by a loop here, not natively. */
+const SMALL_COPY = 64;
 
 const S_HEADER = 0, S_SIMPLE_DATA = 1, S_CHUNK_HEADER = 2, S_DATA_OFFSET = 3, S_DATA = 4, S_HOLE = 5, S_ERROR = 6;
 
@@ -75,7 +77,12 @@ export class ReplyParser {
     while (from < to) {
       const n = Math.min(to - from, this.want - this.got);
       // (native.copyBytes: a subarray view per copy was most of what a READ reply allocated)
-      if (this.into === null) native.copyBytes(this.scratch, this.scratchAt + this.got, src, from, n);
+      if (this.into === null) {
+        // A header piece (4-20 bytes, three per structured READ reply) is copied
+        // here: a call into the native addon costs more than the copy.
+        if (n <= SMALL_COPY) for (let i = 0, d = this.scratchAt + this.got; i < n; i++) this.scratch[d + i] = src[from + i]!;
+        else native.copyBytes(this.scratch, this.scratchAt + this.got, src, from, n);
+      }
       else if (this.userCopyFd < 0) native.copyBytes(this.into.buffer, this.intoAt + this.got, src, from, n);
       else this.put(this.into, this.intoAt + this.got, src, from, n);
       from += n;
