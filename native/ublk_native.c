@@ -224,6 +224,48 @@ static napi_value rw_at(napi_env env, napi_callback_info info, bool write) {
 static napi_value js_pread(napi_env env, napi_callback_info info) { return rw_at(env, info, false); }
 static napi_value js_pwrite(napi_env env, napi_callback_info info) { return rw_at(env, info, true); }
 
+/*
+ * rwMany(fd, buffer, table, n, write): n pread(2)s or pwrite(2)s between
+ * `buffer` and fd, described by a Float64Array of triples (byte in buffer,
+ * length, file offset); each triple's first number is replaced by its
+ * result (bytes, or -errno). One call for a batch: each call into the addon
+ * costs more than a small copy (e.g. the 4 KiB READ replies of one recv).
+ */
+static napi_value js_rw_many(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  size_t size = 0, tlen = 0;
+  char *p = bytes_of(env, argv[1], &size);
+  napi_typedarray_type t;
+  double *tab = NULL;
+  bool is = false;
+  if (napi_is_typedarray(env, argv[2], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[2], &t, &tlen, (void **)&tab, NULL, NULL) != napi_ok || t != napi_float64_array) {
+    napi_throw_type_error(env, NULL, "rwMany: the table must be a Float64Array");
+    return NULL;
+  }
+  uint32_t n = u32(env, argv[3]);
+  bool write = false;
+  napi_get_value_bool(env, argv[4], &write);
+  if ((size_t)n * 3 > tlen) {
+    napi_throw_range_error(env, NULL, "rwMany: more entries than the table holds");
+    return NULL;
+  }
+  int fd = i32(env, argv[0]);
+  for (uint32_t i = 0; i < n; i++) {
+    double at = tab[3 * i], len = tab[3 * i + 1], off = tab[3 * i + 2];
+    if (!(at >= 0 && len >= 0 && off >= 0) || at + len > (double)size || (len > 0 && !p)) {
+      napi_throw_range_error(env, NULL, "rwMany: range outside the buffer");
+      return NULL;
+    }
+    ssize_t r;
+    do {
+      r = write ? pwrite(fd, p + (size_t)at, (size_t)len, (off_t)off) : pread(fd, p + (size_t)at, (size_t)len, (off_t)off);
+    } while (r < 0 && errno == EINTR);
+    tab[3 * i] = r < 0 ? -errno : (double)r;
+  }
+  return NULL;
+}
+
 /* madvise(addr of the buffer + offset, len, advice): 0 or -errno. */
 static napi_value js_madvise(napi_env env, napi_callback_info info) {
   ARGS(4);
@@ -516,7 +558,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"addressOf", js_address_of}, {"eventfd", js_eventfd},
       {"clockMs", js_clock_ms}, {"threadPreemptions", js_thread_preemptions},
       {"memfdCreate", js_memfd_create}, {"fallocate", js_fallocate},
-      {"pread", js_pread}, {"pwrite", js_pwrite},
+      {"pread", js_pread}, {"pwrite", js_pwrite}, {"rwMany", js_rw_many},
       {"createPoller", js_create_poller}, {"close", js_close},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

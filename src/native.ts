@@ -60,6 +60,13 @@ export interface Native {
    */
   pread(fd: number, buffer: ArrayBufferView | ArrayBuffer, at: number, length: number, offsetLo: number, offsetHi: number): number;
   pwrite(fd: number, buffer: ArrayBufferView | ArrayBuffer, at: number, length: number, offsetLo: number, offsetHi: number): number;
+  /**
+   * `n` pread(2)s (write false) or pwrite(2)s between `buffer` and `fd`, in
+   * one call: `table` holds a triple per entry (byte in buffer, length, file
+   * offset), whose first number each call replaces by its result (bytes, or
+   * -errno). Throws if a range lies outside the buffer.
+   */
+  rwMany(fd: number, buffer: ArrayBufferView | ArrayBuffer, table: Float64Array, n: number, write: boolean): void;
   /** madvise(2) on `length` bytes of `buffer` from `offset` (page-aligned); 0 or -errno. */
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: number): number;
   /** Address of the first byte of a buffer or view (view: buffer + byteOffset). */

@@ -6,7 +6,10 @@
 // (`feed`: a staging buffer's recv, a TLS stream's data), copied from there:
 // into the request's tag buffer, or in zero copy, where the server has no
 // buffer of the request's, straight into its pages with a pwrite on
-// /dev/ublkcN at the request's user-copy position (`userCopyFd`).
+// /dev/ublkcN at the request's user-copy position (`userCopyFd`). Those
+// pwrites are made together at the end of each `feed` (one call into the
+// addon for all the replies of a recv, not one each), and the replies that
+// chunk finished are handed on only then, once their data is in place.
 //
 // Simple replies, and structured replies where negotiated: chunks of
 // OFFSET_DATA and OFFSET_HOLE (a hole is zeroed in the buffer: sparse
@@ -33,6 +36,8 @@ const TWO_32 = 2 ** 32;
 const ZEROS = new Uint8Array(64 * 1024);
 /** Pieces of at most this many bytes are copied into the scratch by a loop here, not natively. */
 const SMALL_COPY = 64;
+/** Zero copy: at most this many pwrites wait for the end of a feed (more: they are made at once). */
+const MAX_PUTS = 64;
 
 const S_HEADER = 0, S_SIMPLE_DATA = 1, S_CHUNK_HEADER = 2, S_DATA_OFFSET = 3, S_DATA = 4, S_HOLE = 5, S_ERROR = 6;
 
@@ -52,6 +57,18 @@ export class ReplyParser {
   private length = 0;
 
   private readonly scratch: Uint8Array;
+
+  // Zero copy, during a feed: the pwrites still to make from `batchSrc`
+  // (puts: a triple per pwrite for native.rwMany, and whose request it is),
+  // and the replies finished meanwhile (handed on after the pwrites).
+  private batchSrc: Uint8Array | null = null;
+  private readonly puts = new Float64Array(3 * MAX_PUTS);
+  private readonly putReq: Array<UblkRequest | null> = [];
+  private readonly putSlot = new Int32Array(MAX_PUTS);
+  private nPuts = 0;
+  private readonly doneReq: Array<UblkRequest | null> = [];
+  private readonly doneRes: number[] = [];
+  private nDone = 0;
 
   constructor(private readonly inFlight: InFlight, private readonly v: DataView, private readonly structured: boolean,
     private readonly replied: (req: UblkRequest, result: number) => void,
@@ -74,6 +91,18 @@ export class ReplyParser {
    * rest is then not looked at: the connection must end).
    */
   feed(src: Uint8Array, from: number, to: number): string | null {
+    if (this.userCopyFd < 0) return this.copyIn(src, from, to);
+    this.batchSrc = src;
+    try {
+      return this.copyIn(src, from, to);
+    } finally {
+      // Also after a bad reply: the replies finished before it must still be handed on.
+      this.flush();
+      this.batchSrc = null;
+    }
+  }
+
+  private copyIn(src: Uint8Array, from: number, to: number): string | null {
     while (from < to) {
       const n = Math.min(to - from, this.want - this.got);
       // (native.copyBytes: a subarray view per copy was most of what a READ reply allocated)
@@ -98,8 +127,52 @@ export class ReplyParser {
    * with EIO once its reply is in; the stream goes on.
    */
   private put(req: UblkRequest, at: number, src: Uint8Array, from: number, n: number): void {
-    const r = req.writePages(this.userCopyFd, src, from, n, at);
-    if (r !== n) this.inFlight.fail(this.slot, EIO);
+    if (src !== this.batchSrc) {
+      const r = req.writePages(this.userCopyFd, src, from, n, at);
+      if (r !== n) this.inFlight.fail(this.slot, EIO);
+      return;
+    }
+    if (this.nPuts === MAX_PUTS) this.flush();
+    const i = this.nPuts++, p = this.puts;
+    p[3 * i] = from;
+    p[3 * i + 1] = n;
+    p[3 * i + 2] = req.userCopyPos + at;
+    this.putReq[i] = req;
+    this.putSlot[i] = this.slot;
+  }
+
+  /** Zero copy: makes the pwrites waiting, then hands on the replies finished meanwhile. */
+  private flush(): void {
+    const n = this.nPuts, p = this.puts;
+    if (n > 0) {
+      this.nPuts = 0;
+      native.rwMany(this.userCopyFd, this.batchSrc!, p, n, true);
+      for (let i = 0; i < n; i++) {
+        if (p[3 * i] !== p[3 * i + 1]) this.putFailed(this.putReq[i]!, this.putSlot[i]!);
+        this.putReq[i] = null;
+      }
+    }
+    const d = this.nDone;
+    this.nDone = 0;
+    for (let i = 0; i < d; i++) {
+      const req = this.doneReq[i]!;
+      this.doneReq[i] = null;
+      this.replied(req, this.doneRes[i]!);
+    }
+  }
+
+  /**
+   * A pwrite the driver refused (the device is going away): the request fails
+   * with EIO, whether its reply finished in this feed or is still to come.
+   */
+  private putFailed(req: UblkRequest, slot: number): void {
+    for (let k = 0; k < this.nDone; k++) {
+      if (this.doneReq[k] === req) {
+        this.doneRes[k] = -EIO;
+        return;
+      }
+    }
+    this.inFlight.fail(slot, EIO);
   }
 
   /** The `want` bytes are in: null, or what is wrong with the reply. */
@@ -218,7 +291,12 @@ export class ReplyParser {
   private complete(result: number): null {
     const req = this.inFlight.req(this.slot);
     this.inFlight.release(this.slot);
-    this.replied(req, result);
+    if (this.batchSrc === null) this.replied(req, result);
+    else {
+      // (handed on by flush, after the pwrites of its data)
+      this.doneReq[this.nDone] = req;
+      this.doneRes[this.nDone++] = result;
+    }
     return this.next(S_HEADER, 16, 0);
   }
 }

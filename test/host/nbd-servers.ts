@@ -125,10 +125,13 @@ export class Harness extends DataPath {
  */
 export class ZeroCopyHarness extends Harness {
   private readonly views: Uint8Array[] = [];
+  private readonly memfd: number;
 
-  constructor() {
+  /** `userCopyFd`: what the target gets for /dev/ublkcN instead of the memfd (e.g. one that refuses user copy). */
+  constructor(userCopyFd?: number) {
     const fd = native.memfdCreate('nbd-zero-copy', 0);
-    super('zero', fd);
+    super('zero', userCopyFd ?? fd);
+    this.memfd = fd;
     fs.ftruncateSync(fd, this.reqs[DEPTH - 1]!.userCopyPos + BUF);
     for (let t = 0; t < DEPTH; t++) {
       const pos = this.reqs[t]!.userCopyPos, map = native.mmap(BUF, PROT_READ | PROT_WRITE, MAP_SHARED, fd, pos);
@@ -145,7 +148,7 @@ export class ZeroCopyHarness extends Harness {
   override async close(): Promise<void> {
     await super.close();
     for (const v of this.views) native.munmap(v.buffer as ArrayBuffer);
-    native.close(this.dispatcher.charFd);
+    native.close(this.memfd);
   }
 }
 

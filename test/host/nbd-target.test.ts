@@ -499,6 +499,33 @@ test('nbd in zero copy on nbdkit memory (Unix socket): large WRITE payloads sent
   }
 });
 
+test('nbd in zero copy: READ data the driver refuses to take (user copy fails) fails each of those requests with EIO, and the connection goes on', async () => {
+  const sock = path.join(dir, 'zc-refused.sock');
+  const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '16M'], { path: sock });
+  const refusing = fs.openSync('/dev/null', 'r'); // pwrite: EBADF, as /dev/ublkcN refuses a request that is going away
+  const h = new ZeroCopyHarness(refusing);
+  try {
+    await h.open(nbd, { socket: sock });
+    // A large WRITE goes from the fixed buffer (no user copy).
+    h.tagBuffer(0).set(pattern(64 << 10, 3).subarray(0, 64 << 10));
+    assert.equal(await h.serve(0, UBLK_IO_OP_WRITE, 0, 64 << 10), 64 << 10);
+    // Small READ replies arrive together, staged: their data cannot be put in place.
+    const tags = Array.from({ length: DEPTH }, (_, t) => t);
+    let replies = 0;
+    h.watchOwnCqes((sub, res) => {
+      if (subOp(sub) === OP_RECV && res > 0) replies++;
+    });
+    for (const t of tags) h.start(t, UBLK_IO_OP_READ, t * 4096, 4096);
+    assert.deepEqual(await h.wait(tags), tags.map(() => -EIO));
+    assert.ok(replies >= 1);
+    assert.equal(await h.serve(1, UBLK_IO_OP_WRITE, MiB, 64 << 10), 64 << 10, 'the connection is still up');
+  } finally {
+    await h.close();
+    fs.closeSync(refusing);
+    await srv.stop();
+  }
+});
+
 test('nbd in zero copy: eight 1 MiB WRITEs at once overflow the socket (a WRITE_FIXED falls short, ending its linked chain, which starts again where it stopped); the image holds every byte in place', async () => {
   const img = path.join(dir, 'zc.img'), sock = path.join(dir, 'zc-qemu.sock');
   fs.writeFileSync(img, '');

@@ -282,3 +282,32 @@ test('pread/pwrite: a range of a view at a 64-bit offset given as halves (the lo
     fs.rmSync(file, { force: true });
   }
 });
+
+test('rwMany: a batch of pwrites or preads at 64-bit offsets, each result (bytes or -errno) in place of its buffer offset; RangeError outside the buffer', () => {
+  const file = `/dev/shm/native-rw-many-${process.pid}`;
+  const fd = fs.openSync(file, 'w+');
+  try {
+    const far = 2 ** 40 + 512;
+    const src = new Uint8Array(new ArrayBuffer(8192), 4096, 4096).map((_, i) => (i * 7) & 0xff);
+    const t = new Float64Array([0, 100, far, 100, 50, 0, 4000, 0, 10]);
+    native.rwMany(fd, src, t, 3, true);
+    assert.deepEqual([...t.filter((_, i) => i % 3 === 0)], [100, 50, 0]);
+    const got = Buffer.alloc(100);
+    assert.equal(fs.readSync(fd, got, 0, 100, BigInt(far)), 100);
+    assert.deepEqual([...got], [...src.subarray(0, 100)], 'the first entry at 2^40 + 512');
+    const dst = new Uint8Array(200);
+    const r = new Float64Array([10, 50, 0, 0, 8, far + 96, 0, 8, far * 2]);
+    native.rwMany(fd, dst, r, 3, false);
+    assert.deepEqual([...r.filter((_, i) => i % 3 === 0)], [50, 4, 0], 'a short read at the end, nothing past it');
+    assert.deepEqual([...dst.subarray(10, 60)], [...src.subarray(100, 150)]);
+    const bad = new Float64Array([0, 4, 0]);
+    native.rwMany(-1, dst, bad, 1, false);
+    assert.equal(bad[0], -9, 'EBADF');
+    assert.throws(() => native.rwMany(fd, dst, new Float64Array([190, 20, 0]), 1, false), RangeError);
+    assert.throws(() => native.rwMany(fd, dst, new Float64Array(3), 2, false), RangeError, 'more entries than the table');
+    assert.throws(() => native.rwMany(fd, dst, new Int32Array(3) as unknown as Float64Array, 1, false), TypeError);
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+  }
+});
