@@ -16,13 +16,14 @@
 // A large WRITE payload goes from there to the socket (WRITE_FIXED), linked
 // behind the SENDMSG of the headers before it, so one chain carries a batch
 // in stream order; a small one (below DIRECT_BYTES) is read out with user
-// copy (pread on /dev/ublkcN) into our memory and goes in the SENDMSG with
-// the headers (a linked send of its own per 4 KiB write cut 4k randwrite at
-// QD 64 to 0.4x). A large READ payload comes from the socket straight into
-// the pages (READ_FIXED); a staged one is put there with user copy (the
-// parser's pwrite on /dev/ublkcN). Each byte then crosses memory once, as in
-// the kernel's own NBD client, where the other modes copy it twice (socket
-// and tag buffer, tag buffer and request).
+// copy (preads on /dev/ublkcN, one call for the batch) into our memory and
+// goes in the SENDMSG with the headers (a linked send of its own per 4 KiB
+// write cut 4k randwrite at QD 64 to 0.4x). A large READ payload comes from
+// the socket straight into the pages (READ_FIXED): each of its bytes crosses
+// memory once, as in the kernel's own NBD client. A staged one (a small
+// READ's) is put there with user copy (the parser's pwrites, one call per
+// recv), crossing memory twice, as every byte does in the other modes
+// (socket and tag buffer, tag buffer and request).
 import { native } from '../native.js';
 import type { Ring } from '../uring/ring.js';
 import { addSqeFlags, prepReadFixed, prepRecv, prepSendmsg, prepSetsockopt, prepShutdown, prepWriteFixed } from '../uring/prep.js';
@@ -105,6 +106,8 @@ export class NbdConnection {
   private sendIovs = 0;
   /** Per iovec: the fixed buffer it lies in (zero copy: a WRITE's payload), or -1 (our memory, or a tag buffer). */
   private readonly iovFixed = new Int32Array(2 * BATCH);
+  /** Zero copy: per small WRITE of the batch, where its data goes in the send stage, its length, its user-copy position (then its result). */
+  private readonly outTable = new Float64Array(3 * BATCH);
   /** Per send of the chain: its first iovec and the one after its last. */
   private readonly segStart = new Int32Array(MAX_SEGS);
   private readonly segEnd = new Int32Array(MAX_SEGS);
@@ -177,17 +180,23 @@ export class NbdConnection {
 
   private sendBatch(): void {
     const q = this.sendQ, v = this.view, u32 = this.u32, f = this.inFlight, zeroCopy = this.userCopyFd >= 0;
-    let iov = this.iovAt >> 2, n = 0, iovs = 0, staged = 0;
+    const take = zeroCopy ? this.copyOutAll() : Math.min(this.sendTail - this.sendHead, BATCH), out = this.outTable;
+    let iov = this.iovAt >> 2, n = 0, iovs = 0, staged = 0, c = 0;
     let failed: UblkRequest[] | null = null;
-    while (this.sendHead < this.sendTail && n < BATCH) {
-      const slot = q[this.sendHead]!, req = f.req(slot), type = f.type(slot);
+    for (let k = 0; k < take; k++) {
+      const slot = q[this.sendHead++]!, req = f.req(slot), type = f.type(slot);
       const isWrite = type === NBD_CMD_WRITE, copyOut = zeroCopy && isWrite && req.length < DIRECT_BYTES;
-      if (copyOut && staged + req.length > SEND_STAGE_BYTES) break; // the next batch takes it
-      this.sendHead++;
-      if (copyOut && !this.copyOut(req, staged)) {
-        f.release(slot);
-        (failed ??= []).push(req); // completed once the batch is out of the way
-        continue;
+      let at = 0;
+      if (copyOut) {
+        // (read out by copyOutAll, at the same place of the stage)
+        const ok = out[3 * c++] === req.length;
+        at = staged;
+        staged += req.length;
+        if (!ok) {
+          f.release(slot);
+          (failed ??= []).push(req); // completed once the batch is out of the way
+          continue;
+        }
       }
       const hdr = this.hdrAt + n * 32;
       encodeRequest(v, hdr, type, f.flags(slot), slot, f.seq(slot), req.offset, req.length);
@@ -195,8 +204,7 @@ export class NbdConnection {
       iov = this.putIov(u32, iov, this.base + hdr, REQUEST_BYTES);
       if (copyOut) {
         this.iovFixed[iovs++] = -1;
-        iov = this.putIov(u32, iov, this.base + this.sendStageAt + staged, req.length);
-        staged += req.length;
+        iov = this.putIov(u32, iov, this.base + this.sendStageAt + at, req.length);
       } else if (isWrite) {
         this.iovFixed[iovs++] = zeroCopy ? req.bufIndex : -1;
         iov = this.putIov(u32, iov, req.bufferAddress, req.length);
@@ -214,9 +222,26 @@ export class NbdConnection {
     if (failed !== null) for (const req of failed) this.host.replied(req, -EIO);
   }
 
-  /** Zero copy: a small WRITE's data, read from its pages (user copy) into the send stage at `at`; false if the driver refused. */
-  private copyOut(req: UblkRequest, at: number): boolean {
-    return req.readPages(this.userCopyFd, this.sendStage, at, req.length) === req.length;
+  /**
+   * Zero copy: the data of the small WRITEs among the next requests, read
+   * out of their pages (user copy) into the send stage, one after the other,
+   * with one call into the addon for all; each one's result in `outTable`.
+   * Returns how many requests the batch takes (it ends where the stage is full).
+   */
+  private copyOutAll(): number {
+    const q = this.sendQ, f = this.inFlight, out = this.outTable, max = Math.min(this.sendTail - this.sendHead, BATCH);
+    let k = 0, c = 0, staged = 0;
+    for (; k < max; k++) {
+      const slot = q[this.sendHead + k]!, req = f.req(slot);
+      if (f.type(slot) !== NBD_CMD_WRITE || req.length >= DIRECT_BYTES) continue;
+      if (staged + req.length > SEND_STAGE_BYTES) break; // the next batch takes it
+      out[3 * c] = staged;
+      out[3 * c + 1] = req.length;
+      out[3 * c++ + 2] = req.userCopyPos;
+      staged += req.length;
+    }
+    if (c > 0) native.rwMany(this.userCopyFd, this.sendStage, out, c, false);
+    return k;
   }
 
   private putIov(u32: Uint32Array, at: number, addr: number, len: number): number {

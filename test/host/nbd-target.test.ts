@@ -499,7 +499,7 @@ test('nbd in zero copy on nbdkit memory (Unix socket): large WRITE payloads sent
   }
 });
 
-test('nbd in zero copy: READ data the driver refuses to take (user copy fails) fails each of those requests with EIO, and the connection goes on', async () => {
+test('nbd in zero copy: READ data the driver refuses to take, and small WRITE data it refuses to give (user copy fails), fail each of those requests with EIO, and the connection goes on', async () => {
   const sock = path.join(dir, 'zc-refused.sock');
   const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '16M'], { path: sock });
   const refusing = fs.openSync('/dev/null', 'r'); // pwrite: EBADF, as /dev/ublkcN refuses a request that is going away
@@ -518,6 +518,9 @@ test('nbd in zero copy: READ data the driver refuses to take (user copy fails) f
     for (const t of tags) h.start(t, UBLK_IO_OP_READ, t * 4096, 4096);
     assert.deepEqual(await h.wait(tags), tags.map(() => -EIO));
     assert.ok(replies >= 1);
+    // Small WRITEs whose data cannot be read out of their pages fail without being sent.
+    for (const t of tags) h.start(t, UBLK_IO_OP_WRITE, t * 4096, 4096);
+    assert.deepEqual(await h.wait(tags), tags.map(() => -EIO));
     assert.equal(await h.serve(1, UBLK_IO_OP_WRITE, MiB, 64 << 10), 64 << 10, 'the connection is still up');
   } finally {
     await h.close();
