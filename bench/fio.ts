@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 
 export interface FioJob {
   filename: string;
-  rw: 'randread' | 'randwrite' | 'read' | 'write';
+  rw: 'randread' | 'randwrite' | 'randrw' | 'read' | 'write';
   bs: string;
   iodepth: number;
   runtime: number;
