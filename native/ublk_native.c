@@ -201,6 +201,21 @@ static napi_value js_copy_bytes(napi_env env, napi_callback_info info) {
  * small integer and allocates nothing); bytes moved or -errno, retried on
  * EINTR. For syscalls that never wait, which io_uring would hand to another
  * thread (a file without FMODE_NOWAIT). */
+/* Whether [at, at + len), given as JS numbers, lies in a buffer of `size`
+ * bytes at p (NaN and negative numbers do not). */
+static bool in_buffer(const char *p, size_t size, double at, double len) {
+  return at >= 0 && len >= 0 && at + len <= (double)size && (len == 0 || p);
+}
+
+/* One pread(2) / pwrite(2), retried on EINTR: bytes moved or -errno. */
+static double rw_once(int fd, char *p, size_t len, off_t off, bool write) {
+  ssize_t r;
+  do {
+    r = write ? pwrite(fd, p, len, off) : pread(fd, p, len, off);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : (double)r;
+}
+
 static napi_value rw_at(napi_env env, napi_callback_info info, bool write) {
   ARGS(6);
   size_t size = 0;
@@ -208,17 +223,12 @@ static napi_value rw_at(napi_env env, napi_callback_info info, bool write) {
   double at = 0, len = 0;
   napi_get_value_double(env, argv[2], &at);
   napi_get_value_double(env, argv[3], &len);
-  if (!(at >= 0 && len >= 0) || at + len > (double)size || (len > 0 && !p)) {
+  if (!in_buffer(p, size, at, len)) {
     napi_throw_range_error(env, NULL, write ? "pwrite: range outside the buffer" : "pread: range outside the buffer");
     return NULL;
   }
   off_t off = (off_t)(((uint64_t)u32(env, argv[5]) << 32) | u32(env, argv[4]));
-  int fd = i32(env, argv[0]);
-  ssize_t r;
-  do {
-    r = write ? pwrite(fd, p + (size_t)at, (size_t)len, off) : pread(fd, p + (size_t)at, (size_t)len, off);
-  } while (r < 0 && errno == EINTR);
-  return num(env, r < 0 ? -errno : (double)r);
+  return num(env, rw_once(i32(env, argv[0]), p + (size_t)at, (size_t)len, off, write));
 }
 
 static napi_value js_pread(napi_env env, napi_callback_info info) { return rw_at(env, info, false); }
@@ -253,15 +263,11 @@ static napi_value js_rw_many(napi_env env, napi_callback_info info) {
   int fd = i32(env, argv[0]);
   for (uint32_t i = 0; i < n; i++) {
     double at = tab[3 * i], len = tab[3 * i + 1], off = tab[3 * i + 2];
-    if (!(at >= 0 && len >= 0 && off >= 0) || at + len > (double)size || (len > 0 && !p)) {
+    if (!(off >= 0) || !in_buffer(p, size, at, len)) {
       napi_throw_range_error(env, NULL, "rwMany: range outside the buffer");
       return NULL;
     }
-    ssize_t r;
-    do {
-      r = write ? pwrite(fd, p + (size_t)at, (size_t)len, (off_t)off) : pread(fd, p + (size_t)at, (size_t)len, (off_t)off);
-    } while (r < 0 && errno == EINTR);
-    tab[3 * i] = r < 0 ? -errno : (double)r;
+    tab[3 * i] = rw_once(fd, p + (size_t)at, (size_t)len, (off_t)off, write);
   }
   return NULL;
 }
