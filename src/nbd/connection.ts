@@ -54,6 +54,12 @@ const STAGE_BYTES = 64 * 1024;
  * large is sent from the request's pages, a smaller one copied out first.
  */
 const DIRECT_BYTES = 16 * 1024;
+/**
+ * Zero copy: whether a request's data is read out of its pages into the send
+ * stage (a small WRITE). copyOutAll and sendBatch must agree on it: the
+ * results of the one are matched to the requests of the other in order.
+ */
+const copiedOut = (type: number, req: UblkRequest): boolean => type === NBD_CMD_WRITE && req.length < DIRECT_BYTES;
 /** Zero copy: room for the small WRITE payloads of one batch. */
 const SEND_STAGE_BYTES = 256 * 1024;
 /** Requests per SENDMSG: two iovecs each, below IOV_MAX (1024). */
@@ -185,7 +191,7 @@ export class NbdConnection {
     let failed: UblkRequest[] | null = null;
     for (let k = 0; k < take; k++) {
       const slot = q[this.sendHead++]!, req = f.req(slot), type = f.type(slot);
-      const isWrite = type === NBD_CMD_WRITE, copyOut = zeroCopy && isWrite && req.length < DIRECT_BYTES;
+      const isWrite = type === NBD_CMD_WRITE, copyOut = zeroCopy && copiedOut(type, req);
       let at = 0;
       if (copyOut) {
         // (read out by copyOutAll, at the same place of the stage)
@@ -233,7 +239,7 @@ export class NbdConnection {
     let k = 0, c = 0, staged = 0;
     for (; k < max; k++) {
       const slot = q[this.sendHead + k]!, req = f.req(slot);
-      if (f.type(slot) !== NBD_CMD_WRITE || req.length >= DIRECT_BYTES) continue;
+      if (!copiedOut(f.type(slot), req)) continue;
       if (staged + req.length > SEND_STAGE_BYTES) break; // the next batch takes it
       out[3 * c] = staged;
       out[3 * c + 1] = req.length;
