@@ -4,7 +4,7 @@
 //
 //   node dist/bench/run.js [suite...]      suites: nullblk batch loop poll nbd daemon wake (default: all)
 //   BENCH_ROUNDS=3 BENCH_RUNTIME=4         rounds per case, seconds per fio run
-//   BENCH_WARMUP=3                         seconds of unmeasured IO per subject first
+//   BENCH_WARMUP=2                         seconds of unmeasured 4k, then 512k, IO per subject first
 //   BENCH_KUBLK=/path/to/kublk             also measure the kernel's C server
 //   BENCH_POLL_TARGETS=null,loop,contended the poll suite's tables (default: all three)
 //   BENCH_DAEMON_COUNTS=1,10,100,1000      the daemon suite's device counts (daemon.ts)

@@ -14,13 +14,13 @@ const { UBLK_F_BATCH_IO } = uapi;
 export const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 export const RUNTIME = Number(process.env.BENCH_RUNTIME ?? 4);
 /**
- * Seconds of mixed IO (4 KiB, then 512 KiB, reads and writes) each subject
- * serves before the first round: a ublk-ts server's JIT compiles its hot
+ * Seconds of mixed IO, per block size (4 KiB, then 512 KiB, reads and
+ * writes), each subject serves before the first round: a ublk-ts server's JIT compiles its hot
  * path in its first seconds (under emulation a function takes hundreds of
  * ms), which otherwise fell on round 1's first cases (a cold nbd server
  * served 4k reads at 0.6x of a warm one). Servers in production are warm.
  */
-export const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
+export const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 export const MiB = 2 ** 20;
 
 export interface Subject {
@@ -222,12 +222,12 @@ export function measure(results: Results, cases: Case[], subjects: Subject[], si
   return { tags: tagsPerFetch, cpu, costs, perIo };
 }
 
-/** WARMUP seconds of mixed IO on each subject, not measured. */
+/** WARMUP seconds of mixed IO per block size on each subject, not measured. */
 function warmUp(subjects: Subject[], size: string): void {
   if (!(WARMUP > 0)) return;
   for (const s of subjects) {
     for (const [bs, iodepth] of [['4k', 32], ['512k', 8]] as const) {
-      fio({ filename: s.path, rw: 'randrw', bs, iodepth, runtime: Math.max(1, Math.ceil(WARMUP / 2)), ramp: 0, size });
+      fio({ filename: s.path, rw: 'randrw', bs, iodepth, runtime: Math.ceil(WARMUP), ramp: 0, size });
     }
   }
 }
