@@ -75,7 +75,7 @@ const threadsOf = (pid: number): number => fs.readdirSync(`/proc/${pid}/task`).l
 /** One fio run over many devices, a job each (global options first). */
 function fioOver(devs: string[], global: string[]): void {
   const jobs = devs.flatMap((d, i) => [`--name=d${i}`, `--filename=${d}`]);
-  const r = run('fio', ['--ioengine=io_uring', '--direct=1', '--output-format=terse', ...global, ...jobs], { timeout: 900_000 });
+  const r = run('fio', ['--ioengine=io_uring', '--direct=1', '--output-format=terse', '--verify_state_save=0', ...global, ...jobs], { timeout: 900_000 });
   assert.equal(r.code, 0, `fio over ${devs.length} devices failed:\n${r.stdout.slice(-2000)}\n${r.stderr.slice(-2000)}`);
   assert.doesNotMatch(r.stderr, /verify.*(bad|fail)|error/i);
 }
@@ -212,7 +212,7 @@ test('an idle device gives back the memory its requests touched, and reads back 
     const before = statusKiB(pid, 'RssAnon');
     // 1 MiB writes at QD 64: the kernel copies into 64 tag buffers of 1 MiB.
     const job = ['--name=big', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--rw=write', '--bs=1m', '--iodepth=64',
-      '--size=192m', '--verify=crc32c', '--verify_fatal=1', '--output-format=terse'];
+      '--size=192m', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=terse'];
     const w = run('fio', [...job, '--do_verify=0']);
     assert.equal(w.code, 0, w.stderr);
     const busy = statusKiB(pid, 'RssAnon');
@@ -237,7 +237,7 @@ test('devices added and deleted while fio verifies others: no error on those', a
   await withDaemon(['--threads', '2'], async (d) => {
     const busy = [(await add({ target: 'memory', options: { size: 64 << 20 } })).path, (await add({ target: 'memory', options: { size: 64 << 20 } })).path];
     const fio = spawn('fio', ['--ioengine=io_uring', '--direct=1', '--rw=randrw', '--bsrange=4k-128k', '--iodepth=8', '--size=48m',
-      '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--loops=2', ...busy.flatMap((p, i) => [`--name=b${i}`, `--filename=${p}`])],
+      '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--loops=2', '--verify_state_save=0', ...busy.flatMap((p, i) => [`--name=b${i}`, `--filename=${p}`])],
     { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     fio.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -285,7 +285,7 @@ export default {
     assert.notEqual(r.code, 0, 'a read the target throws on fails');
     assert.match(r.stderr, /Input\/output error/);
     const fio = spawn('fio', ['--name=good', `--filename=${good}`, '--ioengine=io_uring', '--direct=1', '--rw=randwrite', '--bsrange=4k-64k',
-      '--iodepth=8', '--size=16m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--loops=3'], { stdio: 'ignore' });
+      '--iodepth=8', '--size=16m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--loops=3', '--verify_state_save=0'], { stdio: 'ignore' });
     const fioDone = new Promise<number | null>((res) => fio.once('exit', (code) => res(code)));
     await sleep(500);
     const t0 = Date.now();
