@@ -78,6 +78,8 @@ export const NBD_CMD_WRITE_ZEROES = 6;
 export const NBD_CMD_FLAG_FUA = 1 << 0;
 export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
 
+/** A request the server did not do because it is going away: the client is to disconnect (and, here, send it again). */
+export const NBD_ESHUTDOWN = 108;
 /** Error values of replies: the specification takes them from Linux, so they are our errnos. */
 export const NBD_ERRNOS: ReadonlySet<number> = new Set([1 /* EPERM */, 5 /* EIO */, 12 /* ENOMEM */, 22 /* EINVAL */,
   28 /* ENOSPC */, 75 /* EOVERFLOW */, 95 /* ENOTSUP */, 108 /* ESHUTDOWN */]);

@@ -18,7 +18,7 @@
 // complaint (a string): the connection must end, and nothing was completed.
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { native } from '../native.js';
-import { NBD_CMD_READ, NBD_CMD_WRITE, NBD_ERRNOS, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC } from './constants.js';
+import { NBD_CMD_READ, NBD_CMD_WRITE, NBD_ERRNOS, NBD_ESHUTDOWN, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC } from './constants.js';
 import type { InFlight } from './in-flight.js';
 
 const NBD_REPLY_FLAG_DONE = 1;
@@ -32,6 +32,13 @@ export const SCRATCH_BYTES = 64 + MAX_MESSAGE;
 const PAYLOAD_AT = 20;
 const EIO = 5;
 const TWO_32 = 2 ** 32;
+/**
+ * NBD_ESHUTDOWN is no answer to the request: the server did not do it and is
+ * going away, and the spec has the client disconnect. So it ends the
+ * connection like a complaint, and the request is sent again on the next one
+ * (a planned restart of the server, within --timeout, fails nothing).
+ */
+const SHUTTING_DOWN = 'the server is shutting down (NBD_ESHUTDOWN)';
 /** Zeros for a hole in zero copy (written to the request's pages in pieces of this size). */
 const ZEROS = new Uint8Array(64 * 1024);
 /** Pieces of at most this many bytes are copied into the scratch by a loop here, not natively. */
@@ -215,6 +222,7 @@ export class ReplyParser {
     const bad = this.find(v.getUint32(12), v.getUint32(8));
     if (bad !== null) return bad;
     const error = v.getUint32(4), type = this.inFlight.type(this.slot), req = this.inFlight.req(this.slot);
+    if (error === NBD_ESHUTDOWN) return SHUTTING_DOWN;
     if (error !== 0) return this.complete(-(NBD_ERRNOS.has(error) ? error : EIO));
     if (type !== NBD_CMD_READ) return this.complete(type === NBD_CMD_WRITE ? req.length : 0);
     if (this.structured) return 'the server sent a simple reply with data to a READ, where structured replies were negotiated';
@@ -269,6 +277,7 @@ export class ReplyParser {
     const v = this.v, error = v.getUint32(PAYLOAD_AT), msgLen = v.getUint16(PAYLOAD_AT + 4);
     const fixed = this.type === NBD_REPLY_TYPE_ERROR_OFFSET ? 14 : 6;
     if (error === 0 || msgLen > this.length - fixed) return `the server sent an error chunk with error ${error} and a message of ${msgLen} bytes in ${this.length}`;
+    if (error === NBD_ESHUTDOWN) return SHUTTING_DOWN;
     if (this.type !== NBD_REPLY_TYPE_ERROR && this.type !== NBD_REPLY_TYPE_ERROR_OFFSET) {
       this.inFlight.fail(this.slot, EIO); // an error type we do not know: still an error
     } else {
