@@ -184,7 +184,17 @@ export class NbdConnection {
     else this.configuring = false;
   }
 
+  /**
+   * Sends the next batch of queued requests. One whose every request failed
+   * its read-out (zero copy, the driver refusing) sends nothing, and then
+   * nothing else would start the rest: the next batch is taken at once.
+   */
   private sendBatch(): void {
+    while (!this.batch() && this.sendTail > this.sendHead && !this.dead);
+  }
+
+  /** One batch: whether it went out (a chain on the ring). */
+  private batch(): boolean {
     const q = this.sendQ, v = this.view, u32 = this.u32, f = this.inFlight, zeroCopy = this.userCopyFd >= 0;
     const take = zeroCopy ? this.copyOutAll() : Math.min(this.sendTail - this.sendHead, BATCH), out = this.outTable;
     let iov = this.iovAt >> 2, n = 0, iovs = 0, staged = 0, c = 0;
@@ -226,6 +236,7 @@ export class NbdConnection {
       this.submitChain();
     }
     if (failed !== null) for (const req of failed) this.host.replied(req, -EIO);
+    return n > 0;
   }
 
   /**

@@ -66,8 +66,8 @@ export const BUF = 1 << 20;
 
 /** A worker's data path for one queue (data-path.ts), served from the event loop as the nbd target needs. */
 export class Harness extends DataPath {
-  constructor(copy: 'kernel' | 'zero' = 'kernel', charFd = -1) {
-    super(DEPTH, BUF, { entries: 64, cqEntries: 128 },
+  constructor(copy: 'kernel' | 'zero' = 'kernel', charFd = -1, depth = DEPTH) {
+    super(depth, BUF, { entries: 64, cqEntries: 128 },
       servingMode({ batch: false, copy, autoBufReg: true, metadataSize: 0 }, { name: 'test', data: 'ring-and-user-copy', integrity: false }), false, charFd);
   }
 
@@ -128,12 +128,12 @@ export class ZeroCopyHarness extends Harness {
   private readonly memfd: number;
 
   /** `userCopyFd`: what the target gets for /dev/ublkcN instead of the memfd (e.g. one that refuses user copy). */
-  constructor(userCopyFd?: number) {
+  constructor(userCopyFd?: number, depth = DEPTH) {
     const fd = native.memfdCreate('nbd-zero-copy', 0);
-    super('zero', userCopyFd ?? fd);
+    super('zero', userCopyFd ?? fd, depth);
     this.memfd = fd;
-    fs.ftruncateSync(fd, this.reqs[DEPTH - 1]!.userCopyPos + BUF);
-    for (let t = 0; t < DEPTH; t++) {
+    fs.ftruncateSync(fd, this.reqs[depth - 1]!.userCopyPos + BUF);
+    for (let t = 0; t < depth; t++) {
       const pos = this.reqs[t]!.userCopyPos, map = native.mmap(BUF, PROT_READ | PROT_WRITE, MAP_SHARED, fd, pos);
       this.views.push(new Uint8Array(map));
       // Zero copy: no tag buffer (the target must not touch req.buffer); the
