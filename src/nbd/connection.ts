@@ -118,6 +118,8 @@ export class NbdConnection {
   private readonly segStart = new Int32Array(MAX_SEGS);
   private readonly segEnd = new Int32Array(MAX_SEGS);
   private recvArmed = false;
+  /** Grows whenever bytes go either way (the queue's watchdog looks for a connection where it stands still). */
+  progress = 0;
   private readonly mem: ArrayBuffer;
   private readonly view: DataView;
   private readonly u32: Uint32Array;
@@ -316,6 +318,7 @@ export class NbdConnection {
 
   private onSent(seg: number, res: number): void {
     this.chainCqes++;
+    if (res > 0) this.progress++;
     if (!this.dead && !this.broken) {
       const from = this.segStart[seg]!, to = this.segEnd[seg]!;
       if (res > 0 && res === this.iovBytes(from, to)) {
@@ -372,6 +375,7 @@ export class NbdConnection {
     this.recvArmed = false;
     if (this.dead) return;
     if (res <= 0) return this.die(res === 0 ? 'the server closed the connection' : `recv failed (errno ${-res})`);
+    this.progress++;
     const bad = this.staged ? this.parser.feed(this.stage, 0, res) : this.parser.filled(res);
     if (bad !== null) return this.die(bad);
     this.armRecv();

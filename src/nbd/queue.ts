@@ -8,6 +8,9 @@
 // (100 ms doubling up to 2 s). Once --timeout has passed since the drop, the
 // waiting requests fail with EIO, and so does each later request for which one
 // more attempt fails: a server gone for good is an error, never a hang. A
+// connection that stays open but on which nothing moves while requests wait
+// (a stopped server, a peer gone without a word) counts as dropped after
+// --timeout, so such requests fail within about twice --timeout. A
 // request is completed once only: a dead connection forgets its requests
 // before they are handed on, and ignores anything that still arrives on it.
 import type net from 'node:net';
@@ -24,11 +27,16 @@ import { NbdConnection, subConn, type ConnectionHost } from './connection.js';
 import { disconnect, openNbd, type TlsConfig } from './open.js';
 import { TlsConnection } from './tls-connection.js';
 import { describeAddress, type NbdAddress } from './socket-io.js';
+import { FlushGuard } from './flush-guard.js';
 
 /** A request sent this often without a reply fails with EIO (a server that breaks the protocol on it every time). */
 const MAX_SENDS = 4;
 const FIRST_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 2000;
+/** How often the watchdog looks at the connections (a quarter of --timeout where that is less). */
+const WATCH_MS = 1000;
+/** Requests sent between two looks from the send path: a loop that never yields to the event loop starves the timer. */
+const WATCH_SENDS = 4096;
 
 /** The NBD command for a block request. */
 function commandOf(req: UblkRequest): number {
@@ -57,6 +65,8 @@ export interface QueueConfig {
   tls?: TlsConfig;
   /** Zero copy: /dev/ublkcN, for data put into a request's pages outside the ring (-1: requests have tag buffers). */
   userCopyFd: number;
+  /** The device's FlushGuard counters (FLUSH_GUARD_BYTES), shared by its serving threads. */
+  flushGuard: SharedArrayBuffer;
 }
 
 /** A connection in the transmission phase: on the ring (connection.ts) or over TLS (tls-connection.ts). */
@@ -77,16 +87,21 @@ export class NbdQueue implements Target {
   private readonly host: ConnectionHost;
   /** How often requests lost with a connection have been sent (only those: the common path never touches it). */
   private readonly sends = new Map<UblkRequest, number>();
+  /** Per live connection, the progress count the watchdog saw last, and since when it has stood still with requests waiting. */
+  private readonly still = new Map<Connection, { progress: number; since: number }>();
+  private readonly watch: ReturnType<typeof setInterval>;
+  private sentSinceWatch = 0;
+  private readonly guard: FlushGuard;
 
   constructor(private readonly io: TargetIo, private readonly cfg: QueueConfig) {
     this.where = describeAddress(cfg.address);
+    this.guard = new FlushGuard(cfg.flushGuard);
     this.host = {
       ring: io.ring, ownSqe: (sub) => io.ownSqe(sub), reserve: (n) => io.reserve(n),
-      replied: (req, r) => {
-        if (this.sends.size) this.sends.delete(req);
-        io.complete(req, r);
-      },
+      replied: (req, r) => this.done(req, r),
     };
+    this.watch = setInterval(() => this.endSilent(), Math.min(WATCH_MS, cfg.timeoutMs / 4));
+    this.watch.unref();
   }
 
   /** Opens the configured connections (the serving thread's start: failures are the caller's). */
@@ -113,6 +128,7 @@ export class NbdQueue implements Target {
 
   close(): void {
     this.closed = true;
+    clearInterval(this.watch);
     // Every request has completed when the queue stops: the live connections can say goodbye.
     for (let i = 0; i < this.conns.length; i++) {
       const s = this.sockets[i];
@@ -123,7 +139,17 @@ export class NbdQueue implements Target {
     this.failWaiting();
   }
 
+  /** Every request ends here, once. */
+  private done(req: UblkRequest, result: number): void {
+    if (this.sends.size) this.sends.delete(req);
+    const r = this.guard.completed(req, result);
+    if (r !== result) console.error(`ublk-ts: nbd: a FLUSH fails with EIO: writes acknowledged before all connections to ${this.where} dropped were never flushed, and may be lost`);
+    this.io.complete(req, r);
+  }
+
   private send(req: UblkRequest): IoResult {
+    if (++this.sentSinceWatch === WATCH_SENDS) this.endSilent();
+    this.guard.sending(req);
     const c = this.pick();
     if (c !== null) {
       c.queue(req, commandOf(req), flagsOf(req));
@@ -160,23 +186,47 @@ export class NbdQueue implements Target {
     this.conns.push(conn);
     this.sockets.push(c.socket);
     this.live.push(conn);
+    this.guard.connected();
+  }
+
+  /**
+   * Ends each connection on which requests wait and no byte has moved either
+   * way for --timeout: a server that stopped (SIGSTOP, stuck on its own
+   * storage) or a peer gone without a word (power lost, a network partition)
+   * leaves the socket open, and its requests would wait forever. They are sent
+   * again, or fail, as those of any lost connection.
+   */
+  private endSilent(): void {
+    this.sentSinceWatch = 0;
+    const now = Date.now();
+    for (let i = this.live.length - 1; i >= 0; i--) { // die() takes the connection out of `live`
+      const c = this.live[i]!, seen = this.still.get(c);
+      if (seen === undefined) this.still.set(c, { progress: c.progress, since: now });
+      else if (c.busy === 0 || seen.progress !== c.progress) {
+        seen.progress = c.progress;
+        seen.since = now;
+      } else if (now - seen.since >= this.cfg.timeoutMs) {
+        c.die(`no reply for ${this.cfg.timeoutMs / 1000} s, with ${c.busy} requests waiting`);
+      }
+    }
   }
 
   private dead(index: number, pending: UblkRequest[], why: string): void {
     const conn = this.conns[index]!;
+    this.still.delete(conn);
     this.live.splice(this.live.indexOf(conn), 1); // its socket is closed once its last operation is done (onOwnCqe)
+    const atRisk = this.guard.dropped();
     if (this.closed) {
-      for (const req of pending) this.io.complete(req, -EIO);
-      this.sends.clear();
+      for (const req of pending) this.done(req, -EIO);
       return;
     }
-    console.error(`ublk-ts: nbd: connection to ${this.where} lost (${why}); ${pending.length} requests to send again`);
+    console.error(`ublk-ts: nbd: connection to ${this.where} lost (${why}); ${pending.length} requests to send again` +
+      (atRisk ? '; writes acknowledged since the last FLUSH may be lost with it: the next FLUSH fails with EIO' : ''));
     if (this.live.length === 0 && this.outageUntil === 0) this.outageUntil = Date.now() + this.cfg.timeoutMs;
     for (const req of pending) {
       const n = (this.sends.get(req) ?? 1) + 1;
       if (n > MAX_SENDS) {
-        this.sends.delete(req);
-        this.io.complete(req, -EIO);
+        this.done(req, -EIO);
       } else {
         this.sends.set(req, n);
         this.send(req); // on another live connection, or waiting for one
@@ -220,9 +270,6 @@ export class NbdQueue implements Target {
   private failWaiting(): void {
     const w = this.waiting;
     this.waiting = [];
-    for (const req of w) {
-      this.sends.delete(req);
-      this.io.complete(req, -EIO);
-    }
+    for (const req of w) this.done(req, -EIO);
   }
 }

@@ -23,6 +23,8 @@ export class TlsConnection {
   private readonly scratch = Buffer.alloc(SCRATCH_BYTES);
   private readonly parser: ReplyParser;
   dead = false;
+  /** Grows with every piece received (the queue's watchdog looks for a connection where it stands still). */
+  progress = 0;
   /** Nothing of ours is on the ring. */
   readonly armed = false;
 
@@ -71,6 +73,7 @@ export class TlsConnection {
 
   private onData(b: Buffer): void {
     if (this.dead) return;
+    this.progress++;
     const bad = this.parser.feed(b, 0, b.length);
     if (bad !== null) this.die(bad);
   }

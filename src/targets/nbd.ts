@@ -33,6 +33,7 @@ import {
 } from '../nbd/constants.js';
 import { NbdError, type ExportInfo } from '../nbd/handshake.js';
 import { NbdQueue } from '../nbd/queue.js';
+import { FLUSH_GUARD_BYTES } from '../nbd/flush-guard.js';
 import { disconnect, openNbd, type TlsConfig } from '../nbd/open.js';
 import { describeAddress, type NbdAddress } from '../nbd/socket-io.js';
 
@@ -43,6 +44,8 @@ interface Options extends TargetOptions {
 
 interface Shared {
   address: NbdAddress; exportName: string; size: number; flags: number; maxPayload: number; timeoutMs: number; tls?: TlsConfig;
+  /** FlushGuard's counters, the device's (its threads share them). */
+  flushGuard: SharedArrayBuffer;
 }
 
 const MAX_CONNECTIONS = 16;
@@ -104,7 +107,7 @@ export default defineTarget<Options, Shared>({
     { key: 'tlsCert', type: 'string', arg: 'FILE', help: 'with --tls-ca: our client certificate (PEM), for servers that check clients' },
     { key: 'tlsKey', type: 'string', arg: 'FILE', help: 'with --tls-cert: its private key (PEM)' },
     { key: 'tlsHostname', type: 'string', arg: 'NAME', help: 'with --tls-ca: the name the server\'s certificate must carry (default: --host; with --socket: none checked)' },
-    { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long requests wait for the server to come back (and a connection for its handshake) before they fail with EIO' },
+    { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long requests wait for the server to come back (a connection for its handshake, a silent connection for a byte) before they fail with EIO' },
   ],
   async setup(o, device) {
     const a = address(o);
@@ -144,7 +147,10 @@ export default defineTarget<Options, Shared>({
       // staged READ data goes with user copy.
       data: 'ring-and-user-copy',
       maxIoBytes: info.maxPayload, // the kernel splits bigger IO
-      shared: { address: a, exportName: o.export ?? '', size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs, tls },
+      shared: {
+        address: a, exportName: o.export ?? '', size: info.size, flags: f, maxPayload: info.maxPayload, timeoutMs, tls,
+        flushGuard: new SharedArrayBuffer(FLUSH_GUARD_BYTES),
+      },
     };
   },
   async open(ctx) {

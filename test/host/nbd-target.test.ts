@@ -428,6 +428,92 @@ test('nbd: a server gone for good fails the waiting requests with EIO after --ti
   });
 });
 
+test('nbd: a server that loses acknowledged, unflushed writes when it restarts (nbdkit memory, killed) fails the next FLUSH with EIO, once; writes a FLUSH covered are not held against it', async () => {
+  const sock = path.join(dir, 'lost.sock');
+  const args = ['-f', '-U', sock, 'memory', '4M'];
+  let srv = await startServer('nbdkit', args, { path: sock });
+  const restart = async (): Promise<void> => {
+    srv.proc.kill('SIGKILL');
+    await srv.stop();
+    fs.rmSync(sock, { force: true });
+    srv = await startServer('nbdkit', args, { path: sock });
+  };
+  try {
+    await capturingErrors(async (lines) => {
+      await withTarget({ socket: sock, timeout: 20 }, async (h) => {
+        h.tagBuffer(0).set(pattern(4096, 9).subarray(0, 4096));
+        assert.equal(await h.serve(0, UBLK_IO_OP_WRITE, 0, 4096), 4096);
+        assert.equal(await h.serve(1, UBLK_IO_OP_FLUSH, 0, 0), 0);
+        await restart(); // the flushed write is gone too (a memory export): nothing a client can know of
+        assert.equal(await h.serve(0, UBLK_IO_OP_WRITE, 0, 4096), 4096, 'a new connection');
+        assert.equal(await h.serve(1, UBLK_IO_OP_FLUSH, 0, 0), 0, 'nothing unflushed was lost with the last connection');
+        assert.equal(await h.serve(0, UBLK_IO_OP_WRITE, 4096, 4096), 4096);
+        await restart(); // acknowledged, never flushed: lost
+        assert.equal(await h.serve(1, UBLK_IO_OP_FLUSH, 0, 0), -EIO, 'the FLUSH after the loss');
+        assert.equal(await h.serve(1, UBLK_IO_OP_FLUSH, 0, 0), 0, 'once');
+      });
+      assert.ok(lines.some((l) => /may be lost with it: the next FLUSH fails with EIO/.test(l)), lines.join('\n'));
+      assert.equal(lines.filter((l) => /a FLUSH fails with EIO/.test(l)).length, 1, lines.join('\n'));
+    });
+  } finally {
+    await srv.stop();
+  }
+});
+
+test('nbd: a server restarted on purpose (SIGTERM) answers the WRITE it was doing with NBD_ESHUTDOWN: the connection ends and the WRITE goes to the new server, it does not fail', async () => {
+  const sock = path.join(dir, 'eshutdown.sock');
+  const delayed = ['-f', '-U', sock, '--filter=delay', 'memory', '4M', 'delay-write=3'];
+  const old = await startServer('nbdkit', delayed, { path: sock });
+  let srv = old;
+  try {
+    await capturingErrors(async (lines) => {
+      await withTarget({ socket: sock, timeout: 20 }, async (h) => {
+        h.tagBuffer(0).set(pattern(4096, 5).subarray(0, 4096));
+        h.start(0, UBLK_IO_OP_WRITE, 0, 4096);
+        const written = h.wait([0], 15000);
+        await new Promise((r) => setTimeout(r, 500));
+        // nbdkit ends the delayed WRITE undone, with ESHUTDOWN, and waits for its clients to go.
+        old.proc.kill('SIGTERM');
+        fs.rmSync(sock, { force: true });
+        srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '4M'], { path: sock });
+        assert.deepEqual(await written, [4096]);
+        h.tagBuffer(1).fill(0xee);
+        assert.equal(await h.serve(1, UBLK_IO_OP_READ, 0, 4096), 4096);
+        assert.deepEqual(h.tagBuffer(1).subarray(0, 4096), pattern(4096, 5).subarray(0, 4096), 'the new server has the data');
+      });
+      assert.ok(lines.some((l) => /NBD_ESHUTDOWN.*1 requests to send again/.test(l)), lines.join('\n'));
+    });
+  } finally {
+    old.proc.kill('SIGKILL');
+    await old.stop();
+    await srv.stop();
+  }
+});
+
+test('nbd: a server that stops answering with the connection still open (SIGSTOP) does not hang requests: the connection is ended after --timeout without a byte, and they fail with EIO', async () => {
+  const sock = path.join(dir, 'silent.sock');
+  const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '4M'], { path: sock });
+  try {
+    await capturingErrors(async (lines) => {
+      await withTarget({ socket: sock, timeout: 1 }, async (h) => {
+        assert.equal(await h.serve(0, UBLK_IO_OP_WRITE, 0, 4096), 4096);
+        srv.proc.kill('SIGSTOP');
+        const t0 = Date.now();
+        // Silence for --timeout ends the connection; a new one gets no handshake within --timeout either.
+        assert.equal(await h.serve(1, UBLK_IO_OP_READ, 0, 4096), -EIO);
+        const waited = Date.now() - t0;
+        assert.ok(waited >= 900 && waited < 6000, `failed after ${waited} ms (--timeout 1)`);
+        srv.proc.kill('SIGCONT');
+        assert.equal(await h.serve(2, UBLK_IO_OP_READ, 0, 4096), 4096, 'the server answers again: a new connection');
+      });
+      assert.ok(lines.some((l) => /no reply for 1 s/.test(l)), lines.join('\n'));
+    });
+  } finally {
+    srv.proc.kill('SIGCONT');
+    await srv.stop();
+  }
+});
+
 test('nbd: replies that arrive together are taken by one recv and copied out; a large READ payload is received in place', async () => {
   const sock = path.join(dir, 'together.sock');
   const lens = [4096, 4096, 4096, 4096, 4096, 4096, 4096, 256 << 10];
@@ -522,6 +608,26 @@ test('nbd in zero copy: READ data the driver refuses to take, and small WRITE da
     for (const t of tags) h.start(t, UBLK_IO_OP_WRITE, t * 4096, 4096);
     assert.deepEqual(await h.wait(tags), tags.map(() => -EIO));
     assert.equal(await h.serve(1, UBLK_IO_OP_WRITE, MiB, 64 << 10), 64 << 10, 'the connection is still up');
+  } finally {
+    await h.close();
+    fs.closeSync(refusing);
+    await srv.stop();
+  }
+});
+
+test('nbd in zero copy: small WRITEs queued behind a send, more than one batch of them, whose data the driver refuses to give, all fail with EIO (none left waiting)', async () => {
+  const sock = path.join(dir, 'zc-stranded.sock');
+  const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '64M'], { path: sock });
+  const refusing = fs.openSync('/dev/null', 'r');
+  const h = new ZeroCopyHarness(refusing, 40);
+  try {
+    await h.open(nbd, { socket: sock });
+    // A large WRITE (from the fixed buffer) is on the wire while 39 WRITEs of 15 KiB queue behind it:
+    // about 600 KiB to read out, over two send stages (256 KiB each), every read-out refused.
+    h.start(0, UBLK_IO_OP_WRITE, 0, 64 << 10);
+    const tags = Array.from({ length: 39 }, (_, i) => i + 1);
+    for (const t of tags) h.start(t, UBLK_IO_OP_WRITE, t * MiB, 15 << 10);
+    assert.deepEqual(await h.wait([0, ...tags], 5000), [64 << 10, ...tags.map(() => -EIO)]);
   } finally {
     await h.close();
     fs.closeSync(refusing);
