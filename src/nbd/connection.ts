@@ -118,8 +118,6 @@ export class NbdConnection {
   private readonly segStart = new Int32Array(MAX_SEGS);
   private readonly segEnd = new Int32Array(MAX_SEGS);
   private recvArmed = false;
-  /** Grows whenever bytes go either way (the queue's watchdog looks for a connection where it stands still). */
-  progress = 0;
   private readonly mem: ArrayBuffer;
   private readonly view: DataView;
   private readonly u32: Uint32Array;
@@ -170,6 +168,8 @@ export class NbdConnection {
   }
 
   get busy(): number { return this.inFlight.count; }
+  /** The watchdog's look: how long (ms) the longest-waiting request has waited for its reply. */
+  longestWait(now: number): number { return this.inFlight.longestWait(now); }
 
   /** Sends command `type` with `flags` for `req` (its offset and length; WRITE: its data). */
   queue(req: UblkRequest, type: number, flags: number): void {
@@ -318,7 +318,6 @@ export class NbdConnection {
 
   private onSent(seg: number, res: number): void {
     this.chainCqes++;
-    if (res > 0) this.progress++;
     if (!this.dead && !this.broken) {
       const from = this.segStart[seg]!, to = this.segEnd[seg]!;
       if (res > 0 && res === this.iovBytes(from, to)) {
@@ -375,7 +374,6 @@ export class NbdConnection {
     this.recvArmed = false;
     if (this.dead) return;
     if (res <= 0) return this.die(res === 0 ? 'the server closed the connection' : `recv failed (errno ${-res})`);
-    this.progress++;
     const bad = this.staged ? this.parser.feed(this.stage, 0, res) : this.parser.filled(res);
     if (bad !== null) return this.die(bad);
     this.armRecv();

@@ -21,6 +21,9 @@ export class InFlight {
   private readonly spans: number[][] = [];
   private readonly spanWords: number[] = [];
   private readonly errors: number[] = [];
+  /** Per slot, for the watchdog: the seq of the request it last saw there, and the time it first saw it. */
+  private readonly watchedSeq: number[] = [];
+  private readonly watchedSince: number[] = [];
   count = 0;
 
   /** Takes a slot for `req`; its handle is (slot, seq(slot)). */
@@ -35,6 +38,8 @@ export class InFlight {
       this.spans.push([]);
       this.spanWords.push(0);
       this.errors.push(0);
+      this.watchedSeq.push(-1);
+      this.watchedSince.push(0);
     }
     this.coveredBytes[slot] = 0;
     this.spanWords[slot] = 0;
@@ -71,6 +76,25 @@ export class InFlight {
   /** Records an error chunk's errno (the first one counts). */
   fail(slot: number, errno: number): void { if (this.errors[slot] === 0) this.errors[slot] = errno; }
   error(slot: number): number { return this.errors[slot]!; }
+
+  /**
+   * The watchdog's look (now: Date.now()): how long the request that has
+   * waited longest has waited, counted from the first look that saw it (so at
+   * most one look's interval short). Nothing on the request path pays for it.
+   */
+  longestWait(now: number): number {
+    let longest = 0;
+    for (let slot = 0; slot < this.reqs.length; slot++) {
+      if (this.reqs[slot] === null) continue;
+      if (this.watchedSeq[slot] !== this.seqs[slot]) {
+        this.watchedSeq[slot] = this.seqs[slot]!;
+        this.watchedSince[slot] = now;
+      } else if (now - this.watchedSince[slot]! > longest) {
+        longest = now - this.watchedSince[slot]!;
+      }
+    }
+    return longest;
+  }
 
   release(slot: number): void {
     this.reqs[slot] = null;

@@ -8,9 +8,9 @@
 // (100 ms doubling up to 2 s). Once --timeout has passed since the drop, the
 // waiting requests fail with EIO, and so does each later request for which one
 // more attempt fails: a server gone for good is an error, never a hang. A
-// connection that stays open but on which nothing moves while requests wait
-// (a stopped server, a peer gone without a word) counts as dropped after
-// --timeout, so such requests fail within about twice --timeout. A
+// connection on which a request has waited --timeout for its reply (a stopped
+// or stuck server, a peer gone without a word, a reply lost) counts as
+// dropped, so such requests fail within about twice --timeout. A
 // request is completed once only: a dead connection forgets its requests
 // before they are handed on, and ignores anything that still arrives on it.
 import type net from 'node:net';
@@ -87,8 +87,6 @@ export class NbdQueue implements Target {
   private readonly host: ConnectionHost;
   /** How often requests lost with a connection have been sent (only those: the common path never touches it). */
   private readonly sends = new Map<UblkRequest, number>();
-  /** Per live connection, the progress count the watchdog saw last, and since when it has stood still with requests waiting. */
-  private readonly still = new Map<Connection, { progress: number; since: number }>();
   private readonly watch: ReturnType<typeof setInterval>;
   private sentSinceWatch = 0;
   private readonly guard: FlushGuard;
@@ -190,22 +188,19 @@ export class NbdQueue implements Target {
   }
 
   /**
-   * Ends each connection on which requests wait and no byte has moved either
-   * way for --timeout: a server that stopped (SIGSTOP, stuck on its own
-   * storage) or a peer gone without a word (power lost, a network partition)
-   * leaves the socket open, and its requests would wait forever. They are sent
-   * again, or fail, as those of any lost connection.
+   * Ends each connection on which a request has waited --timeout for its
+   * reply, as the kernel's NBD client does with a timeout set: a server that
+   * stopped (SIGSTOP, stuck on its own storage), a peer gone without a word
+   * (power lost, a network partition) or a reply lost leaves the socket open,
+   * and the requests would wait forever. They are sent again, or fail, as
+   * those of any lost connection.
    */
   private endSilent(): void {
     this.sentSinceWatch = 0;
     const now = Date.now();
     for (let i = this.live.length - 1; i >= 0; i--) { // die() takes the connection out of `live`
-      const c = this.live[i]!, seen = this.still.get(c);
-      if (seen === undefined) this.still.set(c, { progress: c.progress, since: now });
-      else if (c.busy === 0 || seen.progress !== c.progress) {
-        seen.progress = c.progress;
-        seen.since = now;
-      } else if (now - seen.since >= this.cfg.timeoutMs) {
+      const c = this.live[i]!;
+      if (c.busy > 0 && c.longestWait(now) >= this.cfg.timeoutMs) {
         c.die(`no reply for ${this.cfg.timeoutMs / 1000} s, with ${c.busy} requests waiting`);
       }
     }
@@ -213,7 +208,6 @@ export class NbdQueue implements Target {
 
   private dead(index: number, pending: UblkRequest[], why: string): void {
     const conn = this.conns[index]!;
-    this.still.delete(conn);
     this.live.splice(this.live.indexOf(conn), 1); // its socket is closed once its last operation is done (onOwnCqe)
     const atRisk = this.guard.dropped();
     if (this.closed) {

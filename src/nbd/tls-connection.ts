@@ -23,8 +23,6 @@ export class TlsConnection {
   private readonly scratch = Buffer.alloc(SCRATCH_BYTES);
   private readonly parser: ReplyParser;
   dead = false;
-  /** Grows with every piece received (the queue's watchdog looks for a connection where it stands still). */
-  progress = 0;
   /** Nothing of ours is on the ring. */
   readonly armed = false;
 
@@ -40,6 +38,7 @@ export class TlsConnection {
   }
 
   get busy(): number { return this.inFlight.count; }
+  longestWait(now: number): number { return this.inFlight.longestWait(now); }
 
   queue(req: UblkRequest, type: number, flags: number): void {
     this.host.hold(req);
@@ -73,7 +72,6 @@ export class TlsConnection {
 
   private onData(b: Buffer): void {
     if (this.dead) return;
-    this.progress++;
     const bad = this.parser.feed(b, 0, b.length);
     if (bad !== null) this.die(bad);
   }

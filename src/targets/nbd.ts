@@ -107,7 +107,7 @@ export default defineTarget<Options, Shared>({
     { key: 'tlsCert', type: 'string', arg: 'FILE', help: 'with --tls-ca: our client certificate (PEM), for servers that check clients' },
     { key: 'tlsKey', type: 'string', arg: 'FILE', help: 'with --tls-cert: its private key (PEM)' },
     { key: 'tlsHostname', type: 'string', arg: 'NAME', help: 'with --tls-ca: the name the server\'s certificate must carry (default: --host; with --socket: none checked)' },
-    { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long requests wait for the server to come back (a connection for its handshake, a silent connection for a byte) before they fail with EIO' },
+    { key: 'timeout', type: 'int', arg: 'SECONDS', min: 1, max: 3600, default: 30, help: 'how long a request waits for its reply, and requests for the server to come back (and a connection for its handshake), before the connection is made again or they fail with EIO' },
   ],
   async setup(o, device) {
     const a = address(o);

@@ -428,6 +428,30 @@ test('nbd: a server gone for good fails the waiting requests with EIO after --ti
   });
 });
 
+test('nbd: a server that answers every request but one (its reply lost) does not hang that one: the connection is ended after --timeout, the request sent again, and after 4 sends it fails with EIO; the others are served', async () => {
+  const sock = path.join(dir, 'lost-reply.sock');
+  // Answers every READ with zeros except those at offset 64 KiB, which it ignores.
+  const server = await rogueServer(sock, (s, hdr) => {
+    if (Number(hdr.readBigUInt64BE(16)) === 64 << 10) return;
+    s.write(Buffer.concat([simpleReply(hdr), Buffer.alloc(hdr.readUInt32BE(24))]));
+  });
+  try {
+    await capturingErrors(async (lines) => {
+      await withTarget({ socket: sock, timeout: 1 }, async (h) => {
+        const t0 = Date.now();
+        h.start(0, UBLK_IO_OP_READ, 64 << 10, 4096);
+        for (let i = 0; i < 10; i++) assert.equal(await h.serve(1, UBLK_IO_OP_READ, 0, 4096), 4096, 'the server answers the others');
+        assert.deepEqual(await h.wait([0], 20000), [-EIO]);
+        const waited = Date.now() - t0;
+        assert.ok(waited >= 3500 && waited < 15000, `failed after ${waited} ms (--timeout 1, 4 sends)`);
+      });
+      assert.equal(lines.filter((l) => /no reply for 1 s, with 1 requests waiting/.test(l)).length, 4, lines.join('\n'));
+    });
+  } finally {
+    server.close();
+  }
+});
+
 test('nbd: a server that loses acknowledged, unflushed writes when it restarts (nbdkit memory, killed) fails the next FLUSH with EIO, once; writes a FLUSH covered are not held against it', async () => {
   const sock = path.join(dir, 'lost.sock');
   const args = ['-f', '-U', sock, 'memory', '4M'];
@@ -490,7 +514,7 @@ test('nbd: a server restarted on purpose (SIGTERM) answers the WRITE it was doin
   }
 });
 
-test('nbd: a server that stops answering with the connection still open (SIGSTOP) does not hang requests: the connection is ended after --timeout without a byte, and they fail with EIO', async () => {
+test('nbd: a server that stops answering with the connection still open (SIGSTOP) does not hang requests: the connection is ended once a request has waited --timeout for its reply, and they fail with EIO', async () => {
   const sock = path.join(dir, 'silent.sock');
   const srv = await startServer('nbdkit', ['-f', '-U', sock, 'memory', '4M'], { path: sock });
   try {
