@@ -98,7 +98,7 @@ export class NbdQueue implements Target {
       ring: io.ring, ownSqe: (sub) => io.ownSqe(sub), reserve: (n) => io.reserve(n),
       replied: (req, r) => this.done(req, r),
     };
-    this.watch = setInterval(() => this.endSilent(), Math.min(WATCH_MS, cfg.timeoutMs / 4));
+    this.watch = setInterval(() => this.endOverdue(), Math.min(WATCH_MS, cfg.timeoutMs / 4));
     this.watch.unref();
   }
 
@@ -146,7 +146,7 @@ export class NbdQueue implements Target {
   }
 
   private send(req: UblkRequest): IoResult {
-    if (++this.sentSinceWatch === WATCH_SENDS) this.endSilent();
+    if (++this.sentSinceWatch === WATCH_SENDS) this.endOverdue();
     this.guard.sending(req);
     const c = this.pick();
     if (c !== null) {
@@ -195,7 +195,7 @@ export class NbdQueue implements Target {
    * and the requests would wait forever. They are sent again, or fail, as
    * those of any lost connection.
    */
-  private endSilent(): void {
+  private endOverdue(): void {
     this.sentSinceWatch = 0;
     const now = Date.now();
     for (let i = this.live.length - 1; i >= 0; i--) { // die() takes the connection out of `live`
