@@ -12,7 +12,10 @@ import { SLOT_WORDS } from '../../src/ublk/stats.js';
 import { Ring } from '../../src/uring/ring.js';
 import { prepNop, setSqeFlags, sqeFlags } from '../../src/uring/prep.js';
 import { IOSQE_CQE_SKIP_SUCCESS, IOSQE_IO_LINK } from '../../src/uring/constants.js';
-import { PENDING, type Target } from '../../src/ublk/target.js';
+import { PENDING, type IoResult, type Target, type TargetModule } from '../../src/ublk/target.js';
+import { DataPath } from './data-path.js';
+import { EIO } from '../../src/sys.js';
+import { udKind } from '../../src/ublk/worker/worker-ring.js';
 import { UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from '../../src/ublk/abi/uapi.js';
 
 type Handlers = [(v: unknown) => void, (e: unknown) => void];
@@ -188,4 +191,53 @@ test('breakTarget: what the target holds fails with EIO at once, its promises ar
   assert.deepEqual(results.at(-1), [2, -5], 'a new request fails at once');
   assert.equal(calls, 2, 'the target is called no more');
   assert.equal(results.length, 3, 'the late promise completed nothing');
+});
+
+// A target that queued a ring operation and then threw (or returned a result,
+// or called complete, with it still in flight): were the request committed at
+// once, the tag's next request would take that operation's CQE for its own
+// (a READ completed before its data is in place, a WRITE acknowledged early).
+for (const how of ['throws', 'returns -EIO', 'completes']) test(`a target that ${how} with a ring operation of the request in flight: the request is committed once that operation's CQE is in, and the tag's next request gets only its own`, async () => {
+  const mode = servingMode({ batch: false, copy: 'kernel', autoBufReg: true, metadataSize: 0 }, { name: 't', data: 'ring', integrity: false });
+  const dp = new DataPath(2, 65536, { entries: 16 }, mode);
+  const seen: number[] = [];
+  let calls = 0;
+  const target = {
+    read(req: UblkRequest): IoResult {
+      prepNop(dp.ring, dp.dispatcher.sqe(req, ++calls)); // a backing READ, say
+      if (calls > 1) return PENDING;
+      if (how === 'throws') throw new Error('io_uring submission queue has no room'); // e.g. reserving its second SQE
+      if (how === 'completes') {
+        dp.dispatcher.complete(req, -EIO);
+        return PENDING;
+      }
+      return -EIO;
+    },
+    write: () => 0,
+    onCqe(req: UblkRequest, _res: number, _flags: number, sub: number) {
+      seen.push(sub);
+      dp.dispatcher.complete(req, req.length);
+    },
+  };
+  const quiet = console.error;
+  console.error = () => {};
+  try {
+    await dp.openTarget({ name: 't', setup: () => ({}), open: () => target } as unknown as TargetModule, {}, null);
+    dp.start(0, UBLK_IO_OP_READ, 0, 4096);
+    assert.equal(dp.results.has(0), false, 'not committed while its operation is in flight');
+    const reap = () => {
+      dp.ring.submitAndWait(1);
+      dp.ring.reap((lo, hi, res, flags) => dp.dispatcher.onCqe(dp.reqs[0]!, udKind(lo), hi, res, flags));
+    };
+    reap();
+    assert.equal(dp.results.get(0), -EIO, 'committed with its failure once the operation is done');
+    assert.deepEqual(seen, [], 'the target is not asked about a request it has completed');
+    dp.start(0, UBLK_IO_OP_READ, 8192, 4096);
+    reap();
+    assert.equal(dp.results.get(0), 4096);
+    assert.deepEqual(seen, [2], 'the next request completed on its own operation\'s CQE');
+  } finally {
+    console.error = quiet;
+    dp.close();
+  }
 });

@@ -210,6 +210,7 @@ export class Dispatcher implements TargetIo {
     this.dispatched++;
     this.tally.dispatched++;
     req.owned = true;
+    req.deferred = NaN;
     req.linkedResult = NaN; // a linked chain before this request succeeded (its commit fetched this one)
     req.awaitsPromise = false;
     const op = req.op, st = this.stats, b = this.statBase[req.queue]!;
@@ -258,6 +259,10 @@ export class Dispatcher implements TargetIo {
     if (kind === KIND_TARGET) {
       if (!req.owned && req.linkedResult === req.linkedResult) this.linkFailed(req);
       req.ringOps--;
+      if (req.deferred === req.deferred) { // completed already: not the target's any more
+        if (req.ringOps === 0) this.finish(req, req.deferred);
+        return;
+      }
       if (this.broken) {
         if (req.owned && req.ringOps === 0) this.finish(req, -EIO);
         return;
@@ -379,12 +384,22 @@ export class Dispatcher implements TargetIo {
     this.waker.wake();
   }
 
-  /** The target's result: copy out or unregister first where needed, then commit. */
+  /**
+   * The target's result: copy out or unregister first where needed, then
+   * commit. Not while ring operations of the request are in flight (a target
+   * that threw, returned, or completed after queuing them): the tag's next
+   * request would take their CQEs for its own. It waits for the last one.
+   */
   private finish(req: UblkRequest, result: number): void {
-    if (!req.owned) {
+    if (!req.owned || (req.deferred === req.deferred && req.ringOps > 0)) {
       this.failed(new Error(`queue ${req.queue} tag ${req.tag} completed twice`));
       return;
     }
+    if (req.ringOps > 0) {
+      req.deferred = result;
+      return;
+    }
+    req.deferred = NaN;
     req.result = result;
     if (this.userCopyFd >= 0 && dataOut(req.op) && result > 0) this.done(req, this.copyOut(req, result));
     else if (req.registered) this.step(req, STEP_UNREGISTER);

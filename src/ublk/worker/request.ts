@@ -85,6 +85,11 @@ export class UblkRequest {
   linkedResult = NaN;
   /** @internal the target's io_uring operations for this request whose CQE is still to come */
   ringOps = 0;
+  /**
+   * @internal the result the request completed with while some of its ring operations were still in
+   * flight (NaN: none): it is committed when the last one's CQE is in, so that none lands on the tag's next request
+   */
+  deferred = NaN;
   /** @internal one of the engine's steps (copy in/out, (un)register) is in flight: its CQE moves the request on */
   staged = false;
   /**
