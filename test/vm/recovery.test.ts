@@ -141,8 +141,9 @@ test('recover refuses what it cannot do: a live device, a device without recover
   assertClean();
 });
 
-test('quiesce, then recover: a new server takes over a mounted file system while it is written, no IO fails', async () => {
-  const dev = addDevice('loop', '--file', RAM, '--recovery', 'requeue');
+// Batch mode too: its QUIESCE_DEV ends the fetches at once, with requests still in the server's hands.
+for (const batch of [false, true]) test(`quiesce, then recover${batch ? ' (batch mode)' : ''}: a new server takes over a mounted file system while it is written, no IO fails`, async () => {
+  const dev = addDevice('loop', '--file', RAM, '--recovery', 'requeue', ...(batch ? ['--batch'] : []));
   const id = idOf(dev);
   sh('mkfs.ext4', '-q', dev);
   fs.mkdirSync('/mnt/q', { recursive: true });

@@ -194,9 +194,13 @@ export class BatchEngine implements Engine, CommitSink {
   }
 
   get active(): boolean {
-    // Every slot not on the free list holds a PREP/COMMIT still in flight.
+    // Every slot not on the free list holds a PREP/COMMIT still in flight. A
+    // request still in our hands counts too (its target's ring operations, an
+    // engine step): QUIESCE_DEV ends a batch queue's fetches at once, without
+    // waiting for them, and a device that left then would free their buffers
+    // under their IO and never commit them. (Only a leaving device is asked.)
     return this.liveFetchers > 0 || this.dispatcher.asyncInFlight > 0 || this.inflight.length > this.freeSlots.length ||
-      this.queues.some((qs) => qs.commit.count > 0);
+      this.queues.some((qs) => qs.commit.count > 0 || qs.reqs.some((r) => r.owned || r.staged));
   }
   get error(): string | null { return this.failure; }
   arm(reap: CqeHandler): void {
