@@ -17,13 +17,35 @@ function runDir(): string {
 
 export const RUN_DIR = runDir();
 
-/** Makes RUN_DIR (only its owner may enter it) if needed; the error names the fix. */
+/**
+ * What is wrong with RUN_DIR as a place to trust, or null (fine, or not made
+ * yet). What lies there is trusted: a state file names the module a
+ * recovering server loads, a socket is where requests go. So a directory
+ * someone else made (XDG_RUNTIME_DIR in a shared place such as /tmp), a
+ * symlink, or one others may enter would hand them our rights.
+ */
+export function runDirProblem(): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(RUN_DIR);
+  } catch {
+    return null;
+  }
+  const uid = process.geteuid?.() ?? 0;
+  if (st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0) return null;
+  const what = !st.isDirectory() ? 'not a directory' : st.uid !== uid ? `owned by uid ${st.uid}` : `mode ${(st.mode & 0o777).toString(8)}`;
+  return `${RUN_DIR} is ${what}, not a directory only its user may enter: refusing to trust what is in it${FIX}`;
+}
+
+const FIX = ': set XDG_RUNTIME_DIR to a directory of yours (systemd-logind makes /run/user/UID), or UBLK_TS_RUN_DIR';
+
+/** Makes RUN_DIR (only its owner may enter it) if needed, and refuses one that is not ours alone; the error names the fix. */
 export function ensureRunDir(): void {
   try {
     fs.mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new Error(`cannot make ${RUN_DIR} (${code}): set XDG_RUNTIME_DIR to a directory of yours` +
-      ' (systemd-logind makes /run/user/UID), or UBLK_TS_RUN_DIR');
+    throw new Error(`cannot make ${RUN_DIR} (${(e as NodeJS.ErrnoException).code})${FIX}`);
   }
+  const bad = runDirProblem();
+  if (bad !== null) throw new Error(bad);
 }

@@ -7,12 +7,15 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { STATE_DIR } from './state.js';
-import { ensureRunDir } from '../run-dir.js';
+import { ensureRunDir, runDirProblem } from '../run-dir.js';
 
 export type ControlRequest = { op: 'resize'; size: number };
 export type Reply<T> = ({ ok: true } & T) | { ok: false; error: string; exitCode?: number };
 
 export const socketPath = (id: number): string => path.join(STATE_DIR, `${id}.sock`);
+
+/** A request longer than this (no newline yet) ends its connection. */
+const MAX_REQUEST_CHARS = 1 << 20;
 
 /** An error a handler throws with the exit code the asking command should end with. */
 export interface CodedError extends Error { exitCode?: number }
@@ -24,12 +27,18 @@ export function listenJson<Req, T extends object>(file: string, handle: (req: Re
   const server = net.createServer((conn) => {
     let text = '';
     conn.setEncoding('utf8');
-    conn.on('data', (d: string) => {
+    // One request per connection, its first line: what comes after it is not run again.
+    const onData = (d: string): void => {
       text += d;
-      if (!text.includes('\n')) return;
+      const nl = text.indexOf('\n');
+      if (nl < 0) {
+        if (text.length > MAX_REQUEST_CHARS) conn.destroy();
+        return;
+      }
+      conn.off('data', onData);
       let reply: Promise<T>;
       try {
-        reply = handle(JSON.parse(text) as Req);
+        reply = handle(JSON.parse(text.slice(0, nl)) as Req);
       } catch (e) {
         reply = Promise.reject(e);
       }
@@ -37,7 +46,8 @@ export function listenJson<Req, T extends object>(file: string, handle: (req: Re
         const err = e as CodedError;
         return { ok: false, error: err?.message ?? String(e), ...(err?.exitCode === undefined ? {} : { exitCode: err.exitCode }) } as Reply<T>;
       }).then((r) => conn.end(JSON.stringify(r) + '\n'));
-    });
+    };
+    conn.on('data', onData);
     conn.on('error', () => {});
   });
   // Made before anyone can connect: a socket is never open to all, even for a moment.
@@ -62,6 +72,9 @@ export class NoServerError extends Error {}
 /** Sends one request to the socket `file`; resolves with the reply, or throws its error (with its exit code). */
 export function askJson<Req, T extends object>(file: string, req: Req, timeoutMs: number, who: string): Promise<T> {
   return new Promise((resolve, reject) => {
+    // A socket in a run directory others may write to could be anyone's.
+    const bad = runDirProblem();
+    if (bad !== null) return reject(new Error(bad));
     const conn = net.connect(file);
     let text = '';
     const timer = setTimeout(() => conn.destroy(new Error(`${who} did not answer within ${timeoutMs / 1000} s`)), timeoutMs);

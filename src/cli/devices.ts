@@ -181,7 +181,11 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     // finishes in-flight IO, stops and deletes it), never signalled. Should
     // it not know the device (it is going already), it is stopped from here.
     await askDaemon({ op: 'del', id }).catch(() => settledWithin(ctrl.stopDev(id), 30_000));
-  } else if (pid !== null && processAlive(pid)) {
+  } else if (pid !== null && st?.pid === pid && processAlive(pid)) {
+    // Signalled only where our state names it: the kernel reports whatever pid
+    // the server gave START_DEV (before Linux 6.17 unchecked, so a user's
+    // device may name anyone's process), one from another pid namespace, or a
+    // dead server's, whose number may be another process's by now.
     process.kill(pid, 'SIGTERM'); // the server stops and deletes the device, then exits
     await endProcess(pid, id);
   } else {

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DeviceOptions } from '../ublk/control/device.js';
-import { ensureRunDir, RUN_DIR } from '../run-dir.js';
+import { ensureRunDir, RUN_DIR, runDirProblem } from '../run-dir.js';
 import { processAlive } from '../process-alive.js';
 
 export const STATE_DIR = RUN_DIR;
@@ -28,12 +28,16 @@ const file = (id: number): string => path.join(STATE_DIR, `${id}.json`);
 export function writeState(s: DeviceState): void {
   ensureRunDir();
   const tmp = `${file(s.id)}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(s) + '\n');
+  fs.writeFileSync(tmp, JSON.stringify(s) + '\n', { mode: 0o600 });
   fs.renameSync(tmp, file(s.id));
 }
 
-/** The device's state, or null where there is none or it is unreadable (a corrupt file never breaks a command). */
+/**
+ * The device's state, or null where there is none, it is unreadable (a
+ * corrupt file never breaks a command), or the run directory is not ours alone.
+ */
 export function readState(id: number): DeviceState | null {
+  if (runDirProblem() !== null) return null;
   try {
     const s = JSON.parse(fs.readFileSync(file(id), 'utf8')) as DeviceState;
     return s && typeof s === 'object' && typeof s.pid === 'number' && typeof s.target === 'string' ? s : null;

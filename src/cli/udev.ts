@@ -15,6 +15,7 @@ export async function chownDeviceNode(name: string): Promise<{ uid: number; gid:
   if (!m) throw new UsageError(`not a ublk device node: ${name} (ublkbN or ublkcN)`);
   const info = await withControl((ctrl) => ctrl.getDevInfo(Number(m[1])));
   if (!(Number(info.flags) & UBLK_F_UNPRIVILEGED_DEV)) return null;
-  fs.chownSync(`/dev/${name}`, info.owner_uid, info.owner_gid);
+  // The user only: their primary group may be shared with others (`users`), and the node's group stays what udev gave it.
+  fs.chownSync(`/dev/${name}`, info.owner_uid, -1);
   return { uid: info.owner_uid, gid: info.owner_gid };
 }

@@ -15,9 +15,9 @@ const cacheFile = path.join(runDir, 'kernel-zoned');
 const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 
 /** kernelHasZonedDevices() in a fresh process (the module keeps its answer). */
-function ask(): string {
+function ask(dir = runDir): string {
   const r = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(MODULE)}).then((m) => console.log(String(m.kernelHasZonedDevices())))`],
-    { encoding: 'utf8', env: { ...process.env, UBLK_TS_RUN_DIR: runDir } });
+    { encoding: 'utf8', env: { ...process.env, UBLK_TS_RUN_DIR: dir } });
   assert.equal(r.status, 0, r.stderr);
   return r.stdout.trim();
 }
@@ -41,4 +41,13 @@ test('kernel zoned support: asked once per boot, kept in the run directory', (t)
   // A damaged file is not believed.
   fs.writeFileSync(cacheFile, 'garbage');
   assert.equal(ask(), first);
+});
+
+test('kernel zoned support: the run directory it makes to keep the answer (the first command after boot, say `features`) is its user\'s alone', (t) => {
+  const fresh = path.join(runDir, 'fresh');
+  if (ask(fresh) === 'undefined') {
+    t.skip('no readable /proc/kallsyms here');
+    return;
+  }
+  assert.equal(fs.statSync(fresh).mode & 0o777, 0o700, 'not 0755: root\'s state files and logs would be everyone\'s to read');
 });

@@ -73,6 +73,8 @@ function addAs(u: User, ...args: string[]): string {
 async function ownedBy(dev: string, uid: number): Promise<void> {
   for (let i = 0; i < 100 && (!fs.existsSync(dev) || fs.statSync(dev).uid !== uid); i++) await sleep(100);
   assert.equal(fs.statSync(dev).uid, uid, `${dev} belongs to ${uid}`);
+  // Not to their group (here a group of their own, elsewhere often one shared by many users).
+  assert.notEqual(fs.statSync(dev).gid, uid, `${dev} stays in the group udev gave it`);
 }
 
 test('two users, their own devices: each serves and uses theirs, neither can touch the other\'s', async () => {

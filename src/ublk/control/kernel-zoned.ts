@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UBLK_F_ZONED } from '../abi/uapi.js';
-import { RUN_DIR } from '../../run-dir.js';
+import { ensureRunDir, RUN_DIR } from '../../run-dir.js';
 
 /** Fault injection for tests: UBLK_TS_FAULT_NO_ZONED=1 plays a kernel built without CONFIG_BLK_DEV_ZONED. */
 const FAULT_NO_ZONED = process.env.UBLK_TS_FAULT_NO_ZONED === '1';
@@ -36,7 +36,7 @@ function fromKallsyms(): boolean | undefined {
   const boot = bootId();
   if (found !== undefined && boot) {
     try {
-      fs.mkdirSync(RUN_DIR, { recursive: true });
+      ensureRunDir();
       const tmp = `${CACHE_FILE}.${process.pid}.tmp`;
       fs.writeFileSync(tmp, `${boot} ${found ? 1 : 0}\n`);
       fs.renameSync(tmp, CACHE_FILE);
