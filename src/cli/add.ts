@@ -6,7 +6,7 @@ import { optionHelp } from '../options/argv.js';
 import { flagOf, type OptionSpec } from '../options/spec.js';
 import { DEVICE_OPTIONS, checkDeviceOptions } from '../ublk/control/device-options.js';
 import { BUILTIN_TARGETS, loadTarget, resolveTarget } from '../ublk/target-loader.js';
-import { checkTargetOptions, targetOptionSpecs, type TargetModule } from '../ublk/target.js';
+import { checkTargetOptions, targetOptionSpecs, type TargetModule, type TargetOptions } from '../ublk/target.js';
 import { print, readArgs, type Command } from './command.js';
 import { addToDaemon } from './daemon.js';
 import { UsageError } from './errors.js';
@@ -65,6 +65,20 @@ async function targetsHelp(): Promise<string> {
   return text;
 }
 
+/**
+ * Target options that name files (argument PATH or FILE, or a comma-separated
+ * list of them) made absolute against the caller's directory: the server
+ * that opens them runs elsewhere.
+ */
+function resolvePaths(specs: readonly OptionSpec[], options: TargetOptions): TargetOptions {
+  for (const s of specs) {
+    const v = options[s.key];
+    if (typeof v !== 'string' || !/^(PATH|FILE)\b/.test(s.arg ?? '')) continue;
+    options[s.key] = s.arg!.includes(',') ? v.split(',').map((p) => (p ? path.resolve(p) : p)).join(',') : path.resolve(v);
+  }
+  return options;
+}
+
 /** Reads `add`'s command line into a server configuration; null after printing --help. */
 export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; foreground: boolean; daemon: boolean } | null> {
   const { target, rest } = splitTarget(argv);
@@ -81,13 +95,14 @@ export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; fore
   if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}' (add takes one target; see ublk-ts add --help)`);
   const pick = (rows: readonly OptionSpec[]) => Object.fromEntries(rows.filter((s) => s.key in args.values).map((s) => [s.key, args.values[s.key]]));
   const device = checkDeviceOptions(pick(DEVICE_OPTIONS), 'cli');
-  // The server runs from /: a relative path is the caller's.
+  // The server runs from / (the daemon from its own directory): a relative path is the caller's.
   if (device.shmem !== undefined) device.shmem = path.resolve(device.shmem);
-  const options = checkTargetOptions(mod, pick(targetSpecs), 'cli');
+  const options = resolvePaths(targetSpecs, checkTargetOptions(mod, pick(targetSpecs), 'cli'));
+  const module = (BUILTIN_TARGETS as readonly string[]).includes(target) || target.startsWith('file:') ? target : path.resolve(target);
   if (args.values.supervise === false && device.recovery === 'none') throw new UsageError('--no-supervisor only applies with --recovery');
   const supervise = args.values.supervise === false ? { supervise: false } : {};
   const foreground = args.values.foreground === true;
-  return { cfg: { ...device, target, options, ...supervise }, foreground, daemon: args.values.daemon !== false && !foreground };
+  return { cfg: { ...device, target: module, options, ...supervise }, foreground, daemon: args.values.daemon !== false && !foreground };
 }
 
 async function add(argv: string[]): Promise<void> {

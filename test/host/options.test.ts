@@ -2,6 +2,8 @@
 // device's table and a target's own rows as `ublk-ts add` reads them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgv, optionHelp } from '../../src/options/argv.js';
 import { checkOptions, formatSize, OptionError, parseSizeText, type OptionSpec } from '../../src/options/spec.js';
 import { checkDeviceOptions, DEVICE_OPTIONS } from '../../src/ublk/control/device-options.js';
@@ -113,6 +115,18 @@ test('ublk-ts add: target first or -t, target rows parsed with the device rows, 
   assert.equal(t!.foreground, true);
   assert.equal(t!.daemon, false, 'a server in the foreground is this process, never the daemon');
   assert.equal((await parseAdd(['null', '-s', '1G', '--no-daemon']))!.daemon, false);
+});
+
+test('ublk-ts add: paths the user gives relative are the caller\'s (the server runs from /, the daemon from its own directory)', async () => {
+  const cwd = process.cwd();
+  const loop = await parseAdd(['loop', '-f', 'disk.img', '--metadata-file', 'meta.img', '--copy', 'user', '--metadata-size', '8']);
+  assert.deepEqual(loop!.cfg.options, { file: path.join(cwd, 'disk.img'), buffered: false, metadataFile: path.join(cwd, 'meta.img') });
+  const stripe = await parseAdd(['stripe', '--files', 'a.img,/b.img']);
+  assert.equal(stripe!.cfg.options!.files, `${path.join(cwd, 'a.img')},/b.img`);
+  const mod = path.relative(cwd, fileURLToPath(new URL('../../src/targets/null.js', import.meta.url)));
+  const custom = await parseAdd([mod, '--size', '1G']);
+  assert.equal(custom!.cfg.target, path.resolve(mod), 'a module path too');
+  assert.equal((await parseAdd(['null', '-s', '1G']))!.cfg.target, 'null');
 });
 
 test('ublk-ts add: bad input is one usage error naming the option', async () => {
