@@ -6,6 +6,7 @@
 // is gone) is quiesced from here with QUIESCE_DEV.
 import { UBLK_F_QUIESCE, UBLK_S_DEV_QUIESCED, STATE_NAMES } from '../ublk/abi/uapi.js';
 import { blockDevicePath } from '../ublk/control/control.js';
+import { batchQuiesceLoses } from '../ublk/control/device.js';
 import { checkOptions } from '../options/spec.js';
 import { readArgs, oneId, print, type Command, idOption } from './command.js';
 import { waitFor, withControl } from './devices.js';
@@ -37,6 +38,8 @@ export const quiesceCommand: Command = {
       if (!(info.flags & UBLK_F_QUIESCE)) {
         throw new UsageError(`device ${id} cannot be quiesced: it was created without --recovery, or the kernel lacks UBLK_F_QUIESCE`);
       }
+      const unsafe = batchQuiesceLoses(info.flags);
+      if (unsafe !== null) throw new UsageError(`device ${id}: ${unsafe}`);
       const quiesced = async (): Promise<boolean> => (await ctrl.getDevInfo(id)).state === UBLK_S_DEV_QUIESCED;
       if (await quiesced()) {
         print(`${blockDevicePath(id)} is quiesced already: \`ublk-ts recover ${id}\` attaches a new server`);
