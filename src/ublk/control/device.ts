@@ -266,11 +266,12 @@ async function openCharDevice(id: number): Promise<number> {
 
 /**
  * Why quiescing a device with these flags would fail IO, or null. In batch
- * mode QUIESCE_DEV ends the fetches at once (ublk_drv does not wait for idle
- * tags there): requests the kernel queued for the server but had not handed
- * out yet are failed when the server lets go unless the policy is reissue,
- * and in the VM test IO failed with reissue too (the requests in the
- * server's hands; not understood yet). So batch devices are not quiesced.
+ * mode (Linux 7.2) QUIESCE_DEV does not wait for idle tags, and ending the
+ * queue's fetches (ublk_batch_cancel_queue) sets its force_abort, with which
+ * the driver fails every request that arrives while no server runs (with
+ * recovery, ublk_prep_req returns BLK_STS_IOERR) instead of holding it; the
+ * VM test saw reads and the journal's writes fail between the quiesce and
+ * `recover`, whatever the policy. Nothing a server does avoids it.
  */
 export function batchQuiesceLoses(flags: number): string | null {
   if (!(flags & UBLK_F_BATCH_IO)) return null;
