@@ -141,11 +141,11 @@ test('recover refuses what it cannot do: a live device, a device without recover
   assertClean();
 });
 
-test('quiesce refuses a batch-mode device (its QUIESCE_DEV ends the fetches without waiting for the IO in flight, which then fails): one line, the device stays live', () => {
+test('quiesce refuses a batch-mode device (the kernel fails its requests from QUIESCE_DEV until recover): one line, the device stays live', () => {
   const dev = addDevice('null', '--size', '64M', '--recovery', 'reissue', '--batch');
   const q = cli('quiesce', String(idOf(dev)));
   assert.equal(q.code, 2, q.stderr);
-  assert.match(q.stderr, /device \d+: a batch-mode device cannot be quiesced without failing the IO in flight/);
+  assert.match(q.stderr, /device \d+: a batch-mode device cannot be quiesced without failing IO \(the kernel fails its requests from QUIESCE_DEV until `recover`\)/);
   assert.equal(listDevices().find((d) => d.id === idOf(dev))!.state, 'live');
   delDevice(dev);
   assertClean();

@@ -275,7 +275,7 @@ async function openCharDevice(id: number): Promise<number> {
  */
 export function batchQuiesceLoses(flags: number): string | null {
   if (!(flags & UBLK_F_BATCH_IO)) return null;
-  return 'a batch-mode device cannot be quiesced without failing the IO in flight (its QUIESCE_DEV does not wait for it); ' +
+  return 'a batch-mode device cannot be quiesced without failing IO (the kernel fails its requests from QUIESCE_DEV until `recover`); ' +
     'with --recovery reissue, stop its server (kill it) and `recover` instead: the kernel hands the requests it had to the new server';
 }
 
