@@ -33,6 +33,13 @@ export function runDirProblem(): string | null {
   }
   const uid = process.geteuid?.() ?? 0;
   if (st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0) return null;
+  // Ours, and others could only read it (an older ublk-ts made /run/ublk-ts 0755): nothing was planted, close it.
+  if (st.isDirectory() && st.uid === uid && (st.mode & 0o022) === 0) {
+    try {
+      fs.chmodSync(RUN_DIR, 0o700);
+      return null;
+    } catch { /* refused below */ }
+  }
   const what = !st.isDirectory() ? 'not a directory' : st.uid !== uid ? `owned by uid ${st.uid}` : `mode ${(st.mode & 0o777).toString(8)}`;
   return `${RUN_DIR} is ${what}, not a directory only its user may enter: refusing to trust what is in it${FIX}`;
 }

@@ -37,6 +37,19 @@ test('a run directory others may enter (XDG_RUNTIME_DIR in a shared place) is re
   assert.equal(asked, refusal);
 });
 
+test('a run directory of ours that others could only read (an older ublk-ts made /run/ublk-ts 0755) is closed (0700) and used', () => {
+  const readable = path.join(scratch, 'readable');
+  fs.mkdirSync(readable, { mode: 0o755 });
+  fs.chmodSync(readable, 0o755);
+  const script = `
+    const { ensureRunDir } = await import(${JSON.stringify(`${dist}/run-dir.js`)});
+    ensureRunDir();
+    console.log('ok');`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, UBLK_TS_RUN_DIR: readable } });
+  assert.equal(r.stdout.trim(), 'ok', r.stderr);
+  assert.equal(fs.statSync(readable).mode & 0o777, 0o700);
+});
+
 test('a control socket runs one request per connection (bytes after its line do not run it again), and drops one that never ends', async () => {
   ensureRunDir();
   const file = path.join(process.env.UBLK_TS_RUN_DIR!, 'one.sock');
