@@ -177,19 +177,31 @@ export class ZoneModel {
     });
   }
 
-  /** ZONE_RESET: the zone is empty again, its write pointer at its start. */
-  reset(sector: number): number {
+  /**
+   * ZONE_RESET: the zone is empty again, its write pointer at its start.
+   * `clear(zone)` (the target dropping the zone's data) runs first, under the
+   * lock; should it fail, nothing changes.
+   */
+  reset(sector: number, clear?: (zone: number) => number): number {
     return this.manage(sector, (z) => {
+      // The data goes under the lock, before the state: between the two,
+      // another thread could write at the new write pointer and have its
+      // acknowledged data wiped by a clear that came after.
+      const r = clear ? clear(z) : 0;
+      if (r < 0) return r;
       this.emptyZone(z);
       return 0;
     });
   }
 
-  /** ZONE_RESET_ALL: every sequential zone is reset. */
-  resetAll(): number {
+  /** ZONE_RESET_ALL: every sequential zone is reset (`clear` of the first and the count first, as in reset). */
+  resetAll(clear?: (first: number, count: number) => number): number {
     this.lock();
     try {
-      for (let z = this.geometry.conventional; z < this.geometry.zones; z++) this.emptyZone(z);
+      const first = this.geometry.conventional;
+      const r = clear ? clear(first, this.geometry.zones - first) : 0;
+      if (r < 0) return r;
+      for (let z = first; z < this.geometry.zones; z++) this.emptyZone(z);
       return 0;
     } finally {
       this.unlock();

@@ -101,15 +101,9 @@ export default defineTarget<Options, Shared>({
           case UBLK_IO_OP_ZONE_OPEN: return zones.open(req.sector);
           case UBLK_IO_OP_ZONE_CLOSE: return zones.close(req.sector);
           case UBLK_IO_OP_ZONE_FINISH: return zones.finish(req.sector);
-          case UBLK_IO_OP_ZONE_RESET: {
-            const r = zones.reset(req.sector);
-            return r < 0 ? r : punch(fd, zones.zoneOf(req.sector) * zoneBytes, zoneBytes);
-          }
-          case UBLK_IO_OP_ZONE_RESET_ALL: {
-            zones.resetAll();
-            const from = geometry.conventional * zoneBytes;
-            return punch(fd, from, geometry.zones * zoneBytes - from);
-          }
+          // The zone's data is dropped under the model's lock, before its write pointer goes back (zone-model.ts).
+          case UBLK_IO_OP_ZONE_RESET: return zones.reset(req.sector, (z) => punch(fd, z * zoneBytes, zoneBytes));
+          case UBLK_IO_OP_ZONE_RESET_ALL: return zones.resetAll((first, count) => punch(fd, first * zoneBytes, count * zoneBytes));
           default: return -EOPNOTSUPP;
         }
       },

@@ -144,3 +144,21 @@ test('threads share one model: concurrent appends get distinct sectors, and the 
   const sectors = THREADS * Array.from({ length: PER_THREAD }, (_, i) => 1 + (i % 3)).reduce((a, b) => a + b, 0);
   assert.equal(m.wp(1), g.zoneSectors + sectors);
 });
+
+test('reset and reset-all drop the data (`clear`) under the lock before the write pointer goes back, and change nothing if that fails: no other thread can write at the new write pointer and lose its data to a clear that came after', () => {
+  const m = ZoneModel.create(geo()), other = ZoneModel.attach(geo(), m.sab);
+  assert.equal(m.write(at(1), 3), 0);
+  let seen = -1;
+  assert.equal(m.reset(at(1), (z) => { seen = other.wp(z); return 0; }), 0);
+  assert.equal(seen, at(1, 3), 'the data is dropped while the zone still holds it');
+  assert.deepEqual([m.cond(1), m.wp(1)], [BLK_ZONE_COND_EMPTY, at(1)]);
+  assert.equal(m.write(at(2), 2), 0);
+  assert.equal(m.reset(at(2), () => -EIO), -EIO);
+  assert.deepEqual([m.cond(2), m.wp(2)], [BLK_ZONE_COND_IMP_OPEN, at(2, 2)], 'a failed clear resets nothing');
+  assert.equal(m.resetAll(() => -EIO), -EIO);
+  assert.equal(m.wp(2), at(2, 2));
+  let range: number[] = [];
+  assert.equal(m.resetAll((first, count) => { range = [first, count, other.wp(2)]; return 0; }), 0);
+  assert.deepEqual(range, [1, 7, at(2, 2)], 'every sequential zone, dropped before the reset');
+  assert.equal(m.wp(2), at(2));
+});
