@@ -80,9 +80,12 @@ export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
 
 /** A request the server did not do because it is going away: the client is to disconnect (and, here, send it again). */
 export const NBD_ESHUTDOWN = 108;
-/** Error values of replies: the specification takes them from Linux, so they are our errnos. */
+/**
+ * Error values of replies that fail their request: the specification takes
+ * them from Linux, so they are our errnos (NBD_ESHUTDOWN fails none: it ends the connection).
+ */
 export const NBD_ERRNOS: ReadonlySet<number> = new Set([1 /* EPERM */, 5 /* EIO */, 12 /* ENOMEM */, 22 /* EINVAL */,
-  28 /* ENOSPC */, 75 /* EOVERFLOW */, 95 /* ENOTSUP */, 108 /* ESHUTDOWN */]);
+  28 /* ENOSPC */, 75 /* EOVERFLOW */, 95 /* ENOTSUP */]);
 
 /** Default port of the IANA registration. */
 export const NBD_DEFAULT_PORT = 10809;

@@ -39,6 +39,8 @@ const TWO_32 = 2 ** 32;
  * (a planned restart of the server, within --timeout, fails nothing).
  */
 const SHUTTING_DOWN = 'the server is shutting down (NBD_ESHUTDOWN)';
+/** A reply's error value as the request's errno (one the specification does not name is EIO). */
+const errnoOf = (error: number): number => (NBD_ERRNOS.has(error) ? error : EIO);
 /** Zeros for a hole in zero copy (written to the request's pages in pieces of this size). */
 const ZEROS = new Uint8Array(64 * 1024);
 /** Pieces of at most this many bytes are copied into the scratch by a loop here, not natively. */
@@ -223,7 +225,7 @@ export class ReplyParser {
     if (bad !== null) return bad;
     const error = v.getUint32(4), type = this.inFlight.type(this.slot), req = this.inFlight.req(this.slot);
     if (error === NBD_ESHUTDOWN) return SHUTTING_DOWN;
-    if (error !== 0) return this.complete(-(NBD_ERRNOS.has(error) ? error : EIO));
+    if (error !== 0) return this.complete(-errnoOf(error));
     if (type !== NBD_CMD_READ) return this.complete(type === NBD_CMD_WRITE ? req.length : 0);
     if (this.structured) return 'the server sent a simple reply with data to a READ, where structured replies were negotiated';
     return this.next(S_SIMPLE_DATA, req.length, 0, req, 0);
@@ -281,7 +283,7 @@ export class ReplyParser {
     if (this.type !== NBD_REPLY_TYPE_ERROR && this.type !== NBD_REPLY_TYPE_ERROR_OFFSET) {
       this.inFlight.fail(this.slot, EIO); // an error type we do not know: still an error
     } else {
-      this.inFlight.fail(this.slot, NBD_ERRNOS.has(error) ? error : EIO);
+      this.inFlight.fail(this.slot, errnoOf(error));
     }
     return this.chunkDone();
   }
