@@ -6,7 +6,7 @@ import { optionHelp } from '../options/argv.js';
 import { flagOf, type OptionSpec } from '../options/spec.js';
 import { DEVICE_OPTIONS, checkDeviceOptions } from '../ublk/control/device-options.js';
 import { BUILTIN_TARGETS, loadTarget, resolveTarget } from '../ublk/target-loader.js';
-import { checkTargetOptions, targetOptionSpecs, type TargetModule, type TargetOptions } from '../ublk/target.js';
+import { checkTargetOptions, targetOptionSpecs, type TargetModule } from '../ublk/target.js';
 import { print, readArgs, type Command } from './command.js';
 import { addToDaemon } from './daemon.js';
 import { UsageError } from './errors.js';
@@ -66,15 +66,16 @@ async function targetsHelp(): Promise<string> {
 }
 
 /**
- * Target options that name files (argument PATH or FILE, or a comma-separated
- * list of them) made absolute against the caller's directory: the server
- * that opens them runs elsewhere.
+ * Options that name files (argument PATH or FILE, or a comma-separated list
+ * of them) made absolute against the caller's directory: the server that
+ * opens them runs elsewhere.
  */
-function resolvePaths(specs: readonly OptionSpec[], options: TargetOptions): TargetOptions {
+function resolvePaths<O extends object>(specs: readonly OptionSpec[], options: O): O {
+  const o = options as Record<string, unknown>;
   for (const s of specs) {
-    const v = options[s.key];
+    const v = o[s.key];
     if (typeof v !== 'string' || !/^(PATH|FILE)\b/.test(s.arg ?? '')) continue;
-    options[s.key] = s.arg!.includes(',') ? v.split(',').map((p) => (p ? path.resolve(p) : p)).join(',') : path.resolve(v);
+    o[s.key] = s.arg!.includes(',') ? v.split(',').map((p) => (p ? path.resolve(p) : p)).join(',') : path.resolve(v);
   }
   return options;
 }
@@ -94,9 +95,8 @@ export async function parseAdd(argv: string[]): Promise<{ cfg: ServeConfig; fore
   if (args === null) return null;
   if (args.positionals.length) throw new UsageError(`unexpected argument '${args.positionals[0]}' (add takes one target; see ublk-ts add --help)`);
   const pick = (rows: readonly OptionSpec[]) => Object.fromEntries(rows.filter((s) => s.key in args.values).map((s) => [s.key, args.values[s.key]]));
-  const device = checkDeviceOptions(pick(DEVICE_OPTIONS), 'cli');
-  // The server runs from / (the daemon from its own directory): a relative path is the caller's.
-  if (device.shmem !== undefined) device.shmem = path.resolve(device.shmem);
+  // The server runs from / (the daemon from its own directory): a relative path is the caller's (--shmem, the target's files).
+  const device = resolvePaths(DEVICE_OPTIONS, checkDeviceOptions(pick(DEVICE_OPTIONS), 'cli'));
   const options = resolvePaths(targetSpecs, checkTargetOptions(mod, pick(targetSpecs), 'cli'));
   const module = (BUILTIN_TARGETS as readonly string[]).includes(target) || target.startsWith('file:') ? target : path.resolve(target);
   if (args.values.supervise === false && device.recovery === 'none') throw new UsageError('--no-supervisor only applies with --recovery');

@@ -127,6 +127,7 @@ test('ublk-ts add: paths the user gives relative are the caller\'s (the server r
   const custom = await parseAdd([mod, '--size', '1G']);
   assert.equal(custom!.cfg.target, path.resolve(mod), 'a module path too');
   assert.equal((await parseAdd(['null', '-s', '1G']))!.cfg.target, 'null');
+  assert.equal((await parseAdd(['null', '-s', '1G', '--shmem', 'buf.img']))!.cfg.shmem, path.join(cwd, 'buf.img'), 'a device option too');
 });
 
 test('ublk-ts add: bad input is one usage error naming the option', async () => {
