@@ -26,14 +26,18 @@ function zero(fd: number, req: UblkRequest): number {
 /** Moves a request's data (sync-io.ts: readData or writeData), or its metadata. */
 type Move = (fd: number, req: UblkRequest) => number;
 
-/** Moves the request's data to or from `fd`, then its metadata (if any) to or from `metaFd`. */
+/**
+ * Moves the request's data to or from `fd`, then its metadata (if any) to or
+ * from `metaFd`. With metadata, a short transfer (a READ past the end a
+ * shrinking resize just set) fails whole: its count would tell the kernel
+ * that part's metadata had moved too.
+ */
 function rw(data: Move, metadata: Move, fd: number, metaFd: number, req: UblkRequest): number {
   const n = data(fd, req);
-  if (req.integrity && n === req.length) {
-    const m = metadata(metaFd, req);
-    if (m !== req.integrity) return m < 0 ? m : -EIO;
-  }
-  return n;
+  if (!req.integrity || n < 0) return n;
+  if (n !== req.length) return -EIO;
+  const m = metadata(metaFd, req);
+  return m === req.integrity ? n : m < 0 ? m : -EIO;
 }
 
 export default defineTarget<{ size: number }, { fd: number; metaFd: number }>({

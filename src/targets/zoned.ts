@@ -17,7 +17,8 @@ import { defineTarget, sizeOption, TargetOptionError, type TargetOptions } from 
 import {
   UBLK_IO_OP_ZONE_CLOSE, UBLK_IO_OP_ZONE_FINISH, UBLK_IO_OP_ZONE_OPEN, UBLK_IO_OP_ZONE_RESET, UBLK_IO_OP_ZONE_RESET_ALL,
 } from '../ublk/abi/uapi.js';
-import { EOPNOTSUPP } from '../errno.js';
+import { EIO, EOPNOTSUPP } from '../errno.js';
+import type { UblkRequest } from '../ublk/worker/request.js';
 import { ZoneModel, type ZoneGeometry } from './zone-model.js';
 import { readData, writeData } from './sync-io.js';
 
@@ -61,6 +62,18 @@ export function zoneGeometry(o: Options): ZoneGeometry {
   return { zoneSectors: zoneSize / 512, zones, conventional, maxOpen, maxActive };
 }
 
+/**
+ * A WRITE or ZONE_APPEND's result: the whole length, or -errno. The write
+ * pointer has already moved past the whole request, so a short write (a full
+ * memfd) cannot be finished later: the kernel would send the rest at a sector
+ * the pointer has left, and an append's rest would land elsewhere while the
+ * append reports one place. So anything short fails (the zone then reads
+ * zeros up to the pointer, where nothing was acknowledged).
+ */
+function whole(n: number, req: UblkRequest): number {
+  return n === req.length || n < 0 ? n : -EIO;
+}
+
 function punch(fd: number, offset: number, length: number): number {
   return length > 0 ? native.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) : 0;
 }
@@ -88,13 +101,13 @@ export default defineTarget<Options, Shared>({
       read: (req) => readData(fd, req),
       write(req) {
         const r = zones.write(req.sector, req.sectors);
-        return r < 0 ? r : writeData(fd, req);
+        return r < 0 ? r : whole(writeData(fd, req), req);
       },
       zoneAppend(req) {
         const at = zones.append(req.sector, req.sectors);
         if (at < 0) return at;
         req.zoneAppendLba = at;
-        return writeData(fd, req, at);
+        return whole(writeData(fd, req, at), req);
       },
       zoneManage(req) {
         switch (req.op) {

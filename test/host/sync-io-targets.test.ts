@@ -1,14 +1,17 @@
 // The targets that serve READ and WRITE synchronously with pread/pwrite on a
 // memfd (memory, zoned; src/targets/sync-io.ts), on the host without a ublk
-// driver: the data round-trips, below and above 4 GiB, and a request
-// allocates nothing on the JavaScript heap.
+// driver: the data round-trips, below and above 4 GiB, a request allocates
+// nothing on the JavaScript heap, and a short transfer fails where a count
+// short of the whole would say more than what happened.
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import memory from '../../src/targets/memory.js';
 import zoned from '../../src/targets/zoned.js';
 import { native } from '../../src/native.js';
 import { UblkRequest } from '../../src/ublk/worker/request.js';
 import { DESC_NR_SECTORS, DESC_OP_FLAGS, DESC_START_SECTOR, DESC_WORDS } from '../../src/ublk/worker/queue-memory.js';
+import { EIO } from '../../src/errno.js';
 import { GcCount } from '../../src/ublk/worker/gc-count.js';
 import { C_HEAP_BYTES, SLOT_WORDS } from '../../src/ublk/stats.js';
 import { UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_ZONE_APPEND } from '../../src/ublk/abi/uapi.js';
@@ -87,3 +90,45 @@ for (const [mod, given] of CASES) {
     }
   });
 }
+
+test('memory with metadata: a READ cut short by a shrink fails whole, as no part of its metadata moved', async () => {
+  const options = { size: 1 << 20 };
+  const setup = await memory.setup(options, { metadataSize: 8 } as Parameters<typeof memory.setup>[1]);
+  try {
+    const target: Target = await memory.open({ devId: 0, queueId: 0, depth: 1, maxIoBytes: 2 * BS, options, shared: setup.shared!, io: {} as TargetIo });
+    const req = { sector: ((1 << 20) - 2 * BS) / 512, length: 2 * BS, buffer: new Uint8Array(2 * BS),
+      integrity: 16, integrityOffset: 0, integrityBuffer: new Uint8Array(16) } as unknown as UblkRequest;
+    assert.equal(target.read!(req), 2 * BS, 'whole before the shrink');
+    setup.resize!((1 << 20) - BS);
+    assert.equal(target.read!(req), -EIO, 'half of it lies past the new end');
+  } finally {
+    await setup.cleanup?.();
+  }
+});
+
+test('zoned: a short WRITE or ZONE_APPEND fails whole (the write pointer has moved past it: the rest could not follow)', () => {
+  // A short pwrite on the memfd comes from running out of memory; here from
+  // RLIMIT_FSIZE, set on a child process once its device exists (SIGXFSZ is
+  // only sent to a write that starts at the limit, which none does).
+  const url = new URL('../../src/targets/zoned.js', import.meta.url).href;
+  const script = `
+    import { spawnSync } from 'node:child_process';
+    const { default: zoned } = await import(${JSON.stringify(url)});
+    const MiB = 1 << 20;
+    const options = { size: 8 * MiB, zoneSize: MiB, conventional: 0, maxOpen: 0, maxActive: 0 };
+    const setup = await zoned.setup(options);
+    const t = await zoned.open({ devId: 0, queueId: 0, depth: 1, maxIoBytes: 8192, options, shared: setup.shared, io: {} });
+    const limit = (bytes) => { if (spawnSync('prlimit', ['--pid', String(process.pid), '--fsize=' + bytes + ':']).status !== 0) throw new Error('prlimit'); };
+    const req = (zone) => ({ sector: zone * MiB / 512, sectors: 16, length: 8192, buffer: new Uint8Array(8192).fill(7) });
+    limit(2 * MiB + 4096);
+    const w = req(2);
+    console.log('write', t.write(w));
+    limit(3 * MiB + 4096);
+    const a = req(3);
+    console.log('append', t.zoneAppend(a), a.zoneAppendLba);
+    limit('unlimited');
+    console.log('whole', t.write(req(4)));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n'), [`write ${-EIO}`, `append ${-EIO} ${3 * 2048}`, 'whole 8192']);
+});
