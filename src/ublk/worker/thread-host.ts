@@ -443,8 +443,9 @@ export class ThreadHost implements LoopClient {
       why ??= `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
     }
     // The target's own operations still in flight reach it through its engine until they end.
+    // (Not after the loop ended, `kept`: nothing reaps their CQEs then, and closing the ring cancels them.)
     const engine = d.engine;
-    for (let waited = 0; engine && engine.dispatcher.ownOps > 0 && waited < OWN_OPS_WAIT_MS && !this.ring.closed; waited += 10) await sleep(10);
+    for (let waited = 0; engine && !kept && engine.dispatcher.ownOps > 0 && waited < OWN_OPS_WAIT_MS && !this.ring.closed; waited += 10) await sleep(10);
     if (engine) {
       const f = this.flushers.indexOf(engine);
       if (f >= 0) this.flushers.splice(f, 1);
