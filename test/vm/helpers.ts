@@ -154,17 +154,22 @@ export function brdForFile(disks: number, kib: number): string[] {
   return Array.from({ length: disks }, (_, i) => `/dev/ram${i}`);
 }
 
-/** fio writing and verifying (crc32c) `size` of `dev`, in the background; resolves with its exit code and output. */
-export function fioWriteVerify(dev: string, size: string): Promise<{ code: number | null; out: string }> {
-  const fio = spawn('fio', [
-    '--name=recover', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randwrite',
-    '--bsrange=4k-64k', `--size=${size}`, '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=0', '--verify_state_save=0',
-    '--output-format=terse',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** fio with `args` in the background; resolves with its exit code and its output (stdout and stderr). */
+export function fioBackground(args: string[]): Promise<{ code: number | null; out: string }> {
+  const fio = spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   fio.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
   return new Promise((r) => fio.on('exit', (code) => r({ code, out })));
+}
+
+/** fio writing and verifying (crc32c) `size` of `dev`, in the background; resolves with its exit code and output. */
+export function fioWriteVerify(dev: string, size: string): Promise<{ code: number | null; out: string }> {
+  return fioBackground([
+    '--name=recover', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randwrite',
+    '--bsrange=4k-64k', `--size=${size}`, '--verify=crc32c', '--verify_fatal=1', '--do_verify=1', '--randrepeat=0', '--verify_state_save=0',
+    '--output-format=terse',
+  ]);
 }
 
 export async function waitForState(id: number, state: string): Promise<void> {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  addDevice, addDeviceWith, assertClean, brdForFile, cli, delDevice, FULL_ONLY, idOf, killAndRecoverUnderFio, killServer, listDevices, run, serverPids, sh, sleep, vmSuite,
+  addDevice, addDeviceWith, assertClean, brdForFile, cli, delDevice, fioBackground, FULL_ONLY, idOf, killAndRecoverUnderFio, killServer, listDevices, run, serverPids, sh, sleep, vmSuite,
   waitForState,
 } from './helpers.js';
 
@@ -65,15 +65,11 @@ test('automatic restart: the server killed twice during a 20 s fio run, fio sees
   // The device's log outlives it, and its id may have served earlier tests: only what is new counts.
   const logStart = fs.statSync(`/run/ublk-ts/${id}.log`).size;
   try {
-    const fio = spawn('fio', [
+    const fio = fioBackground([
       '--name=restart', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16', '--rw=randrw', '--bs=4k',
       '--numjobs=2', '--offset_increment=24m', '--time_based', '--runtime=20', '--size=24m', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0',
       '--output-format=terse',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    fio.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-    const done = new Promise<number | null>((r) => fio.on('exit', r));
+    ]);
     const killed: number[] = [];
     for (let k = 0; k < 2; k++) {
       await sleep(5000);
@@ -85,7 +81,8 @@ test('automatic restart: the server killed twice during a 20 s fio run, fio sees
       }
       killed.push(killServer(id, false));
     }
-    assert.equal(await done, 0, `fio saw no error:\n${out}`);
+    const { code, out } = await fio;
+    assert.equal(code, 0, `fio saw no error:\n${out}`);
     await waitForState(id, 'live'); // the last restart may still be attaching
     const d = listDevices().find((x) => x.id === id)!;
     assert.ok(!killed.includes(d.pid!), 'a new server serves the device');
@@ -159,14 +156,10 @@ test('quiesce, then recover: a new server takes over a mounted file system while
   sh('mount', dev, '/mnt/q');
   try {
     const old = listDevices().find((d) => d.id === id)!;
-    const fio = spawn('fio', [
+    const fio = fioBackground([
       '--name=quiesce', '--directory=/mnt/q', '--ioengine=io_uring', '--direct=1', '--iodepth=8', '--rw=randwrite', '--bs=4k',
       '--size=8m', '--time_based', '--runtime=20', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=terse',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    fio.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    fio.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-    const done = new Promise<number | null>((r) => fio.on('exit', r));
+    ]);
     await sleep(4000);
     const q = cli('quiesce', String(id));
     assert.equal(q.code, 0, q.stderr);
@@ -177,7 +170,8 @@ test('quiesce, then recover: a new server takes over a mounted file system while
     await sleep(1000); // IO waits meanwhile
     const r = cli('recover', String(id));
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(await done, 0, `fio saw no error:\n${out}`);
+    const { code, out } = await fio;
+    assert.equal(code, 0, `fio saw no error:\n${out}`);
     assert.doesNotMatch(out, /verify.*(bad|fail)|error=/i);
     const now = listDevices().find((d) => d.id === id)!;
     assert.equal(now.state, 'live');
@@ -188,6 +182,39 @@ test('quiesce, then recover: a new server takes over a mounted file system while
   }
   sh('fsck.ext4', '-n', '-f', dev);
   delDevice(dev);
+  assertClean();
+});
+
+test('quiesce waits for backing IO slower than its quiet window: a loop WRITE still on its way to the backing disk is not failed', async () => {
+  // dm-delay holds every backing IO for 600 ms: longer than quiesce waits
+  // with nothing in flight by the server's own count, which does not see a
+  // loop request whose commit is linked behind its backing IO.
+  const sectors = sh('blockdev', '--getsz', RAM).trim();
+  sh('dmsetup', 'create', 'ublkts-slow', '--table', `0 ${sectors} delay ${RAM} 0 600`);
+  try {
+    // No udev here: the kernel's own node (devtmpfs), not /dev/mapper.
+    const slow = `/dev/dm-${sh('dmsetup', 'info', '-c', '--noheadings', '-o', 'minor', 'ublkts-slow').trim()}`;
+    const dev = addDevice('loop', '--file', slow, '--recovery', 'requeue');
+    const id = idOf(dev);
+    try {
+      const fio = fioBackground([
+        '--name=slow', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=8', '--rw=randwrite', '--bs=4k',
+        '--size=4m', '--time_based', '--runtime=8', '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--output-format=terse',
+      ]);
+      await sleep(3000);
+      const q = cli('quiesce', String(id));
+      assert.equal(q.code, 0, q.stderr);
+      const r = cli('recover', String(id));
+      assert.equal(r.code, 0, r.stderr);
+      const { code, out } = await fio;
+      assert.equal(code, 0, `fio saw no error:\n${out}`);
+      assert.doesNotMatch(out, /verify.*(bad|fail)|error=/i);
+    } finally {
+      delDevice(dev);
+    }
+  } finally {
+    run('dmsetup', ['remove', 'ublkts-slow']);
+  }
   assertClean();
 });
 

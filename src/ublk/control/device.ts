@@ -282,6 +282,22 @@ export function batchQuiesceLoses(flags: number): string | null {
 /** quiesce(): how long nothing must be in flight before the serving threads are let go, and how often to look. */
 const DRAIN_QUIET_MS = 200, DRAIN_POLL_MS = 20;
 
+/**
+ * Requests the block layer has handed to device `id` and not yet seen
+ * completed (sysfs `inflight`: reads and writes), or 0 if it cannot be read.
+ * The kernel's count, unlike the serving threads' own, sees a request whose
+ * commit is linked behind its backing IO (loop): the thread is done with it,
+ * but the kernel has it back only once that IO and the commit have run.
+ */
+function kernelInFlight(id: number): number {
+  try {
+    const [reads, writes] = fs.readFileSync(`/sys/block/ublkb${id}/inflight`, 'utf8').trim().split(/\s+/).map(Number);
+    return (reads ?? 0) + (writes ?? 0) || 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** The device's counters: their memfd, the main thread's read-only view, and how many slots. */
 interface Counters {
   fd: number;
@@ -545,14 +561,16 @@ export class UblkDevice {
    * serving threads hold still finish, and their commits arm fetches it does
    * not cancel (closing the rings will). Returns once nothing has been in
    * flight for a while (a request started just before the cancel may still be
-   * on its way to a thread), the threads ended, or `timeoutMs` passed.
+   * on its way to a thread), by the threads' count and the kernel's
+   * (kernelInFlight: a request the rings still hold as a linked commit would
+   * fail once they close), the threads ended, or `timeoutMs` passed.
    */
   private async drained(timeoutMs: number): Promise<void> {
     const end = Date.now() + timeoutMs;
     let ended = false;
     void this.stopped.then(() => { ended = true; });
     for (let quiet = 0; quiet < DRAIN_QUIET_MS && !ended && Date.now() < end; quiet += DRAIN_POLL_MS) {
-      if (this.stats().some((q) => q.inFlight > 0)) quiet = -DRAIN_POLL_MS;
+      if (this.stats().some((q) => q.inFlight > 0) || kernelInFlight(this.id) > 0) quiet = -DRAIN_POLL_MS;
       await sleep(DRAIN_POLL_MS);
     }
   }
