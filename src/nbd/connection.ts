@@ -19,18 +19,22 @@
 // copy (preads on /dev/ublkcN, one call for the batch) into our memory and
 // goes in the SENDMSG with the headers (a linked send of its own per 4 KiB
 // write cut 4k randwrite at QD 64 to 0.4x). A large READ payload comes from
-// the socket straight into the pages (READ_FIXED): each of its bytes crosses
-// memory once, as in the kernel's own NBD client. A staged one (a small
+// the socket straight into the pages: each of its bytes crosses memory once,
+// as in the kernel's own NBD client. Where the kernel takes a registered
+// buffer for RECV (Linux 7.2), that is one RECV with MSG_WAITALL for the
+// whole payload; elsewhere READ_FIXED, which takes what has arrived (a 512
+// KiB payload over a Unix socket: about eight, each a trip through
+// JavaScript), and the first RECV's -EINVAL says which. A staged one (a small
 // READ's) is put there with user copy (the parser's pwrites, one call per
 // recv), crossing memory twice, as every byte does in the other modes
 // (socket and tag buffer, tag buffer and request).
 import { native } from '../native.js';
 import type { Ring } from '../uring/ring.js';
-import { addSqeFlags, prepReadFixed, prepRecv, prepSendmsg, prepSetsockopt, prepShutdown, prepWriteFixed } from '../uring/prep.js';
+import { addSqeFlags, prepReadFixed, prepRecv, prepRecvFixed, prepSendmsg, prepSetsockopt, prepShutdown, prepWriteFixed } from '../uring/prep.js';
 import { IOSQE_IO_LINK } from '../uring/constants.js';
 import type { UblkRequest } from '../ublk/worker/request.js';
 import { NBD_CMD_WRITE, REQUEST_BYTES } from './constants.js';
-import { ECANCELED, EIO } from '../sys.js';
+import { ECANCELED, EINVAL, EIO } from '../sys.js';
 import { encodeRequest } from './wire.js';
 import { InFlight } from './in-flight.js';
 import { ReplyParser, SCRATCH_BYTES } from './reply-parser.js';
@@ -45,6 +49,9 @@ const SOL_SOCKET = 1, SO_SNDBUFFORCE = 32;
  * which needs CAP_NET_ADMIN: without it (an unprivileged server) the default stays.
  */
 const SEND_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** Whether this kernel takes a registered buffer for RECV (IORING_RECVSEND_FIXED_BUF); learnt from the first one's -EINVAL. */
+let kernelRecvFixed = true;
 
 /** The staging buffer replies are received into. */
 const STAGE_BYTES = 64 * 1024;
@@ -134,6 +141,8 @@ export class NbdConnection {
   private readonly parser: ReplyParser;
   /** The armed recv goes to the staging buffer (else straight to where the parser wants it). */
   private staged = false;
+  /** Whether the recv in flight is a RECV into a registered buffer (IORING_RECVSEND_FIXED_BUF). */
+  private recvFixed = false;
   dead = false;
   private shutting = false;
   private configuring = false;
@@ -360,19 +369,25 @@ export class NbdConnection {
     const p = this.parser, left = p.want - p.got;
     this.staged = p.into === null || left < DIRECT_BYTES;
     this.recvArmed = true;
+    this.recvFixed = false;
     const s = this.host.ownSqe(subOf(this.index, OP_RECV));
     if (this.staged) prepRecv(this.host.ring, s, this.fd, this.base + this.stageAt, STAGE_BYTES, 0);
     else {
       const req = p.into!, addr = req.bufferAddress + p.intoAt + p.got;
+      if (this.userCopyFd < 0) prepRecv(this.host.ring, s, this.fd, addr, left, MSG_WAITALL);
+      else if ((this.recvFixed = kernelRecvFixed)) prepRecvFixed(this.host.ring, s, this.fd, addr, left, MSG_WAITALL, req.bufIndex);
       // (READ_FIXED has no MSG_WAITALL: it returns what has arrived, and the next one takes the rest)
-      if (this.userCopyFd >= 0) prepReadFixed(this.host.ring, s, this.fd, addr, left, 0, req.bufIndex);
-      else prepRecv(this.host.ring, s, this.fd, addr, left, MSG_WAITALL);
+      else prepReadFixed(this.host.ring, s, this.fd, addr, left, 0, req.bufIndex);
     }
   }
 
   private onRecv(res: number): void {
     this.recvArmed = false;
     if (this.dead) return;
+    if (res === -EINVAL && this.recvFixed) {
+      kernelRecvFixed = false; // a kernel before 7.2: READ_FIXED from now on
+      return this.armRecv();
+    }
     if (res <= 0) return this.die(res === 0 ? 'the server closed the connection' : `recv failed (errno ${-res})`);
     const bad = this.staged ? this.parser.feed(this.stage, 0, res) : this.parser.filled(res);
     if (bad !== null) return this.die(bad);

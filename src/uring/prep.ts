@@ -8,13 +8,13 @@ import { LAYOUTS } from './layout.js';
 import {
   IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ, IORING_OP_READ_FIXED, IORING_OP_RECV,
   IORING_OP_SENDMSG, IORING_OP_SHUTDOWN, IORING_OP_TIMEOUT, IORING_OP_URING_CMD, IORING_OP_WRITE, IORING_OP_WRITE_FIXED,
-  SOCKET_URING_OP_SETSOCKOPT,
+  SOCKET_URING_OP_SETSOCKOPT, IORING_RECVSEND_FIXED_BUF,
 } from './constants.js';
 
 const F = LAYOUTS.io_uring_sqe.fields;
 // Indices into the ring's SQE views, relative to the SQE's own index there.
 const OPCODE = F.opcode[0], FLAGS = F.flags[0]; // u8
-const BUF_INDEX = F.buf_index[0] >> 1, BUF_GROUP = F.buf_group[0] >> 1; // u16
+const IOPRIO = F.ioprio[0] >> 1, BUF_INDEX = F.buf_index[0] >> 1, BUF_GROUP = F.buf_group[0] >> 1; // u16
 const FD = F.fd[0] >> 2, OFF = F.off[0] >> 2, CMD_OP = F.cmd_op[0] >> 2, ADDR = F.addr[0] >> 2; // u32
 const LEN = F.len[0] >> 2, RW_FLAGS = F.rw_flags[0] >> 2, FSYNC_FLAGS = F.fsync_flags[0] >> 2;
 const TIMEOUT_FLAGS = F.timeout_flags[0] >> 2, URING_CMD_FLAGS = F.uring_cmd_flags[0] >> 2;
@@ -116,6 +116,17 @@ export function prepSendmsg(ring: Ring, s: number, fd: number, msgAddr: number, 
 export function prepRecv(ring: Ring, s: number, fd: number, addr: number, len: number, msgFlags: number): void {
   prepRw(ring, s, IORING_OP_RECV, fd, addr, len, 0);
   ring.sqeU32[(s >> 2) + RW_FLAGS] = msgFlags;
+}
+
+/**
+ * Like prepRecv, into registered buffer `bufIndex` (IORING_RECVSEND_FIXED_BUF):
+ * unlike READ_FIXED on a socket, it takes MSG_WAITALL. Kernels without it
+ * (before 7.2) complete it with -EINVAL.
+ */
+export function prepRecvFixed(ring: Ring, s: number, fd: number, addr: number, len: number, msgFlags: number, bufIndex: number): void {
+  prepRecv(ring, s, fd, addr, len, msgFlags);
+  ring.sqeU16[(s >> 1) + IOPRIO] = IORING_RECVSEND_FIXED_BUF;
+  ring.sqeU16[(s >> 1) + BUF_INDEX] = bufIndex;
 }
 
 /** shutdown(2) of a socket (`how`: SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2): a recv waiting on it returns 0. */
