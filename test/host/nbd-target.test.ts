@@ -526,7 +526,8 @@ test('nbd: a server that stops answering with the connection still open (SIGSTOP
         // Silence for --timeout ends the connection; a new one gets no handshake within --timeout either.
         assert.equal(await h.serve(1, UBLK_IO_OP_READ, 0, 4096), -EIO);
         const waited = Date.now() - t0;
-        assert.ok(waited >= 900 && waited < 6000, `failed after ${waited} ms (--timeout 1)`);
+        // About 2.4 s here; the upper bound is loose for a loaded CI machine (the point is: not forever).
+        assert.ok(waited >= 900 && waited < 15_000, `failed after ${waited} ms (--timeout 1)`);
         srv.proc.kill('SIGCONT');
         assert.equal(await h.serve(2, UBLK_IO_OP_READ, 0, 4096), 4096, 'the server answers again: a new connection');
       });
