@@ -174,11 +174,11 @@ export const IORING_FEAT_CQE_SKIP = 1 << 11;
 export const IORING_FEAT_LINKED_FILE = 1 << 12;
 export const IORING_FEAT_REG_REG_RING = 1 << 13;
 export const IORING_FEAT_RECVSEND_BUNDLE = 1 << 14;
+export const IORING_FEAT_MIN_TIMEOUT = 1 << 15;
 
 // sqe->ioprio of SEND/RECV
 /** The buffer is registered buffer sqe->buf_index (RECV: Linux 7.2 takes it; 6.18 fails it with -EINVAL). */
 export const IORING_RECVSEND_FIXED_BUF = 1 << 2;
-export const IORING_FEAT_MIN_TIMEOUT = 1 << 15;
 
 // enum io_uring_register_op
 export const IORING_REGISTER_BUFFERS = 0;
