@@ -40,7 +40,8 @@ export class TagBuffers {
   readonly addrs: number[] = [];
   private readonly mem: ArrayBuffer;
 
-  private readonly shared: boolean;
+  /** A memfd every thread of the queue maps (batch mode, several threads), not this thread's own memory. */
+  readonly shared: boolean;
 
   constructor(count: number, readonly size: number, sharedFd?: number) {
     if (FAULT_TAG_BUFFERS) throw new ErrnoError(-ENOMEM, 'mmap (UBLK_TS_FAULT_TAG_BUFFERS)');

@@ -460,7 +460,10 @@ export class ThreadHost implements LoopClient {
     }
     for (const q of d.served) {
       native.munmap(q.desc.buffer as ArrayBuffer);
-      if (kept) q.bufs?.keep();
+      // Buffers shared by a queue's threads (batch mode), left after an error
+      // here: the others serve on until STOP_DEV has drained the device, and
+      // the kernel may hand one of them a tag whose last address was ours.
+      if (kept || (why !== undefined && q.bufs?.shared)) q.bufs?.keep();
       else q.bufs?.free();
     }
     d.shmem?.free();
