@@ -137,7 +137,8 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
       resize: async (size) => {
         await dev.resize(size);
         config.options = { ...config.options, size };
-        save();
+        // (a `del` that ended the device meanwhile removed its state: writing it again would name a device that is gone)
+        if (devices.get(dev.id)?.dev === dev) save();
         say(`${dev.path} resized to ${size} bytes`);
       },
     });

@@ -1,6 +1,7 @@
 // `ublk-ts resize ID SIZE`: the device's new size (UBLK_F_UPDATE_SIZE's
-// UPDATE_SIZE). Its server changes the target first (memory and
-// loop grow and shrink; a loop file grows sparse), then the kernel's size.
+// UPDATE_SIZE). Its server changes the target first when growing (memory and
+// loop grow and shrink; a loop file grows sparse) and the kernel's size first
+// when shrinking: the target always serves what the kernel announces.
 import { checkValue, formatSize } from '../options/spec.js';
 import { sizeOption } from '../ublk/target.js';
 import { askServer } from './control-socket.js';

@@ -207,9 +207,12 @@ export interface TargetSetup<Shared = unknown> {
   /** Overrides the module's `recoverable` for these options (e.g. a wrapper, which is as recoverable as what it wraps). */
   recoverable?: boolean;
   /**
-   * Main thread, before the kernel changes the device's size (`ublk-ts
-   * resize`, UblkDevice.resize()): make `size` bytes servable, or throw
-   * (TargetOptionError) to refuse. Without it the size cannot change.
+   * Main thread, when the device's size changes (`ublk-ts resize`,
+   * UblkDevice.resize()): make `size` bytes servable, or throw
+   * (TargetOptionError) to refuse. Growing, it runs before the kernel's
+   * UPDATE_SIZE (a refusal leaves the size as it was); shrinking, after it
+   * (requests in the old range are served until the kernel has the new size).
+   * Without it the size cannot change.
    */
   resize?(size: number): void | Promise<void>;
   /** Main thread, after the device is gone: release what setup acquired. */

@@ -496,18 +496,38 @@ export class UblkDevice {
   }
 
   /**
-   * Changes the device's size (UPDATE_SIZE): the target's `resize` first
-   * (which may refuse), then the kernel's. Shrinking while the end of the
-   * device is in use is the user's business, as with any block device.
+   * Changes the device's size (UPDATE_SIZE). The target always serves at
+   * least the size the kernel announces: growing, the target's `resize`
+   * first (which may refuse), then the kernel's; shrinking, the kernel's
+   * first, so that requests still in its old range are served, and a
+   * refused UPDATE_SIZE leaves the data past the new end in place. One
+   * resize at a time (control commands complete in any order). Shrinking
+   * while the end of the device is in use is the user's business, as with
+   * any block device.
    */
-  async resize(size: number): Promise<void> {
+  resize(size: number): Promise<void> {
+    const run = (this.resizing ?? Promise.resolve()).then(() => this.resizeNow(size));
+    this.resizing = run.catch(() => {});
+    return run;
+  }
+
+  /** The last resize asked for, settled or not. */
+  private resizing: Promise<void> | null = null;
+
+  private async resizeNow(size: number): Promise<void> {
     const lbs = this.mode.logicalBlockSize;
     if (!Number.isSafeInteger(size) || size <= 0 || size % lbs) {
       throw new ModeError(`a size must be a positive multiple of the ${lbs}-byte logical block, got ${size}`);
     }
     if (!this.setup.resize) throw new ModeError(`the target of ${this.path} cannot change its size`);
-    await this.setup.resize(size);
-    await this.ctrl.updateSize(this.id, size / 512);
+    if (size >= this.size) {
+      await this.setup.resize(size);
+      await this.ctrl.updateSize(this.id, size / 512);
+    } else {
+      await this.ctrl.updateSize(this.id, size / 512);
+      this.size = size;
+      await this.setup.resize(size);
+    }
     this.size = size;
   }
 
