@@ -37,6 +37,7 @@ PKGS=(
   "util-linux      blkdiscard         devices"
   "fdisk           sfdisk             devices"
   "btrfs-progs     mkfs.btrfs         devices"
+  "dmsetup         dmsetup            devices"
   "gcc             gcc                uapi"
   "make            make               fio"
   "libaio-dev      /usr/include/libaio.h fio"
@@ -46,7 +47,7 @@ PKGS=(
 )
 declare -A WHY=(
   [vm]="scripts/vmrun boots the test kernel in qemu from a busybox initrd"
-  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk (mkfs.btrfs: zone appends)"
+  [devices]="the VM tests drive the devices with fio, mkfs, fsck, blkdiscard, sfdisk (mkfs.btrfs: zone appends; dmsetup: a slow backing disk)"
   [uapi]="the host tests compile the kernel's UAPI headers to check the codecs"
   [fio]="scripts/build-fio.sh builds fio 3.42 (with libaio) for the kernel's integrity selftests"
   [nbd]="the nbd target's tests serve exports with qemu-nbd and nbdkit (qemu-img makes and compares images); the benchmark compares with nbd-client"
