@@ -13,6 +13,7 @@ import { kernelHasZonedDevices, NO_ZONED_DEVICES } from './kernel-zoned.js';
 import type { UblkParams } from '../abi/params.js';
 import { featureNames, UBLK_F_BATCH_IO, UBLK_F_PER_IO_DAEMON, UBLK_ATTR_FUA, UBLK_ATTR_READ_ONLY, UBLK_ATTR_VOLATILE_CACHE, UBLK_F_CMD_IOCTL_ENCODE, UBLK_F_QUIESCE, UBLK_F_ZONED,
   UBLK_S_DEV_FAIL_IO, UBLK_S_DEV_QUIESCED } from '../abi/uapi.js';
+import { blockInFlight } from '../block-in-flight.js';
 import { loadTarget, resolveTarget } from '../target-loader.js';
 import { checkTargetOptions, type CopyMode, type TargetOptions, type TargetSetup } from '../target.js';
 import { assignQueues, checkAssignment, checkKernelSupports, MAX_BUFFER_SLOTS, ModeError, recoveryOf, servingMode, type RecoveryPolicy, type ServingMode } from '../mode.js';
@@ -281,22 +282,6 @@ export function batchQuiesceLoses(flags: number): string | null {
 
 /** quiesce(): how long nothing must be in flight before the serving threads are let go, and how often to look. */
 const DRAIN_QUIET_MS = 200, DRAIN_POLL_MS = 20;
-
-/**
- * Requests the block layer has handed to device `id` and not yet seen
- * completed (sysfs `inflight`: reads and writes), or 0 if it cannot be read.
- * The kernel's count, unlike the serving threads' own, sees a request whose
- * commit is linked behind its backing IO (loop): the thread is done with it,
- * but the kernel has it back only once that IO and the commit have run.
- */
-function kernelInFlight(id: number): number {
-  try {
-    const [reads, writes] = fs.readFileSync(`/sys/block/ublkb${id}/inflight`, 'utf8').trim().split(/\s+/).map(Number);
-    return (reads ?? 0) + (writes ?? 0) || 0;
-  } catch {
-    return 0;
-  }
-}
 
 /** The device's counters: their memfd, the main thread's read-only view, and how many slots. */
 interface Counters {
@@ -582,15 +567,15 @@ export class UblkDevice {
    * not cancel (closing the rings will). Returns once nothing has been in
    * flight for a while (a request started just before the cancel may still be
    * on its way to a thread), by the threads' count and the kernel's
-   * (kernelInFlight: a request the rings still hold as a linked commit would
-   * fail once they close), the threads ended, or `timeoutMs` passed.
+   * (blockInFlight: a request the rings still hold as a linked commit would
+   * fail once they close; not known: the threads' count alone), the threads ended, or `timeoutMs` passed.
    */
   private async drained(timeoutMs: number): Promise<void> {
     const end = Date.now() + timeoutMs;
     let ended = false;
     void this.stopped.then(() => { ended = true; });
     for (let quiet = 0; quiet < DRAIN_QUIET_MS && !ended && Date.now() < end; quiet += DRAIN_POLL_MS) {
-      if (this.stats().some((q) => q.inFlight > 0) || kernelInFlight(this.id) > 0) quiet = -DRAIN_POLL_MS;
+      if (this.stats().some((q) => q.inFlight > 0) || (blockInFlight(this.id) ?? 0) > 0) quiet = -DRAIN_POLL_MS;
       await sleep(DRAIN_POLL_MS);
     }
   }

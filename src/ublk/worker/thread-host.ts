@@ -11,10 +11,10 @@
 // reused only once its target's own operations have ended too, so that no
 // late CQE can reach another device's engine.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Ring } from '../../uring/ring.js';
 import { native } from '../../native.js';
+import { blockInFlight } from '../block-in-flight.js';
 import { loadTarget } from '../target-loader.js';
 import type { Target, TargetOptions } from '../target.js';
 import type { QueueAssignment, ServingMode } from '../mode.js';
@@ -498,11 +498,7 @@ export class ThreadHost implements LoopClient {
   }
 }
 
-/** Whether the block layer has requests of device `id` in flight (/sys/block/ublkbN/inflight: reads, writes). */
+/** Whether the block layer has requests of device `id` in flight (not known: not idle). */
 function blockLayerBusy(id: number): boolean {
-  try {
-    return /[1-9]/.test(fs.readFileSync(`/sys/block/ublkb${id}/inflight`, 'utf8'));
-  } catch {
-    return true; // not known: not idle
-  }
+  return (blockInFlight(id) ?? 1) > 0;
 }
