@@ -505,15 +505,11 @@ export class UblkDevice {
       throw new ModeError(`a size must be a positive multiple of the ${lbs}-byte logical block, got ${size}`);
     }
     if (!this.setup.resize) throw new ModeError(`the target of ${this.path} cannot change its size`);
-    if (size >= this.size) {
-      await this.setup.resize(size);
-      await this.ctrl.updateSize(this.id, size / 512);
-    } else {
-      await this.ctrl.updateSize(this.id, size / 512);
-      this.size = size;
-      await this.setup.resize(size);
-    }
+    const growing = size >= this.size;
+    if (growing) await this.setup.resize(size);
+    await this.ctrl.updateSize(this.id, size / 512);
     this.size = size;
+    if (!growing) await this.setup.resize(size);
   }
 
   /** Stops the device (in-flight IO is finished first), deletes it and releases everything. Idempotent. */
