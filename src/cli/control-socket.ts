@@ -20,12 +20,20 @@ const MAX_REQUEST_CHARS = 1 << 20;
 /** An error a handler throws with the exit code the asking command should end with. */
 export interface CodedError extends Error { exitCode?: number }
 
-/** Answers requests on the socket `file` until the returned close() is called. */
-export function listenJson<Req, T extends object>(file: string, handle: (req: Req) => Promise<T>, keepAlive = false): { close(): void } {
+/**
+ * Answers requests on the socket `file` until the returned close() is called.
+ * `handle` is given a signal that fires should the asker go away before its answer.
+ */
+export function listenJson<Req, T extends object>(file: string, handle: (req: Req, asker: AbortSignal) => Promise<T>, keepAlive = false): { close(): void } {
   ensureRunDir();
   fs.rmSync(file, { force: true }); // a dead server's
   const server = net.createServer((conn) => {
     let text = '';
+    let answered = false;
+    const asker = new AbortController();
+    conn.on('close', () => {
+      if (!answered) asker.abort(new Error('the asking command went away'));
+    });
     conn.setEncoding('utf8');
     // One request per connection, its first line: what comes after it is not run again.
     const onData = (d: string): void => {
@@ -38,14 +46,17 @@ export function listenJson<Req, T extends object>(file: string, handle: (req: Re
       conn.off('data', onData);
       let reply: Promise<T>;
       try {
-        reply = handle(JSON.parse(text.slice(0, nl)) as Req);
+        reply = handle(JSON.parse(text.slice(0, nl)) as Req, asker.signal);
       } catch (e) {
         reply = Promise.reject(e);
       }
       void reply.then((r) => ({ ok: true, ...r }) as Reply<T>, (e: unknown) => {
         const err = e as CodedError;
         return { ok: false, error: err?.message ?? String(e), ...(err?.exitCode === undefined ? {} : { exitCode: err.exitCode }) } as Reply<T>;
-      }).then((r) => conn.end(JSON.stringify(r) + '\n'));
+      }).then((r) => {
+        answered = true;
+        conn.end(JSON.stringify(r) + '\n');
+      });
     };
     conn.on('data', onData);
     conn.on('error', () => {});
@@ -77,7 +88,8 @@ export function askJson<Req, T extends object>(file: string, req: Req, timeoutMs
     if (bad !== null) return reject(new Error(bad));
     const conn = net.connect(file);
     let text = '';
-    const timer = setTimeout(() => conn.destroy(new Error(`${who} did not answer within ${timeoutMs / 1000} s`)), timeoutMs);
+    // (0: no bound)
+    const timer = timeoutMs > 0 ? setTimeout(() => conn.destroy(new Error(`${who} did not answer within ${timeoutMs / 1000} s`)), timeoutMs) : undefined;
     conn.setEncoding('utf8');
     conn.on('connect', () => conn.write(JSON.stringify(req) + '\n'));
     conn.on('data', (d: string) => (text += d));

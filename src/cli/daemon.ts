@@ -58,7 +58,7 @@ export const daemonCommand: Command = {
   },
 };
 
-/** Asks the running daemon; NoServerError when none runs; its errors come with the exit code they have there. */
+/** Asks the running daemon (`timeoutMs` 0: without a bound); NoServerError when none runs; its errors come with the exit code they have there. */
 export async function askDaemon<T extends object>(req: DaemonRequest, timeoutMs = 120_000): Promise<T> {
   try {
     return await askJson<DaemonRequest, T>(daemonSocket(), req, timeoutMs, 'the ublk-ts daemon');
@@ -93,6 +93,16 @@ function refuseForDaemon(cfg: ServeConfig): void {
   if (cfg.recoverId !== undefined) throw new ModeError('the daemon does not recover devices yet: `ublk-ts recover` starts a server of their own');
 }
 
+/** An add under way. */
+interface Adding {
+  /** Fired to give it up (UblkDevice.create's signal). */
+  abort: AbortController;
+  /** The device's id once ADD_DEV gave one. */
+  id: number | null;
+  /** Resolves once the add has succeeded or failed (and cleaned up). */
+  settled: Promise<void>;
+}
+
 interface Hosted {
   dev: UblkDevice;
   resize(size: number): Promise<void>;
@@ -114,12 +124,25 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
   const devices = new Map<number, Hosted>();
   let stopping = false;
 
-  /** Serves a new device, or (`recoverId`) re-attaches a device a previous daemon served. */
-  const host = async (cfg: ServeConfig, recoverId?: number): Promise<{ id: number; path: string }> => {
+  /** Serves a new device (`adding`: cancelled by a `del` of it, or a shutdown), or (`recoverId`) re-attaches a device a previous daemon served. */
+  const host = async (cfg: ServeConfig, recoverId?: number, adding?: Adding): Promise<{ id: number; path: string }> => {
     if (stopping) throw new Error('the daemon is stopping');
     refuseForDaemon(cfg);
     const { recoverId: _r, supervise: _s, ...device } = cfg;
-    const dev = await (recoverId === undefined ? UblkDevice.create(device, { pool, control }) : UblkDevice.recover(recoverId, device, { pool, control }));
+    // Until it is live, `del` finds the device's server in its state (the kernel names none before START_DEV).
+    const added = (id: number): void => {
+      adding!.id = id;
+      writeState({ id, pid: process.pid, daemon: true, starting: true, target: cfg.target, options: device.options ?? {} });
+    };
+    let dev: UblkDevice;
+    try {
+      dev = await (recoverId === undefined
+        ? UblkDevice.create(device, { pool, control, signal: adding?.abort.signal, added })
+        : UblkDevice.recover(recoverId, device, { pool, control }));
+    } catch (e) {
+      if (adding?.id != null) removeState(adding.id);
+      throw e;
+    }
     const config: ServeConfig = { ...device };
     const save = (): void => writeState({
       id: dev.id, pid: process.pid, daemon: true, target: cfg.target, options: config.options ?? {}, statsFd: dev.statsFd, config,
@@ -152,19 +175,31 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     return h;
   };
 
-  // Adds under way: a shutdown waits for them, so that none ends up with a device no one serves.
-  const adding = new Set<Promise<unknown>>();
-  const answer = async (req: DaemonRequest): Promise<object> => {
+  // Adds under way: a shutdown cancels them and waits, so that none ends up with a device no one serves.
+  const adding = new Set<Adding>();
+  const answer = async (req: DaemonRequest, asker: AbortSignal): Promise<object> => {
     switch (req.op) {
       case 'add': {
-        const p = host(req.cfg);
-        adding.add(p);
-        return p.finally(() => adding.delete(p));
+        const a: Adding = { abort: new AbortController(), id: null, settled: Promise.resolve() };
+        // The `add` that asked went away (Ctrl-C): no one waits for the device any more.
+        asker.addEventListener('abort', () => a.abort.abort(new Error('the add was cancelled: the command that asked for it went away')), { once: true });
+        const p = host(req.cfg, undefined, a);
+        a.settled = p.then(() => {}, () => {});
+        adding.add(a);
+        return p.finally(() => adding.delete(a));
       }
       case 'del': {
-        const h = hosted(req.id);
-        await h.dev.stop();
-        await h.gone;
+        const h = devices.get(req.id);
+        const a = h ? undefined : [...adding].find((x) => x.id === req.id);
+        if (a) {
+          // Not live yet (its target may never finish opening): its add gives up, removing it.
+          a.abort.abort(new Error(`device ${req.id} was deleted before it was live`));
+          await a.settled;
+          return {};
+        }
+        const { dev, gone } = hosted(req.id);
+        await dev.stop();
+        await gone;
         return {};
       }
       case 'resize':
@@ -177,13 +212,18 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     }
   };
   // Errors reach the asking command as one line, with the exit code they would have had there.
-  const handle = (req: DaemonRequest): Promise<object> =>
-    answer(req).catch((e: unknown) => { throw Object.assign(new Error(oneLine(e)), { exitCode: exitCodeOf(e) }); });
+  const handle = (req: DaemonRequest, asker: AbortSignal): Promise<object> =>
+    answer(req, asker).catch((e: unknown) => { throw Object.assign(new Error(oneLine(e)), { exitCode: exitCodeOf(e) }); });
 
   // A previous daemon's devices created with --recovery wait for a server (it was killed, or crashed): this one takes them over.
   for (const id of deviceIds()) {
     const st = readState(id);
-    if (!st?.daemon || !st.config || processAlive(st.pid)) continue;
+    if (!st?.daemon || processAlive(st.pid)) continue;
+    if (st.starting) {
+      say(`/dev/ublkb${id} was being added when daemon ${st.pid} ended, and never went live: \`ublk-ts del ${id}\` removes it`);
+      continue;
+    }
+    if (!st.config) continue;
     if ((st.config.recovery ?? 'none') === 'none') continue;
     await host(st.config as ServeConfig, id).then(
       () => say(`/dev/ublkb${id} recovered from daemon ${st.pid}`),
@@ -201,7 +241,8 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     process.on('SIGTERM', () => stop('SIGTERM')).on('SIGINT', () => stop('SIGINT')).on('SIGHUP', () => {});
   });
   socket.close();
-  await Promise.allSettled([...adding]);
+  for (const a of adding) a.abort.abort(new Error('the daemon is stopping'));
+  await Promise.all([...adding].map((a) => a.settled));
   await Promise.all([...devices.values()].map(async (h) => {
     await h.dev.stop().catch((e: unknown) => say(`${h.dev.path}: ${oneLine(e)}`));
     await h.gone;
@@ -220,7 +261,9 @@ export function servedByDaemon(id: number): boolean {
 /** `add` through the daemon, if one runs: the device's path, or null (no daemon: the caller starts a server). */
 export async function addToDaemon(cfg: ServeConfig): Promise<string | null> {
   try {
-    const r = await askDaemon<{ id: number; path: string }>({ op: 'add', cfg });
+    // Without a bound, as a server of its own is waited for: a target's open may take its time
+    // (nbd: up to its --timeout); Ctrl-C here cancels the add in the daemon.
+    const r = await askDaemon<{ id: number; path: string }>({ op: 'add', cfg }, 0);
     return r.path;
   } catch (e) {
     if (e instanceof NoServerError) return null;

@@ -14,7 +14,7 @@ import { StallWatch } from '../stall-watch.js';
 import { progressMark } from '../ublk/stats.js';
 import { deviceTotals } from './stats.js';
 import { UsageError } from './errors.js';
-import { daemonServes, readState, removeState } from './state.js';
+import { daemonServes, readState, removeState, startingServer } from './state.js';
 import { askDaemon } from './daemon.js';
 
 export interface DeviceListing {
@@ -63,12 +63,13 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
   try {
     const info = await ctrl.getDevInfo(id);
     const params = await ctrl.getParams(id);
-    const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
     const st = readState(id);
+    const starting = info.ublksrv_pid > 0 ? null : startingServer(st, id);
+    const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : starting;
     return {
       id,
       path: blockDevicePath(id),
-      state: STATE_NAMES[info.state] ?? String(info.state),
+      state: starting !== null ? 'starting' : STATE_NAMES[info.state] ?? String(info.state),
       target: st && st.pid === pid ? st.target : 'unknown',
       size: params.basic.dev_sectors * 512,
       queues: info.nr_hw_queues,
@@ -165,12 +166,13 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     removeState(id);
     return;
   }
-  const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : null;
+  const st = readState(id);
+  // (not live yet: the server starting it, which its state names)
+  const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : startingServer(st, id);
   // Only the processes are watched until they are gone: a control command
   // would queue behind their STOP_DEV, which waits for the requests in
   // flight (see endProcess).
   // A supervisor would start a new server for the device: it goes first.
-  const st = readState(id);
   const supervisor = st?.supervisor;
   if (supervisor !== undefined && processAlive(supervisor)) {
     process.kill(supervisor, 'SIGTERM'); // it passes SIGTERM on to the server and ends with it

@@ -120,14 +120,20 @@ export async function serveChild(json: string): Promise<void> {
   const log = new ServerLog();
   const cfg = JSON.parse(json) as ServeConfig;
   if (cfg.recoverId !== undefined) dropOwnDeviceMounts(cfg.recoverId);
+  // The command that started us gone before the device is live (Ctrl-C on `add`, or a supervisor that died): the start is given up.
+  const asker = new AbortController();
+  const askerGone = (): void => asker.abort(new Error('the add was cancelled: the command that asked for it went away'));
+  process.once('disconnect', askerGone);
   try {
     await serve(cfg, (dev) => {
+      process.off('disconnect', askerGone);
       log.moveTo(logFile(dev.id));
       console.error(`ublk-ts[${process.pid}]: ${dev.path} live (${dev.queues} queue(s), depth ${dev.depth})`);
       send({ type: 'live', id: dev.id, path: dev.path });
       if (process.connected) process.disconnect();
-    }, { added: (id) => send({ type: 'added', id }) });
+    }, { added: (id) => send({ type: 'added', id }), signal: asker.signal });
   } catch (e) {
+    process.off('disconnect', askerGone);
     send({ type: 'error', message: oneLine(e), exitCode: exitCodeOf(e) });
     if (process.connected) process.disconnect();
     setTimeout(() => process.exit(), SERVER_EXIT_GRACE_MS).unref();

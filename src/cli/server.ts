@@ -25,13 +25,17 @@ export interface ServeConfig extends DeviceOptions {
  */
 export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void, hooks: CreateHooks = {}): Promise<void> {
   // A signal during creation must not kill us half-way (that would leave a
-  // device without a server): remember it and stop once creation is over.
+  // device without a server): creation gives up (a target's open may never
+  // settle), removes what it made, and we end.
   let stopRequested = false;
   let dev: UblkDevice | null = null;
   let control: { close(): void } | null = null;
-  const onSignal = (): void => {
+  const creating = new AbortController();
+  hooks.signal?.addEventListener('abort', () => creating.abort(hooks.signal!.reason), { once: true });
+  const onSignal = (sig: string): void => {
     stopRequested = true;
-    void dev?.stop();
+    if (dev) void dev.stop();
+    else creating.abort(new Error(`stopped by ${sig} before the device was live`));
   };
   let quiesced: Promise<void> | null = null;
   const onQuiesce = (): void => {
@@ -39,15 +43,25 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
     console.error(`ublk-ts[${process.pid}]: ${dev.path}: quiescing for a new server`);
     quiesced ??= dev.quiesce().catch((e: unknown) => console.error(`ublk-ts[${process.pid}]: ${dev!.path}: quiesce: ${(e as Error).message}`));
   };
+  let startingId: number | null = null;
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on(QUIESCE_SIGNAL, onQuiesce);
   process.on('SIGHUP', () => {}); // outlive the terminal that started us
   try {
     const { recoverId, supervise, ...device } = cfg;
-    dev = await (recoverId === undefined ? UblkDevice.create(device, hooks) : UblkDevice.recover(recoverId, device));
-    const config: ServeConfig = { ...device, supervise };
     const supervisor = Number(process.env.UBLK_TS_SUPERVISOR) || undefined;
+    // Until it is live, `del` finds us in its state (the kernel names no server before START_DEV).
+    const added = (id: number): void => {
+      startingId = id;
+      hooks.added?.(id);
+      writeState({ id, pid: process.pid, supervisor, starting: true, target: cfg.target, options: device.options ?? {} });
+    };
+    dev = await (recoverId === undefined
+      ? UblkDevice.create(device, { ...hooks, added, signal: creating.signal })
+      : UblkDevice.recover(recoverId, device, { signal: creating.signal }));
+    startingId = null;
+    const config: ServeConfig = { ...device, supervise };
     const save = (): void => writeState({
       id: dev!.id, pid: process.pid, supervisor, target: cfg.target, options: config.options ?? {}, statsFd: dev!.statsFd, config,
     });
@@ -86,6 +100,7 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
   } finally {
     control?.close();
     if (dev) removeState(dev.id);
+    if (startingId !== null) removeState(startingId);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off(QUIESCE_SIGNAL, onQuiesce);

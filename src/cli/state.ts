@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DeviceOptions } from '../ublk/control/device.js';
 import { ensureRunDir, RUN_DIR, runDirProblem } from '../run-dir.js';
-import { processAlive } from '../process-alive.js';
+import { processAlive, processHolds } from '../process-alive.js';
+import { charDevicePath } from '../ublk/control/control.js';
 
 export const STATE_DIR = RUN_DIR;
 
@@ -17,6 +18,11 @@ export interface DeviceState {
   supervisor?: number;
   target: string;
   options: Record<string, unknown>;
+  /**
+   * Written right after ADD_DEV, while the server (`pid`) starts the device:
+   * the kernel names no server before START_DEV, and `del` finds it here.
+   */
+  starting?: boolean;
   /** The server's fd of the device's counters (UblkDevice.statsFd). */
   statsFd?: number;
   /** What the device was created with: a new server gets the same (`recover`). */
@@ -52,6 +58,16 @@ export function readState(id: number): DeviceState | null {
  */
 export function daemonServes(st: DeviceState | null, pid: number): boolean {
   return st?.daemon === true && st.pid === pid && processAlive(pid);
+}
+
+/**
+ * The server starting device `id` (not live yet, so the kernel names none):
+ * the process its state names while `starting`, if that process holds the
+ * device's /dev/ublkcN (a stale state's pid may be anyone's by now); else null.
+ */
+export function startingServer(st: DeviceState | null, id: number): number | null {
+  if (!st?.starting || !processAlive(st.pid)) return null;
+  return processHolds(st.pid, charDevicePath(id)) ? st.pid : null;
 }
 
 /** The per-device server log (timestamped lines). */

@@ -34,7 +34,13 @@ export async function superviseChild(json: string): Promise<void> {
     child.kill(sig);
   };
   process.on('SIGTERM', passOn).on('SIGINT', passOn).on('SIGHUP', () => {});
+  // The `add` that started us gone before the device is live (Ctrl-C): the server gives up its start.
+  let reported = false;
+  process.once('disconnect', () => {
+    if (!reported) passOn('SIGTERM');
+  });
   const first = await firstMessage(child, `${STATE_DIR}/server.log`);
+  reported = true;
   report(first);
   if (process.connected) process.disconnect();
   if (first.type === 'error') {

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const POOL = fileURLToPath(new URL('../../src/ublk/control/serving-thread.js', import.meta.url));
 
@@ -58,5 +58,58 @@ test("zero-copy slots are reserved on the least loaded thread with room in its b
     assert.throws(() => pool.shrink(cut, 401), /more than the 400 reserved/);
   } finally {
     await pool.close();
+  }
+});
+
+test("a device whose target's open has not settled leaves once its start is cancelled (a del while it starts, a stopping server), on a pool's thread and on its own; a target that opens later is closed", async () => {
+  const { ThreadPool, ownThread } = await import(POOL);
+  const { native } = await import('../../src/native.js');
+  const { servingMode } = await import('../../src/ublk/mode.js');
+  const { createStatsFd } = await import('../../src/ublk/stats.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cancel-open-'));
+  const module = path.join(dir, 'slow-open.mjs');
+  // open() settles 4 s on (as a server that answers late would), long after the cancel.
+  fs.writeFileSync(module, `
+    import fs from 'node:fs';
+    export default {
+      name: 'slow-open', options: [],
+      setup: () => ({ size: 1 << 20 }),
+      open: (ctx) => new Promise((r) => setTimeout(() => r({
+        read: (q) => q.length, write: (q) => q.length,
+        close: () => fs.writeFileSync(${JSON.stringify(dir)} + '/closed-' + ctx.devId, ''),
+      }), 4000)),
+    };`);
+  const fds: number[] = [];
+  const device = (devId: number) => {
+    // Stand-ins for /dev/ublkcN (its descriptor page is mapped) and the counters.
+    const charFd = native.memfdCreate('char-stand-in', 0);
+    fs.ftruncateSync(charFd, 4096);
+    const statsFd = createStatsFd(1);
+    fds.push(charFd, statsFd);
+    return {
+      mode: servingMode({ batch: false, copy: 'kernel', autoBufReg: true }, { name: 'slow-open' }), devId, charFd, statsFd,
+      queues: [{ q: 0, prep: false, fetchBuffers: 0, slot: 0 }], depth: 1, maxIoBytes: 4096,
+      targetUrl: pathToFileURL(module).href, options: {}, shared: undefined, shmem: [],
+    };
+  };
+  const pool = new ThreadPool(1, { coalesceUsec: 0 });
+  try {
+    const workers = [pool.attach(device(1)), ownThread({ coalesceUsec: 0 }, device(2))];
+    await new Promise((r) => setTimeout(r, 500)); // both threads are in open() by now
+    const t0 = Date.now();
+    for (const w of workers) w.cancel('device deleted while it started');
+    for (const w of workers) {
+      await assert.rejects(w.ready, /device deleted while it started/);
+      assert.equal(await w.done, 'device deleted while it started');
+    }
+    assert.ok(Date.now() - t0 < 3000, `the cancel waited ${Date.now() - t0} ms: for the open`);
+    assert.deepEqual(pool.load, [0], 'the device has left the pool thread');
+    // The pool's thread lives on: the late target is closed there.
+    for (let i = 0; i < 100 && !fs.existsSync(path.join(dir, 'closed-1')); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(fs.existsSync(path.join(dir, 'closed-1')), 'the target that opened after the cancel was closed');
+  } finally {
+    await pool.close();
+    for (const fd of fds) native.close(fd);
+    fs.rmSync(dir, { recursive: true });
   }
 });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { addDevice, assertClean, CLI, cli, fioVerify, idOf, listDevices, loadBrd, run, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, CLI, cli, delDevice, eventually, fioVerify, hangingAdd, idOf, listDevices, loadBrd, run, sleep, vmSuite } from './helpers.js';
 import { askDaemon, daemonStatus, type DaemonStatus } from '../../src/cli/daemon.js';
 import type { ServeConfig } from '../../src/cli/server.js';
 
@@ -335,5 +335,34 @@ test('the daemon killed (-9) under fio and started again: it recovers every devi
     await stopDaemon(d);
     run('rmmod', ['brd']);
   }
+  assertClean();
+});
+
+test("a target whose open() never settles, on the daemon's threads: `del` removes its device and the add fails saying so, Ctrl-C on an add removes its device, and SIGTERM stops the daemon with one starting; the daemon serves on meanwhile", async () => {
+  await withDaemon(['--threads', '1'], async (d) => {
+    const deleted = await hangingAdd();
+    assert.equal(listDevices().find((x) => x.id === deleted.id)?.state, 'starting');
+    const r = cli('del', String(deleted.id));
+    assert.equal(r.code, 0, r.stderr);
+    const added = await deleted.ended;
+    assert.notEqual(added.code, 0);
+    assert.match(added.stderr, new RegExp(`device ${deleted.id} was deleted before it was live`));
+    assert.equal(added.stderr.trim().split('\n').length, 1, added.stderr);
+
+    const interrupted = await hangingAdd();
+    interrupted.proc.kill('SIGINT');
+    assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`), 30_000), 'the interrupted add\'s device is removed');
+
+    // The same thread serves a device meanwhile.
+    const dev = addDevice('null', '--size', '16M');
+    run('dd', [`if=${dev}`, 'of=/dev/null', 'bs=4k', 'count=16', 'iflag=direct', 'status=none']);
+    delDevice(dev);
+
+    const stopping = await hangingAdd();
+    assert.equal(await stopDaemon(d), 0, 'the daemon stops with an add under way');
+    const out = await stopping.ended;
+    assert.notEqual(out.code, 0);
+    assert.match(out.stderr, /the daemon is stopping/);
+  });
   assertClean();
 });

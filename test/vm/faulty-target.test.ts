@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { addDevice, assertClean, cli, delDevice, fioVerify, FULL, FULL_ONLY, idOf, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, eventually, fioVerify, FULL, FULL_ONLY, HANG_OPEN_TARGET, hangingAdd, idOf, listDevices, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+import { processHolds } from '../../src/process-alive.js';
 
 vmSuite();
 
@@ -84,17 +85,6 @@ function dd(dev: string, write: boolean, timeoutMs = 60_000): { code: number | n
     ? ['if=/dev/zero', `of=${dev}`, 'bs=4k', 'seek=8', 'count=1', 'oflag=direct', 'status=none']
     : [`if=${dev}`, 'of=/dev/null', 'bs=4k', 'skip=8', 'count=1', 'iflag=direct', 'status=none'];
   return run('dd', args, { timeout: timeoutMs });
-}
-
-/** Whether process `pid` has `dev` open. */
-function openedBy(pid: number, dev: string): boolean {
-  try {
-    return fs.readdirSync(`/proc/${pid}/fd`).some((f) => {
-      try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`) === dev; } catch { return false; }
-    });
-  } catch {
-    return false;
-  }
 }
 
 function withModule(): void {
@@ -218,8 +208,8 @@ test('del of a device with much dirty data on a slow target waits for all of it 
   // DEL_DEV waits for every opener.
   const id = idOf(dev);
   const holder = spawn('sh', ['-c', `exec 3<${dev}; while [ -e /sys/block/ublkb${id} ]; do sleep 0.1; done`], { stdio: 'ignore' });
-  for (let i = 0; i < 100 && !openedBy(holder.pid!, dev); i++) await sleep(50);
-  assert.ok(openedBy(holder.pid!, dev), 'the second opener holds the device');
+  for (let i = 0; i < 100 && !processHolds(holder.pid!, dev); i++) await sleep(50);
+  assert.ok(processHolds(holder.pid!, dev), 'the second opener holds the device');
   try {
     const w = run('dd', [`if=${data}`, `of=${dev}`, 'bs=1M', 'seek=1', 'status=none']);
     assert.equal(w.code, 0, w.stderr);
@@ -235,4 +225,24 @@ test('del of a device with much dirty data on a slow target waits for all of it 
   assertClean();
   fs.rmSync(BACKING);
   fs.rmSync(data);
+});
+
+test("a target whose open() never settles: `list` shows its device starting, `del` removes it and the add fails saying so; Ctrl-C on an add removes its device too", async () => {
+  const deleted = await hangingAdd();
+  const listed = listDevices().find((d) => d.id === deleted.id);
+  assert.equal(listed?.state, 'starting', JSON.stringify(listed));
+  assert.equal(listed?.target, HANG_OPEN_TARGET);
+  const r = cli('del', String(deleted.id));
+  assert.equal(r.code, 0, r.stderr);
+  const added = await deleted.ended;
+  assert.notEqual(added.code, 0);
+  assert.match(added.stderr, /stopped by SIGTERM before the device was live/);
+  assert.equal(added.stderr.trim().split('\n').length, 1, added.stderr);
+
+  const interrupted = await hangingAdd();
+  interrupted.proc.kill('SIGINT');
+  await interrupted.ended;
+  assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`) && serverPids().length === 0, 30_000),
+    'the device of the interrupted add is removed, and its server gone');
+  assertClean();
 });

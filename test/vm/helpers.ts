@@ -1,6 +1,6 @@
 // Shared helpers for the VM tests: they drive ublk-ts the way a user does, with
 // the CLI and real tools (fio, mkfs, mount, fsck, dd, blkdiscard).
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { after, afterEach, before } from 'node:test';
 import fs from 'node:fs';
@@ -8,6 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deviceIds } from '../../src/cli/devices.js';
+import { readState } from '../../src/cli/state.js';
+import { processHolds } from '../../src/process-alive.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const CLI = path.join(ROOT, 'bin', 'ublk-ts.js');
@@ -213,4 +215,41 @@ export async function killAndRecoverUnderFio(dev: string, target: string): Promi
   const listed = listDevices().find((d) => d.id === id)!;
   assert.equal(listed.state, 'live');
   assert.equal(listed.target, target);
+}
+
+/**
+ * A target module whose open() never settles, waiting on a timer as a hung
+ * target waits on a socket (a thread with nothing left to wait on would end); its setup is fine.
+ */
+export const HANG_OPEN_TARGET = '/tmp/hang-open-target.mjs';
+
+/** `ublk-ts add` of HANG_OPEN_TARGET, left running: the device it made (its id, once ADD_DEV gave one) and how the add ended. */
+export async function hangingAdd(...args: string[]): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
+  fs.writeFileSync(HANG_OPEN_TARGET, `export default {
+    name: 'hang-open', options: [{ key: 'size', type: 'size', required: true, help: 'size' }],
+    setup: (o) => ({ size: o.size }),
+    open: () => new Promise(() => void setInterval(() => {}, 60_000)),
+  };`);
+  const before = new Set(deviceIds());
+  const proc = spawn(process.execPath, [CLI, 'add', HANG_OPEN_TARGET, '--size', '16M', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  proc.stdout!.on('data', (d: Buffer) => (stdout += d));
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d));
+  const ended = new Promise<Run>((r) => proc.once('close', (code) => r({ code, stdout, stderr })));
+  for (let i = 0; i < 600; i++) {
+    const id = deviceIds().find((n) => !before.has(n));
+    // (and its server, named in its state, holds /dev/ublkcN: it is on its way to the open)
+    const st = id === undefined ? null : readState(id);
+    if (id !== undefined && st && processHolds(st.pid, `/dev/ublkc${id}`)) return { id, proc, ended };
+    if (proc.exitCode !== null) break;
+    await sleep(100);
+  }
+  proc.kill('SIGKILL');
+  throw new Error(`add did not make a device: ${JSON.stringify(await ended)}`);
+}
+
+/** Waits up to `ms` for `cond`. */
+export async function eventually(cond: () => boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (cond()) return true;
+  return cond();
 }

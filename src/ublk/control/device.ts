@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { native } from '../../native.js';
 import { processAlive } from '../../process-alive.js';
 import { settledWithin } from '../../settled-within.js';
+import { abortable, abortError } from '../../abortable.js';
 import { StallWatch } from '../../stall-watch.js';
 import { EACCES, EBUSY, ENOENT, MFD_CLOEXEC } from '../../sys.js';
 import { UblkControl, UblkControlError, blockDevicePath, charDevicePath, isRoot, type DevInfo } from './control.js';
@@ -115,6 +116,13 @@ export interface CreateHooks {
    * should it die before the device is live.
    */
   added?(id: number): void;
+  /**
+   * Gives up creating (or recovering) the device when it fires (a `del` of
+   * the device while it starts, the server told to stop): a target's setup or
+   * open that has not settled is not waited for (and undone when it does),
+   * and the device is removed (a recovery's left as it was found); the promise rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 /** Largest discard/write-zeroes in sectors: avoids a u32 byte-count overflow in older kernels. */
@@ -206,6 +214,24 @@ function noRoomForZeroCopy(tags: number, recovering?: number): string {
   return tags > MAX_BUFFER_SLOTS
     ? `zero copy: the device has ${tags} tags ${table}: use a smaller --depth or --queues, or --copy kernel`
     : `zero copy: no serving thread of the daemon has room left for ${tags} more tags ${table}: delete devices, or use --copy kernel`;
+}
+
+/**
+ * Waits until every serving thread has armed its queues; should `signal`
+ * fire first, they are told to give up (a target's open may never settle),
+ * and this waits for them to let go of the device.
+ */
+async function readyUnlessAborted(workers: QueueWorker[], signal: AbortSignal | undefined): Promise<void> {
+  const cancel = (): void => {
+    const why = abortError(signal!).message;
+    for (const w of workers) w.cancel(why);
+  };
+  signal?.addEventListener('abort', cancel, { once: true });
+  try {
+    await Promise.all(workers.map((w) => w.ready));
+  } finally {
+    signal?.removeEventListener('abort', cancel);
+  }
 }
 
 /**
@@ -377,7 +403,7 @@ export class UblkDevice {
    * fetched or prepared again, END_USER_RECOVERY. `opts` must be what the
    * device was created with. On failure the device stays as it was, for another try.
    */
-  static recover(id: number, opts: DeviceOptions, hooks: Pick<CreateHooks, 'pool' | 'control'> = {}): Promise<UblkDevice> {
+  static recover(id: number, opts: DeviceOptions, hooks: Pick<CreateHooks, 'pool' | 'control' | 'signal'> = {}): Promise<UblkDevice> {
     return UblkDevice.attach(opts, id, hooks);
   }
 
@@ -387,7 +413,9 @@ export class UblkDevice {
     const targetUrl = resolveTarget(target);
     const mod = await loadTarget(targetUrl);
     const targetOptions = checkTargetOptions(mod, options ?? {}, 'library');
-    const setup = await mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0, threads: o.threads ?? o.queues ?? 1 });
+    const { signal } = hooks;
+    const setup = await abortable(Promise.resolve(mod.setup(targetOptions, { metadataSize: o.metadataSize ?? 0, threads: o.threads ?? o.queues ?? 1 })),
+      signal, (late) => late.cleanup?.());
     let ctrl: UblkControl | null = null;
     let info: DevInfo | null = null;
     let charFd = -1;
@@ -421,6 +449,7 @@ export class UblkDevice {
       checkKernelSupports(mode, features);
       if (mode.flags & UBLK_F_ZONED && kernelHasZonedDevices() === false) throw new ModeError(NO_ZONED_DEVICES);
       if (o.shmem !== undefined) checkShmemFile(o.shmem); // before anything is created
+      signal?.throwIfAborted();
 
       if (existing === null) {
         info = await ctrl.addDev({
@@ -447,6 +476,7 @@ export class UblkDevice {
         throw new ModeError(`this kernel's ublk driver lacks PER_IO_DAEMON (needed for --threads other than --queues in classic mode)`);
       }
       memfds = sharedTagBuffers(mode, info.nr_hw_queues, info.queue_depth * info.max_io_buf_bytes);
+      signal?.throwIfAborted(); // (before any thread is given the device)
       counters.slots = plan.flat().length;
       counters.fd = createStatsFd(counters.slots);
       counters.words = mapStats(counters.fd, false);
@@ -459,20 +489,21 @@ export class UblkDevice {
         workers.push(hooks.pool ? hooks.pool.attach(device, room ?? undefined) : ownThread({ coalesceUsec: o.coalesceUsec, pollUsec: o.pollUsec }, device));
         room = null;
       }
-      await Promise.all(workers.map((w) => w.ready));
+      await readyUnlessAborted(workers, signal);
       if (recoverId === null) {
         await ctrl.startDev(info.dev_id, process.pid);
         setScheduler(info.dev_id, o.scheduler ?? DEFAULT_SCHEDULER, o.scheduler !== undefined);
       } else {
         await ctrl.endUserRecovery(info.dev_id, process.pid);
       }
+      signal?.throwIfAborted(); // (cancelled during the start: stopped, as asked)
       return new UblkDevice(ctrl, info, setup.size, charFd, workers, setup, counters, mode, shmem, hooks.control === undefined);
     } catch (e) {
       // A failed recovery leaves the device without a server, as it found it.
       // (On shared threads a device's fetches cannot be let go of without STOP_DEV: a failed recovery there stops it.)
       await teardown(ctrl, info?.dev_id, charFd, workers, setup, counters, shmem, recoverId === null || hooks.pool ? 'stop' : 'release', false,
         hooks.control === undefined);
-      throw e;
+      throw signal?.aborted ? abortError(signal) : e;
     } finally {
       // Workers map the tag buffers themselves; their fds are not needed past start.
       for (const fd of memfds) native.close(fd);

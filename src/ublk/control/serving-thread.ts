@@ -32,11 +32,20 @@ export interface QueueWorker {
    * with EIO, so that the stop can end. A device's own thread: nothing (quit does more).
    */
   failHeld(): void;
+  /**
+   * Gives up starting the device (its add was cancelled): the thread stops
+   * waiting for its target's open, and it leaves (`ready` rejects with `why`,
+   * `done` resolves). Ready already: nothing (STOP_DEV ends it).
+   */
+  cancel(why: string): void;
   /** Whether quit() lets go of the device without STOP_DEV. */
   readonly ownThread: boolean;
 }
 
 const ONE = new BigUint64Array([1n]);
+
+/** How long a thread that has finished serving may take to end before what keeps it running is cut short. */
+const LEFTOVERS_MS = 1000;
 
 interface Attachment {
   onReady: () => void;
@@ -105,14 +114,18 @@ class ServingThread {
       ready, done, ownThread: own,
       quit: () => { if (own) this.quit(); },
       failHeld: () => { if (!own) this.post({ type: 'break', key: device.key }); },
+      cancel: (why) => this.post({ type: 'cancel', key: device.key, why }),
     };
   }
 
-  /** A message to a pool's thread, which a thread blocked in io_uring_enter learns of from its wake eventfd. */
+  /**
+   * A message to the thread. A pool's thread blocked in io_uring_enter learns
+   * of it from its wake eventfd; a device's own thread reads messages only while it arms.
+   */
   private post(m: PoolMessage): void {
     if (this.ended) return;
     this.worker.postMessage(m);
-    fs.writeSync(this.wakeFd, ONE);
+    if (this.wakeFd >= 0) fs.writeSync(this.wakeFd, ONE);
   }
 
   /** Makes the thread stop serving every device and close its ring. */
@@ -136,6 +149,11 @@ class ServingThread {
     else {
       this.ringFd = -1; // closed by the thread itself
       this.end(m.error, false);
+      // Done serving; what still runs there once it has had a moment to
+      // end (its last output to flush) is a target's leftovers (a timer, an
+      // open that never settled), which would keep the thread, and the process, alive.
+      const linger = setTimeout(() => void this.worker.terminate(), LEFTOVERS_MS).unref();
+      this.worker.once('exit', () => clearTimeout(linger));
     }
   }
 

@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Ring } from '../../uring/ring.js';
 import { native } from '../../native.js';
 import { blockInFlight } from '../block-in-flight.js';
+import { abortable } from '../../abortable.js';
 import { loadTarget } from '../target-loader.js';
 import type { Target, TargetOptions } from '../target.js';
 import type { QueueAssignment, ServingMode } from '../mode.js';
@@ -113,6 +114,10 @@ class HostedDevice {
   trimmed = false;
   /** Its departure, once begun (flush, quitAll: a device leaves once). */
   departing: Promise<void> | null = null;
+  /** Fires when the main thread gives up its arming (cancel): a target still opening is not waited for. */
+  readonly arming = new AbortController();
+  /** Armed and reported ready: cancel() no longer applies. */
+  armed = false;
   constructor(readonly cfg: DeviceAttach) {}
 }
 
@@ -330,6 +335,16 @@ export class ThreadHost implements LoopClient {
     return true;
   }
 
+  /**
+   * Gives up arming device `key` (its add was cancelled: deleted while it
+   * started, or its server is stopping): it leaves with `why` as its error
+   * as soon as what it awaits (its target's open) is let go of. Armed already: nothing (it ends with STOP_DEV).
+   */
+  cancel(key: number, why: string): void {
+    const d = this.devices.get(key);
+    if (d && !d.armed) d.arming.abort(new Error(why));
+  }
+
   /** Stops serving device `key`'s target (the main thread found its stop stalled): what it holds fails with EIO. */
   breakDevice(key: number): void {
     const d = this.devices.get(key);
@@ -354,8 +369,10 @@ export class ThreadHost implements LoopClient {
   private async arm(d: HostedDevice): Promise<void> {
     const { cfg } = d, { mode } = cfg, nq = cfg.queues.length;
     this.devices.set(cfg.key, d);
+    let opening: Promise<Target> | null = null;
     try {
-      const mod = await loadTarget(cfg.targetUrl);
+      const cancelled = d.arming.signal;
+      const mod = await abortable(loadTarget(cfg.targetUrl), cancelled);
       d.place.charFixed = this.take(this.files, 1, 'devices');
       this.ring.updateFile(d.place.charFixed, cfg.charFd);
       d.udBase = this.take(this.uds, nq, 'queues');
@@ -382,18 +399,24 @@ export class ThreadHost implements LoopClient {
         ring: this.ring, place: d.place, charFd: cfg.charFd, tally: this.tally, mode, depth: cfg.depth, queues: d.served, stats: d.stats, waker: this.waker, shmem: d.shmem,
       });
       d.engine = engine;
-      d.target = await mod.open({
+      // An open that never settles (a hung target, a server that never
+      // answers) would hold the device, its add and its del for good: the
+      // main thread may give up on it (cancel); see closeLate.
+      opening = Promise.resolve(mod.open({
         devId: cfg.devId, queueId: cfg.queues[0]!.q, depth: cfg.depth, maxIoBytes: cfg.maxIoBytes,
         options: cfg.options, shared: cfg.shared, io: engine.dispatcher,
-      });
+      }));
+      d.target = await abortable(opening, cancelled);
       engine.dispatcher.attach(d.target);
       for (const q of d.served) this.byUd[q.ud] = d;
       if (mode.engine === 'batch') this.flushers.push(engine);
       engine.arm(this.onCqe);
       if (engine.error) throw new Error(engine.error);
+      d.armed = true;
       this.report({ type: 'ready', key: cfg.key });
     } catch (e) {
       const error = (e as Error)?.message ?? String(e);
+      if (opening && d.arming.signal.aborted) this.closeLate(opening);
       // Fetches the kernel took stay armed until STOP_DEV (or the ring's
       // end) aborts them: the device leaves once they have.
       if (d.engine?.active) {
@@ -405,6 +428,17 @@ export class ThreadHost implements LoopClient {
         await this.departOnce(d, error);
       }
     }
+  }
+
+  /**
+   * A target whose open was given up (cancel) is closed should it open after
+   * all. A pool's thread serves on, so it waits for that in the background
+   * (the loop visits the event loop until the open settles, where the
+   * target's timers and callbacks run); a device's own thread ends, and the open with it.
+   */
+  private closeLate(opening: Promise<Target>): void {
+    const closed = opening.then((t) => t.close?.()).then(() => {}, () => {});
+    if (this.pooled) void this.track(closed);
   }
 
   /** Why a device that failed to arm failed, reported when it leaves. */

@@ -31,7 +31,9 @@ export interface ThreadConfig {
 export type PoolMessage =
   | { type: 'attach'; device: DeviceAttach }
   /** The device's stop stalled: fail what its target holds (ThreadHost.breakDevice). */
-  | { type: 'break'; key: number };
+  | { type: 'break'; key: number }
+  /** Give up arming the device, with this error (ThreadHost.cancel); also to a device's own thread. */
+  | { type: 'cancel'; key: number; why: string };
 
 export type WorkerMessage =
   /** The ring exists: the main thread closes `ringFd` should this thread die without closing it. */
@@ -73,6 +75,10 @@ async function main(cfg: ThreadConfig): Promise<void> {
     // A device's own thread counts the loop's costs in the device's first slot; a pool's, privately.
     let counters: LoopCounters;
     if (own) {
+      // (its arming only: once it serves, STOP_DEV ends it)
+      parentPort!.on('message', (m: PoolMessage) => {
+        if (m.type === 'cancel') host!.cancel(m.key, m.why);
+      });
       await host.attach(own);
       // Armed only now, so that arming's own reaping cannot swallow its CQE: a
       // quit written meanwhile (another queue failed to start) stays in the eventfd.
@@ -96,6 +102,7 @@ async function main(cfg: ThreadConfig): Promise<void> {
       parentPort!.on('message', (m: PoolMessage) => {
         host!.messageArrived();
         if (m.type === 'attach') void host!.attach(m.device);
+        else if (m.type === 'cancel') host!.cancel(m.key, m.why);
         else host!.breakDevice(m.key);
       });
       const tally = host.tally;
