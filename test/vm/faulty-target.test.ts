@@ -227,7 +227,7 @@ test('del of a device with much dirty data on a slow target waits for all of it 
   fs.rmSync(data);
 });
 
-test("a target whose open() never settles: `list` shows its device starting, `del` removes it and the add fails saying so; Ctrl-C on an add removes its device too", async () => {
+test("a target whose open() never settles: `list` shows its device starting, `del` removes it (with or without a supervisor) and the add fails saying so; Ctrl-C on an add removes its device too", async () => {
   const deleted = await hangingAdd();
   const listed = listDevices().find((d) => d.id === deleted.id);
   assert.equal(listed?.state, 'starting', JSON.stringify(listed));
@@ -238,6 +238,11 @@ test("a target whose open() never settles: `list` shows its device starting, `de
   assert.notEqual(added.code, 0);
   assert.match(added.stderr, /stopped by SIGTERM before the device was live/);
   assert.equal(added.stderr.trim().split('\n').length, 1, added.stderr);
+
+  // With recovery a supervisor runs between add and the server: del stops it, and it the server.
+  const supervised = await hangingAdd('--recovery', 'requeue');
+  assert.equal(cli('del', String(supervised.id)).code, 0);
+  assert.match((await supervised.ended).stderr, /stopped by SIGTERM before the device was live/);
 
   const interrupted = await hangingAdd();
   interrupted.proc.kill('SIGINT');

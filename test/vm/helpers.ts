@@ -226,7 +226,7 @@ export const HANG_OPEN_TARGET = '/tmp/hang-open-target.mjs';
 /** `ublk-ts add` of HANG_OPEN_TARGET, left running: the device it made (its id, once ADD_DEV gave one) and how the add ended. */
 export async function hangingAdd(...args: string[]): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
   fs.writeFileSync(HANG_OPEN_TARGET, `export default {
-    name: 'hang-open', options: [{ key: 'size', type: 'size', required: true, help: 'size' }],
+    name: 'hang-open', recoverable: true, options: [{ key: 'size', type: 'size', required: true, help: 'size' }],
     setup: (o) => ({ size: o.size }),
     open: () => new Promise(() => void setInterval(() => {}, 60_000)),
   };`);
