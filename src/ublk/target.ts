@@ -86,7 +86,11 @@ export interface Target {
    * `ctx.io.ownSqe(sub)`, one tied to no request (e.g. a standing recv on a socket).
    */
   onOwnCqe?(res: number, flags: number, sub: number): void;
-  /** Called in the worker after the queue stopped. */
+  /**
+   * Called in the worker after the queue stopped (the kernel has flushed
+   * what it had to). The device leaves the thread once it settles, or
+   * after 10 s whatever it does: a close that never ends must not hold the device's removal.
+   */
   close?(): void | Promise<void>;
 }
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { addDevice, assertClean, cli, delDevice, eventually, fioVerify, FULL, FULL_ONLY, HANG_OPEN_TARGET, hangingAdd, idOf, listDevices, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, eventually, fioVerify, FULL, FULL_ONLY, HANG_TARGET, hangingAdd, writeHangTarget, idOf, listDevices, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
 import { processHolds } from '../../src/process-alive.js';
 
 vmSuite();
@@ -231,7 +231,7 @@ test("a target whose open() never settles: `list` shows its device starting, `de
   const deleted = await hangingAdd();
   const listed = listDevices().find((d) => d.id === deleted.id);
   assert.equal(listed?.state, 'starting', JSON.stringify(listed));
-  assert.equal(listed?.target, HANG_OPEN_TARGET);
+  assert.equal(listed?.target, HANG_TARGET);
   const r = cli('del', String(deleted.id));
   assert.equal(r.code, 0, r.stderr);
   const added = await deleted.ended;
@@ -249,5 +249,15 @@ test("a target whose open() never settles: `list` shows its device starting, `de
   await interrupted.ended;
   assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`) && serverPids().length === 0, 30_000),
     'the device of the interrupted add is removed, and its server gone');
+  assertClean();
+});
+
+test('a target whose close() never settles: del still removes the device, within about 10 s', () => {
+  writeHangTarget();
+  const dev = addDevice(HANG_TARGET, '--size', '16M', '--hang', 'close');
+  const t0 = Date.now();
+  delDevice(dev);
+  assert.ok(Date.now() - t0 < 30_000, `del took ${Date.now() - t0} ms`);
+  assert.match(fs.readFileSync(`/run/ublk-ts/${idOf(dev)}.log`, 'utf8'), /close\(\) did not finish within 10 s/);
   assertClean();
 });

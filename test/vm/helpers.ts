@@ -218,20 +218,27 @@ export async function killAndRecoverUnderFio(dev: string, target: string): Promi
 }
 
 /**
- * A target module whose open() never settles, waiting on a timer as a hung
- * target waits on a socket (a thread with nothing left to wait on would end); its setup is fine.
+ * A target module whose open() (`--hang open`) or close() (`--hang close`)
+ * never settles, waiting on a timer as a hung target waits on a socket (a
+ * thread with nothing left to wait on would end); its setup is fine.
  */
-export const HANG_OPEN_TARGET = '/tmp/hang-open-target.mjs';
+export const HANG_TARGET = '/tmp/hang-target.mjs';
 
-/** `ublk-ts add` of HANG_OPEN_TARGET, left running: the device it made (its id, once ADD_DEV gave one) and how the add ended. */
-export async function hangingAdd(...args: string[]): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
-  fs.writeFileSync(HANG_OPEN_TARGET, `export default {
-    name: 'hang-open', recoverable: true, options: [{ key: 'size', type: 'size', required: true, help: 'size' }],
-    setup: (o) => ({ size: o.size }),
-    open: () => new Promise(() => void setInterval(() => {}, 60_000)),
+export function writeHangTarget(): void {
+  fs.writeFileSync(HANG_TARGET, `const never = () => new Promise(() => void setInterval(() => {}, 60_000));
+  export default {
+    name: 'hang', recoverable: true,
+    options: [{ key: 'size', type: 'size', required: true, help: 'size' }, { key: 'hang', type: 'enum', choices: ['open', 'close'], required: true, help: 'what never ends' }],
+    setup: (o) => ({ size: o.size, shared: o.hang }),
+    open: (ctx) => (ctx.shared === 'open' ? never() : { read: (r) => r.length, write: (r) => r.length, close: never }),
   };`);
+}
+
+/** `ublk-ts add` of HANG_TARGET whose open never ends, left running: the device it made (its id, once ADD_DEV gave one) and how the add ended. */
+export async function hangingAdd(...args: string[]): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
+  writeHangTarget();
   const before = new Set(deviceIds());
-  const proc = spawn(process.execPath, [CLI, 'add', HANG_OPEN_TARGET, '--size', '16M', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, 'add', HANG_TARGET, '--size', '16M', '--hang', 'open', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '', stderr = '';
   proc.stdout!.on('data', (d: Buffer) => (stdout += d));
   proc.stderr!.on('data', (d: Buffer) => (stderr += d));

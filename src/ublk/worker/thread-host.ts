@@ -90,8 +90,12 @@ const ENGINES: Record<ServingMode['engine'], new (deps: EngineDeps) => Engine> =
 /** Idle trimming: seconds between ticks, and idle ticks before a device's buffers are trimmed (startTicks). */
 const TICK_S = 5, IDLE_TICKS = 2;
 
-/** How long a broken target's close() is waited for. */
-const BROKEN_CLOSE_MS = 2000;
+/**
+ * How long a target's close() is waited for before its device leaves
+ * regardless (its registered /dev/ublkcN would otherwise hold DEL_DEV): a
+ * broken target's, and any other's.
+ */
+const BROKEN_CLOSE_MS = 2000, CLOSE_MS = 10_000;
 
 /** How long a leaving device waits for its target's own ring operations to end after close(). */
 const OWN_OPS_WAIT_MS = 2000;
@@ -469,13 +473,9 @@ export class ThreadHost implements LoopClient {
   private async depart(d: HostedDevice, error?: string, kept = false): Promise<void> {
     let why = error ?? this.failed.get(d) ?? d.engine?.error ?? undefined;
     this.failed.delete(d);
-    try {
-      // A broken target is closed too (its descriptors, sockets, timers), but not waited for long.
-      const closing = d.target?.close?.();
-      if (closing) await (d.broken ? Promise.race([closing, sleep(BROKEN_CLOSE_MS)]) : closing);
-    } catch (e) {
-      why ??= `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
-    }
+    // A broken target is closed too (its descriptors, sockets, timers), but not waited for long.
+    const closing = this.closeTarget(d, d.broken ? BROKEN_CLOSE_MS : CLOSE_MS);
+    why ??= (await closing) ?? undefined;
     // The target's own operations still in flight reach it through its engine until they end.
     // (Not after the loop ended, `kept`: nothing reaps their CQEs then, and closing the ring cancels them.)
     const engine = d.engine;
@@ -512,6 +512,26 @@ export class ThreadHost implements LoopClient {
     if (d.place.bgidBase >= 0) this.bgids.release(d.place.bgidBase, d.cfg.queues.length);
     this.devices.delete(d.cfg.key);
     this.report(why === undefined ? { type: 'done', key: d.cfg.key } : { type: 'done', key: d.cfg.key, error: why });
+  }
+
+  /** Closes the device's target, waiting at most `ms`: why it failed, or null. */
+  private async closeTarget(d: HostedDevice, ms: number): Promise<string | null> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const closing = d.target?.close?.();
+      if (!closing) return null;
+      const late = new Promise<string>((r) => {
+        timer = setTimeout(r, ms, `its target's close() did not finish within ${ms / 1000} s: the device left without it`);
+      });
+      const failed = await Promise.race([Promise.resolve(closing).then(() => null), late]);
+      // (a broken target's: its failure is reported already)
+      if (failed !== null && !d.broken) console.error(`ublk-ts: device ${d.cfg.devId}: ${failed}`);
+      return d.broken ? null : failed;
+    } catch (e) {
+      return `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
