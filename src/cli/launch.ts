@@ -93,7 +93,7 @@ export async function firstMessage(child: ChildProcess, logPath: string): Promis
   return { type: 'error', exitCode: 1, message: `server exited before the device was live (${how})${removed}; see ${logPath}` };
 }
 
-/** How long a server that reported a failed start gets to exit before it is killed (it exits by itself after SERVER_EXIT_GRACE_MS). */
+/** How long a server that reported a failed start gets to exit before it is killed (it exits by itself 1 s after its command ended: main.ts). */
 const EXIT_AFTER_FAILURE_MS = 10_000;
 
 /** `child`'s exit code and signal, once it has exited (at once if it has already). */
@@ -104,12 +104,6 @@ export function exited(child: ChildProcess): Promise<{ code: number | null; sign
 
 /** Whether `child` has exited, or does within `ms`. */
 const exitedWithin = (child: ChildProcess, ms: number): Promise<boolean> => settledWithin(exited(child), ms);
-
-/**
- * A server that failed to start exits this long after it said why, whatever
- * its target left running (a timer, a socket): its device is already gone.
- */
-const SERVER_EXIT_GRACE_MS = 1000;
 
 /** The detached server: runs the device and reports to the command that started it. */
 export async function serveChild(json: string): Promise<void> {
@@ -136,7 +130,6 @@ export async function serveChild(json: string): Promise<void> {
     process.off('disconnect', askerGone);
     send({ type: 'error', message: oneLine(e), exitCode: exitCodeOf(e) });
     if (process.connected) process.disconnect();
-    setTimeout(() => process.exit(), SERVER_EXIT_GRACE_MS).unref();
     throw e;
   }
 }

@@ -60,6 +60,14 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * A command that has ended exits this long after, whatever a target left
+ * running in the process (a timer, a socket, a setup or cleanup that never
+ * settled: a server, a daemon, `add --foreground`), which would otherwise keep
+ * it, and whoever waits for it (`del`, `add`), going for good.
+ */
+const LEFTOVERS_EXIT_MS = 1000;
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
@@ -68,4 +76,4 @@ main(process.argv.slice(2)).then(
     process.stderr.write(`ublk-ts: ${oneLine(e)}\n`);
     process.exitCode = exitCodeOf(e);
   },
-);
+).finally(() => setTimeout(() => process.exit(), LEFTOVERS_EXIT_MS).unref());

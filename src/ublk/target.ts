@@ -219,7 +219,7 @@ export interface TargetSetup<Shared = unknown> {
    * Without it the size cannot change.
    */
   resize?(size: number): void | Promise<void>;
-  /** Main thread, after the device is gone: release what setup acquired. */
+  /** Main thread, after the device is gone: release what setup acquired (waited for at most 10 s). */
   cleanup?(): void | Promise<void>;
 }
 

@@ -338,7 +338,7 @@ test('the daemon killed (-9) under fio and started again: it recovers every devi
   assertClean();
 });
 
-test("a target whose open() never settles, on the daemon's threads: `del` removes its device and the add fails saying so, Ctrl-C on an add removes its device, and SIGTERM stops the daemon with one starting; one whose close() never settles is removed too; the daemon serves on meanwhile", async () => {
+test("a target whose open() never settles, on the daemon's threads: `del` removes its device and the add fails saying so, Ctrl-C on an add removes its device, and SIGTERM stops the daemon with one starting; one whose close() or cleanup() never settles is removed too; the daemon serves on meanwhile", async () => {
   await withDaemon(['--threads', '1'], async (d) => {
     const deleted = await hangingAdd();
     assert.equal(listDevices().find((x) => x.id === deleted.id)?.state, 'starting');
@@ -353,12 +353,14 @@ test("a target whose open() never settles, on the daemon's threads: `del` remove
     interrupted.proc.kill('SIGINT');
     assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`), 30_000), 'the interrupted add\'s device is removed');
 
-    // A target whose close() never ends does not hold its device's removal either.
+    // A target whose close() or cleanup() never ends does not hold its device's removal either.
     writeHangTarget();
-    const closing = addDevice(HANG_TARGET, '--size', '16M', '--hang', 'close');
-    const t0 = Date.now();
-    delDevice(closing);
-    assert.ok(Date.now() - t0 < 30_000, `del took ${Date.now() - t0} ms`);
+    for (const hang of ['close', 'cleanup']) {
+      const dev = addDevice(HANG_TARGET, '--size', '16M', '--hang', hang);
+      const t0 = Date.now();
+      delDevice(dev);
+      assert.ok(Date.now() - t0 < 30_000, `${hang}: del took ${Date.now() - t0} ms`);
+    }
 
     // The same thread serves a device meanwhile.
     const dev = addDevice('null', '--size', '16M');

@@ -218,8 +218,8 @@ export async function killAndRecoverUnderFio(dev: string, target: string): Promi
 }
 
 /**
- * A target module whose open() (`--hang open`) or close() (`--hang close`)
- * never settles, waiting on a timer as a hung target waits on a socket (a
+ * A target module whose open() (`--hang open`), close() (`--hang close`) or
+ * setup's cleanup() (`--hang cleanup`) never settles, waiting on a timer as a hung target waits on a socket (a
  * thread with nothing left to wait on would end); its setup is fine.
  */
 export const HANG_TARGET = '/tmp/hang-target.mjs';
@@ -228,8 +228,8 @@ export function writeHangTarget(): void {
   fs.writeFileSync(HANG_TARGET, `const never = () => new Promise(() => void setInterval(() => {}, 60_000));
   export default {
     name: 'hang', recoverable: true,
-    options: [{ key: 'size', type: 'size', required: true, help: 'size' }, { key: 'hang', type: 'enum', choices: ['open', 'close'], required: true, help: 'what never ends' }],
-    setup: (o) => ({ size: o.size, shared: o.hang }),
+    options: [{ key: 'size', type: 'size', required: true, help: 'size' }, { key: 'hang', type: 'enum', choices: ['open', 'close', 'cleanup'], required: true, help: 'what never ends' }],
+    setup: (o) => ({ size: o.size, shared: o.hang, cleanup: o.hang === 'cleanup' ? never : undefined }),
     open: (ctx) => (ctx.shared === 'open' ? never() : { read: (r) => r.length, write: (r) => r.length, close: never }),
   };`);
 }

@@ -653,6 +653,9 @@ const POOLED_ALONE = 'a device on shared serving threads (a daemon\'s) cannot be
 /** How long letting go waits for a shared thread to finish with a device (it cannot be made to; see QueueWorker.quit). */
 const SHARED_LETGO_MS = 10_000;
 
+/** How long a stop waits for the target's cleanup(). */
+const CLEANUP_MS = 10_000;
+
 /** How long a stop waits with no request moving before it fails the ones the target holds (see teardown). */
 const STOP_GRACE_MS = 10_000;
 
@@ -697,7 +700,13 @@ async function teardown(ctrl: UblkControl | null, id: number | undefined, charFd
   if (counters.fd >= 0) native.close(counters.fd); // the main thread's mapping stays readable
   if (shmem) await attempt(() => shmem.unregister(id === undefined ? null : ctrl, id ?? -1));
   if (ctrl && id !== undefined && ending !== 'release') await attempt(() => ctrl.delDev(id));
-  await attempt(() => setup.cleanup?.());
+  // (bounded as a target's close() is: a cleanup that never ends must not hold the stop, nor the daemon's `del`)
+  await attempt(async () => {
+    const cleaning = setup.cleanup?.();
+    if (cleaning && !(await settledWithin(Promise.resolve(cleaning), CLEANUP_MS))) {
+      console.error(`ublk-ts: device ${id}: its target's cleanup() did not finish within ${CLEANUP_MS / 1000} s: going on without it`);
+    }
+  });
   if (closeControl) ctrl?.close();
   if (report && errors.length) throw errors[0];
 }
