@@ -64,8 +64,8 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
     const info = await ctrl.getDevInfo(id);
     const params = await ctrl.getParams(id);
     const st = readState(id);
-    const starting = info.ublksrv_pid > 0 ? null : startingServer(st, id);
-    const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : starting;
+    const starting = startingServer(st, id);
+    const pid = starting ?? (info.ublksrv_pid > 0 ? info.ublksrv_pid : null);
     return {
       id,
       path: blockDevicePath(id),
@@ -167,8 +167,8 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
     return;
   }
   const st = readState(id);
-  // (not live yet: the server starting it, which its state names)
-  const pid = info.ublksrv_pid > 0 ? info.ublksrv_pid : startingServer(st, id);
+  // (not live yet, or being recovered: the server starting it, which its state names)
+  const pid = startingServer(st, id) ?? (info.ublksrv_pid > 0 ? info.ublksrv_pid : null);
   // Only the processes are watched until they are gone: a control command
   // would queue behind their STOP_DEV, which waits for the requests in
   // flight (see endProcess).

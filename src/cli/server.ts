@@ -5,7 +5,7 @@
 // `ublk-ts quiesce` asked (SIGUSR2) to hand over to a new server.
 import { UblkDevice, type CreateHooks, type DeviceOptions } from '../ublk/control/device.js';
 import { listenControl } from './control-socket.js';
-import { removeState, writeState } from './state.js';
+import { readState, removeState, writeState, type DeviceState } from './state.js';
 import { totalStats } from '../ublk/stats.js';
 
 /** What `ublk-ts quiesce` sends a server (SIGUSR1 is Node's debugger). */
@@ -44,6 +44,7 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
     quiesced ??= dev.quiesce().catch((e: unknown) => console.error(`ublk-ts[${process.pid}]: ${dev!.path}: quiesce: ${(e as Error).message}`));
   };
   let startingId: number | null = null;
+  let found: DeviceState | null = null;
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on(QUIESCE_SIGNAL, onQuiesce);
@@ -51,12 +52,21 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
   try {
     const { recoverId, supervise, ...device } = cfg;
     const supervisor = Number(process.env.UBLK_TS_SUPERVISOR) || undefined;
-    // Until it is live, `del` finds us in its state (the kernel names no server before START_DEV).
-    const added = (id: number): void => {
+    // Until it is live, `del` finds us in its state (the kernel names no
+    // server before START_DEV, and a dead one while recovering); a failed
+    // recovery puts back the state it found, whose configuration the next `recover` uses.
+    const starting = (id: number): void => {
       startingId = id;
-      hooks.added?.(id);
-      writeState({ id, pid: process.pid, supervisor, starting: true, target: cfg.target, options: device.options ?? {} });
+      writeState({ id, pid: process.pid, supervisor, starting: true, target: cfg.target, options: device.options ?? {}, config: { ...device, supervise } });
     };
+    const added = (id: number): void => {
+      hooks.added?.(id);
+      starting(id);
+    };
+    if (recoverId !== undefined) {
+      found = readState(recoverId);
+      starting(recoverId);
+    }
     dev = await (recoverId === undefined
       ? UblkDevice.create(device, { ...hooks, added, signal: creating.signal })
       : UblkDevice.recover(recoverId, device, { signal: creating.signal }));
@@ -100,7 +110,10 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
   } finally {
     control?.close();
     if (dev) removeState(dev.id);
-    if (startingId !== null) removeState(startingId);
+    if (startingId !== null) {
+      if (found) writeState(found);
+      else removeState(startingId);
+    }
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.off(QUIESCE_SIGNAL, onQuiesce);

@@ -19,8 +19,9 @@ export interface DeviceState {
   target: string;
   options: Record<string, unknown>;
   /**
-   * Written right after ADD_DEV, while the server (`pid`) starts the device:
-   * the kernel names no server before START_DEV, and `del` finds it here.
+   * Written right after ADD_DEV (or before a recovery), while the server
+   * (`pid`) starts the device: the kernel names no server before START_DEV
+   * (a dead one while recovering), and `del` finds it here.
    */
   starting?: boolean;
   /** The server's fd of the device's counters (UblkDevice.statsFd). */
@@ -61,7 +62,7 @@ export function daemonServes(st: DeviceState | null, pid: number): boolean {
 }
 
 /**
- * The server starting device `id` (not live yet, so the kernel names none):
+ * The server starting device `id` (not live yet, so the kernel names none, or a dead one):
  * the process its state names while `starting`, if that process holds the
  * device's /dev/ublkcN (a stale state's pid may be anyone's by now); else null.
  */

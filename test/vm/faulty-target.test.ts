@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { addDevice, assertClean, cli, delDevice, eventually, fioVerify, FULL, FULL_ONLY, HANG_TARGET, hangingAdd, writeHangTarget, idOf, listDevices, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, eventually, fioVerify, FULL, FULL_ONLY, HANG_TARGET, hangingAdd, hangingRecover, killServer, waitForState, writeHangTarget, idOf, listDevices, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
 import { processHolds } from '../../src/process-alive.js';
 
 vmSuite();
@@ -259,5 +259,19 @@ test('a target whose close() never settles: del still removes the device, within
   delDevice(dev);
   assert.ok(Date.now() - t0 < 30_000, `del took ${Date.now() - t0} ms`);
   assert.match(fs.readFileSync(`/run/ublk-ts/${idOf(dev)}.log`, 'utf8'), /close\(\) did not finish within 10 s/);
+  assertClean();
+});
+
+test('a recovery whose target\'s open never settles: del removes the device, and the recover fails saying so', async () => {
+  writeHangTarget();
+  const dev = addDevice(HANG_TARGET, '--size', '16M', '--hang', 'close', '--recovery', 'requeue', '--no-supervisor');
+  const id = idOf(dev);
+  killServer(id, false);
+  await waitForState(id, 'quiesced');
+  const recovering = await hangingRecover(id);
+  assert.equal(listDevices().find((d) => d.id === id)?.state, 'starting');
+  const r = cli('del', String(id));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match((await recovering.ended).stderr, /stopped by SIGTERM before the device was live/);
   assertClean();
 });

@@ -234,25 +234,44 @@ export function writeHangTarget(): void {
   };`);
 }
 
-/** `ublk-ts add` of HANG_TARGET whose open never ends, left running: the device it made (its id, once ADD_DEV gave one) and how the add ended. */
-export async function hangingAdd(...args: string[]): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
-  writeHangTarget();
-  const before = new Set(deviceIds());
-  const proc = spawn(process.execPath, [CLI, 'add', HANG_TARGET, '--size', '16M', '--hang', 'open', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** A CLI command left running: its process, and how it ended. */
+function spawnCli(args: string[]): { proc: ChildProcess; ended: Promise<Run> } {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '', stderr = '';
   proc.stdout!.on('data', (d: Buffer) => (stdout += d));
   proc.stderr!.on('data', (d: Buffer) => (stderr += d));
-  const ended = new Promise<Run>((r) => proc.once('close', (code) => r({ code, stdout, stderr })));
+  return { proc, ended: new Promise<Run>((r) => proc.once('close', (code) => r({ code, stdout, stderr }))) };
+}
+
+/** Whether a server, named in device `id`'s state as starting it, holds its /dev/ublkcN (on its way to the target's open). */
+function startingHeld(id: number): boolean {
+  const st = readState(id);
+  return st?.starting === true && processHolds(st.pid, `/dev/ublkc${id}`);
+}
+
+/** Runs `args` until `device()` names a device a server is starting; the command is left running. */
+async function hangingCli(args: string[], device: () => number | undefined): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
+  writeHangTarget();
+  const { proc, ended } = spawnCli(args);
   for (let i = 0; i < 600; i++) {
-    const id = deviceIds().find((n) => !before.has(n));
-    // (and its server, named in its state, holds /dev/ublkcN: it is on its way to the open)
-    const st = id === undefined ? null : readState(id);
-    if (id !== undefined && st && processHolds(st.pid, `/dev/ublkc${id}`)) return { id, proc, ended };
+    const id = device();
+    if (id !== undefined && startingHeld(id)) return { id, proc, ended };
     if (proc.exitCode !== null) break;
     await sleep(100);
   }
   proc.kill('SIGKILL');
-  throw new Error(`add did not make a device: ${JSON.stringify(await ended)}`);
+  throw new Error(`${args.slice(0, 2).join(' ')}: no server reached the target's open: ${JSON.stringify(await ended)}`);
+}
+
+/** `ublk-ts add` of HANG_TARGET whose open never ends, left running: the device it made and how the add ended. */
+export function hangingAdd(...args: string[]): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
+  const before = new Set(deviceIds());
+  return hangingCli(['add', HANG_TARGET, '--size', '16M', '--hang', 'open', ...args], () => deviceIds().find((n) => !before.has(n)));
+}
+
+/** `ublk-ts recover ID` of a HANG_TARGET device, with an open that never ends, left running. */
+export function hangingRecover(id: number): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
+  return hangingCli(['recover', String(id), '--hang', 'open'], () => id);
 }
 
 /** Waits up to `ms` for `cond`. */
