@@ -130,14 +130,12 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     refuseForDaemon(cfg);
     const { recoverId: _r, supervise: _s, ...device } = cfg;
     // Until it is live, `del` finds the device's server in its state (the kernel names none before START_DEV).
-    const added = (id: number): void => {
-      adding!.id = id;
-      writeState({ id, pid: process.pid, daemon: true, starting: true, target: cfg.target, options: device.options ?? {} });
-    };
+    const added = (id: number): void => void (adding!.id = id);
+    const opened = (id: number): void => writeState({ id, pid: process.pid, daemon: true, starting: true, target: cfg.target, options: device.options ?? {} });
     let dev: UblkDevice;
     try {
       dev = await (recoverId === undefined
-        ? UblkDevice.create(device, { pool, control, signal: adding?.abort.signal, added })
+        ? UblkDevice.create(device, { pool, control, signal: adding?.abort.signal, added, opened })
         : UblkDevice.recover(recoverId, device, { pool, control }));
     } catch (e) {
       if (adding?.id != null) removeState(adding.id);

@@ -55,21 +55,14 @@ export async function serve(cfg: ServeConfig, onLive: (dev: UblkDevice) => void,
     // Until it is live, `del` finds us in its state (the kernel names no
     // server before START_DEV, and a dead one while recovering); a failed
     // recovery puts back the state it found, whose configuration the next `recover` uses.
-    const starting = (id: number): void => {
+    const opened = (id: number): void => {
       startingId = id;
+      if (recoverId !== undefined) found = readState(id);
       writeState({ id, pid: process.pid, supervisor, starting: true, target: cfg.target, options: device.options ?? {}, config: { ...device, supervise } });
     };
-    const added = (id: number): void => {
-      hooks.added?.(id);
-      starting(id);
-    };
-    if (recoverId !== undefined) {
-      found = readState(recoverId);
-      starting(recoverId);
-    }
     dev = await (recoverId === undefined
-      ? UblkDevice.create(device, { ...hooks, added, signal: creating.signal })
-      : UblkDevice.recover(recoverId, device, { signal: creating.signal }));
+      ? UblkDevice.create(device, { ...hooks, opened, signal: creating.signal })
+      : UblkDevice.recover(recoverId, device, { opened, signal: creating.signal }));
     startingId = null;
     const config: ServeConfig = { ...device, supervise };
     const save = (): void => writeState({

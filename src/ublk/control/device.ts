@@ -117,6 +117,12 @@ export interface CreateHooks {
    */
   added?(id: number): void;
   /**
+   * Told once this process holds the device's /dev/ublkcN (created, or
+   * being recovered), before its target opens: from then on until it is
+   * live, only this process can give the start up (`signal`).
+   */
+  opened?(id: number): void;
+  /**
    * Gives up creating (or recovering) the device when it fires (a `del` of
    * the device while it starts, the server told to stop): a target's setup or
    * open that has not settled is not waited for (and undone when it does),
@@ -403,7 +409,7 @@ export class UblkDevice {
    * fetched or prepared again, END_USER_RECOVERY. `opts` must be what the
    * device was created with. On failure the device stays as it was, for another try.
    */
-  static recover(id: number, opts: DeviceOptions, hooks: Pick<CreateHooks, 'pool' | 'control' | 'signal'> = {}): Promise<UblkDevice> {
+  static recover(id: number, opts: DeviceOptions, hooks: Pick<CreateHooks, 'pool' | 'control' | 'signal' | 'opened'> = {}): Promise<UblkDevice> {
     return UblkDevice.attach(opts, id, hooks);
   }
 
@@ -458,11 +464,13 @@ export class UblkDevice {
         if ((info.flags & mode.flags) !== mode.flags) throw new Error(`the kernel did not grant ${featureNames(mode.flags & ~info.flags).join(', ')}`);
         hooks.added?.(info.dev_id);
         charFd = await openCharDevice(info.dev_id);
+        hooks.opened?.(info.dev_id);
         await ctrl.setParams(info.dev_id, deviceParams(setup, info.max_io_buf_bytes, o));
         if (o.shmem !== undefined) shmem = await SharedRegion.register(ctrl, info.dev_id, o.shmem, o.shmemReadOnly === true);
       } else {
         info = await startRecovery(ctrl, existing, mode, setup.size);
         charFd = await openCharDevice(info.dev_id);
+        hooks.opened?.(info.dev_id);
       }
       // (no-op unless the kernel clamped the queues below the estimate)
       if (room) room = hooks.pool!.shrink(room, info.nr_hw_queues * info.queue_depth);
