@@ -7,7 +7,7 @@ import { native, check, ErrnoError } from '../native.js';
 import { IOVEC, LAYOUTS } from './layout.js';
 import { setupRing, type RingOptions, type RingSetup } from './setup.js';
 import {
-  IORING_ENTER_EXT_ARG, IORING_ENTER_GETEVENTS, IORING_FEAT_MIN_TIMEOUT, IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_EVENTFD,
+  IORING_CQ_EVENTFD_DISABLED, IORING_ENTER_EXT_ARG, IORING_ENTER_GETEVENTS, IORING_FEAT_MIN_TIMEOUT, IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_EVENTFD,
   IORING_REGISTER_FILES, IORING_REGISTER_FILES_UPDATE, IORING_RSRC_REGISTER_SPARSE, IORING_SETUP_DEFER_TASKRUN, IORING_SQ_CQ_OVERFLOW,
   IORING_SETUP_TASKRUN_FLAG, IORING_SQ_TASKRUN, IORING_UNREGISTER_BUFFERS, IORING_UNREGISTER_EVENTFD, IORING_UNREGISTER_FILES,
 } from './constants.js';
@@ -81,6 +81,7 @@ export class Ring {
   private readonly sqMask: number;
   private readonly cqHead: number;
   private readonly cqTail: number;
+  private readonly cqFlags: number;
   private readonly cqMask: number;
   private readonly cqes: number;
   private readonly sqeShift: number;
@@ -132,6 +133,7 @@ export class Ring {
     this.sqMask = r.sqMask;
     this.cqHead = r.cqHead;
     this.cqTail = r.cqTail;
+    this.cqFlags = r.cqFlags;
     this.cqMask = r.cqMask;
     this.cqes = r.cqes;
     this.sqeU8 = new Uint8Array(r.sqes);
@@ -182,6 +184,18 @@ export class Ring {
   /** SQEs prepared but not yet consumed by the kernel. */
   pending(): number {
     return (this.sqeTail - loadAcquire(this.sq, this.sqHead)) >>> 0;
+  }
+
+  /**
+   * Whether the kernel signals the registered eventfd (IORING_CQ_EVENTFD_DISABLED
+   * in the CQ ring's flags: shared memory, no system call). Off while no one
+   * watches the eventfd, it saves the kernel an eventfd signal per completion
+   * or task-work batch; turned on again before looking whether to sleep on it.
+   */
+  eventfdSignals(on: boolean): void {
+    const f = Atomics.load(this.cq, this.cqFlags);
+    const want = on ? f & ~IORING_CQ_EVENTFD_DISABLED : f | IORING_CQ_EVENTFD_DISABLED;
+    if (want !== f) Atomics.store(this.cq, this.cqFlags, want);
   }
 
   /** The kernel's IORING_SQ_* flags (NEED_WAKEUP, CQ_OVERFLOW, TASKRUN); an Atomics read, for spin loops. */

@@ -54,6 +54,8 @@ export interface RingSetup {
   /** Word indices into `cq`; `cqes` is where CQE 0 starts. */
   cqHead: number;
   cqTail: number;
+  /** cq_off.flags (IORING_CQ_*), in u32 words. */
+  cqFlags: number;
   cqes: number;
   sqMask: number;
   cqMask: number;
@@ -112,7 +114,7 @@ function mapRings(fd: number, flags: number, pv: DataView, maps: ArrayBuffer[]):
   return {
     fd, flags, features, sqEntries, cqEntries, sqeSize, maps, sq, cq, sqes: maps[maps.length - 1]!,
     sqHead: sqOff('head') >> 2, sqTail: sqOff('tail') >> 2, sqFlags: sqOff('flags') >> 2, sqArray: sqOff('array') >> 2,
-    cqHead: cqOff('head') >> 2, cqTail: cqOff('tail') >> 2, cqes: cqOff('cqes') >> 2,
+    cqHead: cqOff('head') >> 2, cqTail: cqOff('tail') >> 2, cqFlags: cqOff('flags') >> 2, cqes: cqOff('cqes') >> 2,
     sqMask: sq[sqOff('ring_mask') >> 2]!, cqMask: cq[cqOff('ring_mask') >> 2]!,
   };
 }

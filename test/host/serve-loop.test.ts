@@ -22,10 +22,11 @@ interface Script {
  * task work (the kernel ran out of its batch, say); runTaskWork clears the
  * flag and runs what there is, as the kernel does.
  */
-async function runLoop(script: Script, completeElsewhere: (finish: () => void) => void, ms = 2000): Promise<number> {
+async function runLoop(script: Script, completeElsewhere: (finish: () => void) => void, ms = 2000, log: string[] = []): Promise<number> {
   let ready = 0, enters = 0;
   const ring = {
     enters: 0,
+    eventfdSignals: (on: boolean) => void log.push(`signals ${on ? 'on' : 'off'}`),
     submit: () => {
       if (++enters > 10_000) throw new Error('the loop spins');
       return 0;
@@ -37,7 +38,10 @@ async function runLoop(script: Script, completeElsewhere: (finish: () => void) =
       script.work = false;
       return 0;
     },
-    cqReady: () => ready,
+    cqReady: () => {
+      log.push('looks');
+      return ready;
+    },
     enterPending: () => script.taskrun,
     reap: (fn: (lo: number, hi: number, res: number, flags: number) => void) => {
       const n = ready;
@@ -88,4 +92,15 @@ test('a stale IORING_SQ_TASKRUN (nothing pending) does not keep the loop spinnin
   });
   assert.ok(woken, 'the timer ran');
   assert.ok(enters <= 4, `${enters} enters`);
+});
+
+test('the kernel signals the eventfd from before the loop looks whether it may sleep on it, and not while it blocks in io_uring_enter', async () => {
+  // A completion between the look and turning the signals on would go
+  // unsignalled, and the loop sleep on it for good.
+  const log: string[] = [];
+  await runLoop({ taskrun: false, work: false }, (finish) => void setTimeout(finish, 50), 2000, log);
+  assert.equal(log[0], 'signals off', 'off while the loop may block in the kernel');
+  const on = log.indexOf('signals on'), look = log.indexOf('looks');
+  assert.ok(on > 0 && look > on, `turned on before the first look: ${log.join(', ')}`);
+  assert.equal(log[log.length - 1], 'signals on', 'on again for the ring\'s other users once the loop ends');
 });

@@ -139,6 +139,7 @@ export async function serveLoop(ring: Ring, wakeup: RingWakeup, waker: Waker, cl
     await serve(ring, wakeup, waker, client, quit, opts, counters, gc);
   } finally {
     gc.stop();
+    ring.eventfdSignals(true); // (the ring's other users may watch it)
   }
 }
 
@@ -156,12 +157,17 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopC
   // that blocks in io_uring_enter, not started and stopped around every wait:
   // two epoll_ctl calls per wake saved. A wake it reports while no one waits
   // is dropped (Waker), and the turn after a wait looks at the ring anyway.
+  // While it is not watched the kernel does not signal it either (a flag in
+  // the ring's shared memory); it does again from before the turn looks
+  // whether it may sleep, so that nothing arriving after that look goes unsignalled.
   let watching = false;
+  ring.eventfdSignals(false);
   while (client.active && !quit.fired) {
     const inline = client.flush();
     if (d.asyncInFlight === 0) {
       if (watching) {
         wakeup.stop();
+        ring.eventfdSignals(false);
         watching = false;
       }
       const burst = d.dispatched - seen > 1;
@@ -188,12 +194,13 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopC
         waitPastInline(ring, inline);
       }
     } else {
+      if (!watching) {
+        ring.eventfdSignals(true);
+        wakeup.start();
+        watching = true;
+      }
       ring.submit();
       if (maySleep(ring, inline)) {
-        if (!watching) {
-          wakeup.start();
-          watching = true;
-        }
         await waker.wait();
         ring.submit(); // runs the deferred task work that woke us, if that was it (IORING_SQ_TASKRUN)
       }
