@@ -12,7 +12,7 @@ import { UblkDevice } from '../ublk/control/device.js';
 import { ThreadPool } from '../ublk/control/serving-thread.js';
 import { ModeError } from '../ublk/mode.js';
 import { processAlive } from '../process-alive.js';
-import { deviceIds } from './devices.js';
+import { deleteDevice, deviceIds } from './devices.js';
 import { readArgs, type Command } from './command.js';
 import { askJson, listenJson, NoServerError, type CodedError } from './control-socket.js';
 import { exitCodeOf, oneLine, ReportedError, UsageError } from './errors.js';
@@ -218,7 +218,10 @@ async function runDaemon(threads: number, pollUsec: number | undefined): Promise
     const st = readState(id);
     if (!st?.daemon || processAlive(st.pid)) continue;
     if (st.starting) {
-      say(`/dev/ublkb${id} was being added when daemon ${st.pid} ended, and never went live: \`ublk-ts del ${id}\` removes it`);
+      // Never reported live, so no one waits for it: removed, as `add` removes a device whose own server died starting it.
+      await deleteDevice(control, id, true).then(
+        () => say(`/dev/ublkb${id}, being added when daemon ${st.pid} ended, removed`),
+        (e: unknown) => say(`/dev/ublkb${id}, being added when daemon ${st.pid} ended, not removed: ${oneLine(e)} (\`ublk-ts del ${id}\` tries again)`));
       continue;
     }
     if (!st.config) continue;

@@ -338,7 +338,7 @@ test('the daemon killed (-9) under fio and started again: it recovers every devi
   assertClean();
 });
 
-test("a target whose open() never settles, on the daemon's threads: `del` removes its device and the add fails saying so, Ctrl-C on an add removes its device, and SIGTERM stops the daemon with one starting; one whose close() or cleanup() never settles is removed too; the daemon serves on meanwhile", async () => {
+test("a target whose open() never settles, on the daemon's threads: `del` removes its device and the add fails saying so, Ctrl-C on an add removes its device, and SIGTERM stops the daemon with one starting; one whose close() or cleanup() never settles is removed too; the daemon serves on meanwhile, and the next daemon removes a device one killed while adding it", async () => {
   await withDaemon(['--threads', '1'], async (d) => {
     const deleted = await hangingAdd();
     assert.equal(listDevices().find((x) => x.id === deleted.id)?.state, 'starting');
@@ -367,11 +367,24 @@ test("a target whose open() never settles, on the daemon's threads: `del` remove
     run('dd', [`if=${dev}`, 'of=/dev/null', 'bs=4k', 'count=16', 'iflag=direct', 'status=none']);
     delDevice(dev);
 
-    const stopping = await hangingAdd();
-    assert.equal(await stopDaemon(d), 0, 'the daemon stops with an add under way');
-    const out = await stopping.ended;
-    assert.notEqual(out.code, 0);
-    assert.match(out.stderr, /the daemon is stopping/);
+    // A daemon killed while it adds a device: the next one removes that device, which never went live.
+    const orphan = await hangingAdd();
+    d.proc.kill('SIGKILL');
+    await d.exited;
+    await orphan.ended;
+    const next = await startDaemon('--threads', '1');
+    try {
+      assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${orphan.id}`), 30_000), 'the next daemon removed the orphan');
+      assert.match(fs.readFileSync(LOG, 'utf8'), new RegExp(`ublkb${orphan.id}, being added when daemon \\d+ ended, removed`));
+
+      const stopping = await hangingAdd();
+      assert.equal(await stopDaemon(next), 0, 'the daemon stops with an add under way');
+      const out = await stopping.ended;
+      assert.notEqual(out.code, 0);
+      assert.match(out.stderr, /the daemon is stopping/);
+    } finally {
+      await stopDaemon(next);
+    }
   });
   assertClean();
 });
