@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { addDevice, assertClean, CLI, cli, delDevice, eventually, fioVerify, HANG_TARGET, hangingAdd, writeHangTarget, idOf, listDevices, loadBrd, run, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, CLI, cli, delDevice, fioVerify, HANG_TARGET, hangingAdd, writeHangTarget, idOf, listDevices, loadBrd, run, sleep, vmSuite } from './helpers.js';
 import { askDaemon, daemonStatus, type DaemonStatus } from '../../src/cli/daemon.js';
+import { waitFor } from '../../src/cli/devices.js';
 import type { ServeConfig } from '../../src/cli/server.js';
 
 vmSuite();
@@ -351,7 +352,7 @@ test("a target whose open() never settles, on the daemon's threads: `del` remove
 
     const interrupted = await hangingAdd();
     interrupted.proc.kill('SIGINT');
-    assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`), 30_000), 'the interrupted add\'s device is removed');
+    assert.ok(await waitFor(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`), 30_000), 'the interrupted add\'s device is removed');
 
     // A target whose close() or cleanup() never ends does not hold its device's removal either.
     writeHangTarget();
@@ -374,7 +375,7 @@ test("a target whose open() never settles, on the daemon's threads: `del` remove
     await orphan.ended;
     const next = await startDaemon('--threads', '1');
     try {
-      assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${orphan.id}`), 30_000), 'the next daemon removed the orphan');
+      assert.ok(await waitFor(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${orphan.id}`), 30_000), 'the next daemon removed the orphan');
       assert.match(fs.readFileSync(LOG, 'utf8'), new RegExp(`ublkb${orphan.id}, being added when daemon \\d+ ended, removed`));
 
       const stopping = await hangingAdd();

@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { addDevice, assertClean, cli, delDevice, eventually, fioVerify, FULL, FULL_ONLY, HANG_TARGET, hangingAdd, hangingRecover, killServer, waitForState, writeHangTarget, idOf, listDevices, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
+import { addDevice, assertClean, cli, delDevice, fioVerify, FULL, FULL_ONLY, HANG_TARGET, hangingAdd, hangingRecover, killServer, waitForState, writeHangTarget, idOf, listDevices, ROOT, run, serverPids, sleep, vmSuite } from './helpers.js';
 import { processHolds } from '../../src/process-alive.js';
+import { waitFor } from '../../src/cli/devices.js';
 
 vmSuite();
 
@@ -247,7 +248,7 @@ test("a target whose open() never settles: `list` shows its device starting, `de
   const interrupted = await hangingAdd();
   interrupted.proc.kill('SIGINT');
   await interrupted.ended;
-  assert.ok(await eventually(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`) && serverPids().length === 0, 30_000),
+  assert.ok(await waitFor(() => !fs.existsSync(`/sys/class/ublk-char/ublkc${interrupted.id}`) && serverPids().length === 0, 30_000),
     'the device of the interrupted add is removed, and its server gone');
   assertClean();
 });

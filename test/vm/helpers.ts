@@ -273,9 +273,3 @@ export function hangingAdd(...args: string[]): Promise<{ id: number; proc: Child
 export function hangingRecover(id: number): Promise<{ id: number; proc: ChildProcess; ended: Promise<Run> }> {
   return hangingCli(['recover', String(id), '--hang', 'open'], () => id);
 }
-
-/** Waits up to `ms` for `cond`. */
-export async function eventually(cond: () => boolean, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (cond()) return true;
-  return cond();
-}

@@ -16,6 +16,7 @@ import type { Ring } from '../../uring/ring.js';
 import { native } from '../../native.js';
 import { blockInFlight } from '../block-in-flight.js';
 import { abortable } from '../../abortable.js';
+import { settledWithin } from '../../settled-within.js';
 import { loadTarget } from '../target-loader.js';
 import type { Target, TargetOptions } from '../target.js';
 import type { QueueAssignment, ServingMode } from '../mode.js';
@@ -516,21 +517,20 @@ export class ThreadHost implements LoopClient {
 
   /** Closes the device's target, waiting at most `ms`: why it failed, or null. */
   private async closeTarget(d: HostedDevice, ms: number): Promise<string | null> {
-    let timer: NodeJS.Timeout | undefined;
+    const failure = (e: unknown): string => `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
     try {
       const closing = d.target?.close?.();
       if (!closing) return null;
-      const late = new Promise<string>((r) => {
-        timer = setTimeout(r, ms, `its target's close() did not finish within ${ms / 1000} s: the device left without it`);
-      });
-      const failed = await Promise.race([Promise.resolve(closing).then(() => null), late]);
+      let failed: string | null = null;
+      const closed = Promise.resolve(closing).catch((e: unknown) => { failed = failure(e); });
+      if (await settledWithin(closed, ms)) return failed;
       // (a broken target's: its failure is reported already)
-      if (failed !== null && !d.broken) console.error(`ublk-ts: device ${d.cfg.devId}: ${failed}`);
-      return d.broken ? null : failed;
+      if (d.broken) return null;
+      const late = `its target's close() did not finish within ${ms / 1000} s: the device left without it`;
+      console.error(`ublk-ts: device ${d.cfg.devId}: ${late}`);
+      return late;
     } catch (e) {
-      return `the target's close failed: ${(e as Error)?.message ?? String(e)}`;
-    } finally {
-      clearTimeout(timer);
+      return failure(e);
     }
   }
 
