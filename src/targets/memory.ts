@@ -46,19 +46,26 @@ export default defineTarget<{ size: number }, { fd: number; metaFd: number }>({
   setup(options, device) {
     const metadataSize = device?.metadataSize ?? 0;
     const fd = native.memfdCreate('ublk-ts-memory', MFD_CLOEXEC);
-    fs.ftruncateSync(fd, options.size);
     const metaFd = metadataSize ? native.memfdCreate('ublk-ts-memory-metadata', MFD_CLOEXEC) : -1;
-    const metaBytes = (size: number) => size / 512 * metadataSize;
-    if (metadataSize) fs.ftruncateSync(metaFd, metaBytes(options.size));
+    const truncate = (size: number) => {
+      fs.ftruncateSync(fd, size);
+      if (metadataSize) fs.ftruncateSync(metaFd, size / 512 * metadataSize);
+    };
+    truncate(options.size);
+    let current = options.size;
     return {
       size: options.size,
       caps: { discard: !metadataSize, writeZeroes: !metadataSize },
       integrity: true,
       shared: { fd, metaFd },
-      // Shrinking frees what lies past the new end; growing adds a hole (zeros).
+      // Shrinking frees what lies past the new end; growing adds a hole
+      // (zeros). A WRITE the kernel issued before a shrink may still land
+      // past the new end after it, growing the memfd again: growing first
+      // cuts back to the size the device had, so that such data never shows.
       resize: (size) => {
-        fs.ftruncateSync(fd, size);
-        if (metadataSize) fs.ftruncateSync(metaFd, metaBytes(size));
+        if (size > current) truncate(current);
+        truncate(size);
+        current = size;
       },
       cleanup: () => {
         native.close(fd);

@@ -132,3 +132,22 @@ test('zoned: a short WRITE or ZONE_APPEND fails whole (the write pointer has mov
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(r.stdout.trim().split('\n'), [`write ${-EIO}`, `append ${-EIO} ${3 * 2048}`, 'whole 8192']);
 });
+
+test('memory: growing reads zeros past the old end, even where a WRITE in flight during a shrink landed after it', async () => {
+  const options = { size: 1 << 20 };
+  const setup = await memory.setup(options);
+  try {
+    const target: Target = await memory.open({ devId: 0, queueId: 0, depth: 1, maxIoBytes: BS, options, shared: setup.shared!, io: {} as TargetIo });
+    const at = (3 << 20) / 4;
+    const req = (fill: number) => ({ sector: at / 512, length: BS, buffer: new Uint8Array(BS).fill(fill) }) as unknown as UblkRequest;
+    setup.resize!(1 << 19);
+    // The late WRITE, issued while the device was 1 MiB, lands after the truncate.
+    assert.equal(target.write!(req(0xab)), BS);
+    setup.resize!(1 << 20);
+    const back = req(0x55);
+    assert.equal(target.read!(back), BS);
+    assert.ok(back.buffer.every((b) => b === 0), 'the grown range reads zeros');
+  } finally {
+    await setup.cleanup?.();
+  }
+});
