@@ -14,7 +14,7 @@ import { StallWatch } from '../stall-watch.js';
 import { progressMark } from '../ublk/stats.js';
 import { deviceTotals } from './stats.js';
 import { UsageError } from './errors.js';
-import { daemonServes, readState, removeState, startingServer } from './state.js';
+import { daemonServes, readState, removeState, serverOf } from './state.js';
 import { askDaemon } from './daemon.js';
 
 export interface DeviceListing {
@@ -64,12 +64,11 @@ export async function describe(ctrl: UblkControl, id: number): Promise<DeviceLis
     const info = await ctrl.getDevInfo(id);
     const params = await ctrl.getParams(id);
     const st = readState(id);
-    const starting = startingServer(st, id);
-    const pid = starting ?? (info.ublksrv_pid > 0 ? info.ublksrv_pid : null);
+    const { pid, starting } = serverOf(st, id, info.ublksrv_pid);
     return {
       id,
       path: blockDevicePath(id),
-      state: starting !== null ? 'starting' : STATE_NAMES[info.state] ?? String(info.state),
+      state: starting ? 'starting' : STATE_NAMES[info.state] ?? String(info.state),
       target: st && st.pid === pid ? st.target : 'unknown',
       size: params.basic.dev_sectors * 512,
       queues: info.nr_hw_queues,
@@ -168,7 +167,7 @@ export async function deleteDevice(ctrl: UblkControl, id: number, goneOk = false
   }
   const st = readState(id);
   // (not live yet, or being recovered: the server starting it, which its state names)
-  const pid = startingServer(st, id) ?? (info.ublksrv_pid > 0 ? info.ublksrv_pid : null);
+  const { pid } = serverOf(st, id, info.ublksrv_pid);
   // Only the processes are watched until they are gone: a control command
   // would queue behind their STOP_DEV, which waits for the requests in
   // flight (see endProcess).

@@ -66,9 +66,18 @@ export function daemonServes(st: DeviceState | null, pid: number): boolean {
  * the process its state names while `starting`, if that process holds the
  * device's /dev/ublkcN (a stale state's pid may be anyone's by now); else null.
  */
-export function startingServer(st: DeviceState | null, id: number): number | null {
+function startingServer(st: DeviceState | null, id: number): number | null {
   if (!st?.starting || !processAlive(st.pid)) return null;
   return processHolds(st.pid, charDevicePath(id)) ? st.pid : null;
+}
+
+/**
+ * The process serving device `id`: the one starting it (startingServer), else
+ * the one the kernel names (`kernelPid`, ublksrv_pid; 0 or less: none).
+ */
+export function serverOf(st: DeviceState | null, id: number, kernelPid: number): { pid: number | null; starting: boolean } {
+  const starting = startingServer(st, id);
+  return starting !== null ? { pid: starting, starting: true } : { pid: kernelPid > 0 ? kernelPid : null, starting: false };
 }
 
 /** The per-device server log (timestamped lines). */
