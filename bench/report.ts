@@ -18,8 +18,14 @@ export class Results {
     v.push(value);
   }
 
+  /** The subject's values in the case, one per round in order (none if not measured). */
+  private values(caseName: string, subject: string): number[] {
+    return this.data.get(caseName)?.get(subject) ?? [];
+  }
+
   get(caseName: string, subject: string): number {
-    return median(this.data.get(caseName)?.get(subject) ?? [NaN]);
+    const v = this.values(caseName, subject);
+    return median(v.length ? v : [NaN]);
   }
 
   /**
@@ -28,7 +34,7 @@ export class Results {
    * highest, which show how far one median ratio can be trusted in this VM.
    */
   private roundRatios(caseName: string, a: string, b: string): string {
-    const xs = this.data.get(caseName)?.get(a) ?? [], ys = this.data.get(caseName)?.get(b) ?? [];
+    const xs = this.values(caseName, a), ys = this.values(caseName, b);
     const r = xs.slice(0, ys.length).map((x, i) => x / ys[i]!).filter((v) => Number.isFinite(v));
     return r.length > 1 ? ` (${Math.min(...r).toFixed(2)}-${Math.max(...r).toFixed(2)})` : '';
   }
