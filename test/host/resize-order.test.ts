@@ -15,7 +15,7 @@ async function device(size: number, updateSize: (id: number, sectors: number) =>
   const { fd } = setup.shared as { fd: number };
   const dev = Object.create(UblkDevice.prototype) as UblkDevice;
   Object.assign(dev, {
-    ctrl: { updateSize }, info: { dev_id: 7 }, size, setup, mode: { logicalBlockSize: 512 },
+    ctrl: { updateSize }, info: { dev_id: 7 }, size, setup, mode: { logicalBlockSize: 512 }, resizeWaitMs: 30_000,
   });
   return { dev, fd, setup };
 }
@@ -66,6 +66,36 @@ test('resize: two resizes at once end with the kernel and the target agreeing on
     assert.equal(kernel, fs.fstatSync(fd).size, `kernel ${kernel}, target ${fs.fstatSync(fd).size}`);
     assert.equal(dev.size, kernel);
   } finally {
+    await setup.cleanup?.();
+  }
+});
+
+test('resize: a target resize that never returns holds a later resize for resizeWaitMs, then that one fails unstarted', { timeout: 10_000 }, async () => {
+  const sizes: number[] = [];
+  const { dev, fd, setup } = await device(2 * MiB, async (_id, sectors) => { sizes.push(sectors * 512); });
+  dev.resizeWaitMs = 200;
+  const targetResize = setup.resize!.bind(setup);
+  let release!: () => void;
+  const stuck = new Promise<void>((r) => { release = r; });
+  let calls = 0;
+  // The target's first resize (a grow) does not return until released.
+  setup.resize = async (size: number) => {
+    if (++calls === 1) await stuck;
+    return targetResize(size);
+  };
+  try {
+    const first = dev.resize(3 * MiB);
+    await assert.rejects(dev.resize(4 * MiB), /an earlier resize of \/dev\/ublkb7 has not ended within 0.2 s/);
+    await assert.rejects(dev.resize(MiB), /has not ended/, 'a later one waits for the stuck one too');
+    assert.deepEqual(sizes, [], 'no UPDATE_SIZE went out meanwhile');
+    assert.equal(calls, 1, 'nor did the target resize again');
+    release();
+    await first;
+    await dev.resize(MiB);
+    assert.deepEqual(sizes, [3 * MiB, MiB]);
+    assert.equal(fs.fstatSync(fd).size, MiB);
+  } finally {
+    release();
     await setup.cleanup?.();
   }
 });

@@ -525,18 +525,36 @@ export class UblkDevice {
    * first (which may refuse), then the kernel's; shrinking, the kernel's
    * first, so that requests still in its old range are served, and a
    * refused UPDATE_SIZE leaves the data past the new end in place. One
-   * resize at a time (control commands complete in any order). Shrinking
+   * resize at a time (control commands complete in any order): one asked
+   * for while another is under way waits for it, for `resizeWaitMs` at
+   * most, and then fails without starting (a target's resize that never
+   * returns would otherwise hold every later one for good). Shrinking
    * while the end of the device is in use is the user's business, as with
    * any block device.
    */
   resize(size: number): Promise<void> {
-    const run = (this.resizing ?? Promise.resolve()).then(() => this.resizeNow(size));
-    this.resizing = run.catch(() => {});
+    const prior = this.resizing;
+    const run = (prior ? this.awaitResize(prior) : Promise.resolve()).then(() => this.resizeNow(size));
+    const mine = run.catch(() => {});
+    // One that gave up waiting ends, the one it waited for may not: the next waits for both.
+    this.resizing = prior ? Promise.all([prior, mine]).then(() => {}) : mine;
     return run;
   }
 
-  /** The last resize asked for, settled or not. */
+  /** How long a resize waits for the one before it to end. */
+  resizeWaitMs = 30_000;
+
+  /** Every resize asked for so far has ended (settles then). */
   private resizing: Promise<void> | null = null;
+
+  private awaitResize(prior: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ModeError(`an earlier resize of ${this.path} has not ended within ${this.resizeWaitMs / 1000} s ` +
+        '(its target has not finished resizing); this one was not started: try again later, or `del` the device')), this.resizeWaitMs);
+    });
+    return Promise.race([prior, late]).finally(() => clearTimeout(timer));
+  }
 
   private async resizeNow(size: number): Promise<void> {
     const lbs = this.mode.logicalBlockSize;
