@@ -22,6 +22,7 @@ const CQE_UD = CQE.user_data[0] >> 2, CQE_RES = CQE.res[0] >> 2, CQE_FLAGS = CQE
 const RR = LAYOUTS.io_uring_rsrc_register;
 const GETEVENTS_ARG = LAYOUTS.io_uring_getevents_arg;
 const MIN_WAIT_USEC = GETEVENTS_ARG.fields.min_wait_usec[0] >> 2;
+const TS_PTR = GETEVENTS_ARG.fields.ts[0] >> 3;
 const IOV_WORDS = IOVEC.size >> 2, IOV_BASE = IOVEC.fields.iov_base[0] >> 2, IOV_LEN = IOVEC.fields.iov_len[0] >> 2;
 
 /**
@@ -99,9 +100,13 @@ export class Ring {
   /** Registered buffers, kept reachable (and mapped) while the kernel may use them. */
   private buffers: ArrayBufferView[] = [];
   private isClosed = false;
-  /** struct io_uring_getevents_arg for submitAndWaitMin (no sigmask, no timeout). */
+  /** struct io_uring_getevents_arg for submitAndWaitMin and submitAndWaitTimeout (no sigmask). */
   private readonly extArg = new Uint8Array(GETEVENTS_ARG.size);
   private readonly extArgU32 = new Uint32Array(this.extArg.buffer);
+  private readonly extArgU64 = new BigUint64Array(this.extArg.buffer);
+  /** The struct __kernel_timespec extArg's ts points to (an ArrayBuffer's memory does not move). */
+  private readonly timespec = new BigInt64Array(2);
+  private readonly timespecAddr = BigInt(native.addressOf(this.timespec));
 
   static create(opts: RingOptions): Ring {
     const r = setupRing(opts);
@@ -252,6 +257,25 @@ export class Ring {
     this.extArgU32[MIN_WAIT_USEC] = minWaitUsec;
     const res = this.enter(waitNr, IORING_ENTER_EXT_ARG, true);
     return res === -ETIME ? 0 : res;
+  }
+
+  /**
+   * Submits and waits for `waitNr` CQEs for at most `timeoutUsec`
+   * (IORING_ENTER_EXT_ARG ts, Linux 5.11+); returns 0 if the time ran out
+   * (-ETIME), whatever the CQ holds then.
+   */
+  submitAndWaitTimeout(waitNr: number, timeoutUsec: number): number {
+    const ts = this.timespec, us = Math.max(0, Math.floor(timeoutUsec));
+    ts[0] = BigInt(Math.floor(us / 1e6));
+    ts[1] = BigInt((us % 1e6) * 1000);
+    this.extArgU32[MIN_WAIT_USEC] = 0;
+    this.extArgU64[TS_PTR] = this.timespecAddr;
+    try {
+      const res = this.enter(waitNr, IORING_ENTER_EXT_ARG, true);
+      return res === -ETIME ? 0 : res;
+    } finally {
+      this.extArgU64[TS_PTR] = 0n;
+    }
   }
 
   private enter(waitNr: number, extraFlags = 0, timed = false, getEvents = false): number {

@@ -49,11 +49,13 @@ test('a target\'s promise: its tag\'s handlers, made once and not per request, s
   const { d, results, handed, dispatch } = setup();
   dispatch(0);
   dispatch(1);
+  assert.equal(d.tally.owned, 2, 'both in flight: the serving loop keeps its waits short (a target\'s timers must run)');
   handed[1]![0](4096);
   handed[0]![1](new Error('backing store gone'));
   dispatch(0);
   handed[2]![0](4096);
   assert.deepEqual(results, [[1, 4096], [0, -5], [0, 4096]]);
+  assert.equal(d.tally.owned, 0, 'none in flight: it may block for good');
   assert.equal(handed[2]![0], handed[0]![0], 'the same function for the tag\'s next request: no closure per IO');
   assert.equal(handed[2]![1], handed[0]![1]);
   assert.notEqual(handed[1]![0], handed[0]![0], 'each tag its own');
@@ -112,13 +114,16 @@ test('linkCommit links only a chain that holds every operation of the request st
     req.load(desc);
     d.dispatch(req);
     assert.deepEqual(linked, [false], 'the first NOP is not in the chain: its CQE would be taken for a failure');
+    assert.equal(d.tally.owned, 1, 'the request is the target\'s');
     ring.submit();
     ring.reap((lo, hi, res, fl) => d.onCqe(req, 1, hi, res, fl));
     d.complete(req, 4096);
     linkFirst = true;
     req.load(desc);
+    assert.equal(d.tally.owned, 0);
     d.dispatch(req);
     assert.deepEqual(linked, [false, true]);
+    assert.equal(d.tally.owned, 0, 'linked to its commit: nothing left to the target');
     assert.equal(sqeFlags(ring, 2 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'the chain\'s first SQE');
     assert.equal(sqeFlags(ring, 3 * ring.sqeSize) & (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS), IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS, 'its last, before the commit');
   } finally {

@@ -52,7 +52,7 @@ async function runLoop(script: Script, completeElsewhere: (finish: () => void) =
   let active = true;
   const waker = new Waker();
   const client = {
-    tally: { asyncInFlight: 1, dispatched: 1 },
+    tally: { asyncInFlight: 1, dispatched: 1, owned: 1 },
     get active() { return active; },
     flush: () => 0,
     onCqe: () => { active = false; },
@@ -103,4 +103,48 @@ test('the kernel signals the eventfd from before the loop looks whether it may s
   const on = log.indexOf('signals on'), look = log.indexOf('looks');
   assert.ok(on > 0 && look > on, `turned on before the first look: ${log.join(', ')}`);
   assert.equal(log[log.length - 1], 'signals on', 'on again for the ring\'s other users once the loop ends');
+});
+
+/** The loop over a ring on which no CQE ever comes, `owned` requests in flight and none awaited elsewhere. */
+function silentRing(onBlock: () => void) {
+  const timed: number[] = [];
+  const ring = {
+    enters: 0,
+    eventfdSignals: () => {},
+    submit: () => 0,
+    // (A real one would block for good; returning lets the test see the loop come round.)
+    submitAndWait: () => { onBlock(); return 0; },
+    submitAndWaitTimeout: (_n: number, usec: number) => { timed.push(usec); return 0; },
+    cqReady: () => 0,
+    enterPending: () => false,
+    reap: () => 0,
+  } as unknown as Ring;
+  return { ring, timed };
+}
+
+function serveSilent(ring: Ring, owned: number, active: () => boolean): Promise<void> {
+  const client = { tally: { asyncInFlight: 0, dispatched: 1, owned }, get active() { return active(); }, flush: () => 0, onCqe: () => {} } as LoopClient;
+  const wakeup = { onReadable: () => {}, start: () => {}, stop: () => {} } as unknown as RingWakeup;
+  return serveLoop(ring, wakeup, new Waker(), client, { fired: false } as QuitReader, { coalesceUsec: 0, coalesceMax: 1, pollUsec: 0 },
+    { words: new Float64Array(SLOT_WORDS), base: 0, requests: () => 1 });
+}
+
+test('with a request in flight and no CQE coming, the loop\'s waits are bounded and the event loop runs between them: a target\'s timer fires (nbd\'s --timeout watchdog)', async () => {
+  let blocked = 0, fired = false;
+  const { ring, timed } = silentRing(() => {
+    if (++blocked > 1000) throw new Error('the loop blocked in io_uring_enter without a bound: the timer could never run');
+  });
+  // The target's timer: its watchdog ends the request (here: the loop).
+  setTimeout(() => { fired = true; }, 30);
+  await serveSilent(ring, 1, () => !fired);
+  assert.ok(fired, 'the timer ran');
+  assert.equal(blocked, 0, 'no unbounded wait with a request in flight');
+  assert.ok(timed.length >= 1 && timed.every((us) => us > 0 && us <= 1_000_000), `bounded waits: ${timed.slice(0, 5).join(', ')} µs`);
+});
+
+test('with nothing in flight the loop blocks without a bound: an idle device costs no wake-ups', async () => {
+  let active = true;
+  const { ring, timed } = silentRing(() => { active = false; });
+  await serveSilent(ring, 0, () => active);
+  assert.deepEqual(timed, [], 'no timed wait');
 });

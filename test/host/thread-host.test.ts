@@ -19,7 +19,7 @@ test('quitAll: a device whose target still has its own ring operations out leave
       devices.set(key, {
         cfg: { key, devId: key, queues: [], depth: 1 }, target: null, served: [], shmem: null, stats: null,
         place: { charFixed: -1, bufBase: -1, bgidBase: -1 }, udBase: -1, leaving: false, broken: false, departing: null,
-        engine: { active: false, error: null, dispatcher: { ownOps: 1, breakTarget() {} } },
+        engine: { active: false, error: null, dispatcher: { ownOps: 1, breakTarget() {}, forget() {} } },
       });
     }
     const t0 = Date.now();
@@ -44,7 +44,7 @@ test('a device leaving after an error keeps tag buffers its queue\'s other threa
         cfg: { key, devId: key, queues: [0], depth: 1 }, target: null, shmem: null, stats: null,
         served: [{ desc: new Uint32Array(native.alloc(4096)), bufs }],
         place: { charFixed: -1, bufBase: -1, bgidBase: -1 }, udBase: -1, leaving: false, broken: false, departing: null,
-        engine: { active: false, error: null, dispatcher: { ownOps: 0, breakTarget() {} } },
+        engine: { active: false, error: null, dispatcher: { ownOps: 0, breakTarget() {}, forget() {} } },
       };
       devices.set(key, d);
       return d;

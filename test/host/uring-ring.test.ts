@@ -227,6 +227,24 @@ test('close is idempotent and the mappings are gone afterwards', () => {
   assert.throws(() => ring.registerFiles([0]), { code: 'EBADF' });
 });
 
+test('submitAndWaitTimeout: returns when a CQE comes, or once the time is up with none (no -ETIME thrown)', () => {
+  const ring = Ring.create({ entries: 8, singleIssuer: true, deferTaskrun: true });
+  try {
+    nop(ring, 1, 0);
+    let t0 = performance.now();
+    assert.equal(ring.submitAndWaitTimeout(1, 5_000_000), 1, 'the NOP submitted');
+    assert.ok(performance.now() - t0 < 4000, 'it did not wait for the timeout');
+    assert.deepEqual(reapAll(ring), [[1, 0, 0, 0]]);
+    t0 = performance.now();
+    assert.equal(ring.submitAndWaitTimeout(1, 30_000), 0);
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 25 && waited < 4000, `waited ${waited} ms for a 30 ms timeout`);
+    assert.equal(ring.cqReady(), 0);
+  } finally {
+    ring.close();
+  }
+});
+
 test('submitAndWaitMin: settles for fewer CQEs when the window ends, and for none (no -ETIME thrown)', (t) => {
   const ring = Ring.create({ entries: 8, singleIssuer: true, deferTaskrun: true });
   try {

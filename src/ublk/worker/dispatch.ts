@@ -58,6 +58,8 @@ export class Dispatcher implements TargetIo {
   readonly tally: LoopTally;
   /** Requests dispatched so far. */
   dispatched = 0;
+  /** Requests dispatched and not yet handed to the commit path (in tally.owned too, until forget()). */
+  owned = 0;
   /** The target's request-less operations in flight (ownSqe). */
   ownOps = 0;
   readonly copy: CopyMode;
@@ -87,7 +89,7 @@ export class Dispatcher implements TargetIo {
   constructor(readonly ring: Ring, mode: ServingMode, private readonly sink: CommitSink, private readonly waker: Waker,
     counters: { stats: Float64Array; queues: ReadonlyArray<Pick<ServedQueue, 'q' | 'slot'> & { ud?: number }>; shmem?: ShmemViews | null;
       place?: Pick<RingPlace, 'charFixed'>; charFd?: number; tally?: LoopTally }) {
-    this.tally = counters.tally ?? { asyncInFlight: 0, dispatched: 0 };
+    this.tally = counters.tally ?? { asyncInFlight: 0, dispatched: 0, owned: 0 };
     this.charDevFixed = counters.place?.charFixed ?? CHAR_DEV_FIXED;
     this.charFd = counters.charFd ?? -1;
     this.ownUd = counters.queues[0]?.ud ?? 0;
@@ -127,6 +129,12 @@ export class Dispatcher implements TargetIo {
       req.awaitsPromise = false;
       if (req.owned && req.ringOps === 0 && !req.staged) this.finish(req, -EIO);
     }
+  }
+
+  /** The device leaves the thread: what it still owns no longer counts in the loop's tally. */
+  forget(): void {
+    this.tally.owned -= this.owned;
+    this.owned = 0;
   }
 
   private addAsync(n: number): void {
@@ -215,6 +223,8 @@ export class Dispatcher implements TargetIo {
     req.awaitsPromise = false;
     const op = req.op, st = this.stats, b = this.statBase[req.queue]!;
     st[b + C_INFLIGHT]!++;
+    this.owned++;
+    this.tally.owned++;
     if (op === UBLK_IO_OP_READ) {
       st[b + C_READS]!++;
       st[b + C_READ_BYTES]! += req.length;
@@ -339,6 +349,8 @@ export class Dispatcher implements TargetIo {
     req.owned = true;
     req.ringOps++; // this CQE, discounted when the chain was linked
     this.stats[this.statBase[req.queue]! + C_INFLIGHT]!++;
+    this.owned++;
+    this.tally.owned++;
   }
 
   /**
@@ -436,6 +448,10 @@ export class Dispatcher implements TargetIo {
   private count(req: UblkRequest, result: number): void {
     const b = this.statBase[req.queue]!;
     this.stats[b + C_INFLIGHT]!--;
+    if (this.owned > 0) {
+      this.owned--;
+      this.tally.owned--;
+    }
     if (result < 0) this.stats[b + C_ERRORS]!++;
   }
 

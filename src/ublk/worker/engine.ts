@@ -47,12 +47,15 @@ export interface RingPlace {
 
 /**
  * What the serving loop watches of every device on its ring: requests whose
- * target answers later (the loop must then return to the event loop), and
- * requests dispatched so far. Each device's Dispatcher adds to it.
+ * target answers later (the loop must then return to the event loop),
+ * requests dispatched so far, and requests dispatched and not yet committed
+ * (the loop then keeps its waits short enough for the targets' timers to
+ * run). Each device's Dispatcher adds to it.
  */
 export interface LoopTally {
   asyncInFlight: number;
   dispatched: number;
+  owned: number;
 }
 
 export interface EngineDeps {

@@ -24,6 +24,13 @@
 // PollGovernor (poll-governor.ts) spins only while that serves more requests
 // per second than sleeping; `pollUsec` fixes the window (0: never spin).
 //
+// Timers: a thread blocked in io_uring_enter runs no JavaScript, so while
+// requests are in flight a blocking wait lasts VISIT_USEC at most, and one
+// that ends with nothing to reap lets the event loop run before the next: a
+// target's timer (nbd's --timeout watchdog, whose requests are all on the
+// ring) then fires even when no CQE ever comes. With nothing in flight the
+// wait has no bound: an idle device costs no wake-ups.
+//
 // A worker blocked in io_uring_enter cannot be interrupted from JavaScript, so
 // the loop keeps a READ armed on a "quit" eventfd: the main thread writes to it
 // to end a worker whose queue the kernel will not abort (e.g. a device that
@@ -109,13 +116,20 @@ function pollRing(ring: Ring, seen: number, t: Float64Array, windowUsec: number)
  * nothing to do. A partial COMMIT result, though, needs a turn to commit the
  * rest, and with no other request coming, waiting for one more CQE would hold
  * those requests forever; so after COMMIT_GUARD_USEC the wait settles for the
- * inline CQEs (min_wait_usec).
+ * inline CQEs (min_wait_usec). With requests `owned` (in flight) the wait
+ * lasts VISIT_USEC at most; returns true if it ran out with nothing to reap.
  */
-function waitPastInline(ring: Ring, inline: number): void {
-  if (inline === 0) ring.submitAndWait(1);
-  else ring.submitAndWaitMin(1 + inline, COMMIT_GUARD_USEC);
+function waitPastInline(ring: Ring, inline: number, owned: number): boolean {
+  if (inline > 0) ring.submitAndWaitMin(1 + inline, COMMIT_GUARD_USEC);
+  else if (owned === 0) ring.submitAndWait(1);
+  else return ring.submitAndWaitTimeout(1, VISIT_USEC) === 0 && ring.cqReady() === 0;
+  return false;
 }
 const COMMIT_GUARD_USEC = 5000;
+const VISIT_USEC = 100_000;
+
+/** One turn of the event loop: timers that are due run (a setTimeout's turn comes after theirs). */
+const visitEventLoop = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0));
 
 /**
  * Whether the thread, having submitted, may sleep on the ring's eventfd: no
@@ -161,6 +175,7 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopC
   // the ring's shared memory); it does again from before the turn looks
   // whether it may sleep, so that nothing arriving after that look goes unsignalled.
   let watching = false;
+  let visit = false;
   ring.eventfdSignals(false);
   while (client.active && !quit.fired) {
     const inline = client.flush();
@@ -189,9 +204,9 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopC
         const hit = pollRing(ring, inline, t, poll.window);
         words[base + C_SPIN_USEC]! += (t[T_NOW]! - t[T_TURN]!) * 1000;
         poll.spun(hit);
-        if (!hit) waitPastInline(ring, inline); // a hit's CQE is there already: reap it without another enter
+        if (!hit) visit = waitPastInline(ring, inline, d.owned); // a hit's CQE is there already: reap it without another enter
       } else {
-        waitPastInline(ring, inline);
+        visit = waitPastInline(ring, inline, d.owned);
       }
     } else {
       if (!watching) {
@@ -213,5 +228,9 @@ async function serve(ring: Ring, wakeup: RingWakeup, waker: Waker, client: LoopC
       words[base + C_SPIN_PREEMPTIONS] = poll.spinPreemptions;
     }
     if (++words[base + C_TURNS]! % GC_SAMPLE_TURNS === 0) gc.sample();
+    if (visit) {
+      visit = false;
+      await visitEventLoop();
+    }
   }
 }

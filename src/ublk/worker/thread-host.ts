@@ -127,7 +127,7 @@ class HostedDevice {
 }
 
 export class ThreadHost implements LoopClient {
-  readonly tally: LoopTally = { asyncInFlight: 0, dispatched: 0 };
+  readonly tally: LoopTally = { asyncInFlight: 0, dispatched: 0, owned: 0 };
   /** By user_data queue index. */
   private readonly byUd: Array<HostedDevice | undefined> = [];
   private readonly devices = new Map<number, HostedDevice>();
@@ -492,6 +492,7 @@ export class ThreadHost implements LoopClient {
       }
       // Own operations still out: the target hears no more of them, and the queue indices wait for them (tick).
       if (engine.dispatcher.ownOps > 0) engine.dispatcher.breakTarget([]);
+      engine.dispatcher.forget();
     }
     for (const q of d.served) {
       native.munmap(q.desc.buffer as ArrayBuffer);
