@@ -138,10 +138,7 @@ test('nbd in kernel copy (--copy kernel) on nbdkit memory (Unix socket): fio crc
 });
 
 test('nbd (zero copy, the default) with --recovery reissue: its server killed under fio verify, `recover` attaches a new one: fio completes, every write verified', async () => {
-  // One thread per connection: nbdkit's (1.32) parallel threads race when a
-  // client dies with requests in flight (`raw_send_socket: Assertion sock >= 0
-  // failed`, 1 run in 5 here), and the export is gone with it.
-  await withNbdkit(['--threads', '1', 'memory', '64M'], async (sock) => {
+  await withQemuNbd(64, async (sock) => {
     const dev = addDevice('nbd', '--socket', sock, '--recovery', 'reissue');
     try {
       await killAndRecoverUnderFio(dev, 'nbd');
