@@ -156,7 +156,7 @@ export class NbdQueue implements Target {
     if (this.closed) return -EIO;
     this.io.hold(req);
     this.waiting.push(req);
-    if (!this.connecting) void this.reconnect();
+    if (!this.connecting) this.io.background(this.reconnect());
     return PENDING;
   }
 
@@ -226,7 +226,8 @@ export class NbdQueue implements Target {
         this.send(req); // on another live connection, or waiting for one
       }
     }
-    if (!this.connecting) void this.reconnect();
+    // (With nothing waiting, the device may be idle: the serving loop must still let the attempt run.)
+    if (!this.connecting) this.io.background(this.reconnect());
   }
 
   /** Makes connections until there are enough again, or gives up on the waiting requests at the deadline. */

@@ -133,6 +133,14 @@ export interface TargetIo {
    * serving loop keeps the event loop running until it is completed.
    */
   hold(req: UblkRequest): void;
+  /**
+   * Work of the target's own outside the ring, for no request yet (a
+   * connection being made again while the device is idle): the serving loop
+   * keeps the event loop running until `work` settles. Without it, a thread
+   * with nothing in flight blocks in io_uring_enter, and the work would go on
+   * only when the next request comes, with its timers long expired.
+   */
+  background(work: Promise<unknown>): void;
   /** Completes a request for which the target returned PENDING. */
   complete(req: UblkRequest, result: number): void;
   /**

@@ -86,6 +86,17 @@ test('a target\'s promise that settles after its request was completed otherwise
   }
 });
 
+test('background: while a target\'s own work outside the ring is under way the serving loop keeps the event loop running; not after', async () => {
+  const { d } = setup();
+  let finish!: () => void;
+  const work = new Promise<void>((r) => { finish = r; });
+  d.background(work);
+  assert.equal(d.tally.asyncInFlight, 1, 'the loop visits the event loop');
+  finish();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(d.tally.asyncInFlight, 0, 'and may block in io_uring_enter again');
+});
+
 test('linkCommit links only a chain that holds every operation of the request still to complete', () => {
   const ring = Ring.create({ entries: 16 });
   try {

@@ -213,6 +213,36 @@ test('nbd on qemu-nbd, raw image: the server killed and restarted under fio, zer
   }
 });
 
+test('nbd: the server restarted while the device is idle (connection lost with nothing in flight): the next read, past --timeout, works', async () => {
+  const dir = fs.mkdtempSync('/tmp/nbd-');
+  const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 16 * MiB);
+  const args = ['-f', 'raw', '-k', sock, '-t', '-e', '8', img];
+  let srv = await server('qemu-nbd', args, { path: sock });
+  try {
+    const dev = addDevice('nbd', '--socket', sock, '--timeout', '2');
+    try {
+      assert.equal((await directRead(dev, 0, 60_000)).code, 0, 'a read while the server answers');
+      srv.kill('SIGKILL');
+      await stop(srv);
+      // The serving thread sees the connection drop and starts making it again
+      // with no request in flight; that attempt must run now, not when the next
+      // request comes, when its handshake timer has long expired.
+      await new Promise((r) => setTimeout(r, 1000));
+      srv = await server('qemu-nbd', args, { path: sock });
+      await new Promise((r) => setTimeout(r, 4000)); // past --timeout since the drop
+      const r = await directRead(dev, 8192, 60_000);
+      assert.equal(r.code, 0, `the read after the restart: ${r.stderr}`);
+    } finally {
+      delDevice(dev);
+    }
+  } finally {
+    await stop(srv);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 /** `dd` reading 4 KiB at `offset` from `dev` with O_DIRECT: its exit code, or null if it still runs after `ms`. */
 async function directRead(dev: string, offset: number, ms: number): Promise<{ code: number | null; stderr: string; waited: number }> {
   const t0 = Date.now();

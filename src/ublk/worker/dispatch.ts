@@ -167,6 +167,15 @@ export class Dispatcher implements TargetIo {
     return s;
   }
 
+  background(work: Promise<unknown>): void {
+    this.tally.asyncInFlight++;
+    // (A rejection still reaches the process as an unhandled one, as before the loop knew of it.)
+    void work.finally(() => {
+      this.tally.asyncInFlight--;
+      this.waker.wake();
+    });
+  }
+
   hold(req: UblkRequest): void {
     if (this.broken) return;
     if (req.owned && !req.external) {
