@@ -261,8 +261,9 @@ export class Ring {
 
   /**
    * Submits and waits for `waitNr` CQEs for at most `timeoutUsec`
-   * (IORING_ENTER_EXT_ARG ts, Linux 5.11+); returns 0 if the time ran out
-   * (-ETIME), whatever the CQ holds then.
+   * (IORING_ENTER_EXT_ARG ts, Linux 5.11+); returns how many SQEs the kernel
+   * took, which is 0 where it reported the timeout (-ETIME): whether CQEs
+   * came, cqReady() says.
    */
   submitAndWaitTimeout(waitNr: number, timeoutUsec: number): number {
     const ts = this.timespec, us = Math.max(0, Math.floor(timeoutUsec));
