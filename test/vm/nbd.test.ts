@@ -64,14 +64,33 @@ async function withNbdkit(args: string[], fn: (sock: string, dir: string) => Pro
  * (`raw_send_socket: Assertion sock >= 0 failed`, with --threads 1 too: once
  * in CI-length runs here), and the export with it.
  */
-async function withQemuNbd(mib: number, fn: (sock: string, srv: ChildProcess) => Promise<void>): Promise<void> {
+interface QemuNbd {
+  readonly sock: string;
+  /** The server process (another one after a restart). */
+  readonly srv: ChildProcess;
+  /** Kills the server, and starts it again on the same image after `pauseMs`. */
+  restart(pauseMs: number): Promise<void>;
+}
+
+async function withQemuNbd(mib: number, fn: (q: QemuNbd) => Promise<void>): Promise<void> {
   const dir = fs.mkdtempSync('/tmp/nbd-');
   const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
   fs.writeFileSync(img, '');
   fs.truncateSync(img, mib * MiB);
-  const srv = await server('qemu-nbd', ['-f', 'raw', '-k', sock, '-t', '-e', '8', img], { path: sock });
+  const args = ['-f', 'raw', '-k', sock, '-t', '-e', '8', img];
+  let srv = await server('qemu-nbd', args, { path: sock });
+  const q: QemuNbd = {
+    sock,
+    get srv() { return srv; },
+    async restart(pauseMs) {
+      srv.kill('SIGKILL');
+      await stop(srv);
+      await new Promise((r) => setTimeout(r, pauseMs));
+      srv = await server('qemu-nbd', args, { path: sock });
+    },
+  };
   try {
-    await fn(sock, srv);
+    await fn(q);
   } finally {
     srv.kill('SIGCONT'); // (a test may have stopped it)
     await stop(srv);
@@ -138,7 +157,7 @@ test('nbd in kernel copy (--copy kernel) on nbdkit memory (Unix socket): fio crc
 });
 
 test('nbd (zero copy, the default) with --recovery reissue: its server killed under fio verify, `recover` attaches a new one: fio completes, every write verified', async () => {
-  await withQemuNbd(64, async (sock) => {
+  await withQemuNbd(64, async ({ sock }) => {
     const dev = addDevice('nbd', '--socket', sock, '--recovery', 'reissue');
     try {
       await killAndRecoverUnderFio(dev, 'nbd');
@@ -214,33 +233,21 @@ test('nbd on qemu-nbd, raw image: the server killed and restarted under fio, zer
 });
 
 test('nbd: the server restarted while the device is idle (connection lost with nothing in flight): the next read, past --timeout, works', async () => {
-  const dir = fs.mkdtempSync('/tmp/nbd-');
-  const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 16 * MiB);
-  const args = ['-f', 'raw', '-k', sock, '-t', '-e', '8', img];
-  let srv = await server('qemu-nbd', args, { path: sock });
-  try {
-    const dev = addDevice('nbd', '--socket', sock, '--timeout', '2');
+  await withQemuNbd(16, async (q) => {
+    const dev = addDevice('nbd', '--socket', q.sock, '--timeout', '2');
     try {
       assert.equal((await directRead(dev, 0, 60_000)).code, 0, 'a read while the server answers');
-      srv.kill('SIGKILL');
-      await stop(srv);
       // The serving thread sees the connection drop and starts making it again
       // with no request in flight; that attempt must run now, not when the next
       // request comes, when its handshake timer has long expired.
-      await new Promise((r) => setTimeout(r, 1000));
-      srv = await server('qemu-nbd', args, { path: sock });
+      await q.restart(1000);
       await new Promise((r) => setTimeout(r, 4000)); // past --timeout since the drop
       const r = await directRead(dev, 8192, 60_000);
       assert.equal(r.code, 0, `the read after the restart: ${r.stderr}`);
     } finally {
       delDevice(dev);
     }
-  } finally {
-    await stop(srv);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 /** `dd` reading 4 KiB at `offset` from `dev` with O_DIRECT: its exit code, or null if it still runs after `ms`. */
@@ -259,21 +266,21 @@ async function directRead(dev: string, offset: number, ms: number): Promise<{ co
 
 for (const mode of [[], ['--no-daemon']]) {
   test(`nbd${mode.length ? ' ' + mode.join(' ') : ' (the daemon)'}: a server that stops answering (SIGSTOP) with only ring requests in flight: the read fails with EIO after about --timeout, not never; the server back, reads work`, async () => {
-    await withQemuNbd(16, async (sock, srv) => {
-      const dev = addDevice('nbd', '--socket', sock, '--timeout', '2', ...mode);
+    await withQemuNbd(16, async (q) => {
+      const dev = addDevice('nbd', '--socket', q.sock, '--timeout', '2', ...mode);
       try {
         assert.equal((await directRead(dev, 0, 60_000)).code, 0, 'a read while the server answers');
-        srv.kill('SIGSTOP');
+        q.srv.kill('SIGSTOP');
         // The serving thread then waits in io_uring_enter for the reply; the
         // --timeout watchdog is a timer, which must still get its turn.
         const stuck = await directRead(dev, 8192, 60_000);
         assert.notEqual(stuck.code, null, 'the read ended (it hung for 60 s)');
         assert.notEqual(stuck.code, 0, 'with an error');
         assert.match(stuck.stderr, /Input\/output error/);
-        srv.kill('SIGCONT');
+        q.srv.kill('SIGCONT');
         assert.equal((await directRead(dev, 16384, 60_000)).code, 0, 'the server answers again: a new connection');
       } finally {
-        srv.kill('SIGCONT');
+        q.srv.kill('SIGCONT');
         delDevice(dev);
       }
     });
