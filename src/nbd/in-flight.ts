@@ -2,6 +2,7 @@
 // handle's low half is a slot, its high half a per-slot counter, so a reply to
 // a request that is gone (or a stale one for an earlier user of the slot) matches nothing.
 import type { UblkRequest } from '../ublk/worker/request.js';
+import { NBD_CMD_READ } from './constants.js';
 
 export class InFlight {
   /** Requests by slot; null: free. */
@@ -25,6 +26,14 @@ export class InFlight {
   private readonly watchedSeq: number[] = [];
   private readonly watchedSince: number[] = [];
   count = 0;
+  /** How many of them are READs of at least `bulkBytes` (see NbdConnection.armRecv). */
+  bulkReads = 0;
+
+  constructor(private readonly bulkBytes = Infinity) {}
+
+  private isBulkRead(slot: number): boolean {
+    return (this.cmds[slot]! & 0xffff) === NBD_CMD_READ && this.reqs[slot]!.length >= this.bulkBytes;
+  }
 
   /** Takes a slot for `req`; its handle is (slot, seq(slot)). */
   add(req: UblkRequest, type: number, flags: number): number {
@@ -48,6 +57,7 @@ export class InFlight {
     this.cmds[slot] = type | (flags << 16);
     this.seqs[slot] = (this.seqs[slot]! + 1) >>> 0;
     this.count++;
+    if (this.isBulkRead(slot)) this.bulkReads++;
     return slot;
   }
 
@@ -97,6 +107,7 @@ export class InFlight {
   }
 
   release(slot: number): void {
+    if (this.isBulkRead(slot)) this.bulkReads--;
     this.reqs[slot] = null;
     this.free.push(slot);
     this.count--;

@@ -86,6 +86,19 @@ export class ReplyParser {
     this.scratch = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   }
 
+  /**
+   * Bytes from here to where a READ reply's data would start, if the reply
+   * under way (or the next) is one: its header, and a structured reply's
+   * chunk header and offset; 0 where the parser is in a chunk's payload.
+   */
+  toData(): number {
+    const s = this.state, g = this.got;
+    if (s === S_HEADER) return (this.structured ? 28 : 16) - g;
+    if (s === S_CHUNK_HEADER) return 12 - g;
+    if (s === S_DATA_OFFSET) return 8 - g;
+    return 0;
+  }
+
   /** `n` more of the wanted bytes landed in place: null, or what is wrong with the reply. */
   filled(n: number): string | null {
     this.got += n;
