@@ -106,7 +106,7 @@ test('the kernel signals the eventfd from before the loop looks whether it may s
 });
 
 /** The loop over a ring on which no CQE ever comes, `owned` requests in flight and none awaited elsewhere. */
-function silentRing(onBlock: () => void) {
+function silentRing(onBlock: () => void, submitted = 0) {
   const timed: number[] = [];
   const ring = {
     enters: 0,
@@ -114,7 +114,11 @@ function silentRing(onBlock: () => void) {
     submit: () => 0,
     // (A real one would block for good; returning lets the test see the loop come round.)
     submitAndWait: () => { onBlock(); return 0; },
-    submitAndWaitTimeout: (_n: number, usec: number) => { timed.push(usec); return 0; },
+    // io_uring_enter returns the SQEs it took, also where the wait then timed out.
+    submitAndWaitTimeout: (_n: number, usec: number) => {
+      if (timed.push(usec) > 1000) throw new Error('1000 timed waits and the event loop never ran between them');
+      return submitted;
+    },
     cqReady: () => 0,
     enterPending: () => false,
     reap: () => 0,
@@ -140,6 +144,14 @@ test('with a request in flight and no CQE coming, the loop\'s waits are bounded 
   assert.ok(fired, 'the timer ran');
   assert.equal(blocked, 0, 'no unbounded wait with a request in flight');
   assert.ok(timed.length >= 1 && timed.every((us) => us > 0 && us <= 1_000_000), `bounded waits: ${timed.slice(0, 5).join(', ')} µs`);
+});
+
+test('a timed wait that also submitted SQEs and then ran out still lets the event loop run (the enter returns the SQEs it took, not 0)', async () => {
+  let fired = false;
+  const { ring, timed } = silentRing(() => { throw new Error('unbounded wait'); }, 1);
+  setTimeout(() => { fired = true; }, 30);
+  await serveSilent(ring, 1, () => !fired);
+  assert.ok(fired && timed.length >= 1, 'the timer ran');
 });
 
 test('with nothing in flight the loop blocks without a bound: an idle device costs no wake-ups', async () => {
