@@ -6,7 +6,9 @@
 // their data copied out in one turn: at a high queue depth one recv brings
 // many replies, where receiving each piece where it belongs (header, chunk
 // header, data) cost three or four recvs per READ. A large READ payload still
-// goes straight into the request's buffer (DIRECT_BYTES). Every reply header
+// goes straight into the request's buffer (DIRECT_BYTES), and while only large
+// READs are in flight the staged recv stops where the next payload would
+// start, so none of a payload is staged (stageBytes). Every reply header
 // is checked before anything is written to a buffer: a bad magic, an unknown
 // or stale handle, or a closed socket ends the connection (`onDead`), and the
 // requests still in flight are handed back to the owner, never completed twice.
