@@ -57,8 +57,9 @@ async function withNbdkit(args: string[], fn: (sock: string, dir: string) => Pro
 
 /**
  * qemu-nbd serving a raw image of `mib` MiB on a Unix socket in a directory of
- * its own for `fn` (-t: it serves on after a client goes; -e: a new server's
- * connections may come while the old one's close); stopped, and the directory
+ * its own for `fn` (-t: it serves on after a client goes; -e `shared` clients
+ * at once, 8 by default: a new server's connections may come while the old
+ * one's close); stopped, and the directory
  * removed, after. Where a client dies or drops a connection with requests in
  * flight, qemu-nbd rather than nbdkit: nbdkit (1.32) can die then
  * (`raw_send_socket: Assertion sock >= 0 failed`, with --threads 1 too: once
@@ -72,12 +73,12 @@ interface QemuNbd {
   restart(pauseMs: number): Promise<void>;
 }
 
-async function withQemuNbd(mib: number, fn: (q: QemuNbd) => Promise<void>): Promise<void> {
+async function withQemuNbd(mib: number, fn: (q: QemuNbd) => Promise<void>, shared = 8): Promise<void> {
   const dir = fs.mkdtempSync('/tmp/nbd-');
   const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
   fs.writeFileSync(img, '');
   fs.truncateSync(img, mib * MiB);
-  const args = ['-f', 'raw', '-k', sock, '-t', '-e', '8', img];
+  const args = ['-f', 'raw', '-k', sock, '-t', '-e', String(shared), img];
   let srv = await server('qemu-nbd', args, { path: sock });
   const q: QemuNbd = {
     sock,
@@ -194,14 +195,9 @@ test('nbd on qemu-nbd, qcow2 over TCP: fio verify, then data written reads back 
 });
 
 test('nbd on qemu-nbd, raw image: the server killed and restarted under fio, zero fio errors', async () => {
-  const dir = fs.mkdtempSync('/tmp/nbd-');
-  const img = `${dir}/disk.raw`, sock = `${dir}/qemu.sock`;
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, 64 * MiB);
-  const args = ['-f', 'raw', '-k', sock, '-t', img];
-  let srv = await server('qemu-nbd', args, { path: sock });
-  try {
-    const dev = addDevice('nbd', '--socket', sock, '--timeout', '60');
+  // (-e 1, qemu-nbd's default: one client at a time, as this test always ran)
+  await withQemuNbd(64, async (q) => {
+    const dev = addDevice('nbd', '--socket', q.sock, '--timeout', '60');
     try {
       const fio = spawn('fio', ['--name=verify', `--filename=${dev}`, '--ioengine=io_uring', '--direct=1', '--iodepth=16',
         '--rw=randwrite', '--bsrange=4k-256k', '--size=48m', '--verify=crc32c', '--verify_fatal=1', '--do_verify=1',
@@ -217,19 +213,13 @@ test('nbd on qemu-nbd, raw image: the server killed and restarted under fio, zer
         await new Promise((r) => setTimeout(r, 20));
       }
       assert.equal(fio.exitCode, null, `fio still runs when the server is killed (${written()} bytes written):\n${out}`);
-      srv.kill('SIGKILL');
-      await stop(srv);
-      await new Promise((r) => setTimeout(r, 500));
-      srv = await server('qemu-nbd', args, { path: sock });
+      await q.restart(500);
       assert.equal(await done, 0, `fio verify across the restart:\n${out}`);
       assert.doesNotMatch(out, /verify.*(bad|fail)|io_u error/i);
     } finally {
       delDevice(dev);
     }
-  } finally {
-    await stop(srv);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  }, 1);
 });
 
 test('nbd: the server restarted while the device is idle (connection lost with nothing in flight): the next read, past --timeout, works', async () => {
