@@ -216,15 +216,21 @@ const simpleReply = (hdr: Buffer, error = 0, magic = NBD_SIMPLE_REPLY_MAGIC): Bu
   return r;
 };
 
-const rogues: [string, (s: net.Socket, hdr: Buffer) => void][] = [
+const rogues: [string, (s: net.Socket, hdr: Buffer) => void, number?][] = [
   ['a bad reply magic', (s, hdr) => s.write(simpleReply(hdr, 0, 0x12345678))],
   ['a wrong handle', (s, hdr) => { const r = simpleReply(hdr); r[15] ^= 1; s.write(Buffer.concat([r, Buffer.alloc(4096, 0xaa)])); }],
   ['a short reply, then the connection closed', (s, hdr) => s.end(simpleReply(hdr).subarray(0, 10))],
   ['short READ data, then the connection closed', (s, hdr) => s.end(Buffer.concat([simpleReply(hdr), Buffer.alloc(100, 0xaa)]))],
+  // The header first, then part of the payload (received in place, MSG_WAITALL: the recv returns short), then the end.
+  ['short READ data of a 64 KiB READ, in pieces, then the connection closed', (s, hdr) => {
+    s.write(simpleReply(hdr));
+    setTimeout(() => s.write(Buffer.alloc(20000, 0xaa)), 30);
+    setTimeout(() => s.end(), 60);
+  }, 64 << 10],
   ['a structured reply, not negotiated', (s, hdr) => s.write(simpleReply(hdr, 0, 0x668e33ef))],
 ];
 
-for (const [what, misbehave] of rogues) {
+for (const [what, misbehave, len = 4096] of rogues) {
   test(`nbd: a server that sends ${what} loses the connection; the request, sent 4 times, fails with EIO, its buffer untouched`, async () => {
     const sock = path.join(dir, `rogue-${rogues.findIndex((r) => r[0] === what)}.sock`);
     let requests = 0;
@@ -235,9 +241,9 @@ for (const [what, misbehave] of rogues) {
     console.error = (...a: unknown[]) => void errors.push(a);
     try {
       await withTarget({ socket: sock }, async (h) => {
-        h.tagBuffer(0).fill(0x11, 0, 4096);
-        assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, 4096), -EIO);
-        if (!what.startsWith('short READ')) assert.ok(h.tagBuffer(0).subarray(0, 4096).every((b) => b === 0x11), 'buffer untouched');
+        h.tagBuffer(0).fill(0x11, 0, len);
+        assert.equal(await h.serve(0, UBLK_IO_OP_READ, 0, len), -EIO);
+        if (!what.startsWith('short READ')) assert.ok(h.tagBuffer(0).subarray(0, len).every((b) => b === 0x11), 'buffer untouched');
       });
       // Sent on a new connection each time the server broke one, then given up.
       assert.equal(requests, 4, JSON.stringify(errors));
