@@ -5,13 +5,17 @@
 // Everything a test needs is a ublk-ts feature; where ublk-ts lacks one,
 // ublk-ts's own refusal is what the test sees. scripts/test-kernel.sh
 // installs it as `kublk` next to the tests.
-import { spawn, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { describe, deviceIds, withControl, type DeviceListing } from '../../src/cli/devices.js';
 import { readState } from '../../src/cli/state.js';
 import { deviceTotals } from '../../src/cli/stats.js';
 import { FEATURE_NAMES } from '../../src/ublk/abi/uapi.js';
 
+// Loaded when a command runs ublk-ts: node:child_process brings node:net and
+// the stream modules, about 0.1 s of a start in the emulated VM, and `list`
+// needs none of it (test_generic_06 allows 5 s for three `list` calls and a second).
+const childProcess = (): typeof import('node:child_process') => createRequire(import.meta.url)('node:child_process');
 const CLI = fileURLToPath(new URL('../../../bin/ublk-ts.js', import.meta.url));
 
 // kublk's short options that take a value, and its long options without one (--htlb FILE takes one).
@@ -150,7 +154,7 @@ function faultArgs(p: Parsed): string[] {
 /** Runs ublk-ts; for `add`/`recover`, prints kublk's dump of the device it made live. */
 async function runUblkTs(args: string[], foreground: boolean): Promise<number> {
   if (!foreground) {
-    const r = spawnSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+    const r = childProcess().spawnSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
     const path = r.stdout.trim().split('\n').pop() ?? '';
     const m = /^\/dev\/ublkb(\d+)$/.exec(path);
     if (r.status !== 0 || !m) {
@@ -162,7 +166,7 @@ async function runUblkTs(args: string[], foreground: boolean): Promise<number> {
     return 0;
   }
   // --foreground: the server serves in the child; its death by a signal is ours (as kublk's own exit would be).
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = childProcess().spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   child.stdout.setEncoding('utf8').on('data', (text: string) => {
     const m = /\/dev\/ublkb(\d+)/.exec(text);
     if (m) void listOne(Number(m[1])).then((d) => d && dump(d));
@@ -178,7 +182,7 @@ async function runUblkTs(args: string[], foreground: boolean): Promise<number> {
  * (test_common.sh captures its stdout together with the state it echoes).
  */
 function cli(args: string[], stdout: 'inherit' | 'ignore' = 'inherit'): number {
-  return spawnSync(process.execPath, [CLI, ...args], { stdio: ['inherit', stdout, 'inherit'] }).status ?? 1;
+  return childProcess().spawnSync(process.execPath, [CLI, ...args], { stdio: ['inherit', stdout, 'inherit'] }).status ?? 1;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -215,7 +219,7 @@ async function main(argv: string[]): Promise<number> {
     case 'update_size':
       return cli(['resize', id ?? '', p.opts.get('size') ?? '']);
     case 'features': {
-      const r = spawnSync(process.execPath, [CLI, 'features', '--json'], { encoding: 'utf8' });
+      const r = childProcess().spawnSync(process.execPath, [CLI, 'features', '--json'], { encoding: 'utf8' });
       if (r.status !== 0) return r.status ?? 1;
       const names = JSON.parse(r.stdout) as string[];
       let bits = 0;
