@@ -13,8 +13,9 @@ import { deviceTotals } from '../../src/cli/stats.js';
 import { FEATURE_NAMES } from '../../src/ublk/abi/uapi.js';
 
 // Loaded when a command runs ublk-ts: node:child_process brings node:net and
-// the stream modules, about 0.1 s of a start in the emulated VM, and `list`
-// needs none of it (test_generic_06 allows 5 s for three `list` calls and a second).
+// the stream modules, about 0.05 s of a start in the emulated VM (0.1 s under
+// the profiler), and `list` needs none of it (test_generic_06 allows 5 s for
+// three `list` calls and a second).
 const childProcess = (): typeof import('node:child_process') => createRequire(import.meta.url)('node:child_process');
 const CLI = fileURLToPath(new URL('../../../bin/ublk-ts.js', import.meta.url));
 
