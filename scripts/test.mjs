@@ -37,11 +37,11 @@ const TEST_TIMEOUT_MS = 15 * 60 * 1000; // per test, so one hung test does not t
 // to fit, so a slow run fails with a report instead of being killed silently.
 const DEADLINE = Number(process.env.UBLK_TS_TEST_DEADLINE) || Infinity;
 // One selftest of each group the issue names (null, loop, stripe, batch,
-// recover, stress), and generic_06, which allows 5 s for three starts of our
-// kublk front end (it failed at exactly 5 s in 6 runs of 8 before the front
-// end was made to start faster); about 6.5 minutes in all; the whole set is
-// `npm run test:kernel`.
-const KERNEL_SUBSET = ['null_01', 'loop_03', 'stripe_01', 'batch_01', 'recover_01', 'stress_01', 'generic_06'];
+// recover, stress), about 6 minutes in all; the whole set is `npm run test:kernel`.
+// Not generic_06: it allows 5 s for three starts of our kublk front end (Node
+// starts), which passes here but would fail on a machine whose VM runs much
+// slower.
+const KERNEL_SUBSET = ['null_01', 'loop_03', 'stripe_01', 'batch_01', 'recover_01', 'stress_01'];
 const TEST_KERNEL = join(ROOT, 'scripts/test-kernel.sh');
 // A work directory of its own, so that `npm run test:kernel` may run meanwhile.
 const KERNEL_WORK = join(ROOT, '.cache/kernel-selftests/npm-test');
