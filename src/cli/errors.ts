@@ -10,10 +10,10 @@ export class UsageError extends Error {
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;
 
-// By name, not instanceof: the CLI runs bundled (dist/ublk-ts.mjs) while a
-// target module it loads imports its own copy of the library from dist/src/,
-// so a TargetOptionError thrown by a target's setup is not an instance of the
-// bundle's class.
+// By name, not instanceof: the CLI runs bundled (dist/ublk-ts.cjs) while a
+// target module of the user's imports its own copy of the library from
+// dist/src/, so a TargetOptionError thrown by its setup is not an instance of
+// the bundle's class.
 const USAGE_ERRORS = new Set(['UsageError', 'OptionError', 'TargetOptionError', 'ModeError']);
 
 export function isUsageError(e: unknown): boolean {

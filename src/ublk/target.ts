@@ -13,8 +13,11 @@ import type { UblkRequest } from './worker/request.js';
  * Returned by a target that completes the request later with
  * `ctx.io.complete(req, result)`, typically from `onCqe` once its own io_uring
  * operations have finished. Cheaper than a promise: nothing is allocated.
+ * A registered symbol: a serving thread run from the worker bundle has its own
+ * copy of this module, and a target that imports the library's must return
+ * the same symbol.
  */
-export const PENDING: unique symbol = Symbol('ublk-ts pending');
+export const PENDING: unique symbol = Symbol.for('ublk-ts pending');
 
 /** Bytes moved (READ/WRITE), 0 (other ops), a negative errno, a promise of one, or PENDING. */
 export type IoResult = number | Promise<number> | typeof PENDING;

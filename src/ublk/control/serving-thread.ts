@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { native } from '../../native.js';
-import { compiled } from '../../package-files.js';
+import { BUNDLED, compiled, packageFile } from '../../package-files.js';
 import { EFD_CLOEXEC } from '../../sys.js';
 import type { DeviceAttach, PoolMessage, ThreadConfig, WorkerMessage } from '../worker/worker.js';
 import { SlotRanges } from '../worker/slot-ranges.js';
@@ -44,6 +44,14 @@ export interface QueueWorker {
 
 const ONE = new BigUint64Array([1n]);
 
+/**
+ * A serving thread's entry: the worker bundle for code that runs bundled (the
+ * CLI, its servers and daemons), whose thread then starts in about half the
+ * time; worker.js for the library, so that its threads load the very modules
+ * its user's targets import.
+ */
+const WORKER_ENTRY = BUNDLED ? packageFile('dist', 'ublk-worker.cjs') : compiled('ublk', 'worker', 'worker.js');
+
 /** How long a thread that has finished serving may take to end before what keeps it running is cut short. */
 const LEFTOVERS_MS = 1000;
 
@@ -80,7 +88,7 @@ class ServingThread {
     this.wakeFd = device ? -1 : native.eventfd(0, EFD_CLOEXEC);
     const cfg: ThreadConfig = device ? { ...loop, quitFd: this.quitFd, device } : { ...loop, quitFd: this.quitFd, wakeFd: this.wakeFd };
     this.exited = new Promise((r) => { this.onExit = r; });
-    this.worker = new Worker(compiled('ublk', 'worker', 'worker.js'), { workerData: cfg });
+    this.worker = new Worker(WORKER_ENTRY, { workerData: cfg });
     this.worker.on('message', (m: WorkerMessage) => this.onMessage(m));
     // A thread that died (an uncaught exception, also from a target's timer or
     // callback) never ran its clean-up: its ring stays open and the kernel keeps
