@@ -11,6 +11,9 @@
 //   dist/ublk-ts.cjs      the CLI (bin/ublk-ts.js), also every server and daemon it starts
 //   dist/ublk-worker.cjs  a serving thread, for code that runs from the CLI bundle
 //
+//   node scripts/bundle.mjs ENTRY OUTFILE   bundles ENTRY alone, the same way
+//                                           (scripts/test-kernel.sh: the kublk front end)
+//
 // The library (dist/src/index.js) is not bundled: its serving threads run
 // dist/src/ublk/worker/worker.js, with the modules its user imports.
 import { build } from 'esbuild';
@@ -30,7 +33,13 @@ const common = {
   banner: { js: "const __ublk_ts_url = require('node:url').pathToFileURL(__filename).href;" },
 };
 
-await Promise.all([
-  build({ ...common, entryPoints: [join(ROOT, 'dist/src/cli/main.js')], outfile: join(ROOT, 'dist/ublk-ts.cjs') }),
-  build({ ...common, entryPoints: [join(ROOT, 'dist/src/ublk/worker/worker.js')], outfile: join(ROOT, 'dist/ublk-worker.cjs') }),
-]);
+const args = process.argv.slice(2);
+if (args.length !== 0 && args.length !== 2) {
+  console.error('usage: node scripts/bundle.mjs [ENTRY OUTFILE]');
+  process.exit(2);
+}
+const bundles = args.length ? [args] : [
+  [join(ROOT, 'dist/src/cli/main.js'), join(ROOT, 'dist/ublk-ts.cjs')],
+  [join(ROOT, 'dist/src/ublk/worker/worker.js'), join(ROOT, 'dist/ublk-worker.cjs')],
+];
+await Promise.all(bundles.map(([entry, outfile]) => build({ ...common, entryPoints: [entry], outfile })));

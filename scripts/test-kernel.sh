@@ -58,10 +58,9 @@ else
   # Each kublk call is a Node start: the front end is bundled into one file,
   # for the same reason (23 modules cost 1.3 s more per call in the VM), and
   # as CommonJS: an ES module main starts Node's ES module loader, about 0.1 s
-  # more per call there (import.meta.url, which it uses, is given by the banner).
-  "$root/node_modules/.bin/esbuild" "$root/dist/test/kernel/kublk.js" --bundle --platform=node --format=cjs --log-level=warning \
-    --define:import.meta.url=__importMetaUrl "--banner:js=const __importMetaUrl = require('node:url').pathToFileURL(__filename).href;" \
-    --outfile="$app/dist/test/kernel/kublk.bundle.cjs" || die "cannot bundle the front end (npm ci installs esbuild)"
+  # more per call there. scripts/bundle.mjs bundles it as it bundles the CLI.
+  node "$root/scripts/bundle.mjs" "$root/dist/test/kernel/kublk.js" "$app/dist/test/kernel/kublk.bundle.cjs" ||
+    die "cannot bundle the front end (npm ci installs esbuild)"
   printf '#!/bin/sh\nexec %s %s "$@"\n' "$(command -v node)" "$vm_app/dist/test/kernel/kublk.bundle.cjs" > "$work/kublk"
   chmod +x "$work/kublk"
 fi
